@@ -1,0 +1,261 @@
+//! The run context: everything one simulation run shares.
+//!
+//! turmoil runs every host of a simulation on the calling thread, so the
+//! context is a thread-local, set by the runner for the length of one run
+//! (as turmoil's own `World` is). Code of the system under test reaches it
+//! through the free functions of this crate (`race_point`, `switch`,
+//! `probe`, `event`, the oracles); outside a simulation they cost one
+//! thread-local read and do nothing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::faults::{FaultPlan, glob_match};
+use crate::net::NetState;
+use crate::oracle::OracleState;
+use crate::race::RaceState;
+use crate::seed::{self, SimRng};
+use crate::trace::TraceSink;
+
+/// Splits the bytes of a connection into frames, so that faults can act on
+/// messages. The system under test supplies one per run (its protocol's
+/// framing); the harness never interprets a frame beyond its label.
+pub trait Framer {
+    /// How many bytes of a frame's start [`Framer::parse`] needs.
+    fn header_len(&self) -> usize;
+    /// Given the first `header_len()` bytes of a frame: its total length in
+    /// bytes and a label such as `res:ADD_STREAM`. `None` when these bytes
+    /// are not a frame of this protocol: the connection is left unframed.
+    fn parse(&self, header: &[u8]) -> Option<FrameInfo>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub total_len: usize,
+    pub label: String,
+}
+
+/// Named events that frame holds wait for.
+#[derive(Default)]
+pub(crate) struct Events {
+    happened: BTreeMap<String, u64>,
+    waiters: Vec<std::task::Waker>,
+}
+
+impl Events {
+    pub(crate) fn mark(&mut self, name: &str) {
+        *self.happened.entry(name.to_string()).or_insert(0) += 1;
+        for waker in self.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.happened.contains_key(name)
+    }
+
+    pub(crate) fn wait(&mut self, waker: &std::task::Waker) {
+        if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+            self.waiters.push(waker.clone());
+        }
+    }
+}
+
+/// State of the plan's switches: how often each was asked.
+#[derive(Default)]
+struct Switches {
+    asked: BTreeMap<(usize, String), u32>,
+}
+
+pub(crate) struct RunCtx {
+    pub(crate) seed: u64,
+    pub(crate) plan: FaultPlan,
+    streams: RefCell<BTreeMap<String, SimRng>>,
+    pub(crate) coverage: RefCell<BTreeMap<String, u64>>,
+    pub(crate) oracles: RefCell<OracleState>,
+    pub(crate) race: RefCell<RaceState>,
+    pub(crate) net: RefCell<NetState>,
+    pub(crate) events: RefCell<Events>,
+    pub(crate) trace: RefCell<TraceSink>,
+    pub(crate) framer: RefCell<Option<Rc<dyn Framer>>>,
+    switches: RefCell<Switches>,
+    /// Simulated time at the last step boundary (runner-maintained); used
+    /// when no host is running.
+    pub(crate) step_elapsed: Cell<Duration>,
+    /// The host turmoil is running now (tracked from its `node` span).
+    pub(crate) current_host: RefCell<Option<std::sync::Arc<str>>>,
+    /// Monotonic id source for connections and other objects.
+    next_id: Cell<u64>,
+}
+
+thread_local! {
+    static CTX: RefCell<Option<Rc<RunCtx>>> = const { RefCell::new(None) };
+}
+
+impl RunCtx {
+    pub(crate) fn new(seed: u64, plan: FaultPlan, trace: TraceSink) -> RunCtx {
+        RunCtx {
+            seed,
+            race: RefCell::new(RaceState::new(seed, &plan)),
+            plan,
+            streams: RefCell::new(BTreeMap::new()),
+            coverage: RefCell::new(BTreeMap::new()),
+            oracles: RefCell::new(OracleState::default()),
+            net: RefCell::new(NetState::default()),
+            events: RefCell::new(Events::default()),
+            trace: RefCell::new(trace),
+            framer: RefCell::new(None),
+            switches: RefCell::new(Switches::default()),
+            step_elapsed: Cell::new(Duration::ZERO),
+            current_host: RefCell::new(None),
+            next_id: Cell::new(1),
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    pub(crate) fn with_rng<R>(&self, name: &str, f: impl FnOnce(&mut SimRng) -> R) -> R {
+        let mut streams = self.streams.borrow_mut();
+        if !streams.contains_key(name) {
+            streams.insert(name.to_string(), seed::stream(self.seed, name));
+        }
+        f(streams.get_mut(name).expect("inserted above"))
+    }
+
+    pub(crate) fn cover(&self, point: &str) {
+        let mut coverage = self.coverage.borrow_mut();
+        match coverage.get_mut(point) {
+            Some(n) => *n += 1,
+            None => {
+                coverage.insert(point.to_string(), 1);
+            }
+        }
+    }
+
+    pub(crate) fn host(&self) -> Option<std::sync::Arc<str>> {
+        self.current_host.borrow().clone()
+    }
+
+    pub(crate) fn now(&self) -> Duration {
+        turmoil::sim_elapsed().unwrap_or_else(|| self.step_elapsed.get())
+    }
+}
+
+/// Installs `ctx` as this thread's run context until the guard drops.
+pub(crate) struct CtxGuard;
+
+pub(crate) fn enter(ctx: Rc<RunCtx>) -> CtxGuard {
+    CTX.with(|c| {
+        let mut slot = c.borrow_mut();
+        assert!(slot.is_none(), "a simulation run is already active on this thread");
+        *slot = Some(ctx);
+    });
+    CtxGuard
+}
+
+impl Drop for CtxGuard {
+    fn drop(&mut self) {
+        CTX.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Runs `f` with the current run context; `None` outside a simulation.
+pub(crate) fn with<R>(f: impl FnOnce(&RunCtx) -> R) -> Option<R> {
+    CTX.with(|c| c.borrow().as_ref().map(|ctx| f(ctx)))
+}
+
+pub(crate) fn current() -> Option<Rc<RunCtx>> {
+    CTX.with(|c| c.borrow().clone())
+}
+
+// ---------------------------------------------------------------------------
+// The public surface for code under test.
+// ---------------------------------------------------------------------------
+
+/// Whether the caller runs inside a faultline simulation.
+pub fn in_sim() -> bool {
+    CTX.with(|c| c.borrow().is_some())
+}
+
+/// The simulated time since the start of the run (zero outside a simulation).
+pub fn now() -> Duration {
+    with(|ctx| ctx.now()).unwrap_or(Duration::ZERO)
+}
+
+/// The name of the host running now, if any.
+pub fn current_host() -> Option<String> {
+    with(|ctx| ctx.host().map(|h| h.to_string())).flatten()
+}
+
+/// Draws from the named random stream of this run. Outside a simulation the
+/// stream is seeded with 0 (the code still runs; it is just not replayable).
+pub fn with_rng<R>(name: &str, f: impl FnOnce(&mut SimRng) -> R) -> R {
+    match current() {
+        Some(ctx) => ctx.with_rng(name, f),
+        None => f(&mut seed::stream(0, name)),
+    }
+}
+
+/// Counts a "sometimes" probe: a place worth reaching. A sweep reports how
+/// many runs reached each probe, so a scenario that never reaches its
+/// trigger is visible.
+pub fn probe(name: &str) {
+    with(|ctx| ctx.cover(&format!("probe:{name}")));
+}
+
+/// Marks a named event (frame holds can wait for it).
+pub fn event(name: &str) {
+    with(|ctx| {
+        ctx.cover(&format!("event:{name}"));
+        ctx.events.borrow_mut().mark(name)
+    });
+}
+
+/// Asks whether the plan switches the named misbehaviour on for this host,
+/// now. Each ask draws from the run's seed. Always `false` outside a
+/// simulation and when the plan has no such switch.
+pub fn switch(name: &str) -> bool {
+    with(|ctx| {
+        let host = ctx.host();
+        let host = host.as_deref().unwrap_or("");
+        let mut on = false;
+        for (index, s) in ctx.plan.switch.iter().enumerate() {
+            if s.name != name || !glob_match(&s.host, host) {
+                continue;
+            }
+            let asked = {
+                let mut switches = ctx.switches.borrow_mut();
+                let n = switches.asked.entry((index, host.to_string())).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let hit = match s.nth {
+                Some(nth) => asked == nth,
+                None => s.rate >= 1.0 || ctx.with_rng(&format!("switch/{name}"), |rng| rng.random_bool(s.rate)),
+            };
+            if hit {
+                on = true;
+            }
+        }
+        if on {
+            ctx.cover(&format!("switch:{name}"));
+            tracing::debug!(target: "faultline::fault", switch = name, host, "switch on");
+        }
+        on
+    })
+    .unwrap_or(false)
+}
+
+/// Installs the framer that frame faults use to find messages in byte
+/// streams. Call it while building the simulation.
+pub fn set_framer(framer: Rc<dyn Framer>) {
+    with(|ctx| *ctx.framer.borrow_mut() = Some(framer));
+}

@@ -1,0 +1,1009 @@
+//! Fault plans as data.
+//!
+//! A [`FaultPlan`] lists every fault one run injects. It is plain data
+//! (serde: TOML and JSON), printed with every failure, accepted back with
+//! `--plan FILE`, and shrunk by proptest to the smallest plan that still
+//! fails. A scenario does not write plans by hand: it declares a
+//! [`FaultSpace`] (which fault kinds are allowed, on which hosts, within
+//! which ranges) and the plan of a run is drawn from the run's seed.
+//!
+//! Host names in plans are glob patterns (`kv-*`) matched against turmoil's
+//! host names. Nothing here knows what the hosts are.
+
+use proptest::prelude::*;
+use proptest::strategy::{BoxedStrategy, ValueTree};
+use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRunner};
+use serde::{Deserialize, Serialize};
+
+/// Every fault of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultPlan {
+    /// Tiny socket send buffers: writes become short, then block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub send_buffer: Vec<SendBuffer>,
+    /// Byte streams delivered in segments of seeded sizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segmentation: Vec<Segmentation>,
+    /// Frames delayed, or held until an event, on their way to the reader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_delay: Vec<FrameDelay>,
+    /// Which platform's errno a host's syscall view answers with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errno: Vec<Errno>,
+    /// Seeded yields at race points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub race: Vec<Race>,
+    /// Network partitions between two sets of hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition: Vec<Partition>,
+    /// Changes of link latency at a simulated time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<Latency>,
+    /// Host crashes, with an optional restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crash: Vec<Crash>,
+    /// Named misbehaviours of the system under test that the plan switches
+    /// on (the harness does not know what they do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switch: Vec<Switch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBuffer {
+    /// Hosts whose sockets get the small buffer (glob).
+    pub host: String,
+    /// Only for connections to these peers (glob); all peers when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Capacity of the send buffer, in bytes (at least 1).
+    pub bytes: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segmentation {
+    /// Writers on these hosts (glob).
+    pub from: String,
+    /// To readers on these hosts (glob).
+    pub to: String,
+    /// Largest segment, in bytes; each segment's size is drawn in 1..=this.
+    pub max_segment_bytes: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameDelay {
+    /// Frames sent by these hosts (glob).
+    pub from: String,
+    /// To these hosts (glob).
+    pub to: String,
+    /// Frame label (glob) as the scenario's framer names it, e.g. `res:ADD_STREAM`.
+    pub frame: String,
+    /// Only the n-th matching frame (1-based); every matching frame when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth: Option<u32>,
+    /// Delay, in simulated milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Hold the frame until this event has happened (see [`crate::event`]);
+    /// frame deliveries are events too: `frame:FROM->TO:LABEL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<String>,
+    /// Upper bound of a hold, in simulated milliseconds.
+    #[serde(default = "default_max_hold_ms")]
+    pub max_hold_ms: u64,
+}
+
+fn default_max_hold_ms() -> u64 {
+    10_000
+}
+
+/// Which platform's answers a host's syscall view gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Personality {
+    /// recv/send on a socket whose connect is in progress: EAGAIN.
+    Linux,
+    /// recv on a socket whose connect is in progress: ENOTCONN.
+    Illumos,
+    /// send on a socket whose connect is in progress: ENOTCONN.
+    Openbsd,
+}
+
+impl Personality {
+    pub const ALL: [Personality; 3] = [Personality::Linux, Personality::Illumos, Personality::Openbsd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Personality::Linux => "linux",
+            Personality::Illumos => "illumos",
+            Personality::Openbsd => "openbsd",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Errno {
+    pub host: String,
+    pub personality: Personality,
+}
+
+/// A race-point strategy: where the current task yields and for how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Race {
+    /// At each hit of a matching point, with `probability`, yield 1..=max_yields
+    /// times or (half of those times) sleep 1..=max_sleep_us.
+    Random {
+        point: String,
+        probability: f64,
+        #[serde(default = "default_max_yields")]
+        max_yields: u32,
+        #[serde(default)]
+        max_sleep_us: u64,
+    },
+    /// PCT-style: `depth` priority-change points drawn among the first
+    /// `horizon` hits of matching points; at a change point the task loses
+    /// its priority: it sleeps `sleep_us`, letting every other task run.
+    Pct {
+        point: String,
+        depth: u32,
+        horizon: u32,
+        sleep_us: u64,
+    },
+    /// At the n-th hit (1-based) of the point, yield `yields` times, then
+    /// sleep `sleep_us`.
+    Targeted {
+        point: String,
+        nth: u32,
+        #[serde(default)]
+        yields: u32,
+        #[serde(default)]
+        sleep_us: u64,
+    },
+}
+
+fn default_max_yields() -> u32 {
+    4
+}
+
+impl Race {
+    pub fn point(&self) -> &str {
+        match self {
+            Race::Random { point, .. } | Race::Pct { point, .. } | Race::Targeted { point, .. } => {
+                point
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    pub a: String,
+    pub b: String,
+    pub at_ms: u64,
+    /// When the partition heals; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub a: String,
+    pub b: String,
+    pub at_ms: u64,
+    /// New maximum message latency on the links, in milliseconds.
+    pub max_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    pub host: String,
+    pub at_ms: u64,
+    /// Restart (turmoil's bounce) at this time; stays down when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Switch {
+    /// The name the system under test asks for (see [`crate::switch`]).
+    pub name: String,
+    /// On these hosts (glob).
+    #[serde(default = "any_host")]
+    pub host: String,
+    /// Chance that one ask answers yes.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only the n-th ask (1-based) answers yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth: Option<u32>,
+}
+
+fn any_host() -> String {
+    "*".to_string()
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl FaultPlan {
+    /// How many faults the plan holds (each entry counts as one).
+    pub fn len(&self) -> usize {
+        self.send_buffer.len()
+            + self.segmentation.len()
+            + self.frame_delay.len()
+            + self.errno.len()
+            + self.race.len()
+            + self.partition.len()
+            + self.latency.len()
+            + self.crash.len()
+            + self.switch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A one-line summary for tables and logs.
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no faults".to_string();
+        }
+        let mut parts = Vec::new();
+        for f in &self.send_buffer {
+            parts.push(format!("send_buffer {}={}B", f.host, f.bytes));
+        }
+        for f in &self.segmentation {
+            parts.push(format!("segmentation {}->{}<={}B", f.from, f.to, f.max_segment_bytes));
+        }
+        for f in &self.frame_delay {
+            match &f.hold_until {
+                Some(event) => parts.push(format!("hold {} {}->{} until {}", f.frame, f.from, f.to, event)),
+                None => parts.push(format!("delay {} {}->{} {}ms", f.frame, f.from, f.to, f.delay_ms)),
+            }
+        }
+        for f in &self.errno {
+            parts.push(format!("errno {}={}", f.host, f.personality.name()));
+        }
+        for f in &self.race {
+            parts.push(format!("race {}", f.point()));
+        }
+        for f in &self.partition {
+            parts.push(format!("partition {}|{}@{}ms", f.a, f.b, f.at_ms));
+        }
+        for f in &self.latency {
+            parts.push(format!("latency {}-{}<={}ms@{}ms", f.a, f.b, f.max_ms, f.at_ms));
+        }
+        for f in &self.crash {
+            parts.push(format!("crash {}@{}ms", f.host, f.at_ms));
+        }
+        for f in &self.switch {
+            parts.push(format!("switch {}@{}", f.name, f.host));
+        }
+        parts.join(", ")
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a fault plan always serialises")
+    }
+
+    /// Reads a plan from TOML or JSON (by the file's extension; TOML otherwise).
+    pub fn load(path: &std::path::Path) -> Result<FaultPlan, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read the plan: {e}", path.display()))?;
+        if path.extension().is_some_and(|ext| ext == "json") {
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        } else {
+            toml::from_str(&text).map_err(|e| crate::scenario::toml_error(path, &text, &e))
+        }
+    }
+
+    /// Checks value ranges that serde's types cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        for f in &self.send_buffer {
+            if f.bytes == 0 {
+                return Err("send_buffer.bytes must be at least 1".into());
+            }
+        }
+        for f in &self.segmentation {
+            if f.max_segment_bytes == 0 {
+                return Err("segmentation.max_segment_bytes must be at least 1".into());
+            }
+        }
+        for f in &self.race {
+            if let Race::Random { probability, .. } = f {
+                if !(0.0..=1.0).contains(probability) {
+                    return Err("race.probability must be within 0..=1".into());
+                }
+            }
+            if let Race::Targeted { nth: 0, .. } = f {
+                return Err("race.nth is 1-based".into());
+            }
+        }
+        for f in &self.switch {
+            if !(0.0..=1.0).contains(&f.rate) {
+                return Err("switch.rate must be within 0..=1".into());
+            }
+        }
+        for f in &self.frame_delay {
+            if f.nth == Some(0) {
+                return Err("frame_delay.nth is 1-based".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Glob match for host names and labels (`*` and `?`). A malformed pattern
+/// matches only itself, literally.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    if pattern == "*" || pattern == name {
+        return true;
+    }
+    match glob::Pattern::new(pattern) {
+        Ok(p) => p.matches(name),
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The fault space of a scenario, and drawing plans from it.
+// ---------------------------------------------------------------------------
+
+/// An inclusive range written `[min, max]` in scenario files.
+pub type Range2 = [u64; 2];
+
+fn check_range(name: &str, r: &Range2) -> Result<(), String> {
+    if r[0] > r[1] {
+        return Err(format!("{name}: the range [{}, {}] ends before it starts", r[0], r[1]));
+    }
+    Ok(())
+}
+
+fn check_probability(name: &str, p: f64) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{name}.probability must be within 0..=1, not {p}"));
+    }
+    Ok(())
+}
+
+fn check_hosts(name: &str, hosts: &[String]) -> Result<(), String> {
+    if hosts.is_empty() {
+        return Err(format!("{name}: the host list is empty"));
+    }
+    Ok(())
+}
+
+fn default_probability() -> f64 {
+    1.0
+}
+
+/// Which faults a scenario allows, and their ranges. Each kind is included in
+/// a drawn plan with its `probability`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpace {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_buffer: Option<SendBufferSpace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<SegmentationSpace>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_delay: Vec<FrameDelaySpace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<ErrnoSpace>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub race: Vec<RaceSpace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PairSpace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySpace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash: Option<CrashSpace>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switch: Vec<SwitchSpace>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBufferSpace {
+    pub hosts: Vec<String>,
+    pub bytes: Range2,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationSpace {
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub max_segment_bytes: Range2,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameDelaySpace {
+    pub from: String,
+    pub to: String,
+    pub frame: String,
+    /// Draw `nth` from this range; every matching frame when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth: Option<Range2>,
+    #[serde(default = "zero_range")]
+    pub delay_ms: Range2,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<String>,
+    #[serde(default = "default_max_hold_ms")]
+    pub max_hold_ms: u64,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+fn zero_range() -> Range2 {
+    [0, 0]
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrnoSpace {
+    pub hosts: Vec<String>,
+    pub personalities: Vec<Personality>,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaceSpace {
+    /// Race point names (globs).
+    pub points: Vec<String>,
+    /// Which strategies may be drawn: `random`, `pct`, `targeted`.
+    #[serde(default = "all_strategies")]
+    pub strategies: Vec<String>,
+    /// For `random`: the probability of yielding at a hit.
+    #[serde(default = "default_race_probability")]
+    pub yield_probability: [f64; 2],
+    #[serde(default = "default_yields")]
+    pub yields: Range2,
+    #[serde(default = "default_sleep_us")]
+    pub sleep_us: Range2,
+    /// For `targeted`: which hit.
+    #[serde(default = "default_nth")]
+    pub nth: Range2,
+    /// For `pct`.
+    #[serde(default = "default_depth")]
+    pub depth: Range2,
+    #[serde(default = "default_horizon")]
+    pub horizon: Range2,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+fn all_strategies() -> Vec<String> {
+    vec!["random".into(), "pct".into(), "targeted".into()]
+}
+fn default_race_probability() -> [f64; 2] {
+    [0.05, 0.5]
+}
+fn default_yields() -> Range2 {
+    [1, 8]
+}
+fn default_sleep_us() -> Range2 {
+    [0, 2000]
+}
+fn default_nth() -> Range2 {
+    [1, 50]
+}
+fn default_depth() -> Range2 {
+    [1, 3]
+}
+fn default_horizon() -> Range2 {
+    [10, 500]
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairSpace {
+    pub pairs: Vec<[String; 2]>,
+    pub at_ms: Range2,
+    pub duration_ms: Range2,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySpace {
+    pub pairs: Vec<[String; 2]>,
+    pub at_ms: Range2,
+    pub max_ms: Range2,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSpace {
+    pub hosts: Vec<String>,
+    pub at_ms: Range2,
+    /// Down time before the restart; absent: no restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_ms: Option<Range2>,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSpace {
+    pub name: String,
+    #[serde(default = "any_host")]
+    pub host: String,
+    #[serde(default = "unit_rate")]
+    pub rate: [f64; 2],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth: Option<Range2>,
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+fn unit_rate() -> [f64; 2] {
+    [1.0, 1.0]
+}
+
+impl FaultSpace {
+    /// Whether the space allows no fault at all.
+    pub fn is_empty(&self) -> bool {
+        *self == FaultSpace::default()
+    }
+
+    /// The kinds of fault this space may draw, by their plan names.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        if self.send_buffer.is_some() {
+            kinds.push("send_buffer");
+        }
+        if self.segmentation.is_some() {
+            kinds.push("segmentation");
+        }
+        if !self.frame_delay.is_empty() {
+            kinds.push("frame_delay");
+        }
+        if self.errno.is_some() {
+            kinds.push("errno");
+        }
+        if !self.race.is_empty() {
+            kinds.push("race");
+        }
+        if self.partition.is_some() {
+            kinds.push("partition");
+        }
+        if self.latency.is_some() {
+            kinds.push("latency");
+        }
+        if self.crash.is_some() {
+            kinds.push("crash");
+        }
+        if !self.switch.is_empty() {
+            kinds.push("switch");
+        }
+        kinds
+    }
+
+    /// Checks ranges and probabilities; the message names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(s) = &self.send_buffer {
+            check_hosts("faults.send_buffer.hosts", &s.hosts)?;
+            check_range("faults.send_buffer.bytes", &s.bytes)?;
+            if s.bytes[0] == 0 {
+                return Err("faults.send_buffer.bytes must start at 1 or more".into());
+            }
+            check_probability("faults.send_buffer", s.probability)?;
+        }
+        if let Some(s) = &self.segmentation {
+            check_hosts("faults.segmentation.from", &s.from)?;
+            check_hosts("faults.segmentation.to", &s.to)?;
+            check_range("faults.segmentation.max_segment_bytes", &s.max_segment_bytes)?;
+            if s.max_segment_bytes[0] == 0 {
+                return Err("faults.segmentation.max_segment_bytes must start at 1 or more".into());
+            }
+            check_probability("faults.segmentation", s.probability)?;
+        }
+        for s in &self.frame_delay {
+            check_range("faults.frame_delay.delay_ms", &s.delay_ms)?;
+            if let Some(nth) = &s.nth {
+                check_range("faults.frame_delay.nth", nth)?;
+                if nth[0] == 0 {
+                    return Err("faults.frame_delay.nth is 1-based".into());
+                }
+            }
+            check_probability("faults.frame_delay", s.probability)?;
+        }
+        if let Some(s) = &self.errno {
+            check_hosts("faults.errno.hosts", &s.hosts)?;
+            if s.personalities.is_empty() {
+                return Err("faults.errno.personalities is empty".into());
+            }
+            check_probability("faults.errno", s.probability)?;
+        }
+        for s in &self.race {
+            if s.points.is_empty() {
+                return Err("faults.race.points is empty".into());
+            }
+            if s.strategies.is_empty() {
+                return Err("faults.race.strategies is empty".into());
+            }
+            for name in &s.strategies {
+                if !["random", "pct", "targeted"].contains(&name.as_str()) {
+                    return Err(format!(
+                        "faults.race.strategies: unknown strategy `{name}` (random, pct or targeted)"
+                    ));
+                }
+            }
+            let [lo, hi] = s.yield_probability;
+            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+                return Err("faults.race.yield_probability must be [lo, hi] within 0..=1".into());
+            }
+            check_range("faults.race.yields", &s.yields)?;
+            check_range("faults.race.sleep_us", &s.sleep_us)?;
+            check_range("faults.race.nth", &s.nth)?;
+            check_range("faults.race.depth", &s.depth)?;
+            check_range("faults.race.horizon", &s.horizon)?;
+            if s.nth[0] == 0 {
+                return Err("faults.race.nth is 1-based".into());
+            }
+            check_probability("faults.race", s.probability)?;
+        }
+        if let Some(s) = &self.partition {
+            if s.pairs.is_empty() {
+                return Err("faults.partition.pairs is empty".into());
+            }
+            check_range("faults.partition.at_ms", &s.at_ms)?;
+            check_range("faults.partition.duration_ms", &s.duration_ms)?;
+            check_probability("faults.partition", s.probability)?;
+        }
+        if let Some(s) = &self.latency {
+            if s.pairs.is_empty() {
+                return Err("faults.latency.pairs is empty".into());
+            }
+            check_range("faults.latency.at_ms", &s.at_ms)?;
+            check_range("faults.latency.max_ms", &s.max_ms)?;
+            check_probability("faults.latency", s.probability)?;
+        }
+        if let Some(s) = &self.crash {
+            check_hosts("faults.crash.hosts", &s.hosts)?;
+            check_range("faults.crash.at_ms", &s.at_ms)?;
+            if let Some(d) = &s.down_ms {
+                check_range("faults.crash.down_ms", d)?;
+            }
+            check_probability("faults.crash", s.probability)?;
+        }
+        for s in &self.switch {
+            let [lo, hi] = s.rate;
+            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+                return Err(format!("faults.switch `{}`: rate must be [lo, hi] within 0..=1", s.name));
+            }
+            if let Some(nth) = &s.nth {
+                check_range("faults.switch.nth", nth)?;
+            }
+            check_probability("faults.switch", s.probability)?;
+        }
+        Ok(())
+    }
+
+    /// The proptest strategy that draws plans from this space.
+    pub fn strategy(&self) -> BoxedStrategy<FaultPlan> {
+        let send_buffer = maybe(self.send_buffer.as_ref(), |s| {
+            (prop::sample::select(s.hosts.clone()), s.bytes[0]..=s.bytes[1])
+                .prop_map(|(host, bytes)| SendBuffer { host, peer: None, bytes: bytes as u32 })
+                .boxed()
+        });
+        let segmentation = maybe(self.segmentation.as_ref(), |s| {
+            (
+                prop::sample::select(s.from.clone()),
+                prop::sample::select(s.to.clone()),
+                s.max_segment_bytes[0]..=s.max_segment_bytes[1],
+            )
+                .prop_map(|(from, to, max)| Segmentation { from, to, max_segment_bytes: max as u32 })
+                .boxed()
+        });
+        let frame_delay = each(&self.frame_delay, |s| {
+            let template = s.clone();
+            let nth: BoxedStrategy<Option<u32>> = match s.nth {
+                Some([lo, hi]) => (lo..=hi).prop_map(|n| Some(n as u32)).boxed(),
+                None => Just(None).boxed(),
+            };
+            (nth, s.delay_ms[0]..=s.delay_ms[1])
+                .prop_map(move |(nth, delay_ms)| FrameDelay {
+                    from: template.from.clone(),
+                    to: template.to.clone(),
+                    frame: template.frame.clone(),
+                    nth,
+                    delay_ms,
+                    hold_until: template.hold_until.clone(),
+                    max_hold_ms: template.max_hold_ms,
+                })
+                .boxed()
+        });
+        let errno = maybe(self.errno.as_ref(), |s| {
+            (prop::sample::select(s.hosts.clone()), prop::sample::select(s.personalities.clone()))
+                .prop_map(|(host, personality)| Errno { host, personality })
+                .boxed()
+        });
+        let race = each(&self.race, race_strategy);
+        let partition = maybe(self.partition.as_ref(), |s| {
+            (prop::sample::select(s.pairs.clone()), s.at_ms[0]..=s.at_ms[1], s.duration_ms[0]..=s.duration_ms[1])
+                .prop_map(|([a, b], at_ms, duration)| Partition { a, b, at_ms, heal_ms: Some(at_ms + duration) })
+                .boxed()
+        });
+        let latency = maybe(self.latency.as_ref(), |s| {
+            (prop::sample::select(s.pairs.clone()), s.at_ms[0]..=s.at_ms[1], s.max_ms[0]..=s.max_ms[1])
+                .prop_map(|([a, b], at_ms, max_ms)| Latency { a, b, at_ms, max_ms })
+                .boxed()
+        });
+        let crash = maybe(self.crash.as_ref(), |s| {
+            let down: BoxedStrategy<Option<u64>> = match s.down_ms {
+                Some([lo, hi]) => (lo..=hi).prop_map(Some).boxed(),
+                None => Just(None).boxed(),
+            };
+            (prop::sample::select(s.hosts.clone()), s.at_ms[0]..=s.at_ms[1], down)
+                .prop_map(|(host, at_ms, down)| Crash { host, at_ms, restart_ms: down.map(|d| at_ms + d) })
+                .boxed()
+        });
+        let switch = each(&self.switch, |s| {
+            let template = s.clone();
+            let nth: BoxedStrategy<Option<u32>> = match s.nth {
+                Some([lo, hi]) => (lo..=hi).prop_map(|n| Some(n as u32)).boxed(),
+                None => Just(None).boxed(),
+            };
+            let [lo, hi] = s.rate;
+            let rate: BoxedStrategy<f64> = if lo == hi { Just(lo).boxed() } else { (lo..=hi).boxed() };
+            (rate, nth)
+                .prop_map(move |(rate, nth)| Switch {
+                    name: template.name.clone(),
+                    host: template.host.clone(),
+                    rate,
+                    nth,
+                })
+                .boxed()
+        });
+        (
+            (send_buffer, segmentation, frame_delay),
+            (errno, race, partition),
+            (latency, crash, switch),
+        )
+            .prop_map(
+                |(
+                    (send_buffer, segmentation, frame_delay),
+                    (errno, race, partition),
+                    (latency, crash, switch),
+                )| FaultPlan {
+                    send_buffer,
+                    segmentation,
+                    frame_delay,
+                    errno,
+                    race,
+                    partition,
+                    latency,
+                    crash,
+                    switch,
+                },
+            )
+            .boxed()
+    }
+
+    /// The plan drawn from `seed`, together with the tree that shrinks it.
+    pub fn draw(&self, seed: u64) -> PlanTree {
+        let mut runner = plan_runner(seed);
+        let tree = self
+            .strategy()
+            .new_tree(&mut runner)
+            .expect("fault strategies never reject");
+        PlanTree { tree }
+    }
+}
+
+/// A drawn plan that proptest can simplify.
+pub struct PlanTree {
+    tree: Box<dyn ValueTree<Value = FaultPlan>>,
+}
+
+impl PlanTree {
+    pub fn current(&self) -> FaultPlan {
+        self.tree.current()
+    }
+    pub fn simplify(&mut self) -> bool {
+        self.tree.simplify()
+    }
+    pub fn complicate(&mut self) -> bool {
+        self.tree.complicate()
+    }
+}
+
+fn plan_runner(seed: u64) -> TestRunner {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&crate::seed::derive(seed, "fault-plan").to_le_bytes());
+    bytes[8..16].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    TestRunner::new_with_rng(PropConfig { failure_persistence: None, ..PropConfig::default() }, rng)
+}
+
+fn maybe<S, T: std::fmt::Debug + Clone + 'static>(
+    space: Option<&S>,
+    make: impl Fn(&S) -> BoxedStrategy<T>,
+) -> BoxedStrategy<Vec<T>>
+where
+    S: HasProbability,
+{
+    match space {
+        None => Just(Vec::new()).boxed(),
+        Some(s) => optional(s.probability(), make(s)),
+    }
+}
+
+fn each<S: HasProbability, T: std::fmt::Debug + Clone + 'static>(
+    spaces: &[S],
+    make: impl Fn(&S) -> BoxedStrategy<T>,
+) -> BoxedStrategy<Vec<T>> {
+    let parts: Vec<BoxedStrategy<Vec<T>>> = spaces.iter().map(|s| optional(s.probability(), make(s))).collect();
+    parts
+        .prop_map(|vs: Vec<Vec<T>>| vs.into_iter().flatten().collect::<Vec<T>>())
+        .boxed()
+}
+
+fn optional<T: std::fmt::Debug + Clone + 'static>(probability: f64, s: BoxedStrategy<T>) -> BoxedStrategy<Vec<T>> {
+    if probability >= 1.0 {
+        // Still shrinkable to nothing: a plan without the fault is simpler.
+        prop::option::weighted(1.0 - f64::EPSILON, s)
+            .prop_map(|o| o.into_iter().collect())
+            .boxed()
+    } else if probability <= 0.0 {
+        Just(Vec::new()).boxed()
+    } else {
+        prop::option::weighted(probability, s)
+            .prop_map(|o| o.into_iter().collect())
+            .boxed()
+    }
+}
+
+trait HasProbability {
+    fn probability(&self) -> f64;
+}
+
+macro_rules! has_probability {
+    ($($t:ty),*) => { $(impl HasProbability for $t { fn probability(&self) -> f64 { self.probability } })* };
+}
+has_probability!(
+    SendBufferSpace,
+    SegmentationSpace,
+    FrameDelaySpace,
+    ErrnoSpace,
+    RaceSpace,
+    PairSpace,
+    LatencySpace,
+    CrashSpace,
+    SwitchSpace
+);
+
+fn race_strategy(s: &RaceSpace) -> BoxedStrategy<Race> {
+    let points = s.points.clone();
+    let mut choices: Vec<BoxedStrategy<Race>> = Vec::new();
+    for name in &s.strategies {
+        let point = prop::sample::select(points.clone());
+        let strategy = match name.as_str() {
+            "random" => {
+                let [plo, phi] = s.yield_probability;
+                let probability: BoxedStrategy<f64> = if plo == phi { Just(plo).boxed() } else { (plo..=phi).boxed() };
+                (point, probability, s.yields[0]..=s.yields[1], s.sleep_us[0]..=s.sleep_us[1])
+                    .prop_map(|(point, probability, max_yields, max_sleep_us)| Race::Random {
+                        point,
+                        probability,
+                        max_yields: max_yields as u32,
+                        max_sleep_us,
+                    })
+                    .boxed()
+            }
+            "pct" => (point, s.depth[0]..=s.depth[1], s.horizon[0]..=s.horizon[1], s.sleep_us[0]..=s.sleep_us[1])
+                .prop_map(|(point, depth, horizon, sleep_us)| Race::Pct {
+                    point,
+                    depth: depth as u32,
+                    horizon: horizon.max(1) as u32,
+                    sleep_us,
+                })
+                .boxed(),
+            _ => (point, s.nth[0]..=s.nth[1], s.yields[0]..=s.yields[1], s.sleep_us[0]..=s.sleep_us[1])
+                .prop_map(|(point, nth, yields, sleep_us)| Race::Targeted {
+                    point,
+                    nth: nth as u32,
+                    yields: yields as u32,
+                    sleep_us,
+                })
+                .boxed(),
+        };
+        choices.push(strategy);
+    }
+    prop::strategy::Union::new(choices).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> FaultSpace {
+        toml::from_str(
+            r#"
+            [send_buffer]
+            hosts = ["server"]
+            bytes = [1, 16]
+            [segmentation]
+            from = ["*"]
+            to = ["client-*"]
+            max_segment_bytes = [1, 64]
+            [[race]]
+            points = ["sched.*"]
+            [errno]
+            hosts = ["proxy"]
+            personalities = ["illumos", "openbsd"]
+            probability = 0.5
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_seed_draws_the_same_plan_every_time() {
+        let s = space();
+        for seed in 0..50 {
+            assert_eq!(s.draw(seed).current(), s.draw(seed).current());
+        }
+        let distinct: std::collections::BTreeSet<String> =
+            (0..50).map(|seed| s.draw(seed).current().to_toml()).collect();
+        assert!(distinct.len() > 10, "plans should vary with the seed");
+    }
+
+    #[test]
+    fn plans_round_trip_through_toml_and_json() {
+        let s = space();
+        for seed in 0..20 {
+            let plan = s.draw(seed).current();
+            let back: FaultPlan = toml::from_str(&plan.to_toml()).unwrap();
+            assert_eq!(plan, back);
+            let json = serde_json::to_string(&plan).unwrap();
+            assert_eq!(plan, serde_json::from_str::<FaultPlan>(&json).unwrap());
+        }
+    }
+
+    #[test]
+    fn simplifying_reaches_the_empty_plan() {
+        let mut tree = space().draw(3);
+        let before = tree.current().len();
+        assert!(before > 0);
+        while tree.simplify() {}
+        assert!(tree.current().len() < before);
+    }
+
+    #[test]
+    fn unknown_plan_keys_are_errors() {
+        let err = toml::from_str::<FaultPlan>("[[send_buffer]]\nhost = \"a\"\nbytez = 3\n").unwrap_err();
+        assert!(err.to_string().contains("bytez"), "{err}");
+    }
+
+    #[test]
+    fn globs_match_host_names() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("kv-*", "kv-2"));
+        assert!(!glob_match("kv-*", "proxy"));
+        assert!(glob_match("proxy", "proxy"));
+    }
+}

@@ -1,0 +1,41 @@
+//! faultline-harness: deterministic network simulation testing over turmoil.
+//!
+//! The harness owns seeds, faults, traces, oracles and running; it knows
+//! nothing about the system under test. A run is `(scenario, seed,
+//! variant)`:
+//!
+//! * [`seed`]: one `u64` seeds turmoil and every named random stream;
+//! * [`faults`]: the run's [`FaultPlan`], drawn from the scenario's
+//!   [`FaultSpace`] by the seed, or given;
+//! * [`net`]: simulated TCP with tiny send buffers, segmentation and frame
+//!   delays; [`sys`]: a non-blocking syscall view with errno personalities
+//!   and an epoll-like poller;
+//! * [`race_point`]: seeded yields where racing wake-ups matter;
+//! * [`oracle`]: how a run decides it failed;
+//! * [`trace`]: the canonical trace and its hash;
+//! * [`runner`]: run, sweep, determinism check, shrink;
+//! * [`scenario`]: scenario files and the [`Workload`] trait;
+//! * [`testing`]: `cargo test` helpers.
+
+pub mod ctx;
+pub mod faults;
+pub mod net;
+pub mod oracle;
+pub mod race;
+pub mod runner;
+pub mod scenario;
+pub mod seed;
+pub mod testing;
+pub mod trace;
+
+pub use ctx::{FrameInfo, Framer, current_host, event, in_sim, now, probe, set_framer, switch, with_rng};
+pub use faults::{FaultPlan, FaultSpace, Personality};
+pub use net::{SimListener, SimSocket, SimStream};
+pub use race::race_point;
+pub use runner::{Faults, Outcome, RunOptions, Variant, Verdict};
+pub use scenario::{ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params};
+pub use trace::TraceMode;
+
+/// Whether this build has `--cfg tokio_unstable`, without which turmoil
+/// cannot seed tokio's own random choices (`select!` branch order).
+pub const TOKIO_UNSTABLE: bool = cfg!(tokio_unstable);

@@ -1,0 +1,764 @@
+//! Simulated TCP with the faults real kernels produce rarely.
+//!
+//! turmoil's `TcpStream` accepts every write whole and delivers it as one
+//! segment. [`SimSocket`] wraps it and adds, per connection and as the run's
+//! [`FaultPlan`](crate::FaultPlan) says:
+//!
+//! * a **send buffer** of N bytes: a write accepts at most the free space (a
+//!   short write) and is `Pending` when none is free; the writer is woken
+//!   when the peer's application has read and space is free again. (The
+//!   buffer models the sender's and receiver's kernel buffers together:
+//!   bytes count until the peer's application has read them.)
+//! * **segmentation**: accepted bytes leave in segments of seeded sizes, and
+//!   a reader receives whatever has arrived, coalesced. The byte stream is
+//!   unchanged.
+//! * **frame delays and holds**: with a [`Framer`](crate::Framer) the reader
+//!   side finds message frames in the byte stream and holds back a matching
+//!   frame (and, as TCP keeps order, everything after it) for a simulated
+//!   time or until a named event. Every delivered frame is traced, which is
+//!   what sequence diagrams are drawn from.
+//!
+//! With none of these faults a socket behaves exactly like turmoil's
+//! stream: one write, one segment; one read, at most one segment.
+//!
+//! [`SimStream`] is the tokio face (`AsyncRead + AsyncWrite`); the
+//! syscall view ([`crate::sys`]) uses the same core for its file
+//! descriptors.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::ctx::{self, FrameInfo, Framer, RunCtx};
+use crate::faults::{FrameDelay, glob_match};
+
+/// Largest amount pulled from turmoil in one read call, in bytes.
+const PULL_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Per-run network state of the harness.
+#[derive(Default)]
+pub(crate) struct NetState {
+    /// Connection state made by an acceptor, waiting for its connector:
+    /// keyed by (acceptor address, connector address).
+    handoff: BTreeMap<(SocketAddr, SocketAddr), Rc<ConnShared>>,
+    /// How many frames each frame-delay rule has matched so far.
+    rule_hits: BTreeMap<usize, u32>,
+}
+
+/// One direction of a connection: what the writer has sent that the
+/// reader's application has not read yet.
+struct Pipe {
+    writer_host: Rc<str>,
+    reader_host: Rc<str>,
+    /// The writer's send buffer in bytes; unlimited when `None`.
+    capacity_bytes: Option<usize>,
+    unread_bytes: usize,
+    writer_waker: Option<Waker>,
+    /// Largest segment in bytes; writes are not split when `None`.
+    max_segment_bytes: Option<usize>,
+    /// The reader end is gone: writes no longer wait for space.
+    reader_closed: bool,
+}
+
+impl Pipe {
+    fn new(ctx: &RunCtx, writer: &Rc<str>, reader: &Rc<str>) -> Pipe {
+        let plan = &ctx.plan;
+        let capacity_bytes = plan
+            .send_buffer
+            .iter()
+            .filter(|f| glob_match(&f.host, writer) && f.peer.as_ref().is_none_or(|p| glob_match(p, reader)))
+            .map(|f| f.bytes as usize)
+            .min();
+        let max_segment_bytes = plan
+            .segmentation
+            .iter()
+            .filter(|f| glob_match(&f.from, writer) && glob_match(&f.to, reader))
+            .map(|f| f.max_segment_bytes as usize)
+            .min();
+        if let Some(cap) = capacity_bytes {
+            assert!(cap > 0, "a send buffer holds at least one byte");
+        }
+        Pipe {
+            writer_host: writer.clone(),
+            reader_host: reader.clone(),
+            capacity_bytes,
+            unread_bytes: 0,
+            writer_waker: None,
+            max_segment_bytes,
+            reader_closed: false,
+        }
+    }
+
+    fn unlimited(writer: &Rc<str>, reader: &Rc<str>) -> Pipe {
+        Pipe {
+            writer_host: writer.clone(),
+            reader_host: reader.clone(),
+            capacity_bytes: None,
+            unread_bytes: 0,
+            writer_waker: None,
+            max_segment_bytes: None,
+            reader_closed: false,
+        }
+    }
+
+    fn consumed(&mut self, bytes: usize) {
+        if self.capacity_bytes.is_some() {
+            assert!(
+                bytes <= self.unread_bytes,
+                "read {bytes} bytes but only {} were written",
+                self.unread_bytes
+            );
+        }
+        self.unread_bytes = self.unread_bytes.saturating_sub(bytes);
+        if let Some(waker) = self.writer_waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// State both ends of one connection share.
+struct ConnShared {
+    id: u64,
+    /// `pipes[0]`: acceptor to connector; `pipes[1]`: connector to acceptor.
+    pipes: [RefCell<Pipe>; 2],
+}
+
+/// Which end of a connection a socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Acceptor = 0,
+    Connector = 1,
+}
+
+impl Side {
+    fn send_pipe(self) -> usize {
+        self as usize
+    }
+    fn recv_pipe(self) -> usize {
+        1 - self as usize
+    }
+}
+
+/// The frame currently at the head of the undelivered bytes.
+struct HeadFrame {
+    info: FrameInfo,
+    /// Delivered no earlier than this simulated time.
+    release_at: Duration,
+    /// Held until this event (or `release_at` as the bound of the hold).
+    hold_until: Option<String>,
+}
+
+/// Frame tracking on the receive side.
+enum Framing {
+    /// No framer, or the stream is not of the framer's protocol.
+    Off,
+    On {
+        framer: Rc<dyn Framer>,
+        /// Rules that may delay frames on this direction: (index, rule).
+        rules: Vec<(usize, FrameDelay)>,
+        /// Bytes of the frame being delivered that are still to be released.
+        remaining_in_frame: usize,
+        /// The parsed frame waiting at a frame boundary.
+        head: Option<HeadFrame>,
+    },
+}
+
+/// Receive side: bytes pulled from turmoil that the application has not read.
+struct Rx {
+    buf: BytesMut,
+    /// How many leading bytes of `buf` the application may read now.
+    released: usize,
+    eof: bool,
+    error: Option<io::ErrorKind>,
+    framing: Framing,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// One end of a simulated TCP connection (see the module docs).
+pub struct SimSocket {
+    inner: turmoil::net::TcpStream,
+    shared: Rc<ConnShared>,
+    side: Side,
+    local: SocketAddr,
+    peer: SocketAddr,
+    rx: Rx,
+    write_closed: bool,
+}
+
+impl std::fmt::Debug for SimSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimSocket")
+            .field("conn", &self.shared.id)
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+fn host_of(addr: SocketAddr) -> Rc<str> {
+    turmoil::reverse_lookup(addr.ip()).map(Rc::from).unwrap_or_else(|| Rc::from(addr.ip().to_string()))
+}
+
+impl SimSocket {
+    fn new(inner: turmoil::net::TcpStream, shared: Rc<ConnShared>, side: Side) -> io::Result<SimSocket> {
+        let local = inner.local_addr()?;
+        let peer = inner.peer_addr()?;
+        let framing = ctx::with(|ctx| {
+            let framer = ctx.framer.borrow().clone();
+            match framer {
+                None => Framing::Off,
+                Some(framer) => {
+                    let pipe = shared.pipes[side.recv_pipe()].borrow();
+                    let rules = ctx
+                        .plan
+                        .frame_delay
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| glob_match(&r.from, &pipe.writer_host) && glob_match(&r.to, &pipe.reader_host))
+                        .map(|(i, r)| (i, r.clone()))
+                        .collect();
+                    Framing::On { framer, rules, remaining_in_frame: 0, head: None }
+                }
+            }
+        })
+        .unwrap_or(Framing::Off);
+        Ok(SimSocket {
+            inner,
+            shared,
+            side,
+            local,
+            peer,
+            rx: Rx { buf: BytesMut::new(), released: 0, eof: false, error: None, framing, timer: None },
+            write_closed: false,
+        })
+    }
+
+    /// The connection's id in this run (stable across replays).
+    pub fn conn_id(&self) -> u64 {
+        self.shared.id
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn send_pipe(&self) -> &RefCell<Pipe> {
+        &self.shared.pipes[self.side.send_pipe()]
+    }
+
+    fn recv_pipe(&self) -> &RefCell<Pipe> {
+        &self.shared.pipes[self.side.recv_pipe()]
+    }
+
+    /// Free space in the send buffer, in bytes (`usize::MAX` when unlimited).
+    pub fn send_space(&self) -> usize {
+        let pipe = self.send_pipe().borrow();
+        match pipe.capacity_bytes {
+            Some(cap) if !pipe.reader_closed => cap.saturating_sub(pipe.unread_bytes),
+            _ => usize::MAX,
+        }
+    }
+
+    /// Waits for free space in the send buffer.
+    pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut pipe = self.send_pipe().borrow_mut();
+        match pipe.capacity_bytes {
+            Some(cap) if !pipe.reader_closed && pipe.unread_bytes >= cap => {
+                pipe.writer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Sends as much of `bufs` as the send buffer takes (scatter/gather).
+    pub fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let (allowed, max_segment) = {
+            let mut pipe = self.send_pipe().borrow_mut();
+            let allowed = match pipe.capacity_bytes {
+                Some(cap) if !pipe.reader_closed => {
+                    let free = cap.saturating_sub(pipe.unread_bytes);
+                    if free == 0 {
+                        pipe.writer_waker = Some(cx.waker().clone());
+                        cover("send_buffer:full");
+                        return Poll::Pending;
+                    }
+                    if free < total {
+                        cover("send_buffer:short_write");
+                    }
+                    free.min(total)
+                }
+                _ => total,
+            };
+            (allowed, pipe.max_segment_bytes)
+        };
+        let data = gather(bufs, allowed);
+        let mut sent = 0;
+        while sent < data.len() {
+            let left = data.len() - sent;
+            let segment = match max_segment {
+                None => left,
+                Some(max) => {
+                    let max = max.min(left);
+                    let id = self.shared.id;
+                    let side = self.side as usize;
+                    ctx::with_rng(&format!("segment/{id}/{side}"), |rng| rng.random_range(1..=max))
+                }
+            };
+            if segment < left {
+                cover("segmentation:split");
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &data[sent..sent + segment]) {
+                Poll::Ready(Ok(n)) => {
+                    assert_eq!(n, segment, "turmoil accepts a write whole");
+                    sent += n;
+                }
+                Poll::Ready(Err(e)) if sent == 0 => return Poll::Ready(Err(e)),
+                Poll::Pending if sent == 0 => return Poll::Pending,
+                _ => break,
+            }
+        }
+        assert!(sent > 0 && sent <= allowed);
+        self.send_pipe().borrow_mut().unread_bytes += sent;
+        if sent < total {
+            tracing::debug!(target: "faultline::net", conn = self.shared.id, wanted = total, sent, "short write");
+        }
+        Poll::Ready(Ok(sent))
+    }
+
+    /// Sends a FIN: no more writes.
+    pub fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_closed {
+            return Poll::Ready(Ok(()));
+        }
+        let result = std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx));
+        self.write_closed = true;
+        Poll::Ready(result)
+    }
+
+    /// Pulls segments from turmoil into the receive buffer: all that have
+    /// arrived when coalescing, otherwise at most one. Returns whether
+    /// anything new arrived (data, end of stream or an error).
+    fn pull(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.rx.eof || self.rx.error.is_some() {
+            return false;
+        }
+        let coalesce = self.recv_pipe().borrow().max_segment_bytes.is_some();
+        let mut got = false;
+        let mut chunk = [0u8; PULL_CHUNK_BYTES];
+        loop {
+            let mut read_buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read_buf) {
+                Poll::Ready(Ok(())) => {
+                    let n = read_buf.filled().len();
+                    got = true;
+                    if n == 0 {
+                        self.rx.eof = true;
+                        break;
+                    }
+                    self.rx.buf.extend_from_slice(read_buf.filled());
+                    if !coalesce {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    got = true;
+                    self.rx.error = Some(e.kind());
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        got
+    }
+
+    /// Moves the release mark forward over every byte the frame rules let
+    /// through now; arms a timer or waits for an event when a frame is held.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        let shared = &self.shared;
+        let side = self.side;
+        let Framing::On { framer, rules, remaining_in_frame, head } = &mut self.rx.framing else {
+            self.rx.released = self.rx.buf.len();
+            return;
+        };
+        loop {
+            let unreleased = self.rx.buf.len() - self.rx.released;
+            if *remaining_in_frame > 0 {
+                let n = (*remaining_in_frame).min(unreleased);
+                self.rx.released += n;
+                *remaining_in_frame -= n;
+                if *remaining_in_frame > 0 {
+                    return;
+                }
+                continue;
+            }
+            if head.is_none() {
+                let header_len = framer.header_len();
+                if unreleased < header_len {
+                    return;
+                }
+                let start = self.rx.released;
+                let Some(info) = framer.parse(&self.rx.buf[start..start + header_len]) else {
+                    // Not this protocol (or garbage): deliver the rest unframed.
+                    tracing::debug!(target: "faultline::net", conn = shared.id, "stream is not framed");
+                    self.rx.released = self.rx.buf.len();
+                    self.rx.framing = Framing::Off;
+                    return;
+                };
+                assert!(info.total_len >= header_len, "a frame is at least its header");
+                *head = Some(decide(shared, side, rules, info));
+            }
+            let frame = head.as_ref().expect("set above");
+            let now = ctx::now();
+            let blocked = match &frame.hold_until {
+                // A hold ends with its event, or at its bound (`release_at`).
+                Some(event) => {
+                    let happened = ctx::with(|c| c.events.borrow().has(event)).unwrap_or(true);
+                    if !happened {
+                        ctx::with(|c| c.events.borrow_mut().wait(cx.waker()));
+                    }
+                    !happened && now < frame.release_at
+                }
+                None => now < frame.release_at,
+            };
+            if blocked {
+                let mut timer = Box::pin(tokio::time::sleep(frame.release_at - now));
+                if timer.as_mut().poll(cx).is_ready() {
+                    // The clock moved on while we looked: look again.
+                    self.rx.timer = None;
+                    continue;
+                }
+                self.rx.timer = Some(timer);
+                return;
+            }
+            let frame = head.take().expect("checked above");
+            let pipe = shared.pipes[side.recv_pipe()].borrow();
+            tracing::debug!(
+                target: "faultline::net",
+                conn = shared.id,
+                from = &*pipe.writer_host,
+                to = &*pipe.reader_host,
+                label = frame.info.label.as_str(),
+                len = frame.info.total_len,
+                "frame"
+            );
+            ctx::event(&format!("frame:{}->{}:{}", pipe.writer_host, pipe.reader_host, frame.info.label));
+            *remaining_in_frame = frame.info.total_len;
+        }
+    }
+
+    /// Whether a receive would return something now (data, end of stream
+    /// or an error); registers `cx` for a wake-up otherwise.
+    pub fn poll_recv_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(timer) = self.rx.timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                self.rx.timer = None;
+            }
+        }
+        loop {
+            self.release(cx);
+            if self.rx.released > 0 {
+                return Poll::Ready(());
+            }
+            let pending_bytes = self.rx.buf.len() > self.rx.released;
+            if (self.rx.eof || self.rx.error.is_some()) && !pending_bytes {
+                return Poll::Ready(());
+            }
+            if !self.pull(cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Reads released bytes into `out`. `Ok(0)` is the end of the stream.
+    /// `WouldBlock` when nothing is available (after registering `cx`).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        std::task::ready!(self.poll_recv_ready(cx));
+        if self.rx.released > 0 {
+            let n = self.rx.released.min(out.len());
+            out[..n].copy_from_slice(&self.rx.buf[..n]);
+            self.rx.buf.advance(n);
+            self.rx.released -= n;
+            self.recv_pipe().borrow_mut().consumed(n);
+            return Poll::Ready(Ok(n));
+        }
+        match self.rx.error {
+            Some(kind) => Poll::Ready(Err(kind.into())),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+
+    /// Bytes that have arrived and that the application may read now.
+    pub fn readable_bytes(&self) -> usize {
+        self.rx.released
+    }
+
+    /// The peer closed its end (FIN seen) and every byte before it was read.
+    pub fn at_eof(&self) -> bool {
+        self.rx.eof && self.rx.buf.is_empty()
+    }
+
+    /// The connection was reset by the peer.
+    pub fn reset_error(&self) -> Option<io::ErrorKind> {
+        self.rx.error
+    }
+}
+
+impl Drop for SimSocket {
+    fn drop(&mut self) {
+        let mut pipe = self.recv_pipe().borrow_mut();
+        pipe.reader_closed = true;
+        if let Some(waker) = pipe.writer_waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Decides what happens to a frame that has reached the head of the stream.
+fn decide(shared: &ConnShared, side: Side, rules: &[(usize, FrameDelay)], info: FrameInfo) -> HeadFrame {
+    let now = ctx::now();
+    let mut frame = HeadFrame { info, release_at: now, hold_until: None };
+    if rules.is_empty() {
+        return frame;
+    }
+    ctx::with(|ctx| {
+        let mut net = ctx.net.borrow_mut();
+        for (index, rule) in rules {
+            if !glob_match(&rule.frame, &frame.info.label) {
+                continue;
+            }
+            let hits = net.rule_hits.entry(*index).or_insert(0);
+            *hits += 1;
+            if rule.nth.is_some_and(|nth| nth != *hits) {
+                continue;
+            }
+            let pipe = shared.pipes[side.recv_pipe()].borrow();
+            match &rule.hold_until {
+                Some(event) => {
+                    ctx.cover("frame_delay:held");
+                    frame.hold_until = Some(event.clone());
+                    frame.release_at = frame.release_at.max(now + Duration::from_millis(rule.max_hold_ms));
+                    tracing::debug!(
+                        target: "faultline::fault",
+                        conn = shared.id,
+                        from = &*pipe.writer_host,
+                        to = &*pipe.reader_host,
+                        label = frame.info.label.as_str(),
+                        until = event.as_str(),
+                        "frame held"
+                    );
+                }
+                None => {
+                    ctx.cover("frame_delay:delayed");
+                    frame.release_at = frame.release_at.max(now + Duration::from_millis(rule.delay_ms));
+                    tracing::debug!(
+                        target: "faultline::fault",
+                        conn = shared.id,
+                        from = &*pipe.writer_host,
+                        to = &*pipe.reader_host,
+                        label = frame.info.label.as_str(),
+                        delay_ms = rule.delay_ms,
+                        "frame delayed"
+                    );
+                }
+            }
+        }
+    });
+    frame
+}
+
+fn gather(bufs: &[IoSlice<'_>], limit: usize) -> Bytes {
+    if bufs.len() == 1 {
+        return Bytes::copy_from_slice(&bufs[0][..limit]);
+    }
+    let mut out = BytesMut::with_capacity(limit);
+    for buf in bufs {
+        let take = (limit - out.len()).min(buf.len());
+        out.extend_from_slice(&buf[..take]);
+        if out.len() == limit {
+            break;
+        }
+    }
+    out.freeze()
+}
+
+fn cover(point: &str) {
+    ctx::with(|ctx| ctx.cover(point));
+}
+
+/// Builds the shared state of a connection for the acceptor's end.
+fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
+    let me = ctx::current_host().map(Rc::from).unwrap_or_else(|| host_of(local));
+    let them = host_of(peer);
+    let shared = ctx::with(|ctx| {
+        Rc::new(ConnShared {
+            id: ctx.next_id(),
+            pipes: [RefCell::new(Pipe::new(ctx, &me, &them)), RefCell::new(Pipe::new(ctx, &them, &me))],
+        })
+    })
+    .unwrap_or_else(|| {
+        Rc::new(ConnShared {
+            id: 0,
+            pipes: [RefCell::new(Pipe::unlimited(&me, &them)), RefCell::new(Pipe::unlimited(&them, &me))],
+        })
+    });
+    ctx::with(|ctx| {
+        ctx.net.borrow_mut().handoff.insert((local, peer), shared.clone());
+        let pipe = shared.pipes[0].borrow();
+        tracing::debug!(
+            target: "faultline::net",
+            conn = shared.id,
+            from = &*them,
+            to = &*me,
+            send_buffer = pipe.capacity_bytes.unwrap_or(0),
+            "accept"
+        );
+    });
+    shared
+}
+
+/// Finds the state the acceptor made for this connection.
+fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
+    let found = ctx::with(|ctx| ctx.net.borrow_mut().handoff.remove(&(peer, local))).flatten();
+    match found {
+        Some(shared) => shared,
+        None => {
+            // The acceptor is not a harness socket: no faults on this one.
+            let me = ctx::current_host().map(Rc::from).unwrap_or_else(|| host_of(local));
+            let them = host_of(peer);
+            Rc::new(ConnShared {
+                id: ctx::with(|ctx| ctx.next_id()).unwrap_or(0),
+                pipes: [RefCell::new(Pipe::unlimited(&them, &me)), RefCell::new(Pipe::unlimited(&me, &them))],
+            })
+        }
+    }
+}
+
+/// Connects to `addr` (a `host:port` turmoil resolves).
+pub async fn connect_socket(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimSocket> {
+    let inner = turmoil::net::TcpStream::connect(addr).await?;
+    let local = inner.local_addr()?;
+    let peer = inner.peer_addr()?;
+    let shared = connected_conn(local, peer);
+    SimSocket::new(inner, shared, Side::Connector)
+}
+
+/// A listening socket whose accepted connections are [`SimStream`]s.
+pub struct SimListener {
+    inner: turmoil::net::TcpListener,
+}
+
+impl SimListener {
+    pub async fn bind(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimListener> {
+        Ok(SimListener { inner: turmoil::net::TcpListener::bind(addr).await? })
+    }
+
+    pub async fn accept(&self) -> io::Result<(SimStream, SocketAddr)> {
+        let (socket, peer) = self.accept_socket().await?;
+        Ok((SimStream { socket }, peer))
+    }
+
+    /// Accepts a connection as a bare socket (for the syscall view).
+    pub async fn accept_socket(&self) -> io::Result<(SimSocket, SocketAddr)> {
+        let (inner, peer) = self.inner.accept().await?;
+        let local = inner.local_addr()?;
+        let shared = accepted_conn(local, peer);
+        Ok((SimSocket::new(inner, shared, Side::Acceptor)?, peer))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A simulated TCP stream with the run's faults, usable wherever tokio's
+/// `AsyncRead + AsyncWrite` is.
+#[derive(Debug)]
+pub struct SimStream {
+    socket: SimSocket,
+}
+
+impl SimStream {
+    pub async fn connect(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimStream> {
+        Ok(SimStream { socket: connect_socket(addr).await? })
+    }
+
+    pub fn conn_id(&self) -> u64 {
+        self.socket.conn_id()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.socket.peer_addr()
+    }
+
+    /// The socket underneath.
+    pub fn socket(&mut self) -> &mut SimSocket {
+        &mut self.socket
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let n = std::task::ready!(this.socket.poll_recv(cx, buf.initialize_unfilled()))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().socket.poll_send(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().socket.poll_send(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().socket.poll_shutdown_write(cx)
+    }
+}

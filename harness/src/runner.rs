@@ -1,0 +1,758 @@
+//! Running scenarios: one seed, a sweep over seeds, the determinism check
+//! and shrinking.
+//!
+//! [`run`] builds a turmoil simulation seeded from the run's seed, installs
+//! the run context and the trace layer, lets the workload add its hosts and
+//! clients, then steps the simulation itself, so that it can apply faults
+//! at their simulated times and consult the oracles after every step. A
+//! panic in any simulated host is caught and becomes a `host-crash`
+//! failure with its seed; it never aborts a sweep.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::ctx::{self, RunCtx};
+use crate::faults::{FaultPlan, glob_match};
+use crate::oracle::{Failure, LatencySummary, OracleState};
+use crate::scenario::{RunSpec, Scenario, SimSetup};
+use crate::trace::{HarnessLayer, TraceMode, TraceRecord, TraceSink};
+
+/// Which lines of a bug's fix run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// The lines before the fix.
+    Buggy,
+    /// The lines of the fix.
+    Fixed,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Buggy => "buggy",
+            Variant::Fixed => "fixed",
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "buggy" => Ok(Variant::Buggy),
+            "fixed" => Ok(Variant::Fixed),
+            other => Err(format!("unknown variant `{other}` (buggy or fixed)")),
+        }
+    }
+}
+
+/// Where a run's faults come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Faults {
+    /// Drawn from the seed within the scenario's fault space (`--faults on`).
+    Drawn,
+    /// None at all (`--faults off`).
+    Off,
+    /// This plan (`--plan FILE`).
+    Plan { plan: FaultPlan, source: Option<PathBuf> },
+}
+
+impl Faults {
+    fn flag(&self) -> String {
+        match self {
+            Faults::Drawn => String::new(),
+            Faults::Off => " --faults off".to_string(),
+            Faults::Plan { source: Some(path), .. } => format!(" --plan {}", path.display()),
+            Faults::Plan { source: None, .. } => " --plan PLAN.toml".to_string(),
+        }
+    }
+}
+
+/// How to run one seed.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub variant: Variant,
+    pub faults: Faults,
+    pub trace: TraceMode,
+    /// What to echo to stderr as the run goes (`RUST_LOG`-style).
+    pub echo: Option<Targets>,
+    /// The bug whose variant is chosen; the scenario's own when `None`.
+    pub bug: Option<String>,
+}
+
+impl RunOptions {
+    pub fn new(variant: Variant) -> RunOptions {
+        RunOptions { variant, faults: Faults::Drawn, trace: TraceMode::Tails, echo: None, bug: None }
+    }
+
+    pub fn faults(mut self, faults: Faults) -> RunOptions {
+        self.faults = faults;
+        self
+    }
+
+    pub fn trace(mut self, trace: TraceMode) -> RunOptions {
+        self.trace = trace;
+        self
+    }
+}
+
+/// Pass, or the oracle that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail { oracle: String, message: String },
+}
+
+impl Verdict {
+    pub fn is_pass(&self) -> bool {
+        matches!(self, Verdict::Pass)
+    }
+
+    pub fn oracle(&self) -> Option<&str> {
+        match self {
+            Verdict::Pass => None,
+            Verdict::Fail { oracle, .. } => Some(oracle),
+        }
+    }
+}
+
+/// Everything one run produced.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub variant: Variant,
+    pub faults: Faults,
+    pub verdict: Verdict,
+    pub trace: TraceRecord,
+    pub sim_time: Duration,
+    pub wall_time: Duration,
+    /// The faults that were active.
+    pub plan: FaultPlan,
+    /// Fault points, race points and probes reached, with hit counts.
+    pub coverage: BTreeMap<String, u64>,
+    pub latencies: BTreeMap<String, LatencySummary>,
+}
+
+/// How a replay command starts; the CLI's binary.
+pub const REPLAY_PREFIX: &str = "cargo run --release --";
+
+impl Outcome {
+    /// The last line of `faultline run`.
+    pub fn verdict_line(&self) -> String {
+        let head = format!(
+            "seed={} variant={} trace={} sim_ms={}",
+            self.seed,
+            self.variant,
+            self.trace.hash_hex(),
+            self.sim_time.as_millis()
+        );
+        match &self.verdict {
+            Verdict::Pass => format!("verdict: pass {head}"),
+            Verdict::Fail { oracle, message } => format!("verdict: fail {head} oracle={oracle}: {message}"),
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "{REPLAY_PREFIX} run {} --seed {} --variant {}{}",
+            self.scenario,
+            self.seed,
+            self.variant,
+            self.faults.flag()
+        )
+    }
+
+    /// A failure report people can read: seed, variant, plan, the oracle's
+    /// message, the last trace lines of each host and the replay command.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "scenario: {}", self.scenario);
+        let _ = writeln!(out, "seed:     {}", self.seed);
+        let _ = writeln!(out, "variant:  {}", self.variant);
+        let _ = writeln!(out, "sim time: {} ms", self.sim_time.as_millis());
+        let _ = writeln!(out, "trace:    {} ({} lines)", self.trace.hash_hex(), self.trace.line_count);
+        if let Verdict::Fail { oracle, message } = &self.verdict {
+            let _ = writeln!(out, "oracle:   {oracle}");
+            let _ = writeln!(out, "message:  {message}");
+        }
+        let _ = writeln!(out, "fault plan ({} faults): {}", self.plan.len(), self.plan.summary());
+        if !self.plan.is_empty() {
+            for line in self.plan.to_toml().lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        for (host, lines) in &self.trace.tails {
+            let _ = writeln!(out, "last trace lines of {host}:");
+            for line in lines.iter().rev().take(12).collect::<Vec<_>>().into_iter().rev() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        let _ = writeln!(out, "replay: {}", self.replay_command());
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Panics in simulated hosts.
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    /// `Some` while a run is active on this thread: the first panic's text.
+    static PANIC: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let captured = PANIC.with(|slot| {
+                let Ok(mut slot) = slot.try_borrow_mut() else { return false };
+                let Some(first) = slot.as_mut() else { return false };
+                if first.is_none() {
+                    let message = info
+                        .payload()
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(non-text panic)".to_string());
+                    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                    let host = ctx::current_host().unwrap_or_else(|| "-".into());
+                    *first = Some(format!("host `{host}` panicked at {location}: {message}"));
+                }
+                true
+            });
+            if !captured {
+                previous(info);
+            }
+        }));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// One run.
+// ---------------------------------------------------------------------------
+
+/// A fault applied at a simulated time.
+enum Action {
+    Partition { a: String, b: String },
+    Repair { a: String, b: String },
+    MaxLatency { a: String, b: String, max: Duration },
+    Crash { host: String },
+    Restart { host: String },
+}
+
+fn scheduled_actions(plan: &FaultPlan, hosts: &[String], everyone: &[String]) -> Vec<(Duration, Action)> {
+    let expand = |pattern: &str, names: &[String]| -> Vec<String> {
+        names.iter().filter(|n| glob_match(pattern, n)).cloned().collect()
+    };
+    let pairs = |a: &str, b: &str| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for x in expand(a, everyone) {
+            for y in expand(b, everyone) {
+                if x != y {
+                    out.push((x.clone(), y));
+                }
+            }
+        }
+        out
+    };
+    let mut actions = Vec::new();
+    for p in &plan.partition {
+        for (a, b) in pairs(&p.a, &p.b) {
+            actions.push((Duration::from_millis(p.at_ms), Action::Partition { a: a.clone(), b: b.clone() }));
+            if let Some(heal) = p.heal_ms {
+                actions.push((Duration::from_millis(heal), Action::Repair { a, b }));
+            }
+        }
+    }
+    for l in &plan.latency {
+        for (a, b) in pairs(&l.a, &l.b) {
+            actions.push((Duration::from_millis(l.at_ms), Action::MaxLatency { a, b, max: Duration::from_millis(l.max_ms) }));
+        }
+    }
+    for c in &plan.crash {
+        for host in expand(&c.host, hosts) {
+            actions.push((Duration::from_millis(c.at_ms), Action::Crash { host: host.clone() }));
+            if let Some(restart) = c.restart_ms {
+                actions.push((Duration::from_millis(restart.max(c.at_ms)), Action::Restart { host }));
+            }
+        }
+    }
+    // Stable order: by time, then as listed.
+    actions.sort_by_key(|(at, _)| *at);
+    actions
+}
+
+fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
+    let note = match action {
+        Action::Partition { a, b } => {
+            sim.partition(a.as_str(), b.as_str());
+            format!("partition {a} {b}")
+        }
+        Action::Repair { a, b } => {
+            sim.repair(a.as_str(), b.as_str());
+            format!("repair {a} {b}")
+        }
+        Action::MaxLatency { a, b, max } => {
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), *max);
+            format!("latency {a} {b} max_ms={}", max.as_millis())
+        }
+        Action::Crash { host } => {
+            sim.crash(host.as_str());
+            format!("crash {host}")
+        }
+        Action::Restart { host } => {
+            sim.bounce(host.as_str());
+            format!("restart {host}")
+        }
+    };
+    ctx.cover(&format!("scheduled:{}", note.split(' ').next().unwrap_or("")));
+    tracing::info!(target: "faultline::fault", "{note}");
+}
+
+/// Runs one seed of a scenario.
+pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
+    install_panic_hook();
+    // Wall time of the run, for reports: measured outside the simulation.
+    let wall_start = std::time::Instant::now();
+    let plan = match &options.faults {
+        Faults::Drawn => scenario.spec.faults.draw(seed).current(),
+        Faults::Off => FaultPlan::default(),
+        Faults::Plan { plan, .. } => plan.clone(),
+    };
+    let sink = TraceSink::new(options.trace, options.echo.clone());
+    let run_ctx = Rc::new(RunCtx::new(seed, plan.clone(), sink));
+    *run_ctx.oracles.borrow_mut() = OracleState::new(scenario.spec.oracles.clone());
+
+    let guard = ctx::enter(run_ctx.clone());
+    let subscriber = tracing_subscriber::registry().with(HarnessLayer::new(options.echo.clone()));
+    let dispatch = tracing::subscriber::set_default(subscriber);
+    PANIC.with(|p| *p.borrow_mut() = Some(None));
+
+    let result = catch_unwind(AssertUnwindSafe(|| simulate(scenario, seed, options, &plan, &run_ctx)));
+    let panic_text = PANIC.with(|p| p.borrow_mut().take()).flatten();
+    let (sim_time, setup_error) = match result {
+        Ok(r) => r,
+        Err(_) => (run_ctx.step_elapsed.get(), None),
+    };
+    if let Some(text) = panic_text {
+        let mut oracles = run_ctx.oracles.borrow_mut();
+        // The step loop recorded the crash without its text; the hook has it.
+        if oracles.failure.as_ref().is_none_or(|f| f.oracle == "host-crash") {
+            oracles.failure = None;
+            oracles.fail("host-crash", text, sim_time);
+        }
+    }
+    if let Some(error) = setup_error {
+        run_ctx.oracles.borrow_mut().fail("setup", error, sim_time);
+    }
+
+    let failure: Option<Failure> = run_ctx.oracles.borrow().failure.clone();
+    let verdict = match failure {
+        None => Verdict::Pass,
+        Some(f) => Verdict::Fail { oracle: f.oracle, message: f.message },
+    };
+    if let Verdict::Fail { oracle, message } = &verdict {
+        run_ctx.trace.borrow_mut().note("-", format!("verdict fail oracle={oracle}: {message}"));
+    }
+    let latencies = run_ctx.oracles.borrow().latency_summary();
+    let coverage = run_ctx.coverage.borrow().clone();
+    drop(dispatch);
+    drop(guard);
+    let run_ctx = Rc::try_unwrap(run_ctx).unwrap_or_else(|_| panic!("the run context outlived its simulation"));
+    let trace = run_ctx.trace.into_inner().finish();
+    Outcome {
+        scenario: scenario.name.clone(),
+        seed,
+        variant: options.variant,
+        faults: options.faults.clone(),
+        verdict,
+        trace,
+        sim_time,
+        wall_time: wall_start.elapsed(),
+        plan,
+        coverage,
+        latencies,
+    }
+}
+
+/// Builds and steps the simulation. Returns the simulated time reached and
+/// a set-up error, if the workload could not build.
+fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+    plan: &FaultPlan,
+    run_ctx: &RunCtx,
+) -> (Duration, Option<String>) {
+    let config = &scenario.spec.sim;
+    let tick = Duration::from_millis(config.tick_ms);
+    let limit = Duration::from_millis(config.duration_ms);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .tick_duration(tick)
+        // The runner enforces the limit itself, with the liveness oracle.
+        .simulation_duration(limit + Duration::from_secs(3600))
+        .min_message_latency(Duration::from_millis(config.min_latency_ms))
+        .max_message_latency(Duration::from_millis(config.max_latency_ms))
+        .tcp_capacity(config.tcp_capacity);
+    if config.random_node_order {
+        builder.enable_random_order();
+    }
+    let mut sim = builder.build();
+    let bug = options.bug.as_deref().or(scenario.bug());
+    let spec = RunSpec { scenario: &scenario.name, params: scenario.params(), variant: options.variant, bug, seed };
+    let mut setup = SimSetup { sim: &mut sim, hosts: Vec::new(), clients: Vec::new() };
+    if let Err(error) = scenario.workload.build(&mut setup, &spec) {
+        return (Duration::ZERO, Some(format!("the workload could not build the simulation: {error}")));
+    }
+    let hosts = setup.hosts.clone();
+    let everyone: Vec<String> = setup.hosts.iter().chain(setup.clients.iter()).cloned().collect();
+    let mut actions = scheduled_actions(plan, &hosts, &everyone).into_iter().peekable();
+    tracing::info!(
+        target: "faultline::run",
+        scenario = scenario.name.as_str(),
+        seed,
+        variant = options.variant.name(),
+        faults = plan.summary().as_str(),
+        "run"
+    );
+
+    let mut now = sim.elapsed();
+    loop {
+        run_ctx.step_elapsed.set(now);
+        while let Some((_, action)) = actions.next_if(|(at, _)| *at <= now) {
+            apply(&mut sim, &action, run_ctx);
+        }
+        let step = catch_unwind(AssertUnwindSafe(|| sim.step()));
+        now = sim.elapsed();
+        run_ctx.step_elapsed.set(now);
+        let finished = match step {
+            Ok(Ok(finished)) => finished,
+            // A host panicked: the hook kept its text; `run` reports it.
+            Err(_) => {
+                run_ctx.oracles.borrow_mut().fail("host-crash", "a host panicked".into(), now);
+                break;
+            }
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                run_ctx.oracles.borrow_mut().fail("host-error", message, now);
+                break;
+            }
+        };
+        let mut oracles = run_ctx.oracles.borrow_mut();
+        oracles.check_step(now);
+        if oracles.failure.is_some() || finished {
+            break;
+        }
+        if now >= limit {
+            let pending = oracles.pending_names();
+            let message = if pending.is_empty() {
+                format!("the workload did not finish within {} ms", limit.as_millis())
+            } else {
+                format!(
+                    "the workload did not finish within {} ms; pending: {}",
+                    limit.as_millis(),
+                    pending.join(", ")
+                )
+            };
+            oracles.fail("liveness", message, now);
+            break;
+        }
+    }
+    if run_ctx.oracles.borrow().failure.is_none() {
+        run_ctx.oracles.borrow_mut().check_end(now);
+    }
+    // Hosts' drops may touch the run context: drop the simulation while it
+    // is still installed, and never let a panicking drop escape.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(sim)));
+    (now, None)
+}
+
+// ---------------------------------------------------------------------------
+// Sweeps.
+// ---------------------------------------------------------------------------
+
+/// How to sweep.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    pub run: RunOptions,
+    /// Worker threads, one simulation each at a time.
+    pub jobs: usize,
+    /// Go on after a failure.
+    pub keep_going: bool,
+    /// Show a progress bar (only drawn on a terminal).
+    pub progress: bool,
+}
+
+impl SweepOptions {
+    pub fn new(run: RunOptions) -> SweepOptions {
+        SweepOptions { run, jobs: default_jobs(), keep_going: false, progress: false }
+    }
+}
+
+/// The number of cores.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// What a sweep found.
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    pub scenario: String,
+    pub seeds_run: u64,
+    pub passed: u64,
+    /// Failing runs, by seed.
+    pub failures: Vec<Outcome>,
+    /// Per fault point, race point and probe: how many runs reached it.
+    pub coverage: BTreeMap<String, u64>,
+    /// Sum of simulated time over the runs.
+    pub sim_time: Duration,
+    pub wall_time: Duration,
+}
+
+impl SweepReport {
+    pub fn failed(&self) -> u64 {
+        self.failures.len() as u64
+    }
+
+    /// The last line of `faultline sweep`.
+    pub fn summary_line(&self) -> String {
+        format!("sweep: {} passed, {} failed", self.passed, self.failed())
+    }
+}
+
+/// Bytes of stack for a worker thread: simulated hosts nest deep futures.
+pub const WORKER_STACK_BYTES: usize = 32 * 1024 * 1024;
+
+/// Runs `work` over `items` on `jobs` worker threads, in item order per
+/// worker, until `stop` is set.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    stop: &AtomicBool,
+    work: impl Fn(&T) -> R + Sync,
+    done: impl Fn(&R) + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for worker in 0..jobs.max(1).min(items.len().max(1)) {
+            std::thread::Builder::new()
+                .name(format!("faultline-worker-{worker}"))
+                .stack_size(WORKER_STACK_BYTES)
+                .spawn_scoped(scope, || {
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(index) else { break };
+                        let result = work(item);
+                        done(&result);
+                        results.lock().expect("no worker panics while holding the lock").push((index, result));
+                    }
+                })
+                .expect("spawning a worker thread");
+        }
+    });
+    let mut results = results.into_inner().expect("workers finished");
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Runs every seed; stops at the first failure unless `keep_going`.
+pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> SweepReport {
+    let wall_start = std::time::Instant::now();
+    let stop = AtomicBool::new(false);
+    let bar = progress_bar(options.progress, seeds.len() as u64, &scenario.name);
+    let outcomes = parallel(
+        seeds,
+        options.jobs,
+        &stop,
+        |seed| run(scenario, *seed, &options.run),
+        |outcome| {
+            if !outcome.verdict.is_pass() && !options.keep_going {
+                stop.store(true, Ordering::Relaxed);
+            }
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        },
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut report = SweepReport { scenario: scenario.name.clone(), ..SweepReport::default() };
+    for outcome in outcomes {
+        report.seeds_run += 1;
+        report.sim_time += outcome.sim_time;
+        for point in outcome.coverage.keys() {
+            *report.coverage.entry(point.clone()).or_insert(0) += 1;
+        }
+        if outcome.verdict.is_pass() {
+            report.passed += 1;
+        } else {
+            report.failures.push(outcome);
+        }
+    }
+    report.failures.sort_by_key(|o| o.seed);
+    report.wall_time = wall_start.elapsed();
+    report
+}
+
+fn progress_bar(enabled: bool, len: u64, name: &str) -> Option<indicatif::ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} seeds {per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_string());
+    Some(bar)
+}
+
+// ---------------------------------------------------------------------------
+// The determinism check.
+// ---------------------------------------------------------------------------
+
+/// A seed whose two runs differed.
+#[derive(Clone, Debug)]
+pub struct Mismatch {
+    pub seed: u64,
+    pub hashes: (String, String),
+    /// (line number, first run's line, second run's line).
+    pub first_difference: Option<(usize, String, String)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeterminismReport {
+    pub seeds: u64,
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl DeterminismReport {
+    pub fn summary_line(&self) -> String {
+        format!("determinism: {} seeds, {} mismatches", self.seeds, self.mismatches.len())
+    }
+}
+
+/// Runs every seed twice and compares the traces.
+pub fn check_determinism(scenario: &Scenario, seeds: &[u64], run: &RunOptions, jobs: usize, progress: bool) -> DeterminismReport {
+    let options = run.clone().trace(TraceMode::Full);
+    let stop = AtomicBool::new(false);
+    let bar = progress_bar(progress, seeds.len() as u64, &scenario.name);
+    let results = parallel(
+        seeds,
+        jobs,
+        &stop,
+        |seed| {
+            let first = self::run(scenario, *seed, &options);
+            let second = self::run(scenario, *seed, &options);
+            if first.trace.hash == second.trace.hash {
+                return None;
+            }
+            let a = first.trace.lines.clone().unwrap_or_default();
+            let b = second.trace.lines.clone().unwrap_or_default();
+            Some(Mismatch {
+                seed: *seed,
+                hashes: (first.trace.hash_hex(), second.trace.hash_hex()),
+                first_difference: crate::trace::first_difference(&a, &b),
+            })
+        },
+        |_| {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        },
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    DeterminismReport { seeds: seeds.len() as u64, mismatches: results.into_iter().flatten().collect() }
+}
+
+// ---------------------------------------------------------------------------
+// Shrinking.
+// ---------------------------------------------------------------------------
+
+/// The result of shrinking a failing run's plan.
+#[derive(Clone, Debug)]
+pub struct ShrinkReport {
+    pub oracle: String,
+    pub before: FaultPlan,
+    pub after: FaultPlan,
+    /// Runs spent.
+    pub runs: u32,
+    /// The failing run with the smallest plan.
+    pub outcome: Outcome,
+}
+
+impl ShrinkReport {
+    pub fn summary_line(&self) -> String {
+        format!("shrink: {} faults -> {} faults", self.before.len(), self.after.len())
+    }
+}
+
+/// Shrinks the plan drawn for `seed` to a smallest plan that still fails
+/// with the same oracle (proptest's simplify/complicate search). `Err` when
+/// the seed does not fail.
+pub fn shrink(scenario: &Scenario, seed: u64, variant: Variant, max_runs: u32) -> Result<ShrinkReport, Outcome> {
+    let mut tree = scenario.spec.faults.draw(seed);
+    let before = tree.current();
+    let attempt = |plan: &FaultPlan| {
+        let options = RunOptions::new(variant).faults(Faults::Plan { plan: plan.clone(), source: None });
+        run(scenario, seed, &options)
+    };
+    let first = attempt(&before);
+    let Some(oracle) = first.verdict.oracle().map(str::to_string) else {
+        return Err(first);
+    };
+    let mut best = first;
+    let mut runs = 1;
+    let mut passed = false;
+    while runs < max_runs {
+        let moved = if passed { tree.complicate() } else { tree.simplify() };
+        if !moved {
+            break;
+        }
+        let candidate = tree.current();
+        let outcome = attempt(&candidate);
+        runs += 1;
+        if outcome.verdict.oracle() == Some(oracle.as_str()) {
+            if candidate.len() <= best.plan.len() {
+                best = outcome;
+            }
+            passed = false;
+        } else {
+            passed = true;
+        }
+    }
+    Ok(ShrinkReport { oracle, before, after: best.plan.clone(), runs, outcome: best })
+}

@@ -1,0 +1,159 @@
+//! Command definitions and dispatch. Each command lives in its own file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use faultline_harness::runner::{Faults, RunOptions};
+use faultline_harness::seed::SeedRange;
+use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
+
+mod reproduce;
+mod run;
+mod sweep;
+
+/// Deterministic network simulation: reproduce real networking bugs on a seed.
+#[derive(Debug, Parser)]
+#[command(name = "faultline", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Directory of scenario files (default: $FAULTLINE_SCENARIOS, ./scenarios, or the checkout's).
+    #[arg(long, global = true, value_name = "DIR")]
+    scenarios: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One line per scenario: name, bug id (or -), summary.
+    List,
+    /// Run one simulation; the last line is the verdict.
+    Run(run::RunArgs),
+    /// Like `run`, and shows the whole trace as it goes.
+    Replay(run::RunArgs),
+    /// Run a range of seeds on worker threads.
+    Sweep(sweep::SweepArgs),
+    /// Run each seed twice and compare the traces.
+    CheckDeterminism(sweep::DeterminismArgs),
+    /// Shrink a failing run's fault plan to the faults that matter.
+    Shrink(sweep::ShrinkArgs),
+    /// Reproduce the catalog's bugs (all when no id is given) and print the table.
+    Reproduce(reproduce::ReproduceArgs),
+}
+
+/// Errors that end a command with exit code 2.
+#[derive(Debug)]
+pub enum Error {
+    Usage(String),
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Usage(message)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Options shared by the commands that run simulations.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VariantArgs {
+    /// Which lines of the bug's fix run.
+    #[arg(long, default_value = "fixed", value_parser = parse_variant)]
+    variant: Variant,
+    /// `off` runs with no injected faults (the bug stays latent).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    faults: String,
+    /// Run with this fault plan (TOML or JSON) instead of the one drawn from the seed.
+    #[arg(long, value_name = "FILE", conflicts_with = "faults")]
+    plan: Option<PathBuf>,
+}
+
+fn parse_variant(text: &str) -> std::result::Result<Variant, String> {
+    text.parse()
+}
+
+impl VariantArgs {
+    fn options(&self) -> Result<RunOptions> {
+        let faults = match (&self.plan, self.faults.as_str()) {
+            (Some(path), _) => {
+                let plan = FaultPlan::load(path)?;
+                plan.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+                Faults::Plan { plan, source: Some(path.clone()) }
+            }
+            (None, "off") => Faults::Off,
+            (None, _) => Faults::Drawn,
+        };
+        Ok(RunOptions { variant: self.variant, faults, trace: TraceMode::Tails, echo: echo_filter()?, bug: None })
+    }
+}
+
+/// The terminal echo filter from `RUST_LOG` (read here, outside simulations).
+fn echo_filter() -> Result<Option<tracing_subscriber::filter::Targets>> {
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => Ok(Some(faultline_harness::trace::parse_echo_filter(&spec)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Loads every scenario; bad files are errors.
+fn load_all(dir: &Option<PathBuf>) -> Result<(Registry, Vec<Scenario>)> {
+    let registry = faultline::registry();
+    let dir = dir.clone().unwrap_or_else(faultline::default_scenarios_dir);
+    let (scenarios, errors) = registry.load_dir(&dir);
+    if !errors.is_empty() {
+        return Err(Error::Usage(errors.join("\n")));
+    }
+    Ok((registry, scenarios))
+}
+
+/// Loads the named scenario: a name from the scenario directory or a path.
+fn load_one(dir: &Option<PathBuf>, name: &str) -> Result<Scenario> {
+    let registry = faultline::registry();
+    if name.ends_with(".toml") {
+        return Ok(registry.load_file(std::path::Path::new(name))?);
+    }
+    let dir = dir.clone().unwrap_or_else(faultline::default_scenarios_dir);
+    let path = dir.join(format!("{name}.toml"));
+    if !path.exists() {
+        let (scenarios, _) = registry.load_dir(&dir);
+        let known: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "unknown scenario `{name}` in {} (known: {})",
+            dir.display(),
+            known.join(", ")
+        )));
+    }
+    Ok(registry.load_file(&path)?)
+}
+
+fn parse_seeds(text: &str) -> std::result::Result<SeedRange, String> {
+    text.parse()
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List => list(&cli.scenarios),
+        Command::Run(args) => run::run(&cli.scenarios, args, false),
+        Command::Replay(args) => run::run(&cli.scenarios, args, true),
+        Command::Sweep(args) => sweep::sweep(&cli.scenarios, args),
+        Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
+        Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
+        Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+    }
+}
+
+fn list(dir: &Option<PathBuf>) -> Result<ExitCode> {
+    let registry = faultline::registry();
+    let dir = dir.clone().unwrap_or_else(faultline::default_scenarios_dir);
+    let (scenarios, errors) = registry.load_dir(&dir);
+    let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let bug_width = scenarios.iter().map(|s| s.bug().unwrap_or("-").len()).max().unwrap_or(1);
+    for s in &scenarios {
+        println!("{:width$}  {:bug_width$}  {}", s.name, s.bug().unwrap_or("-"), s.spec.summary);
+    }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}

@@ -1,0 +1,214 @@
+//! `faultline reproduce`: the 2×2 table of every bug, checked.
+//!
+//! For each bug scenario: replay its recorded seeds with the buggy variant
+//! (each must fail with its recorded oracle), sweep the buggy variant with
+//! faults off (must pass: the bug stays latent), sweep the fixed variant
+//! with faults on (must pass). Then one table row per bug.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
+use faultline_harness::{Scenario, Variant, Verdict};
+use serde::Serialize;
+
+use super::{Error, Result, load_all};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReproduceArgs {
+    /// Bug ids or scenario names; all bugs when none is given.
+    ids: Vec<String>,
+    /// One JSON object per line (per bug) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Seeds for the fixed variant's sweep (default: each scenario's `expect.fixed_seeds`).
+    #[arg(long)]
+    fixed_seeds: Option<u64>,
+}
+
+/// One row of the table.
+#[derive(Debug, Serialize)]
+struct Row {
+    bug: String,
+    scenario: String,
+    component: String,
+    trigger: String,
+    reproduced: bool,
+    oracle: String,
+    seed: Option<u64>,
+    sim_ms_to_failure: Option<u128>,
+    trace: Option<String>,
+    latent_seeds_passed: u64,
+    latent_seeds: u64,
+    fixed_seeds_passed: u64,
+    fixed_seeds: u64,
+    wall_ms: u128,
+    problems: Vec<String>,
+}
+
+pub fn reproduce(dir: &Option<PathBuf>, args: ReproduceArgs) -> Result<ExitCode> {
+    let (_, scenarios) = load_all(dir)?;
+    let targets: Vec<&Scenario> = if args.ids.is_empty() {
+        let bugs: Vec<&Scenario> = scenarios.iter().filter(|s| s.bug().is_some()).collect();
+        if bugs.is_empty() { scenarios.iter().filter(|s| !s.spec.expect.fails.is_empty()).collect() } else { bugs }
+    } else {
+        let mut chosen = Vec::new();
+        for id in &args.ids {
+            let found: Vec<&Scenario> = scenarios
+                .iter()
+                .filter(|s| s.name.eq_ignore_ascii_case(id) || s.bug().is_some_and(|b| b.eq_ignore_ascii_case(id)))
+                .collect();
+            if found.is_empty() {
+                return Err(Error::Usage(format!("no scenario or bug `{id}`")));
+            }
+            chosen.extend(found);
+        }
+        chosen
+    };
+    if targets.is_empty() {
+        return Err(Error::Usage("no scenario has a recorded failing seed to reproduce".into()));
+    }
+    let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
+    let bar = indicatif::ProgressBar::new(targets.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("reproducing [{bar:20}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut rows = Vec::new();
+    for scenario in &targets {
+        bar.set_message(scenario.name.clone());
+        let row = reproduce_one(scenario, jobs, args.fixed_seeds);
+        bar.inc(1);
+        if args.json {
+            println!("{}", serde_json::to_string(&row).expect("rows serialise"));
+        }
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    if !args.json {
+        print_table(&rows);
+    }
+    let reproduced = rows.iter().filter(|r| r.reproduced).count();
+    println!("reproduce: {}/{} bugs reproduced", reproduced, rows.len());
+    Ok(if reproduced == rows.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) -> Row {
+    // Wall time of the row, for the table (outside any simulation).
+    let start = Instant::now();
+    let expect = &scenario.spec.expect;
+    let mut problems = Vec::new();
+    let mut row = Row {
+        bug: scenario.bug().unwrap_or("-").to_string(),
+        scenario: scenario.name.clone(),
+        component: scenario.spec.component.clone().unwrap_or_else(|| "-".into()),
+        trigger: scenario.spec.trigger.clone().unwrap_or_else(|| scenario.spec.faults.kinds().join("+")),
+        reproduced: false,
+        oracle: "-".into(),
+        seed: None,
+        sim_ms_to_failure: None,
+        trace: None,
+        latent_seeds_passed: 0,
+        latent_seeds: expect.latent_seeds,
+        fixed_seeds_passed: 0,
+        fixed_seeds: fixed_override.unwrap_or(expect.fixed_seeds),
+        wall_ms: 0,
+        problems: Vec::new(),
+    };
+    if expect.fails.is_empty() {
+        problems.push("no recorded failing seed".to_string());
+    }
+    let buggy = RunOptions::new(Variant::Buggy);
+    for (index, recorded) in expect.fails.iter().enumerate() {
+        let outcome = runner::run(scenario, recorded.seed, &buggy);
+        match &outcome.verdict {
+            Verdict::Fail { oracle, .. } if *oracle == recorded.oracle => {
+                if index == 0 {
+                    row.oracle = oracle.clone();
+                    row.seed = Some(outcome.seed);
+                    row.sim_ms_to_failure = Some(outcome.sim_time.as_millis());
+                    row.trace = Some(outcome.trace.hash_hex());
+                }
+            }
+            Verdict::Fail { oracle, message } => problems.push(format!(
+                "seed {} failed with `{oracle}` ({message}), expected `{}`; replay: {}",
+                recorded.seed,
+                recorded.oracle,
+                outcome.replay_command()
+            )),
+            Verdict::Pass => problems.push(format!(
+                "seed {} passed, expected `{}` to fire; replay: {}",
+                recorded.seed,
+                recorded.oracle,
+                outcome.replay_command()
+            )),
+        }
+    }
+    let latent = sweep(scenario, Variant::Buggy, Faults::Off, row.latent_seeds, jobs);
+    row.latent_seeds_passed = latent.passed;
+    if let Some(f) = latent.failures.first() {
+        problems.push(format!("buggy with faults off failed on seed {}: {}", f.seed, f.replay_command()));
+    }
+    let fixed = sweep(scenario, Variant::Fixed, Faults::Drawn, row.fixed_seeds, jobs);
+    row.fixed_seeds_passed = fixed.passed;
+    if let Some(f) = fixed.failures.first() {
+        problems.push(format!("fixed failed on seed {}: {}", f.seed, f.replay_command()));
+    }
+    row.reproduced = problems.is_empty();
+    row.problems = problems;
+    row.wall_ms = start.elapsed().as_millis();
+    row
+}
+
+fn sweep(scenario: &Scenario, variant: Variant, faults: Faults, seeds: u64, jobs: usize) -> runner::SweepReport {
+    let seeds: Vec<u64> = (0..seeds).collect();
+    let mut options = SweepOptions::new(RunOptions::new(variant).faults(faults));
+    options.jobs = jobs;
+    runner::sweep(scenario, &seeds, &options)
+}
+
+fn print_table(rows: &[Row]) {
+    let header = [
+        "bug", "component", "trigger", "oracle", "seed", "sim ms", "latent", "fixed", "wall s",
+    ];
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.bug.clone(),
+                r.component.clone(),
+                r.trigger.clone(),
+                r.oracle.clone(),
+                r.seed.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                r.sim_ms_to_failure.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                format!("{}/{}", r.latent_seeds_passed, r.latent_seeds),
+                format!("{}/{}", r.fixed_seeds_passed, r.fixed_seeds),
+                format!("{:.1}", Duration::from_millis(r.wall_ms as u64).as_secs_f64()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(&header.map(str::to_string));
+    for row in &cells {
+        line(row);
+    }
+    for r in rows {
+        for p in &r.problems {
+            println!("{}: {p}", r.bug);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Workloads: the code that builds a scenario's simulation (hosts, clients,
+//! framer) from its parameters. Scenario files name them.
+
+use std::sync::Arc;
+
+use faultline_harness::Registry;
+
+pub mod echo;
+
+/// Every workload this build knows.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(Arc::new(echo::EchoWorkload));
+    registry
+}

@@ -25,7 +25,10 @@ pub enum WritePath {
 }
 
 /// Echoes one connection until the peer closes it.
-pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: WritePath) -> io::Result<u64> {
+pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    path: WritePath,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut echoed = 0u64;
     loop {

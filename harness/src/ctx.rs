@@ -155,7 +155,10 @@ pub(crate) struct CtxGuard;
 pub(crate) fn enter(ctx: Rc<RunCtx>) -> CtxGuard {
     CTX.with(|c| {
         let mut slot = c.borrow_mut();
-        assert!(slot.is_none(), "a simulation run is already active on this thread");
+        assert!(
+            slot.is_none(),
+            "a simulation run is already active on this thread"
+        );
         *slot = Some(ctx);
     });
     CtxGuard
@@ -239,7 +242,10 @@ pub fn switch(name: &str) -> bool {
             };
             let hit = match s.nth {
                 Some(nth) => asked == nth,
-                None => s.rate >= 1.0 || ctx.with_rng(&format!("switch/{name}"), |rng| rng.random_bool(s.rate)),
+                None => {
+                    s.rate >= 1.0
+                        || ctx.with_rng(&format!("switch/{name}"), |rng| rng.random_bool(s.rate))
+                }
             };
             if hit {
                 on = true;

@@ -113,7 +113,11 @@ pub enum Personality {
 }
 
 impl Personality {
-    pub const ALL: [Personality; 3] = [Personality::Linux, Personality::Illumos, Personality::Openbsd];
+    pub const ALL: [Personality; 3] = [
+        Personality::Linux,
+        Personality::Illumos,
+        Personality::Openbsd,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -263,12 +267,21 @@ impl FaultPlan {
             parts.push(format!("send_buffer {}={}B", f.host, f.bytes));
         }
         for f in &self.segmentation {
-            parts.push(format!("segmentation {}->{}<={}B", f.from, f.to, f.max_segment_bytes));
+            parts.push(format!(
+                "segmentation {}->{}<={}B",
+                f.from, f.to, f.max_segment_bytes
+            ));
         }
         for f in &self.frame_delay {
             match &f.hold_until {
-                Some(event) => parts.push(format!("hold {} {}->{} until {}", f.frame, f.from, f.to, event)),
-                None => parts.push(format!("delay {} {}->{} {}ms", f.frame, f.from, f.to, f.delay_ms)),
+                Some(event) => parts.push(format!(
+                    "hold {} {}->{} until {}",
+                    f.frame, f.from, f.to, event
+                )),
+                None => parts.push(format!(
+                    "delay {} {}->{} {}ms",
+                    f.frame, f.from, f.to, f.delay_ms
+                )),
             }
         }
         for f in &self.errno {
@@ -281,7 +294,10 @@ impl FaultPlan {
             parts.push(format!("partition {}|{}@{}ms", f.a, f.b, f.at_ms));
         }
         for f in &self.latency {
-            parts.push(format!("latency {}-{}<={}ms@{}ms", f.a, f.b, f.max_ms, f.at_ms));
+            parts.push(format!(
+                "latency {}-{}<={}ms@{}ms",
+                f.a, f.b, f.max_ms, f.at_ms
+            ));
         }
         for f in &self.crash {
             parts.push(format!("crash {}@{}ms", f.host, f.at_ms));
@@ -364,7 +380,10 @@ pub type Range2 = [u64; 2];
 
 fn check_range(name: &str, r: &Range2) -> Result<(), String> {
     if r[0] > r[1] {
-        return Err(format!("{name}: the range [{}, {}] ends before it starts", r[0], r[1]));
+        return Err(format!(
+            "{name}: the range [{}, {}] ends before it starts",
+            r[0], r[1]
+        ));
     }
     Ok(())
 }
@@ -614,7 +633,10 @@ impl FaultSpace {
         if let Some(s) = &self.segmentation {
             check_hosts("faults.segmentation.from", &s.from)?;
             check_hosts("faults.segmentation.to", &s.to)?;
-            check_range("faults.segmentation.max_segment_bytes", &s.max_segment_bytes)?;
+            check_range(
+                "faults.segmentation.max_segment_bytes",
+                &s.max_segment_bytes,
+            )?;
             if s.max_segment_bytes[0] == 0 {
                 return Err("faults.segmentation.max_segment_bytes must start at 1 or more".into());
             }
@@ -692,7 +714,10 @@ impl FaultSpace {
         for s in &self.switch {
             let [lo, hi] = s.rate;
             if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
-                return Err(format!("faults.switch `{}`: rate must be [lo, hi] within 0..=1", s.name));
+                return Err(format!(
+                    "faults.switch `{}`: rate must be [lo, hi] within 0..=1",
+                    s.name
+                ));
             }
             if let Some(nth) = &s.nth {
                 check_range("faults.switch.nth", nth)?;
@@ -705,8 +730,15 @@ impl FaultSpace {
     /// The proptest strategy that draws plans from this space.
     pub fn strategy(&self) -> BoxedStrategy<FaultPlan> {
         let send_buffer = maybe(self.send_buffer.as_ref(), |s| {
-            (prop::sample::select(s.hosts.clone()), s.bytes[0]..=s.bytes[1])
-                .prop_map(|(host, bytes)| SendBuffer { host, peer: None, bytes: bytes as u32 })
+            (
+                prop::sample::select(s.hosts.clone()),
+                s.bytes[0]..=s.bytes[1],
+            )
+                .prop_map(|(host, bytes)| SendBuffer {
+                    host,
+                    peer: None,
+                    bytes: bytes as u32,
+                })
                 .boxed()
         });
         let segmentation = maybe(self.segmentation.as_ref(), |s| {
@@ -715,7 +747,11 @@ impl FaultSpace {
                 prop::sample::select(s.to.clone()),
                 s.max_segment_bytes[0]..=s.max_segment_bytes[1],
             )
-                .prop_map(|(from, to, max)| Segmentation { from, to, max_segment_bytes: max as u32 })
+                .prop_map(|(from, to, max)| Segmentation {
+                    from,
+                    to,
+                    max_segment_bytes: max as u32,
+                })
                 .boxed()
         });
         let frame_delay = each(&self.frame_delay, |s| {
@@ -737,19 +773,40 @@ impl FaultSpace {
                 .boxed()
         });
         let errno = maybe(self.errno.as_ref(), |s| {
-            (prop::sample::select(s.hosts.clone()), prop::sample::select(s.personalities.clone()))
+            (
+                prop::sample::select(s.hosts.clone()),
+                prop::sample::select(s.personalities.clone()),
+            )
                 .prop_map(|(host, personality)| Errno { host, personality })
                 .boxed()
         });
         let race = each(&self.race, race_strategy);
         let partition = maybe(self.partition.as_ref(), |s| {
-            (prop::sample::select(s.pairs.clone()), s.at_ms[0]..=s.at_ms[1], s.duration_ms[0]..=s.duration_ms[1])
-                .prop_map(|([a, b], at_ms, duration)| Partition { a, b, at_ms, heal_ms: Some(at_ms + duration) })
+            (
+                prop::sample::select(s.pairs.clone()),
+                s.at_ms[0]..=s.at_ms[1],
+                s.duration_ms[0]..=s.duration_ms[1],
+            )
+                .prop_map(|([a, b], at_ms, duration)| Partition {
+                    a,
+                    b,
+                    at_ms,
+                    heal_ms: Some(at_ms + duration),
+                })
                 .boxed()
         });
         let latency = maybe(self.latency.as_ref(), |s| {
-            (prop::sample::select(s.pairs.clone()), s.at_ms[0]..=s.at_ms[1], s.max_ms[0]..=s.max_ms[1])
-                .prop_map(|([a, b], at_ms, max_ms)| Latency { a, b, at_ms, max_ms })
+            (
+                prop::sample::select(s.pairs.clone()),
+                s.at_ms[0]..=s.at_ms[1],
+                s.max_ms[0]..=s.max_ms[1],
+            )
+                .prop_map(|([a, b], at_ms, max_ms)| Latency {
+                    a,
+                    b,
+                    at_ms,
+                    max_ms,
+                })
                 .boxed()
         });
         let crash = maybe(self.crash.as_ref(), |s| {
@@ -757,8 +814,16 @@ impl FaultSpace {
                 Some([lo, hi]) => (lo..=hi).prop_map(Some).boxed(),
                 None => Just(None).boxed(),
             };
-            (prop::sample::select(s.hosts.clone()), s.at_ms[0]..=s.at_ms[1], down)
-                .prop_map(|(host, at_ms, down)| Crash { host, at_ms, restart_ms: down.map(|d| at_ms + d) })
+            (
+                prop::sample::select(s.hosts.clone()),
+                s.at_ms[0]..=s.at_ms[1],
+                down,
+            )
+                .prop_map(|(host, at_ms, down)| Crash {
+                    host,
+                    at_ms,
+                    restart_ms: down.map(|d| at_ms + d),
+                })
                 .boxed()
         });
         let switch = each(&self.switch, |s| {
@@ -768,7 +833,11 @@ impl FaultSpace {
                 None => Just(None).boxed(),
             };
             let [lo, hi] = s.rate;
-            let rate: BoxedStrategy<f64> = if lo == hi { Just(lo).boxed() } else { (lo..=hi).boxed() };
+            let rate: BoxedStrategy<f64> = if lo == hi {
+                Just(lo).boxed()
+            } else {
+                (lo..=hi).prop_map(quantize).boxed()
+            };
             (rate, nth)
                 .prop_map(move |(rate, nth)| Switch {
                     name: template.name.clone(),
@@ -836,7 +905,13 @@ fn plan_runner(seed: u64) -> TestRunner {
     bytes[..8].copy_from_slice(&crate::seed::derive(seed, "fault-plan").to_le_bytes());
     bytes[8..16].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
-    TestRunner::new_with_rng(PropConfig { failure_persistence: None, ..PropConfig::default() }, rng)
+    TestRunner::new_with_rng(
+        PropConfig {
+            failure_persistence: None,
+            ..PropConfig::default()
+        },
+        rng,
+    )
 }
 
 fn maybe<S, T: std::fmt::Debug + Clone + 'static>(
@@ -856,13 +931,19 @@ fn each<S: HasProbability, T: std::fmt::Debug + Clone + 'static>(
     spaces: &[S],
     make: impl Fn(&S) -> BoxedStrategy<T>,
 ) -> BoxedStrategy<Vec<T>> {
-    let parts: Vec<BoxedStrategy<Vec<T>>> = spaces.iter().map(|s| optional(s.probability(), make(s))).collect();
+    let parts: Vec<BoxedStrategy<Vec<T>>> = spaces
+        .iter()
+        .map(|s| optional(s.probability(), make(s)))
+        .collect();
     parts
         .prop_map(|vs: Vec<Vec<T>>| vs.into_iter().flatten().collect::<Vec<T>>())
         .boxed()
 }
 
-fn optional<T: std::fmt::Debug + Clone + 'static>(probability: f64, s: BoxedStrategy<T>) -> BoxedStrategy<Vec<T>> {
+fn optional<T: std::fmt::Debug + Clone + 'static>(
+    probability: f64,
+    s: BoxedStrategy<T>,
+) -> BoxedStrategy<Vec<T>> {
     if probability >= 1.0 {
         // Still shrinkable to nothing: a plan without the fault is simpler.
         prop::option::weighted(1.0 - f64::EPSILON, s)
@@ -896,6 +977,12 @@ has_probability!(
     SwitchSpace
 );
 
+/// Rounds a drawn probability to 1/1000: plans are read by people, and a
+/// value must survive a round trip through a TOML file unchanged.
+fn quantize(p: f64) -> f64 {
+    (p * 1000.0).round() / 1000.0
+}
+
 fn race_strategy(s: &RaceSpace) -> BoxedStrategy<Race> {
     let points = s.points.clone();
     let mut choices: Vec<BoxedStrategy<Race>> = Vec::new();
@@ -904,17 +991,33 @@ fn race_strategy(s: &RaceSpace) -> BoxedStrategy<Race> {
         let strategy = match name.as_str() {
             "random" => {
                 let [plo, phi] = s.yield_probability;
-                let probability: BoxedStrategy<f64> = if plo == phi { Just(plo).boxed() } else { (plo..=phi).boxed() };
-                (point, probability, s.yields[0]..=s.yields[1], s.sleep_us[0]..=s.sleep_us[1])
-                    .prop_map(|(point, probability, max_yields, max_sleep_us)| Race::Random {
-                        point,
-                        probability,
-                        max_yields: max_yields as u32,
-                        max_sleep_us,
-                    })
+                let probability: BoxedStrategy<f64> = if plo == phi {
+                    Just(plo).boxed()
+                } else {
+                    (plo..=phi).prop_map(quantize).boxed()
+                };
+                (
+                    point,
+                    probability,
+                    s.yields[0]..=s.yields[1],
+                    s.sleep_us[0]..=s.sleep_us[1],
+                )
+                    .prop_map(
+                        |(point, probability, max_yields, max_sleep_us)| Race::Random {
+                            point,
+                            probability,
+                            max_yields: max_yields as u32,
+                            max_sleep_us,
+                        },
+                    )
                     .boxed()
             }
-            "pct" => (point, s.depth[0]..=s.depth[1], s.horizon[0]..=s.horizon[1], s.sleep_us[0]..=s.sleep_us[1])
+            "pct" => (
+                point,
+                s.depth[0]..=s.depth[1],
+                s.horizon[0]..=s.horizon[1],
+                s.sleep_us[0]..=s.sleep_us[1],
+            )
                 .prop_map(|(point, depth, horizon, sleep_us)| Race::Pct {
                     point,
                     depth: depth as u32,
@@ -922,7 +1025,12 @@ fn race_strategy(s: &RaceSpace) -> BoxedStrategy<Race> {
                     sleep_us,
                 })
                 .boxed(),
-            _ => (point, s.nth[0]..=s.nth[1], s.yields[0]..=s.yields[1], s.sleep_us[0]..=s.sleep_us[1])
+            _ => (
+                point,
+                s.nth[0]..=s.nth[1],
+                s.yields[0]..=s.yields[1],
+                s.sleep_us[0]..=s.sleep_us[1],
+            )
                 .prop_map(|(point, nth, yields, sleep_us)| Race::Targeted {
                     point,
                     nth: nth as u32,
@@ -967,8 +1075,9 @@ mod tests {
         for seed in 0..50 {
             assert_eq!(s.draw(seed).current(), s.draw(seed).current());
         }
-        let distinct: std::collections::BTreeSet<String> =
-            (0..50).map(|seed| s.draw(seed).current().to_toml()).collect();
+        let distinct: std::collections::BTreeSet<String> = (0..50)
+            .map(|seed| s.draw(seed).current().to_toml())
+            .collect();
         assert!(distinct.len() > 10, "plans should vary with the seed");
     }
 
@@ -995,7 +1104,8 @@ mod tests {
 
     #[test]
     fn unknown_plan_keys_are_errors() {
-        let err = toml::from_str::<FaultPlan>("[[send_buffer]]\nhost = \"a\"\nbytez = 3\n").unwrap_err();
+        let err =
+            toml::from_str::<FaultPlan>("[[send_buffer]]\nhost = \"a\"\nbytez = 3\n").unwrap_err();
         assert!(err.to_string().contains("bytez"), "{err}");
     }
 

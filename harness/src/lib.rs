@@ -28,12 +28,17 @@ pub mod seed;
 pub mod testing;
 pub mod trace;
 
-pub use ctx::{FrameInfo, Framer, current_host, event, in_sim, now, probe, set_framer, switch, with_rng};
+pub use ctx::{
+    FrameInfo, Framer, current_host, event, in_sim, now, probe, set_framer, switch, with_rng,
+};
 pub use faults::{FaultPlan, FaultSpace, Personality};
 pub use net::{SimListener, SimSocket, SimStream};
 pub use race::race_point;
 pub use runner::{Faults, Outcome, RunOptions, Variant, Verdict};
-pub use scenario::{ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params};
+pub use scenario::{
+    FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,
+    scenario_from_fn,
+};
 pub use trace::TraceMode;
 
 /// Whether this build has `--cfg tokio_unstable`, without which turmoil

@@ -76,7 +76,9 @@ impl Pipe {
         let capacity_bytes = plan
             .send_buffer
             .iter()
-            .filter(|f| glob_match(&f.host, writer) && f.peer.as_ref().is_none_or(|p| glob_match(p, reader)))
+            .filter(|f| {
+                glob_match(&f.host, writer) && f.peer.as_ref().is_none_or(|p| glob_match(p, reader))
+            })
             .map(|f| f.bytes as usize)
             .min();
         let max_segment_bytes = plan
@@ -206,11 +208,17 @@ impl std::fmt::Debug for SimSocket {
 }
 
 fn host_of(addr: SocketAddr) -> Rc<str> {
-    turmoil::reverse_lookup(addr.ip()).map(Rc::from).unwrap_or_else(|| Rc::from(addr.ip().to_string()))
+    turmoil::reverse_lookup(addr.ip())
+        .map(Rc::from)
+        .unwrap_or_else(|| Rc::from(addr.ip().to_string()))
 }
 
 impl SimSocket {
-    fn new(inner: turmoil::net::TcpStream, shared: Rc<ConnShared>, side: Side) -> io::Result<SimSocket> {
+    fn new(
+        inner: turmoil::net::TcpStream,
+        shared: Rc<ConnShared>,
+        side: Side,
+    ) -> io::Result<SimSocket> {
         let local = inner.local_addr()?;
         let peer = inner.peer_addr()?;
         let framing = ctx::with(|ctx| {
@@ -224,10 +232,18 @@ impl SimSocket {
                         .frame_delay
                         .iter()
                         .enumerate()
-                        .filter(|(_, r)| glob_match(&r.from, &pipe.writer_host) && glob_match(&r.to, &pipe.reader_host))
+                        .filter(|(_, r)| {
+                            glob_match(&r.from, &pipe.writer_host)
+                                && glob_match(&r.to, &pipe.reader_host)
+                        })
                         .map(|(i, r)| (i, r.clone()))
                         .collect();
-                    Framing::On { framer, rules, remaining_in_frame: 0, head: None }
+                    Framing::On {
+                        framer,
+                        rules,
+                        remaining_in_frame: 0,
+                        head: None,
+                    }
                 }
             }
         })
@@ -238,7 +254,14 @@ impl SimSocket {
             side,
             local,
             peer,
-            rx: Rx { buf: BytesMut::new(), released: 0, eof: false, error: None, framing, timer: None },
+            rx: Rx {
+                buf: BytesMut::new(),
+                released: 0,
+                eof: false,
+                error: None,
+                framing,
+                timer: None,
+            },
             write_closed: false,
         })
     }
@@ -289,7 +312,11 @@ impl SimSocket {
     }
 
     /// Sends as much of `bufs` as the send buffer takes (scatter/gather).
-    pub fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         if self.write_closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -326,7 +353,9 @@ impl SimSocket {
                     let max = max.min(left);
                     let id = self.shared.id;
                     let side = self.side as usize;
-                    ctx::with_rng(&format!("segment/{id}/{side}"), |rng| rng.random_range(1..=max))
+                    ctx::with_rng(&format!("segment/{id}/{side}"), |rng| {
+                        rng.random_range(1..=max)
+                    })
                 }
             };
             if segment < left {
@@ -401,7 +430,13 @@ impl SimSocket {
     fn release(&mut self, cx: &mut Context<'_>) {
         let shared = &self.shared;
         let side = self.side;
-        let Framing::On { framer, rules, remaining_in_frame, head } = &mut self.rx.framing else {
+        let Framing::On {
+            framer,
+            rules,
+            remaining_in_frame,
+            head,
+        } = &mut self.rx.framing
+        else {
             self.rx.released = self.rx.buf.len();
             return;
         };
@@ -429,7 +464,10 @@ impl SimSocket {
                     self.rx.framing = Framing::Off;
                     return;
                 };
-                assert!(info.total_len >= header_len, "a frame is at least its header");
+                assert!(
+                    info.total_len >= header_len,
+                    "a frame is at least its header"
+                );
                 *head = Some(decide(shared, side, rules, info));
             }
             let frame = head.as_ref().expect("set above");
@@ -466,7 +504,10 @@ impl SimSocket {
                 len = frame.info.total_len,
                 "frame"
             );
-            ctx::event(&format!("frame:{}->{}:{}", pipe.writer_host, pipe.reader_host, frame.info.label));
+            ctx::event(&format!(
+                "frame:{}->{}:{}",
+                pipe.writer_host, pipe.reader_host, frame.info.label
+            ));
             *remaining_in_frame = frame.info.total_len;
         }
     }
@@ -542,9 +583,18 @@ impl Drop for SimSocket {
 }
 
 /// Decides what happens to a frame that has reached the head of the stream.
-fn decide(shared: &ConnShared, side: Side, rules: &[(usize, FrameDelay)], info: FrameInfo) -> HeadFrame {
+fn decide(
+    shared: &ConnShared,
+    side: Side,
+    rules: &[(usize, FrameDelay)],
+    info: FrameInfo,
+) -> HeadFrame {
     let now = ctx::now();
-    let mut frame = HeadFrame { info, release_at: now, hold_until: None };
+    let mut frame = HeadFrame {
+        info,
+        release_at: now,
+        hold_until: None,
+    };
     if rules.is_empty() {
         return frame;
     }
@@ -564,7 +614,9 @@ fn decide(shared: &ConnShared, side: Side, rules: &[(usize, FrameDelay)], info: 
                 Some(event) => {
                     ctx.cover("frame_delay:held");
                     frame.hold_until = Some(event.clone());
-                    frame.release_at = frame.release_at.max(now + Duration::from_millis(rule.max_hold_ms));
+                    frame.release_at = frame
+                        .release_at
+                        .max(now + Duration::from_millis(rule.max_hold_ms));
                     tracing::debug!(
                         target: "faultline::fault",
                         conn = shared.id,
@@ -577,7 +629,9 @@ fn decide(shared: &ConnShared, side: Side, rules: &[(usize, FrameDelay)], info: 
                 }
                 None => {
                     ctx.cover("frame_delay:delayed");
-                    frame.release_at = frame.release_at.max(now + Duration::from_millis(rule.delay_ms));
+                    frame.release_at = frame
+                        .release_at
+                        .max(now + Duration::from_millis(rule.delay_ms));
                     tracing::debug!(
                         target: "faultline::fault",
                         conn = shared.id,
@@ -615,22 +669,33 @@ fn cover(point: &str) {
 
 /// Builds the shared state of a connection for the acceptor's end.
 fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
-    let me = ctx::current_host().map(Rc::from).unwrap_or_else(|| host_of(local));
+    let me = ctx::current_host()
+        .map(Rc::from)
+        .unwrap_or_else(|| host_of(local));
     let them = host_of(peer);
     let shared = ctx::with(|ctx| {
         Rc::new(ConnShared {
             id: ctx.next_id(),
-            pipes: [RefCell::new(Pipe::new(ctx, &me, &them)), RefCell::new(Pipe::new(ctx, &them, &me))],
+            pipes: [
+                RefCell::new(Pipe::new(ctx, &me, &them)),
+                RefCell::new(Pipe::new(ctx, &them, &me)),
+            ],
         })
     })
     .unwrap_or_else(|| {
         Rc::new(ConnShared {
             id: 0,
-            pipes: [RefCell::new(Pipe::unlimited(&me, &them)), RefCell::new(Pipe::unlimited(&them, &me))],
+            pipes: [
+                RefCell::new(Pipe::unlimited(&me, &them)),
+                RefCell::new(Pipe::unlimited(&them, &me)),
+            ],
         })
     });
     ctx::with(|ctx| {
-        ctx.net.borrow_mut().handoff.insert((local, peer), shared.clone());
+        ctx.net
+            .borrow_mut()
+            .handoff
+            .insert((local, peer), shared.clone());
         let pipe = shared.pipes[0].borrow();
         tracing::debug!(
             target: "faultline::net",
@@ -651,11 +716,16 @@ fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
         Some(shared) => shared,
         None => {
             // The acceptor is not a harness socket: no faults on this one.
-            let me = ctx::current_host().map(Rc::from).unwrap_or_else(|| host_of(local));
+            let me = ctx::current_host()
+                .map(Rc::from)
+                .unwrap_or_else(|| host_of(local));
             let them = host_of(peer);
             Rc::new(ConnShared {
                 id: ctx::with(|ctx| ctx.next_id()).unwrap_or(0),
-                pipes: [RefCell::new(Pipe::unlimited(&them, &me)), RefCell::new(Pipe::unlimited(&me, &them))],
+                pipes: [
+                    RefCell::new(Pipe::unlimited(&them, &me)),
+                    RefCell::new(Pipe::unlimited(&me, &them)),
+                ],
             })
         }
     }
@@ -677,7 +747,9 @@ pub struct SimListener {
 
 impl SimListener {
     pub async fn bind(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimListener> {
-        Ok(SimListener { inner: turmoil::net::TcpListener::bind(addr).await? })
+        Ok(SimListener {
+            inner: turmoil::net::TcpListener::bind(addr).await?,
+        })
     }
 
     pub async fn accept(&self) -> io::Result<(SimStream, SocketAddr)> {
@@ -707,7 +779,9 @@ pub struct SimStream {
 
 impl SimStream {
     pub async fn connect(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimStream> {
-        Ok(SimStream { socket: connect_socket(addr).await? })
+        Ok(SimStream {
+            socket: connect_socket(addr).await?,
+        })
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -729,7 +803,11 @@ impl SimStream {
 }
 
 impl AsyncRead for SimStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let n = std::task::ready!(this.socket.poll_recv(cx, buf.initialize_unfilled()))?;
         buf.advance(n);
@@ -738,7 +816,11 @@ impl AsyncRead for SimStream {
 }
 
 impl AsyncWrite for SimStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.get_mut().socket.poll_send(cx, &[IoSlice::new(buf)])
     }
 

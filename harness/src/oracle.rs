@@ -95,12 +95,18 @@ impl OracleConfig {
         }
         for l in &self.latency {
             if !(0.0..=100.0).contains(&l.percentile) {
-                return Err(format!("oracles.latency `{}`: percentile must be within 0..=100", l.metric));
+                return Err(format!(
+                    "oracles.latency `{}`: percentile must be within 0..=100",
+                    l.metric
+                ));
             }
         }
         for t in &self.throughput {
             if t.from_ms >= t.until_ms {
-                return Err(format!("oracles.throughput `{}`: from_ms must be before until_ms", t.metric));
+                return Err(format!(
+                    "oracles.throughput `{}`: from_ms must be before until_ms",
+                    t.metric
+                ));
             }
         }
         Ok(())
@@ -143,19 +149,30 @@ pub(crate) struct OracleState {
 
 impl OracleState {
     pub(crate) fn new(config: OracleConfig) -> OracleState {
-        OracleState { config, ..OracleState::default() }
+        OracleState {
+            config,
+            ..OracleState::default()
+        }
     }
 
     pub(crate) fn fail(&mut self, oracle: &str, message: String, at: Duration) {
         if self.failure.is_none() {
             tracing::info!(target: "faultline::oracle", oracle, message = message.as_str(), "oracle fired");
-            self.failure = Some(Failure { oracle: oracle.to_string(), message, at });
+            self.failure = Some(Failure {
+                oracle: oracle.to_string(),
+                message,
+                at,
+            });
         }
     }
 
     /// Checks that run as simulated time passes.
     pub(crate) fn check_step(&mut self, now: Duration) {
-        let overdue: Vec<&PendingOp> = self.pending.values().filter(|op| op.deadline <= now).collect();
+        let overdue: Vec<&PendingOp> = self
+            .pending
+            .values()
+            .filter(|op| op.deadline <= now)
+            .collect();
         if !overdue.is_empty() {
             let names: Vec<&str> = overdue.iter().map(|op| op.name.as_str()).collect();
             let message = format!(
@@ -172,10 +189,17 @@ impl OracleState {
             let window_start = Duration::from_secs(second);
             let window_end = Duration::from_secs(second + 1);
             for t in self.config.throughput.clone() {
-                if window_start < Duration::from_millis(t.from_ms) || window_end > Duration::from_millis(t.until_ms) {
+                if window_start < Duration::from_millis(t.from_ms)
+                    || window_end > Duration::from_millis(t.until_ms)
+                {
                     continue;
                 }
-                let got = self.counts.get(&t.metric).and_then(|c| c.get(&second)).copied().unwrap_or(0);
+                let got = self
+                    .counts
+                    .get(&t.metric)
+                    .and_then(|c| c.get(&second))
+                    .copied()
+                    .unwrap_or(0);
                 if got < t.min_per_s {
                     let message = format!(
                         "{} completed {} in simulated second {}..{}s, minimum {}",
@@ -194,7 +218,9 @@ impl OracleState {
     /// Checks that judge the whole run.
     pub(crate) fn check_end(&mut self, now: Duration) {
         for threshold in self.config.latency.clone() {
-            let Some(histogram) = self.latencies.get(&threshold.metric) else { continue };
+            let Some(histogram) = self.latencies.get(&threshold.metric) else {
+                continue;
+            };
             if histogram.len() < threshold.min_samples {
                 continue;
             }
@@ -252,7 +278,9 @@ pub struct LatencySummary {
 pub fn fail(oracle: &str, message: impl std::fmt::Display) {
     ctx::with(|ctx| {
         let now = ctx.now();
-        ctx.oracles.borrow_mut().fail(oracle, message.to_string(), now)
+        ctx.oracles
+            .borrow_mut()
+            .fail(oracle, message.to_string(), now)
     });
 }
 
@@ -278,7 +306,8 @@ impl Drop for Pending {
 
 /// Registers an operation with the scenario's liveness deadline.
 pub fn pending(name: impl Into<String>) -> Pending {
-    let deadline = ctx::with(|ctx| Duration::from_millis(ctx.oracles.borrow().config.liveness_deadline_ms));
+    let deadline =
+        ctx::with(|ctx| Duration::from_millis(ctx.oracles.borrow().config.liveness_deadline_ms));
     pending_within(name, deadline.unwrap_or(Duration::MAX))
 }
 
@@ -300,9 +329,12 @@ pub fn pending_within(name: impl Into<String>, within: Duration) -> Pending {
 pub fn record_latency(metric: &str, latency: Duration) {
     ctx::with(|ctx| {
         let mut oracles = ctx.oracles.borrow_mut();
-        let histogram = oracles.latencies.entry(metric.to_string()).or_insert_with(|| {
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-        });
+        let histogram = oracles
+            .latencies
+            .entry(metric.to_string())
+            .or_insert_with(|| {
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+            });
         let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
         histogram.record(micros).expect("value within bounds");
     });
@@ -313,7 +345,12 @@ pub fn count(metric: &str) {
     ctx::with(|ctx| {
         let second = ctx.now().as_secs();
         let mut oracles = ctx.oracles.borrow_mut();
-        *oracles.counts.entry(metric.to_string()).or_default().entry(second).or_insert(0) += 1;
+        *oracles
+            .counts
+            .entry(metric.to_string())
+            .or_default()
+            .entry(second)
+            .or_insert(0) += 1;
     });
 }
 
@@ -332,7 +369,9 @@ pub fn busy_wakeup(key: &str) {
         let count = oracles.busy.wakeups.entry(key.to_string()).or_insert(0);
         *count += 1;
         if *count > limit {
-            let message = format!("{key} woke {count} times within simulated millisecond {ms} without progress");
+            let message = format!(
+                "{key} woke {count} times within simulated millisecond {ms} without progress"
+            );
             oracles.fail("busy-loop", message, now);
         }
     });
@@ -377,7 +416,11 @@ impl KvModel {
 
     /// A write's outcome is unknown.
     pub fn uncertain(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.keys.entry(key.to_vec()).or_default().uncertain.push(value.map(<[u8]>::to_vec));
+        self.keys
+            .entry(key.to_vec())
+            .or_default()
+            .uncertain
+            .push(value.map(<[u8]>::to_vec));
     }
 
     /// The value the model holds for `key` if it is certain.
@@ -414,14 +457,20 @@ impl KvModel {
 
     /// Every key with a certain value.
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.keys.iter().filter_map(|(k, s)| s.acked.as_deref().map(|v| (k.as_slice(), v)))
+        self.keys
+            .iter()
+            .filter_map(|(k, s)| s.acked.as_deref().map(|v| (k.as_slice(), v)))
     }
 }
 
 /// Shows bytes as text when printable, as hex otherwise (at most 48 bytes).
 pub fn show(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(48)];
-    let more = if bytes.len() > 48 { format!("…(+{} bytes)", bytes.len() - 48) } else { String::new() };
+    let more = if bytes.len() > 48 {
+        format!("…(+{} bytes)", bytes.len() - 48)
+    } else {
+        String::new()
+    };
     if shown.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         format!("\"{}\"{more}", String::from_utf8_lossy(shown))
     } else {
@@ -452,7 +501,12 @@ mod tests {
     #[test]
     fn throughput_and_liveness_fire_on_their_conditions() {
         let config = OracleConfig {
-            throughput: vec![ThroughputThreshold { metric: "req".into(), min_per_s: 1, from_ms: 1000, until_ms: 3000 }],
+            throughput: vec![ThroughputThreshold {
+                metric: "req".into(),
+                min_per_s: 1,
+                from_ms: 1000,
+                until_ms: 3000,
+            }],
             ..OracleConfig::default()
         };
         let mut state = OracleState::new(config);
@@ -464,19 +518,34 @@ mod tests {
         assert_eq!(failure.oracle, "throughput");
 
         let mut state = OracleState::new(OracleConfig::default());
-        state.pending.insert(0, PendingOp { name: "setup vb=3".into(), deadline: Duration::from_secs(5) });
+        state.pending.insert(
+            0,
+            PendingOp {
+                name: "setup vb=3".into(),
+                deadline: Duration::from_secs(5),
+            },
+        );
         state.check_step(Duration::from_secs(4));
         assert!(state.failure.is_none());
         state.check_step(Duration::from_secs(5));
         let failure = state.failure.expect("overdue");
         assert_eq!(failure.oracle, "liveness");
-        assert!(failure.message.contains("setup vb=3"), "{}", failure.message);
+        assert!(
+            failure.message.contains("setup vb=3"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
     fn latency_percentiles_are_judged_against_thresholds() {
         let config = OracleConfig {
-            latency: vec![LatencyThreshold { metric: "w".into(), percentile: 99.9, max_ms: 100, min_samples: 1 }],
+            latency: vec![LatencyThreshold {
+                metric: "w".into(),
+                percentile: 99.9,
+                max_ms: 100,
+                min_samples: 1,
+            }],
             ..OracleConfig::default()
         };
         let mut state = OracleState::new(config.clone());

@@ -50,12 +50,19 @@ impl RaceState {
             .map(|(index, rule)| match rule {
                 Race::Pct { depth, horizon, .. } => {
                     let mut rng = crate::seed::stream(seed, &format!("race/pct/{index}"));
-                    (0..*depth).map(|_| rng.random_range(1..=u64::from((*horizon).max(1)))).collect()
+                    (0..*depth)
+                        .map(|_| rng.random_range(1..=u64::from((*horizon).max(1))))
+                        .collect()
                 }
                 _ => BTreeSet::new(),
             })
             .collect();
-        RaceState { rule_hits: vec![0; rules.len()], rules, hits: BTreeMap::new(), change_points }
+        RaceState {
+            rule_hits: vec![0; rules.len()],
+            rules,
+            hits: BTreeMap::new(),
+            change_points,
+        }
     }
 
     fn decide(&mut self, name: &str) -> Option<Action> {
@@ -74,30 +81,47 @@ impl RaceState {
             if chosen.is_some() {
                 continue;
             }
-            chosen = match rule {
-                Race::Random { probability, max_yields, max_sleep_us, .. } => {
-                    ctx::with_rng(&format!("race/{name}"), |rng| {
+            chosen =
+                match rule {
+                    Race::Random {
+                        probability,
+                        max_yields,
+                        max_sleep_us,
+                        ..
+                    } => ctx::with_rng(&format!("race/{name}"), |rng| {
                         if !rng.random_bool(*probability) {
                             return None;
                         }
                         if *max_sleep_us > 0 && rng.random_bool(0.5) {
                             let us = rng.random_range(1..=*max_sleep_us);
-                            Some(Action { yields: 0, sleep: Duration::from_micros(us) })
+                            Some(Action {
+                                yields: 0,
+                                sleep: Duration::from_micros(us),
+                            })
                         } else {
                             let yields = rng.random_range(1..=(*max_yields).max(1));
-                            Some(Action { yields, sleep: Duration::ZERO })
+                            Some(Action {
+                                yields,
+                                sleep: Duration::ZERO,
+                            })
                         }
-                    })
-                }
-                Race::Pct { sleep_us, .. } => self.change_points[index].contains(&rule_hit).then(|| Action {
-                    yields: 1,
-                    sleep: Duration::from_micros(*sleep_us),
-                }),
-                Race::Targeted { nth, yields, sleep_us, .. } => (hit == u64::from(*nth)).then(|| Action {
-                    yields: *yields,
-                    sleep: Duration::from_micros(*sleep_us),
-                }),
-            };
+                    }),
+                    Race::Pct { sleep_us, .. } => self.change_points[index]
+                        .contains(&rule_hit)
+                        .then(|| Action {
+                            yields: 1,
+                            sleep: Duration::from_micros(*sleep_us),
+                        }),
+                    Race::Targeted {
+                        nth,
+                        yields,
+                        sleep_us,
+                        ..
+                    } => (hit == u64::from(*nth)).then(|| Action {
+                        yields: *yields,
+                        sleep: Duration::from_micros(*sleep_us),
+                    }),
+                };
         }
         chosen.filter(|a| *a != Action::default())
     }

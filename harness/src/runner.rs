@@ -71,7 +71,10 @@ pub enum Faults {
     /// None at all (`--faults off`).
     Off,
     /// This plan (`--plan FILE`).
-    Plan { plan: FaultPlan, source: Option<PathBuf> },
+    Plan {
+        plan: Box<FaultPlan>,
+        source: Option<PathBuf>,
+    },
 }
 
 impl Faults {
@@ -79,7 +82,9 @@ impl Faults {
         match self {
             Faults::Drawn => String::new(),
             Faults::Off => " --faults off".to_string(),
-            Faults::Plan { source: Some(path), .. } => format!(" --plan {}", path.display()),
+            Faults::Plan {
+                source: Some(path), ..
+            } => format!(" --plan {}", path.display()),
             Faults::Plan { source: None, .. } => " --plan PLAN.toml".to_string(),
         }
     }
@@ -99,7 +104,13 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn new(variant: Variant) -> RunOptions {
-        RunOptions { variant, faults: Faults::Drawn, trace: TraceMode::Tails, echo: None, bug: None }
+        RunOptions {
+            variant,
+            faults: Faults::Drawn,
+            trace: TraceMode::Tails,
+            echo: None,
+            bug: None,
+        }
     }
 
     pub fn faults(mut self, faults: Faults) -> RunOptions {
@@ -166,7 +177,9 @@ impl Outcome {
         );
         match &self.verdict {
             Verdict::Pass => format!("verdict: pass {head}"),
-            Verdict::Fail { oracle, message } => format!("verdict: fail {head} oracle={oracle}: {message}"),
+            Verdict::Fail { oracle, message } => {
+                format!("verdict: fail {head} oracle={oracle}: {message}")
+            }
         }
     }
 
@@ -190,12 +203,22 @@ impl Outcome {
         let _ = writeln!(out, "seed:     {}", self.seed);
         let _ = writeln!(out, "variant:  {}", self.variant);
         let _ = writeln!(out, "sim time: {} ms", self.sim_time.as_millis());
-        let _ = writeln!(out, "trace:    {} ({} lines)", self.trace.hash_hex(), self.trace.line_count);
+        let _ = writeln!(
+            out,
+            "trace:    {} ({} lines)",
+            self.trace.hash_hex(),
+            self.trace.line_count
+        );
         if let Verdict::Fail { oracle, message } = &self.verdict {
             let _ = writeln!(out, "oracle:   {oracle}");
             let _ = writeln!(out, "message:  {message}");
         }
-        let _ = writeln!(out, "fault plan ({} faults): {}", self.plan.len(), self.plan.summary());
+        let _ = writeln!(
+            out,
+            "fault plan ({} faults): {}",
+            self.plan.len(),
+            self.plan.summary()
+        );
         if !self.plan.is_empty() {
             for line in self.plan.to_toml().lines() {
                 let _ = writeln!(out, "    {line}");
@@ -203,7 +226,14 @@ impl Outcome {
         }
         for (host, lines) in &self.trace.tails {
             let _ = writeln!(out, "last trace lines of {host}:");
-            for line in lines.iter().rev().take(12).collect::<Vec<_>>().into_iter().rev() {
+            for line in lines
+                .iter()
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 let _ = writeln!(out, "    {line}");
             }
         }
@@ -227,8 +257,12 @@ fn install_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let captured = PANIC.with(|slot| {
-                let Ok(mut slot) = slot.try_borrow_mut() else { return false };
-                let Some(first) = slot.as_mut() else { return false };
+                let Ok(mut slot) = slot.try_borrow_mut() else {
+                    return false;
+                };
+                let Some(first) = slot.as_mut() else {
+                    return false;
+                };
                 if first.is_none() {
                     let message = info
                         .payload()
@@ -236,7 +270,10 @@ fn install_panic_hook() {
                         .map(|s| s.to_string())
                         .or_else(|| info.payload().downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "(non-text panic)".to_string());
-                    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                    let location = info
+                        .location()
+                        .map(|l| format!("{}:{}", l.file(), l.line()))
+                        .unwrap_or_default();
                     let host = ctx::current_host().unwrap_or_else(|| "-".into());
                     *first = Some(format!("host `{host}` panicked at {location}: {message}"));
                 }
@@ -262,9 +299,17 @@ enum Action {
     Restart { host: String },
 }
 
-fn scheduled_actions(plan: &FaultPlan, hosts: &[String], everyone: &[String]) -> Vec<(Duration, Action)> {
+fn scheduled_actions(
+    plan: &FaultPlan,
+    hosts: &[String],
+    everyone: &[String],
+) -> Vec<(Duration, Action)> {
     let expand = |pattern: &str, names: &[String]| -> Vec<String> {
-        names.iter().filter(|n| glob_match(pattern, n)).cloned().collect()
+        names
+            .iter()
+            .filter(|n| glob_match(pattern, n))
+            .cloned()
+            .collect()
     };
     let pairs = |a: &str, b: &str| -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -280,7 +325,13 @@ fn scheduled_actions(plan: &FaultPlan, hosts: &[String], everyone: &[String]) ->
     let mut actions = Vec::new();
     for p in &plan.partition {
         for (a, b) in pairs(&p.a, &p.b) {
-            actions.push((Duration::from_millis(p.at_ms), Action::Partition { a: a.clone(), b: b.clone() }));
+            actions.push((
+                Duration::from_millis(p.at_ms),
+                Action::Partition {
+                    a: a.clone(),
+                    b: b.clone(),
+                },
+            ));
             if let Some(heal) = p.heal_ms {
                 actions.push((Duration::from_millis(heal), Action::Repair { a, b }));
             }
@@ -288,14 +339,27 @@ fn scheduled_actions(plan: &FaultPlan, hosts: &[String], everyone: &[String]) ->
     }
     for l in &plan.latency {
         for (a, b) in pairs(&l.a, &l.b) {
-            actions.push((Duration::from_millis(l.at_ms), Action::MaxLatency { a, b, max: Duration::from_millis(l.max_ms) }));
+            actions.push((
+                Duration::from_millis(l.at_ms),
+                Action::MaxLatency {
+                    a,
+                    b,
+                    max: Duration::from_millis(l.max_ms),
+                },
+            ));
         }
     }
     for c in &plan.crash {
         for host in expand(&c.host, hosts) {
-            actions.push((Duration::from_millis(c.at_ms), Action::Crash { host: host.clone() }));
+            actions.push((
+                Duration::from_millis(c.at_ms),
+                Action::Crash { host: host.clone() },
+            ));
             if let Some(restart) = c.restart_ms {
-                actions.push((Duration::from_millis(restart.max(c.at_ms)), Action::Restart { host }));
+                actions.push((
+                    Duration::from_millis(restart.max(c.at_ms)),
+                    Action::Restart { host },
+                ));
             }
         }
     }
@@ -327,7 +391,10 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             format!("restart {host}")
         }
     };
-    ctx.cover(&format!("scheduled:{}", note.split(' ').next().unwrap_or("")));
+    ctx.cover(&format!(
+        "scheduled:{}",
+        note.split(' ').next().unwrap_or("")
+    ));
     tracing::info!(target: "faultline::fault", "{note}");
 }
 
@@ -339,7 +406,7 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
     let plan = match &options.faults {
         Faults::Drawn => scenario.spec.faults.draw(seed).current(),
         Faults::Off => FaultPlan::default(),
-        Faults::Plan { plan, .. } => plan.clone(),
+        Faults::Plan { plan, .. } => (**plan).clone(),
     };
     let sink = TraceSink::new(options.trace, options.echo.clone());
     let run_ctx = Rc::new(RunCtx::new(seed, plan.clone(), sink));
@@ -350,7 +417,9 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
     let dispatch = tracing::subscriber::set_default(subscriber);
     PANIC.with(|p| *p.borrow_mut() = Some(None));
 
-    let result = catch_unwind(AssertUnwindSafe(|| simulate(scenario, seed, options, &plan, &run_ctx)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        simulate(scenario, seed, options, &plan, &run_ctx)
+    }));
     let panic_text = PANIC.with(|p| p.borrow_mut().take()).flatten();
     let (sim_time, setup_error) = match result {
         Ok(r) => r,
@@ -359,7 +428,11 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
     if let Some(text) = panic_text {
         let mut oracles = run_ctx.oracles.borrow_mut();
         // The step loop recorded the crash without its text; the hook has it.
-        if oracles.failure.as_ref().is_none_or(|f| f.oracle == "host-crash") {
+        if oracles
+            .failure
+            .as_ref()
+            .is_none_or(|f| f.oracle == "host-crash")
+        {
             oracles.failure = None;
             oracles.fail("host-crash", text, sim_time);
         }
@@ -371,16 +444,23 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
     let failure: Option<Failure> = run_ctx.oracles.borrow().failure.clone();
     let verdict = match failure {
         None => Verdict::Pass,
-        Some(f) => Verdict::Fail { oracle: f.oracle, message: f.message },
+        Some(f) => Verdict::Fail {
+            oracle: f.oracle,
+            message: f.message,
+        },
     };
     if let Verdict::Fail { oracle, message } = &verdict {
-        run_ctx.trace.borrow_mut().note("-", format!("verdict fail oracle={oracle}: {message}"));
+        run_ctx
+            .trace
+            .borrow_mut()
+            .note("-", format!("verdict fail oracle={oracle}: {message}"));
     }
     let latencies = run_ctx.oracles.borrow().latency_summary();
     let coverage = run_ctx.coverage.borrow().clone();
     drop(dispatch);
     drop(guard);
-    let run_ctx = Rc::try_unwrap(run_ctx).unwrap_or_else(|_| panic!("the run context outlived its simulation"));
+    let run_ctx = Rc::try_unwrap(run_ctx)
+        .unwrap_or_else(|_| panic!("the run context outlived its simulation"));
     let trace = run_ctx.trace.into_inner().finish();
     Outcome {
         scenario: scenario.name.clone(),
@@ -424,14 +504,36 @@ fn simulate(
     }
     let mut sim = builder.build();
     let bug = options.bug.as_deref().or(scenario.bug());
-    let spec = RunSpec { scenario: &scenario.name, params: scenario.params(), variant: options.variant, bug, seed };
-    let mut setup = SimSetup { sim: &mut sim, hosts: Vec::new(), clients: Vec::new() };
+    let spec = RunSpec {
+        scenario: &scenario.name,
+        params: scenario.params(),
+        variant: options.variant,
+        bug,
+        seed,
+    };
+    let mut setup = SimSetup {
+        sim: &mut sim,
+        hosts: Vec::new(),
+        clients: Vec::new(),
+    };
     if let Err(error) = scenario.workload.build(&mut setup, &spec) {
-        return (Duration::ZERO, Some(format!("the workload could not build the simulation: {error}")));
+        return (
+            Duration::ZERO,
+            Some(format!(
+                "the workload could not build the simulation: {error}"
+            )),
+        );
     }
     let hosts = setup.hosts.clone();
-    let everyone: Vec<String> = setup.hosts.iter().chain(setup.clients.iter()).cloned().collect();
-    let mut actions = scheduled_actions(plan, &hosts, &everyone).into_iter().peekable();
+    let everyone: Vec<String> = setup
+        .hosts
+        .iter()
+        .chain(setup.clients.iter())
+        .cloned()
+        .collect();
+    let mut actions = scheduled_actions(plan, &hosts, &everyone)
+        .into_iter()
+        .peekable();
     tracing::info!(
         target: "faultline::run",
         scenario = scenario.name.as_str(),
@@ -454,12 +556,18 @@ fn simulate(
             Ok(Ok(finished)) => finished,
             // A host panicked: the hook kept its text; `run` reports it.
             Err(_) => {
-                run_ctx.oracles.borrow_mut().fail("host-crash", "a host panicked".into(), now);
+                run_ctx
+                    .oracles
+                    .borrow_mut()
+                    .fail("host-crash", "a host panicked".into(), now);
                 break;
             }
             Ok(Err(error)) => {
                 let message = error.to_string();
-                run_ctx.oracles.borrow_mut().fail("host-error", message, now);
+                run_ctx
+                    .oracles
+                    .borrow_mut()
+                    .fail("host-error", message, now);
                 break;
             }
         };
@@ -471,7 +579,10 @@ fn simulate(
         if now >= limit {
             let pending = oracles.pending_names();
             let message = if pending.is_empty() {
-                format!("the workload did not finish within {} ms", limit.as_millis())
+                format!(
+                    "the workload did not finish within {} ms",
+                    limit.as_millis()
+                )
             } else {
                 format!(
                     "the workload did not finish within {} ms; pending: {}",
@@ -510,13 +621,20 @@ pub struct SweepOptions {
 
 impl SweepOptions {
     pub fn new(run: RunOptions) -> SweepOptions {
-        SweepOptions { run, jobs: default_jobs(), keep_going: false, progress: false }
+        SweepOptions {
+            run,
+            jobs: default_jobs(),
+            keep_going: false,
+            progress: false,
+        }
     }
 }
 
 /// The number of cores.
 pub fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// What a sweep found.
@@ -573,7 +691,10 @@ fn parallel<T: Sync, R: Send>(
                         let Some(item) = items.get(index) else { break };
                         let result = work(item);
                         done(&result);
-                        results.lock().expect("no worker panics while holding the lock").push((index, result));
+                        results
+                            .lock()
+                            .expect("no worker panics while holding the lock")
+                            .push((index, result));
                     }
                 })
                 .expect("spawning a worker thread");
@@ -606,7 +727,10 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let mut report = SweepReport { scenario: scenario.name.clone(), ..SweepReport::default() };
+    let mut report = SweepReport {
+        scenario: scenario.name.clone(),
+        ..SweepReport::default()
+    };
     for outcome in outcomes {
         report.seeds_run += 1;
         report.sim_time += outcome.sim_time;
@@ -630,9 +754,11 @@ fn progress_bar(enabled: bool, len: u64, name: &str) -> Option<indicatif::Progre
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} seeds {per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} seeds {per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(name.to_string());
     Some(bar)
@@ -659,12 +785,22 @@ pub struct DeterminismReport {
 
 impl DeterminismReport {
     pub fn summary_line(&self) -> String {
-        format!("determinism: {} seeds, {} mismatches", self.seeds, self.mismatches.len())
+        format!(
+            "determinism: {} seeds, {} mismatches",
+            self.seeds,
+            self.mismatches.len()
+        )
     }
 }
 
 /// Runs every seed twice and compares the traces.
-pub fn check_determinism(scenario: &Scenario, seeds: &[u64], run: &RunOptions, jobs: usize, progress: bool) -> DeterminismReport {
+pub fn check_determinism(
+    scenario: &Scenario,
+    seeds: &[u64],
+    run: &RunOptions,
+    jobs: usize,
+    progress: bool,
+) -> DeterminismReport {
     let options = run.clone().trace(TraceMode::Full);
     let stop = AtomicBool::new(false);
     let bar = progress_bar(progress, seeds.len() as u64, &scenario.name);
@@ -695,7 +831,10 @@ pub fn check_determinism(scenario: &Scenario, seeds: &[u64], run: &RunOptions, j
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    DeterminismReport { seeds: seeds.len() as u64, mismatches: results.into_iter().flatten().collect() }
+    DeterminismReport {
+        seeds: seeds.len() as u64,
+        mismatches: results.into_iter().flatten().collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -716,29 +855,45 @@ pub struct ShrinkReport {
 
 impl ShrinkReport {
     pub fn summary_line(&self) -> String {
-        format!("shrink: {} faults -> {} faults", self.before.len(), self.after.len())
+        format!(
+            "shrink: {} faults -> {} faults",
+            self.before.len(),
+            self.after.len()
+        )
     }
 }
 
 /// Shrinks the plan drawn for `seed` to a smallest plan that still fails
 /// with the same oracle (proptest's simplify/complicate search). `Err` when
 /// the seed does not fail.
-pub fn shrink(scenario: &Scenario, seed: u64, variant: Variant, max_runs: u32) -> Result<ShrinkReport, Outcome> {
+pub fn shrink(
+    scenario: &Scenario,
+    seed: u64,
+    variant: Variant,
+    max_runs: u32,
+) -> Result<ShrinkReport, Box<Outcome>> {
     let mut tree = scenario.spec.faults.draw(seed);
     let before = tree.current();
     let attempt = |plan: &FaultPlan| {
-        let options = RunOptions::new(variant).faults(Faults::Plan { plan: plan.clone(), source: None });
+        let options = RunOptions::new(variant).faults(Faults::Plan {
+            plan: Box::new(plan.clone()),
+            source: None,
+        });
         run(scenario, seed, &options)
     };
     let first = attempt(&before);
     let Some(oracle) = first.verdict.oracle().map(str::to_string) else {
-        return Err(first);
+        return Err(Box::new(first));
     };
     let mut best = first;
     let mut runs = 1;
     let mut passed = false;
     while runs < max_runs {
-        let moved = if passed { tree.complicate() } else { tree.simplify() };
+        let moved = if passed {
+            tree.complicate()
+        } else {
+            tree.simplify()
+        };
         if !moved {
             break;
         }
@@ -754,5 +909,11 @@ pub fn shrink(scenario: &Scenario, seed: u64, variant: Variant, max_runs: u32) -
             passed = true;
         }
     }
-    Ok(ShrinkReport { oracle, before, after: best.plan.clone(), runs, outcome: best })
+    Ok(ShrinkReport {
+        oracle,
+        before,
+        after: best.plan.clone(),
+        runs,
+        outcome: best,
+    })
 }

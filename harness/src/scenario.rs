@@ -183,7 +183,10 @@ pub struct Scenario {
 
 impl std::fmt::Debug for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scenario").field("name", &self.name).field("path", &self.path).finish()
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -207,7 +210,10 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(key: &str, message: impl Into<String>) -> ParamError {
-        ParamError { key: Some(key.to_string()), message: message.into() }
+        ParamError {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
     }
 }
 
@@ -218,8 +224,15 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Resu
         let message = e.to_string().trim().to_string();
         // serde names the key between backticks: "unknown field `x`",
         // "missing field `y`"; type errors carry no key.
-        let key = message.split('`').nth(1).map(str::to_string).filter(|k| table.contains_key(k) || message.contains("unknown field") || message.contains("missing field"));
-        ParamError { key, message: format!("params: {message}") }
+        let key = message.split('`').nth(1).map(str::to_string).filter(|k| {
+            table.contains_key(k)
+                || message.contains("unknown field")
+                || message.contains("missing field")
+        });
+        ParamError {
+            key,
+            message: format!("params: {message}"),
+        }
     })
 }
 
@@ -304,7 +317,10 @@ impl Registry {
 
     pub fn register(&mut self, workload: Arc<dyn Workload>) {
         let name = workload.name();
-        assert!(self.workloads.insert(name, workload).is_none(), "workload `{name}` registered twice");
+        assert!(
+            self.workloads.insert(name, workload).is_none(),
+            "workload `{name}` registered twice"
+        );
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Workload>> {
@@ -317,7 +333,8 @@ impl Registry {
 
     /// Loads one scenario file.
     pub fn load_file(&self, path: &Path) -> Result<Scenario, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -327,9 +344,17 @@ impl Registry {
     }
 
     /// Loads a scenario from text (`path` only names it in errors).
-    pub fn load_str(&self, name: &str, path: Option<&Path>, text: &str) -> Result<Scenario, String> {
-        let shown = path.map(|p| p.display().to_string()).unwrap_or_else(|| format!("{name}.toml"));
-        let spec: ScenarioSpec = toml::from_str(text).map_err(|e| toml_error_named(&shown, text, &e))?;
+    pub fn load_str(
+        &self,
+        name: &str,
+        path: Option<&Path>,
+        text: &str,
+    ) -> Result<Scenario, String> {
+        let shown = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("{name}.toml"));
+        let spec: ScenarioSpec =
+            toml::from_str(text).map_err(|e| toml_error_named(&shown, text, &e))?;
         let at = |key: &str, message: String| format!("{shown}:{}: {message}", locate(text, key));
         if spec.summary.trim().is_empty() {
             return Err(at("summary", "summary is empty".into()));
@@ -337,7 +362,11 @@ impl Registry {
         let workload = self.get(&spec.workload).cloned().ok_or_else(|| {
             at(
                 "workload",
-                format!("unknown workload `{}` (known: {})", spec.workload, self.names().join(", ")),
+                format!(
+                    "unknown workload `{}` (known: {})",
+                    spec.workload,
+                    self.names().join(", ")
+                ),
             )
         })?;
         spec.sim.validate().map_err(|m| {
@@ -357,7 +386,11 @@ impl Registry {
                 return Err(at("oracle", "expect.fails: the oracle is empty".into()));
             }
         }
-        let params = spec.params.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
+        let params = spec
+            .params
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_default();
         let span = spec.params.as_ref().map(|p| p.span()).unwrap_or(0..0);
         workload.check(&params).map_err(|e| {
             let line = match &e.key {
@@ -366,7 +399,13 @@ impl Registry {
             };
             format!("{shown}:{line}: {}", e.message)
         })?;
-        Ok(Scenario { name: name.to_string(), params, path: path.map(Path::to_path_buf), spec, workload })
+        Ok(Scenario {
+            name: name.to_string(),
+            params,
+            path: path.map(Path::to_path_buf),
+            spec,
+            workload,
+        })
     }
 
     /// Loads every `*.toml` of a directory, in name order. Bad files are
@@ -380,7 +419,10 @@ impl Registry {
                 .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
                 .collect(),
             Err(e) => {
-                errors.push(format!("{}: cannot read the scenario directory: {e}", dir.display()));
+                errors.push(format!(
+                    "{}: cannot read the scenario directory: {e}",
+                    dir.display()
+                ));
                 Vec::new()
             }
         };
@@ -429,7 +471,12 @@ fn locate_in(text: &str, key: &str, range: std::ops::Range<usize>) -> String {
         let key_here = trimmed
             .strip_prefix(key)
             .is_some_and(|rest| rest.trim_start().starts_with('='));
-        let table_here = trimmed.starts_with('[') && trimmed.trim_matches(|c| c == '[' || c == ']' || c == '\n' || c == ' ').rsplit('.').next() == Some(key);
+        let table_here = trimmed.starts_with('[')
+            && trimmed
+                .trim_matches(|c| c == '[' || c == ']' || c == '\n' || c == ' ')
+                .rsplit('.')
+                .next()
+                == Some(key);
         if key_here || table_here {
             return line_col(text, start + indent);
         }
@@ -443,9 +490,59 @@ pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String
 }
 
 fn toml_error_named(shown: &str, text: &str, e: &toml::de::Error) -> String {
-    let position = e.span().map(|s| line_col(text, s.start)).unwrap_or_else(|| "1:1".into());
+    let position = e
+        .span()
+        .map(|s| line_col(text, s.start))
+        .unwrap_or_else(|| "1:1".into());
     let message = e.message().trim().replace('\n', " ");
     format!("{shown}:{position}: {message}")
+}
+
+/// A workload made of a closure: handy for tests and one-off scenarios.
+/// It accepts any parameters.
+pub struct FnWorkload<F> {
+    name: &'static str,
+    build: F,
+}
+
+impl<F> FnWorkload<F>
+where
+    F: Fn(&mut SimSetup<'_>, &RunSpec<'_>) -> Result<(), String> + Send + Sync,
+{
+    pub fn new(name: &'static str, build: F) -> FnWorkload<F> {
+        FnWorkload { name, build }
+    }
+}
+
+impl<F> Workload for FnWorkload<F>
+where
+    F: Fn(&mut SimSetup<'_>, &RunSpec<'_>) -> Result<(), String> + Send + Sync,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn check(&self, _params: &toml::Table) -> Result<(), ParamError> {
+        Ok(())
+    }
+
+    fn build(&self, setup: &mut SimSetup<'_>, run: &RunSpec<'_>) -> Result<(), String> {
+        (self.build)(setup, run)
+    }
+}
+
+/// A scenario from TOML text (without `workload =`, which is added) and a
+/// closure that builds the simulation.
+pub fn scenario_from_fn<F>(name: &'static str, toml_text: &str, build: F) -> Scenario
+where
+    F: Fn(&mut SimSetup<'_>, &RunSpec<'_>) -> Result<(), String> + Send + Sync + 'static,
+{
+    let mut registry = Registry::new();
+    registry.register(Arc::new(FnWorkload::new(name, build)));
+    let text = format!("workload = \"{name}\"\n{toml_text}");
+    registry
+        .load_str(name, None, &text)
+        .unwrap_or_else(|e| panic!("bad test scenario: {e}"))
 }
 
 #[cfg(test)]

@@ -35,6 +35,13 @@ pub fn splitmix64(x: u64) -> u64 {
 }
 
 /// The seed of the stream `name` in the run with seed `seed`.
+///
+/// ```
+/// use faultline_harness::seed::derive;
+/// assert_eq!(derive(7, "net"), derive(7, "net"));
+/// assert_ne!(derive(7, "net"), derive(7, "disk"));
+/// assert_ne!(derive(7, "net"), derive(8, "net"));
+/// ```
 pub fn derive(seed: u64, name: &str) -> u64 {
     splitmix64(seed ^ splitmix64(fnv1a64(name.as_bytes())))
 }
@@ -68,8 +75,13 @@ impl SeedRange {
     /// Seeds are dealt round-robin so that every shard gets a similar mix of
     /// cheap and expensive seeds; the union of all shards is the range.
     pub fn shard(&self, index: u64, count: u64) -> Vec<u64> {
-        assert!(count > 0 && index < count, "shard {index}/{count} is out of range");
-        self.iter().filter(|seed| (seed - self.start) % count == index).collect()
+        assert!(
+            count > 0 && index < count,
+            "shard {index}/{count} is out of range"
+        );
+        self.iter()
+            .filter(|seed| (seed - self.start) % count == index)
+            .collect()
     }
 }
 

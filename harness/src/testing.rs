@@ -1,9 +1,21 @@
 //! `cargo test` integration.
 //!
-//! ```ignore
-//! let scenario = registry.load_file("scenarios/echo-partial-write.toml".as_ref())?;
-//! Check::new(&scenario).variant(Variant::Fixed).seeds(0..50).expect_pass();
-//! Check::new(&scenario).variant(Variant::Buggy).expect_fail(3, "echo-check");
+//! ```
+//! use faultline_harness::{Variant, scenario_from_fn, testing::Check};
+//!
+//! // A scenario whose client fails its own oracle on odd seeds.
+//! let scenario = scenario_from_fn("doc", "summary = \"example\"\n", |sim, run| {
+//!     let odd = run.seed % 2 == 1;
+//!     sim.client("client", async move {
+//!         if odd {
+//!             faultline_harness::oracle::fail("parity", "odd seed");
+//!         }
+//!         Ok(())
+//!     });
+//!     Ok(())
+//! });
+//! Check::new(&scenario).variant(Variant::Fixed).seeds(0..1).expect_pass();
+//! Check::new(&scenario).variant(Variant::Fixed).expect_fail(3, "parity");
 //! ```
 //!
 //! Environment (read here, in the test process, never inside a simulation):
@@ -37,7 +49,11 @@ pub struct Check<'a> {
 
 impl<'a> Check<'a> {
     pub fn new(scenario: &'a Scenario) -> Check<'a> {
-        Check { scenario, options: RunOptions::new(Variant::Fixed), seeds: 0..scenario.spec.expect.test_seeds }
+        Check {
+            scenario,
+            options: RunOptions::new(Variant::Fixed),
+            seeds: 0..scenario.spec.expect.test_seeds,
+        }
     }
 
     pub fn variant(mut self, variant: Variant) -> Self {
@@ -99,7 +115,10 @@ impl<'a> Check<'a> {
         let outcome = runner::run(self.scenario, seed, &self.options);
         match &outcome.verdict {
             Verdict::Fail { oracle: got, .. } if got == oracle => outcome,
-            Verdict::Fail { oracle: got, message } => panic!(
+            Verdict::Fail {
+                oracle: got,
+                message,
+            } => panic!(
                 "{} {} seed {seed}: expected oracle `{oracle}` to fire, but `{got}` fired: {message}\n{}",
                 self.scenario.name,
                 self.options.variant,

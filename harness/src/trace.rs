@@ -152,7 +152,10 @@ pub struct HarnessLayer {
 
 impl HarnessLayer {
     pub fn new(echo: Option<Targets>) -> HarnessLayer {
-        HarnessLayer { record: record_filter(), echo }
+        HarnessLayer {
+            record: record_filter(),
+            echo,
+        }
     }
 
     fn wants(&self, meta: &Metadata<'_>) -> bool {
@@ -160,7 +163,10 @@ impl HarnessLayer {
             return is_host_span(meta);
         }
         self.record.would_enable(meta.target(), meta.level())
-            || self.echo.as_ref().is_some_and(|e| e.would_enable(meta.target(), meta.level()))
+            || self
+                .echo
+                .as_ref()
+                .is_some_and(|e| e.would_enable(meta.target(), meta.level()))
     }
 }
 
@@ -231,7 +237,10 @@ where
         ctx::with(|run| {
             let host = run.host().unwrap_or_else(|| Arc::from("-"));
             let mut sink = run.trace.borrow_mut();
-            let echo = sink.echo.as_ref().is_some_and(|e| e.would_enable(meta.target(), meta.level()));
+            let echo = sink
+                .echo
+                .as_ref()
+                .is_some_and(|e| e.would_enable(meta.target(), meta.level()));
             if !record && !echo {
                 return;
             }
@@ -283,5 +292,6 @@ impl Visit for LineVisitor<'_> {
 
 /// Parses a `RUST_LOG`-style filter for the terminal echo.
 pub fn parse_echo_filter(spec: &str) -> Result<Targets, String> {
-    spec.parse::<Targets>().map_err(|e| format!("bad log filter `{spec}`: {e}"))
+    spec.parse::<Targets>()
+        .map_err(|e| format!("bad log filter `{spec}`: {e}"))
 }

@@ -78,20 +78,32 @@ impl VariantArgs {
         let faults = match (&self.plan, self.faults.as_str()) {
             (Some(path), _) => {
                 let plan = FaultPlan::load(path)?;
-                plan.validate().map_err(|e| format!("{}: {e}", path.display()))?;
-                Faults::Plan { plan, source: Some(path.clone()) }
+                plan.validate()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Faults::Plan {
+                    plan: Box::new(plan),
+                    source: Some(path.clone()),
+                }
             }
             (None, "off") => Faults::Off,
             (None, _) => Faults::Drawn,
         };
-        Ok(RunOptions { variant: self.variant, faults, trace: TraceMode::Tails, echo: echo_filter()?, bug: None })
+        Ok(RunOptions {
+            variant: self.variant,
+            faults,
+            trace: TraceMode::Tails,
+            echo: echo_filter()?,
+            bug: None,
+        })
     }
 }
 
 /// The terminal echo filter from `RUST_LOG` (read here, outside simulations).
 fn echo_filter() -> Result<Option<tracing_subscriber::filter::Targets>> {
     match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => Ok(Some(faultline_harness::trace::parse_echo_filter(&spec)?)),
+        Ok(spec) if !spec.trim().is_empty() => {
+            Ok(Some(faultline_harness::trace::parse_echo_filter(&spec)?))
+        }
         _ => Ok(None),
     }
 }
@@ -148,12 +160,25 @@ fn list(dir: &Option<PathBuf>) -> Result<ExitCode> {
     let dir = dir.clone().unwrap_or_else(faultline::default_scenarios_dir);
     let (scenarios, errors) = registry.load_dir(&dir);
     let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    let bug_width = scenarios.iter().map(|s| s.bug().unwrap_or("-").len()).max().unwrap_or(1);
+    let bug_width = scenarios
+        .iter()
+        .map(|s| s.bug().unwrap_or("-").len())
+        .max()
+        .unwrap_or(1);
     for s in &scenarios {
-        println!("{:width$}  {:bug_width$}  {}", s.name, s.bug().unwrap_or("-"), s.spec.summary);
+        println!(
+            "{:width$}  {:bug_width$}  {}",
+            s.name,
+            s.bug().unwrap_or("-"),
+            s.spec.summary
+        );
     }
     for e in &errors {
         eprintln!("error: {e}");
     }
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -54,13 +54,23 @@ pub fn reproduce(dir: &Option<PathBuf>, args: ReproduceArgs) -> Result<ExitCode>
     let (_, scenarios) = load_all(dir)?;
     let targets: Vec<&Scenario> = if args.ids.is_empty() {
         let bugs: Vec<&Scenario> = scenarios.iter().filter(|s| s.bug().is_some()).collect();
-        if bugs.is_empty() { scenarios.iter().filter(|s| !s.spec.expect.fails.is_empty()).collect() } else { bugs }
+        if bugs.is_empty() {
+            scenarios
+                .iter()
+                .filter(|s| !s.spec.expect.fails.is_empty())
+                .collect()
+        } else {
+            bugs
+        }
     } else {
         let mut chosen = Vec::new();
         for id in &args.ids {
             let found: Vec<&Scenario> = scenarios
                 .iter()
-                .filter(|s| s.name.eq_ignore_ascii_case(id) || s.bug().is_some_and(|b| b.eq_ignore_ascii_case(id)))
+                .filter(|s| {
+                    s.name.eq_ignore_ascii_case(id)
+                        || s.bug().is_some_and(|b| b.eq_ignore_ascii_case(id))
+                })
                 .collect();
             if found.is_empty() {
                 return Err(Error::Usage(format!("no scenario or bug `{id}`")));
@@ -70,7 +80,9 @@ pub fn reproduce(dir: &Option<PathBuf>, args: ReproduceArgs) -> Result<ExitCode>
         chosen
     };
     if targets.is_empty() {
-        return Err(Error::Usage("no scenario has a recorded failing seed to reproduce".into()));
+        return Err(Error::Usage(
+            "no scenario has a recorded failing seed to reproduce".into(),
+        ));
     }
     let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
     let bar = indicatif::ProgressBar::new(targets.len() as u64);
@@ -95,7 +107,11 @@ pub fn reproduce(dir: &Option<PathBuf>, args: ReproduceArgs) -> Result<ExitCode>
     }
     let reproduced = rows.iter().filter(|r| r.reproduced).count();
     println!("reproduce: {}/{} bugs reproduced", reproduced, rows.len());
-    Ok(if reproduced == rows.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if reproduced == rows.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) -> Row {
@@ -106,8 +122,16 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
     let mut row = Row {
         bug: scenario.bug().unwrap_or("-").to_string(),
         scenario: scenario.name.clone(),
-        component: scenario.spec.component.clone().unwrap_or_else(|| "-".into()),
-        trigger: scenario.spec.trigger.clone().unwrap_or_else(|| scenario.spec.faults.kinds().join("+")),
+        component: scenario
+            .spec
+            .component
+            .clone()
+            .unwrap_or_else(|| "-".into()),
+        trigger: scenario
+            .spec
+            .trigger
+            .clone()
+            .unwrap_or_else(|| scenario.spec.faults.kinds().join("+")),
         reproduced: false,
         oracle: "-".into(),
         seed: None,
@@ -149,15 +173,35 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
             )),
         }
     }
-    let latent = sweep(scenario, Variant::Buggy, Faults::Off, row.latent_seeds, jobs);
+    let latent = sweep(
+        scenario,
+        Variant::Buggy,
+        Faults::Off,
+        row.latent_seeds,
+        jobs,
+    );
     row.latent_seeds_passed = latent.passed;
     if let Some(f) = latent.failures.first() {
-        problems.push(format!("buggy with faults off failed on seed {}: {}", f.seed, f.replay_command()));
+        problems.push(format!(
+            "buggy with faults off failed on seed {}: {}",
+            f.seed,
+            f.replay_command()
+        ));
     }
-    let fixed = sweep(scenario, Variant::Fixed, Faults::Drawn, row.fixed_seeds, jobs);
+    let fixed = sweep(
+        scenario,
+        Variant::Fixed,
+        Faults::Drawn,
+        row.fixed_seeds,
+        jobs,
+    );
     row.fixed_seeds_passed = fixed.passed;
     if let Some(f) = fixed.failures.first() {
-        problems.push(format!("fixed failed on seed {}: {}", f.seed, f.replay_command()));
+        problems.push(format!(
+            "fixed failed on seed {}: {}",
+            f.seed,
+            f.replay_command()
+        ));
     }
     row.reproduced = problems.is_empty();
     row.problems = problems;
@@ -165,7 +209,13 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
     row
 }
 
-fn sweep(scenario: &Scenario, variant: Variant, faults: Faults, seeds: u64, jobs: usize) -> runner::SweepReport {
+fn sweep(
+    scenario: &Scenario,
+    variant: Variant,
+    faults: Faults,
+    seeds: u64,
+    jobs: usize,
+) -> runner::SweepReport {
     let seeds: Vec<u64> = (0..seeds).collect();
     let mut options = SweepOptions::new(RunOptions::new(variant).faults(faults));
     options.jobs = jobs;
@@ -174,7 +224,15 @@ fn sweep(scenario: &Scenario, variant: Variant, faults: Faults, seeds: u64, jobs
 
 fn print_table(rows: &[Row]) {
     let header = [
-        "bug", "component", "trigger", "oracle", "seed", "sim ms", "latent", "fixed", "wall s",
+        "bug",
+        "component",
+        "trigger",
+        "oracle",
+        "seed",
+        "sim ms",
+        "latent",
+        "fixed",
+        "wall s",
     ];
     let cells: Vec<[String; 9]> = rows
         .iter()
@@ -185,10 +243,15 @@ fn print_table(rows: &[Row]) {
                 r.trigger.clone(),
                 r.oracle.clone(),
                 r.seed.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                r.sim_ms_to_failure.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                r.sim_ms_to_failure
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 format!("{}/{}", r.latent_seeds_passed, r.latent_seeds),
                 format!("{}/{}", r.fixed_seeds_passed, r.fixed_seeds),
-                format!("{:.1}", Duration::from_millis(r.wall_ms as u64).as_secs_f64()),
+                format!(
+                    "{:.1}",
+                    Duration::from_millis(r.wall_ms as u64).as_secs_f64()
+                ),
             ]
         })
         .collect();
@@ -199,7 +262,11 @@ fn print_table(rows: &[Row]) {
         }
     }
     let line = |cells: &[String]| {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(&header.map(str::to_string));

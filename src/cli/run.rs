@@ -53,7 +53,11 @@ pub fn run(dir: &Option<PathBuf>, args: RunArgs, show_trace: bool) -> Result<Exi
             if args.trace.is_none() {
                 // A passing run keeps only the hash; replay the seed for the
                 // whole trace (the same seed gives the same run).
-                let full = runner::run(&scenario, args.seed, &options.clone().trace(TraceMode::Full));
+                let full = runner::run(
+                    &scenario,
+                    args.seed,
+                    &options.clone().trace(TraceMode::Full),
+                );
                 let path = artefact_path(&outcome, "trace");
                 write_trace(&path, &full)?;
                 println!("trace written to {}", path.display());
@@ -68,12 +72,19 @@ pub fn run(dir: &Option<PathBuf>, args: RunArgs, show_trace: bool) -> Result<Exi
         }
     }
     println!("{}", outcome.verdict_line());
-    Ok(if outcome.verdict.is_pass() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.verdict.is_pass() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `faultline-out/<scenario>-<seed>-<variant>.<ext>`.
 pub fn artefact_path(outcome: &Outcome, ext: &str) -> PathBuf {
-    Path::new(OUT_DIR).join(format!("{}-{}-{}.{ext}", outcome.scenario, outcome.seed, outcome.variant))
+    Path::new(OUT_DIR).join(format!(
+        "{}-{}-{}.{ext}",
+        outcome.scenario, outcome.seed, outcome.variant
+    ))
 }
 
 fn write_trace(path: &Path, outcome: &Outcome) -> Result<()> {

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use faultline_harness::Variant;
 use faultline_harness::runner::{self, SweepOptions};
 use faultline_harness::seed::SeedRange;
-use faultline_harness::Variant;
 
 use super::{Result, VariantArgs, load_one, parse_seeds};
 
@@ -51,7 +51,11 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
         options.jobs
     );
     println!("{}", report.summary_line());
-    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Per fault point, race point and probe: how many runs reached it.
@@ -92,7 +96,11 @@ pub fn check_determinism(dir: &Option<PathBuf>, args: DeterminismArgs) -> Result
         }
     }
     println!("{}", report.summary_line());
-    Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use faultline_harness::{ParamError, RunSpec, SimListener, SimSetup, SimStream, Variant, Workload, oracle, parse_params};
+use faultline_harness::{
+    ParamError, RunSpec, SimListener, SimSetup, SimStream, Variant, Workload, oracle, parse_params,
+};
 use rand::Rng;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,7 +56,10 @@ impl Workload for EchoWorkload {
     fn check(&self, params: &toml::Table) -> Result<(), ParamError> {
         let p: Params = parse_params(params)?;
         if p.clients == 0 || p.clients > MAX_CLIENTS {
-            return Err(ParamError::new("clients", format!("params.clients must be within 1..={MAX_CLIENTS}")));
+            return Err(ParamError::new(
+                "clients",
+                format!("params.clients must be within 1..={MAX_CLIENTS}"),
+            ));
         }
         if p.max_message_bytes == 0 || p.max_message_bytes > MAX_MESSAGE_BYTES {
             return Err(ParamError::new(
@@ -109,7 +114,10 @@ async fn check_echoes(id: u32, messages: u32, max_len: usize, timeout: Duration)
             (0..len).map(|_| rng.random()).collect()
         });
         if let Err(e) = stream.write_all(&message).await {
-            return oracle::fail("echo-check", format!("client-{id} message {index}: send failed: {e}"));
+            return oracle::fail(
+                "echo-check",
+                format!("client-{id} message {index}: send failed: {e}"),
+            );
         }
         let mut got = vec![0u8; message.len()];
         let mut filled = 0;
@@ -126,11 +134,15 @@ async fn check_echoes(id: u32, messages: u32, max_len: usize, timeout: Duration)
                         ),
                     );
                 }
-                Ok(Err(e)) => return oracle::fail("echo-check", format!("client-{id} message {index}: {e}")),
+                Ok(Err(e)) => {
+                    return oracle::fail("echo-check", format!("client-{id} message {index}: {e}"));
+                }
                 Ok(Ok(0)) => {
                     return oracle::fail(
                         "echo-check",
-                        format!("client-{id} message {index}: the server closed after {filled} bytes"),
+                        format!(
+                            "client-{id} message {index}: the server closed after {filled} bytes"
+                        ),
                     );
                 }
                 Ok(Ok(n)) => filled += n,

@@ -1,0 +1,280 @@
+//! The simulated TCP primitives: short writes, backpressure and its wake-up,
+//! segmentation keeping the byte stream intact, and plain-turmoil
+//! behaviour when no fault is active.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline_harness::runner::{self, Faults, RunOptions};
+use faultline_harness::{FaultPlan, SimListener, SimStream, Variant, Verdict, scenario_from_fn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn plan(text: &str) -> Faults {
+    Faults::Plan {
+        plan: Box::new(toml::from_str::<FaultPlan>(text).expect("a valid plan")),
+        source: None,
+    }
+}
+
+fn expect_pass(outcome: &faultline_harness::Outcome) {
+    assert_eq!(outcome.verdict, Verdict::Pass, "{}", outcome.report());
+}
+
+#[test]
+fn a_write_accepts_at_most_the_free_space_then_blocks_until_the_peer_reads() {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = log.clone();
+    let scenario = scenario_from_fn("short-writes", "summary = \"t\"\n", move |sim, _| {
+        let log = seen.clone();
+        sim.host("reader", || async {
+            let listener = SimListener::bind(("0.0.0.0", 9)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            // Read nothing for 50 ms, then 3 bytes, then everything.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut three = [0u8; 3];
+            stream.read_exact(&mut three).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await?;
+            Ok(())
+        });
+        sim.client("writer", async move {
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            let first = stream.write(&[7u8; 20]).await?;
+            log.lock()
+                .unwrap()
+                .push(format!("first write accepted {first}"));
+            let blocked =
+                tokio::time::timeout(Duration::from_millis(20), stream.write(&[8u8; 20])).await;
+            log.lock()
+                .unwrap()
+                .push(format!("second write blocked: {}", blocked.is_err()));
+            let start = tokio::time::Instant::now();
+            let second = stream.write(&[8u8; 20]).await?;
+            let waited_ms = start.elapsed().as_millis();
+            log.lock().unwrap().push(format!(
+                "second write accepted {second} after the reader freed space: {}",
+                waited_ms >= 20
+            ));
+            stream.shutdown().await?;
+            Ok(())
+        });
+        Ok(())
+    });
+    let options = RunOptions::new(Variant::Fixed)
+        .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 5\n"));
+    let outcome = runner::run(&scenario, 1, &options);
+    expect_pass(&outcome);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "first write accepted 5".to_string(),
+            "second write blocked: true".to_string(),
+            "second write accepted 3 after the reader freed space: true".to_string(),
+        ]
+    );
+    assert!(outcome.coverage.contains_key("send_buffer:short_write"));
+    assert!(outcome.coverage.contains_key("send_buffer:full"));
+}
+
+#[test]
+fn write_all_through_a_tiny_buffer_delivers_every_byte_in_order() {
+    let received: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let got = received.clone();
+    let scenario = scenario_from_fn("backpressure", "summary = \"t\"\n", move |sim, _| {
+        let got = got.clone();
+        sim.host("reader", move || {
+            let got = got.clone();
+            async move {
+                let listener = SimListener::bind(("0.0.0.0", 9)).await?;
+                let (mut stream, _) = listener.accept().await?;
+                let mut buf = [0u8; 100];
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    got.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                Ok(())
+            }
+        });
+        sim.client("writer", async {
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+            stream.write_all(&data).await?;
+            stream.shutdown().await?;
+            // Wait for the reader to drain before the client ends the run.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    let options = RunOptions::new(Variant::Fixed)
+        .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 7\n"));
+    let outcome = runner::run(&scenario, 3, &options);
+    expect_pass(&outcome);
+    let expected: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(*received.lock().unwrap(), expected);
+}
+
+/// Writes 20 KB in writes of random sizes, reads with a buffer of random
+/// size; returns (bytes received intact, reads, largest read).
+fn segmented_transfer(faults: Faults, seed: u64) -> (bool, usize, usize) {
+    let result: Arc<Mutex<(bool, usize, usize)>> = Arc::default();
+    let out = result.clone();
+    let scenario = scenario_from_fn("segmentation", "summary = \"t\"\n", move |sim, _| {
+        let out = out.clone();
+        sim.host("reader", move || {
+            let out = out.clone();
+            async move {
+                let listener = SimListener::bind(("0.0.0.0", 9)).await?;
+                let (mut stream, _) = listener.accept().await?;
+                let mut received = Vec::new();
+                let mut reads = 0;
+                let mut largest = 0;
+                let mut buf = [0u8; 512];
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    reads += 1;
+                    largest = largest.max(n);
+                    received.extend_from_slice(&buf[..n]);
+                }
+                let expected: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 256) as u8).collect();
+                *out.lock().unwrap() = (received == expected, reads, largest);
+                Ok(())
+            }
+        });
+        sim.client("writer", async {
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 256) as u8).collect();
+            for chunk in data.chunks(400) {
+                stream.write_all(chunk).await?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stream.shutdown().await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = runner::run(
+        &scenario,
+        seed,
+        &RunOptions::new(Variant::Fixed).faults(faults),
+    );
+    expect_pass(&outcome);
+    *result.lock().unwrap()
+}
+
+#[test]
+fn segmentation_splits_and_coalesces_but_keeps_the_byte_stream_intact() {
+    for seed in 0..5 {
+        let (intact, reads, largest) = segmented_transfer(
+            plan("[[segmentation]]\nfrom = \"writer\"\nto = \"reader\"\nmax_segment_bytes = 16\n"),
+            seed,
+        );
+        assert!(intact, "seed {seed}: the bytes changed");
+        // 400-byte writes cut into segments of at most 16 bytes: many reads.
+        assert!(reads > 20_000 / 400, "seed {seed}: only {reads} reads");
+        // Segments that arrive together are read together.
+        assert!(
+            largest > 16,
+            "seed {seed}: segments were never coalesced (largest read {largest})"
+        );
+    }
+}
+
+#[test]
+fn without_faults_a_socket_behaves_like_turmoils_one_write_one_read() {
+    let (intact, reads, largest) = segmented_transfer(Faults::Off, 0);
+    assert!(intact);
+    // 50 writes of 400 bytes, each read whole (512-byte buffer).
+    assert_eq!((reads, largest), (50, 400));
+}
+
+#[test]
+fn a_frame_delay_lets_a_message_on_one_connection_overtake_one_on_another() {
+    // Two connections from different hosts to one reader; the first sender
+    // sends first, but its frame is delayed, so the reader sees the second
+    // sender's frame first.
+    struct OneByteLength;
+    impl faultline_harness::Framer for OneByteLength {
+        fn header_len(&self) -> usize {
+            2
+        }
+        fn parse(&self, header: &[u8]) -> Option<faultline_harness::FrameInfo> {
+            let label = match header[0] {
+                b'A' => "msg:A",
+                b'B' => "msg:B",
+                _ => return None,
+            };
+            Some(faultline_harness::FrameInfo {
+                total_len: 2 + header[1] as usize,
+                label: label.into(),
+            })
+        }
+    }
+    let order: Arc<Mutex<Vec<char>>> = Arc::default();
+    let seen = order.clone();
+    let scenario = scenario_from_fn("overtake", "summary = \"t\"\n", move |sim, _| {
+        sim.set_framer(std::rc::Rc::new(OneByteLength));
+        let seen = seen.clone();
+        sim.host("reader", move || {
+            let seen = seen.clone();
+            async move {
+                let listener = SimListener::bind(("0.0.0.0", 9)).await?;
+                for _ in 0..2 {
+                    let (mut stream, _) = listener.accept().await?;
+                    let seen = seen.clone();
+                    tokio::task::spawn_local(async move {
+                        let mut frame = [0u8; 5];
+                        if stream.read_exact(&mut frame).await.is_ok() {
+                            seen.lock().unwrap().push(frame[0] as char);
+                        }
+                    });
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        sim.client("sender-a", async {
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            stream.write_all(b"A\x03xyz").await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        });
+        sim.client("sender-b", async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            stream.write_all(b"B\x03xyz").await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    let run = |faults| {
+        order.lock().unwrap().clear();
+        let outcome = runner::run(
+            &scenario,
+            0,
+            &RunOptions::new(Variant::Fixed).faults(faults),
+        );
+        expect_pass(&outcome);
+        order.lock().unwrap().clone()
+    };
+    assert_eq!(run(Faults::Off), vec!['A', 'B']);
+    let delayed = run(plan(
+        "[[frame_delay]]\nfrom = \"sender-a\"\nto = \"reader\"\nframe = \"msg:A\"\ndelay_ms = 40\n",
+    ));
+    assert_eq!(delayed, vec!['B', 'A']);
+    // A hold until the other frame was delivered gives the same order
+    // without choosing a delay.
+    let held = run(plan(
+        "[[frame_delay]]\nfrom = \"sender-a\"\nto = \"reader\"\nframe = \"msg:A\"\nhold_until = \"frame:sender-b->reader:msg:B\"\n",
+    ));
+    assert_eq!(held, vec!['B', 'A']);
+}

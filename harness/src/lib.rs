@@ -25,6 +25,7 @@ pub mod race;
 pub mod runner;
 pub mod scenario;
 pub mod seed;
+pub mod sys;
 pub mod testing;
 pub mod trace;
 
@@ -39,6 +40,7 @@ pub use scenario::{
     FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,
     scenario_from_fn,
 };
+pub use sys::{Errno, Events, Fd, Sys};
 pub use trace::TraceMode;
 
 /// Whether this build has `--cfg tokio_unstable`, without which turmoil

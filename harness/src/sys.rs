@@ -1,0 +1,913 @@
+//! A non-blocking syscall view of simulated sockets, for code written like
+//! a C event loop.
+//!
+//! [`Sys`] is one host's kernel: a file table with small integer fds
+//! allocated lowest-free-first (as a kernel does, so numbers are reused at
+//! once), sockets whose `connect` completes later, `recv`/`send` that answer
+//! a byte count or an [`Errno`], and epoll-like pollers that report
+//! readiness (`IN`, `OUT`, `ERR`, `HUP`, `RDHUP`), level-triggered, or
+//! edge-triggered on request. A peer's reset arrives as `ERR|HUP` together.
+//!
+//! The host's *errno personality* comes from the run's fault plan
+//! (`[[errno]]`): on a socket whose connect is still in progress,
+//! `linux` answers `EAGAIN` to both `recv` and `send`, `illumos` answers
+//! `ENOTCONN` to `recv`, `openbsd` answers `ENOTCONN` to `send`.
+//!
+//! Sockets are [`SimSocket`]s, so the send-buffer, segmentation and frame
+//! faults apply here too.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use crate::ctx;
+use crate::faults::{Personality, glob_match};
+use crate::net::{SimListener, SimSocket, connect_socket};
+
+/// A file descriptor.
+pub type Fd = i32;
+
+/// The lowest fd handed out (0, 1 and 2 are the standard streams).
+pub const FIRST_FD: Fd = 3;
+
+/// Default size of a host's file table.
+pub const DEFAULT_MAX_FDS: usize = 1024;
+
+/// Error numbers, as the syscalls answer them.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Errno {
+    EAGAIN,
+    EINPROGRESS,
+    EALREADY,
+    EISCONN,
+    ENOTCONN,
+    ECONNRESET,
+    ECONNREFUSED,
+    EPIPE,
+    EBADF,
+    EINVAL,
+    ENOTSOCK,
+    EMFILE,
+    EADDRINUSE,
+    ETIMEDOUT,
+    /// Anything else the OS answered (real sockets only).
+    Other(i32),
+}
+
+impl Errno {
+    pub fn name(self) -> String {
+        match self {
+            Errno::Other(n) => format!("errno {n}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// The errno an `io::Error` stands for.
+    pub fn from_io(e: &io::Error) -> Errno {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Errno::EAGAIN,
+            io::ErrorKind::NotConnected => Errno::ENOTCONN,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Errno::ECONNRESET,
+            io::ErrorKind::ConnectionRefused => Errno::ECONNREFUSED,
+            io::ErrorKind::BrokenPipe => Errno::EPIPE,
+            io::ErrorKind::AddrInUse => Errno::EADDRINUSE,
+            io::ErrorKind::InvalidInput => Errno::EINVAL,
+            io::ErrorKind::TimedOut => Errno::ETIMEDOUT,
+            _ => Errno::Other(e.raw_os_error().unwrap_or(-1)),
+        }
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Poll event bits (Linux's values).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Events(pub u32);
+
+impl Events {
+    pub const NONE: Events = Events(0);
+    pub const IN: Events = Events(0x001);
+    pub const OUT: Events = Events(0x004);
+    pub const ERR: Events = Events(0x008);
+    pub const HUP: Events = Events(0x010);
+    pub const RDHUP: Events = Events(0x2000);
+
+    pub fn contains(self, other: Events) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn intersects(self, other: Events) -> bool {
+        self.0 & other.0 != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Events {
+    type Output = Events;
+    fn bitor(self, rhs: Events) -> Events {
+        Events(self.0 | rhs.0)
+    }
+}
+impl std::ops::BitOrAssign for Events {
+    fn bitor_assign(&mut self, rhs: Events) {
+        self.0 |= rhs.0;
+    }
+}
+impl std::ops::BitAnd for Events {
+    type Output = Events;
+    fn bitand(self, rhs: Events) -> Events {
+        Events(self.0 & rhs.0)
+    }
+}
+impl std::ops::Not for Events {
+    type Output = Events;
+    fn not(self) -> Events {
+        Events(!self.0)
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (Events::IN, "IN"),
+            (Events::OUT, "OUT"),
+            (Events::ERR, "ERR"),
+            (Events::HUP, "HUP"),
+            (Events::RDHUP, "RDHUP"),
+        ];
+        let set: Vec<&str> = names
+            .iter()
+            .filter(|(e, _)| self.contains(*e))
+            .map(|(_, n)| *n)
+            .collect();
+        if set.is_empty() {
+            f.write_str("-")
+        } else {
+            f.write_str(&set.join("|"))
+        }
+    }
+}
+
+/// `epoll_ctl` operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpollOp {
+    Add,
+    Mod,
+    Del,
+}
+
+/// What `epoll_wait` reports for one fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpollEvent {
+    pub fd: Fd,
+    pub events: Events,
+    /// The value given to `epoll_ctl`.
+    pub data: u64,
+}
+
+/// `shutdown` directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    Read,
+    Write,
+    Both,
+}
+
+/// A waker that wakes everyone interested in one file.
+#[derive(Default)]
+struct FanOut {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl FanOut {
+    fn add(&self, waker: &Waker) {
+        let mut wakers = self
+            .wakers
+            .lock()
+            .expect("never poisoned: no panics while held");
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl Wake for FanOut {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers = std::mem::take(
+            &mut *self
+                .wakers
+                .lock()
+                .expect("never poisoned: no panics while held"),
+        );
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+type ConnectSlot = Rc<RefCell<Option<io::Result<SimSocket>>>>;
+
+enum SockState {
+    /// `socket()` was called; not connected.
+    Fresh,
+    Connecting {
+        slot: ConnectSlot,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Connected(Box<SimSocket>),
+    /// The connect failed; the error is pending in `SO_ERROR`.
+    Failed,
+}
+
+struct SockFile {
+    state: SockState,
+    fanout: Arc<FanOut>,
+    /// The error `SO_ERROR` (or the next recv/send) reports, then clears.
+    pending_error: Option<Errno>,
+    /// The peer reset the connection (HUP from then on).
+    reset_seen: bool,
+    rd_shut: bool,
+    wr_shut: bool,
+}
+
+struct ListenFile {
+    backlog: Rc<RefCell<VecDeque<(SimSocket, SocketAddr)>>>,
+    task: tokio::task::JoinHandle<()>,
+    fanout: Arc<FanOut>,
+    local: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Interest {
+    events: Events,
+    data: u64,
+    edge: bool,
+    /// For edge-triggered interest: what was reported and is still ready.
+    reported: Events,
+}
+
+#[derive(Default)]
+struct EpollFile {
+    interests: BTreeMap<Fd, Interest>,
+}
+
+enum File {
+    Socket(SockFile),
+    Listener(ListenFile),
+    Epoll(EpollFile),
+}
+
+struct Kernel {
+    host: String,
+    personality: Personality,
+    max_fds: usize,
+    files: BTreeMap<Fd, File>,
+}
+
+/// One host's kernel: file table, sockets and pollers. Cheap to clone (the
+/// clones share the kernel, as threads of one process share fds).
+#[derive(Clone)]
+pub struct Sys {
+    kernel: Rc<RefCell<Kernel>>,
+}
+
+impl std::fmt::Debug for Sys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = self.kernel.borrow();
+        f.debug_struct("Sys")
+            .field("host", &k.host)
+            .field("personality", &k.personality)
+            .finish()
+    }
+}
+
+fn cover(point: &str) {
+    ctx::with(|c| c.cover(point));
+}
+
+impl Default for Sys {
+    fn default() -> Self {
+        Sys::new()
+    }
+}
+
+impl Sys {
+    /// The kernel of the current host, with the personality the run's plan
+    /// gives it (Linux otherwise).
+    pub fn new() -> Sys {
+        let host = ctx::current_host().unwrap_or_else(|| "-".to_string());
+        let personality = ctx::with(|c| {
+            c.plan
+                .errno
+                .iter()
+                .find(|f| glob_match(&f.host, &host))
+                .map(|f| f.personality)
+        })
+        .flatten()
+        .unwrap_or(Personality::Linux);
+        if personality != Personality::Linux {
+            tracing::debug!(target: "faultline::fault", host = host.as_str(), personality = personality.name(), "errno personality");
+        }
+        Sys::with_personality(host, personality)
+    }
+
+    /// A kernel with an explicit personality.
+    pub fn with_personality(host: String, personality: Personality) -> Sys {
+        Sys {
+            kernel: Rc::new(RefCell::new(Kernel {
+                host,
+                personality,
+                max_fds: DEFAULT_MAX_FDS,
+                files: BTreeMap::new(),
+            })),
+        }
+    }
+
+    pub fn personality(&self) -> Personality {
+        self.kernel.borrow().personality
+    }
+
+    /// How many files are open.
+    pub fn open_files(&self) -> usize {
+        self.kernel.borrow().files.len()
+    }
+
+    fn allocate(kernel: &mut Kernel, file: File) -> Result<Fd, Errno> {
+        if kernel.files.len() >= kernel.max_fds {
+            return Err(Errno::EMFILE);
+        }
+        let mut fd = FIRST_FD;
+        for used in kernel.files.keys() {
+            if *used != fd {
+                break;
+            }
+            fd += 1;
+        }
+        assert!(!kernel.files.contains_key(&fd), "fd {fd} is free");
+        kernel.files.insert(fd, file);
+        Ok(fd)
+    }
+
+    /// A new, unconnected TCP socket.
+    pub fn socket(&self) -> Result<Fd, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        Self::allocate(
+            &mut k,
+            File::Socket(SockFile {
+                state: SockState::Fresh,
+                fanout: Arc::default(),
+                pending_error: None,
+                reset_seen: false,
+                rd_shut: false,
+                wr_shut: false,
+            }),
+        )
+    }
+
+    /// Starts connecting. Answers `EINPROGRESS`: the connection completes
+    /// later; poll for `OUT`, then read `SO_ERROR` ([`Sys::take_error`]).
+    pub fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let Some(File::Socket(sock)) = k.files.get_mut(&fd) else {
+            return Err(Errno::EBADF);
+        };
+        match sock.state {
+            SockState::Fresh => {}
+            SockState::Connecting { .. } => return Err(Errno::EALREADY),
+            SockState::Connected(_) => return Err(Errno::EISCONN),
+            SockState::Failed => return Err(Errno::EINVAL),
+        }
+        let slot: ConnectSlot = Rc::default();
+        let fanout = sock.fanout.clone();
+        let result = slot.clone();
+        let task = tokio::task::spawn_local(async move {
+            let connected = connect_socket(addr).await;
+            *result.borrow_mut() = Some(connected);
+            fanout.wake_by_ref();
+        });
+        sock.state = SockState::Connecting { slot, task };
+        tracing::debug!(target: "faultline::sys", fd, %addr, "connect in progress");
+        Err(Errno::EINPROGRESS)
+    }
+
+    /// Moves a socket out of `Connecting` when its connect has finished.
+    fn settle(sock: &mut SockFile, fd: Fd) {
+        let SockState::Connecting { slot, .. } = &sock.state else {
+            return;
+        };
+        let Some(result) = slot.borrow_mut().take() else {
+            return;
+        };
+        match result {
+            Ok(socket) => {
+                tracing::debug!(target: "faultline::sys", fd, conn = socket.conn_id(), "connected");
+                sock.state = SockState::Connected(Box::new(socket));
+            }
+            Err(e) => {
+                let errno = Errno::from_io(&e);
+                tracing::debug!(target: "faultline::sys", fd, errno = %errno, "connect failed");
+                sock.pending_error = Some(errno);
+                sock.state = SockState::Failed;
+            }
+        }
+    }
+
+    /// Listens on `port` of every address of this host.
+    pub async fn listen(&self, port: u16) -> Result<Fd, Errno> {
+        let listener = SimListener::bind(("0.0.0.0", port))
+            .await
+            .map_err(|e| Errno::from_io(&e))?;
+        let local = listener.local_addr().map_err(|e| Errno::from_io(&e))?;
+        let backlog: Rc<RefCell<VecDeque<(SimSocket, SocketAddr)>>> = Rc::default();
+        let fanout: Arc<FanOut> = Arc::default();
+        let (queue, wake) = (backlog.clone(), fanout.clone());
+        let task = tokio::task::spawn_local(async move {
+            while let Ok(accepted) = listener.accept_socket().await {
+                queue.borrow_mut().push_back(accepted);
+                wake.wake_by_ref();
+            }
+        });
+        let mut k = self.kernel.borrow_mut();
+        Self::allocate(
+            &mut k,
+            File::Listener(ListenFile {
+                backlog,
+                task,
+                fanout,
+                local,
+            }),
+        )
+    }
+
+    /// Takes a pending connection, or `EAGAIN`.
+    pub fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let accepted = match k.files.get_mut(&fd) {
+            Some(File::Listener(l)) => l.backlog.borrow_mut().pop_front(),
+            Some(_) => return Err(Errno::EINVAL),
+            None => return Err(Errno::EBADF),
+        };
+        let Some((socket, peer)) = accepted else {
+            return Err(Errno::EAGAIN);
+        };
+        let new = Self::allocate(
+            &mut k,
+            File::Socket(SockFile {
+                state: SockState::Connected(Box::new(socket)),
+                fanout: Arc::default(),
+                pending_error: None,
+                reset_seen: false,
+                rd_shut: false,
+                wr_shut: false,
+            }),
+        )?;
+        tracing::debug!(target: "faultline::sys", listener = fd, fd = new, %peer, "accept");
+        Ok((new, peer))
+    }
+
+    /// Receives into `buf`: a byte count (0 at the end of the stream) or an errno.
+    pub fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let personality = k.personality;
+        let Some(file) = k.files.get_mut(&fd) else {
+            return Err(Errno::EBADF);
+        };
+        let File::Socket(sock) = file else {
+            return Err(Errno::ENOTSOCK);
+        };
+        Self::settle(sock, fd);
+        if let Some(errno) = sock.pending_error.take() {
+            return Err(errno);
+        }
+        let fanout = sock.fanout.clone();
+        match &mut sock.state {
+            SockState::Fresh | SockState::Failed => Err(Errno::ENOTCONN),
+            SockState::Connecting { .. } => {
+                cover("sys:recv-during-connect");
+                if personality == Personality::Illumos {
+                    cover("errno:ENOTCONN:recv");
+                    tracing::debug!(target: "faultline::sys", fd, "recv during connect: ENOTCONN");
+                    Err(Errno::ENOTCONN)
+                } else {
+                    Err(Errno::EAGAIN)
+                }
+            }
+            SockState::Connected(socket) => {
+                if sock.rd_shut || sock.reset_seen {
+                    return Ok(0);
+                }
+                let waker = Waker::from(fanout);
+                let mut cx = Context::from_waker(&waker);
+                match socket.poll_recv(&mut cx, buf) {
+                    Poll::Ready(Ok(n)) => Ok(n),
+                    Poll::Ready(Err(e)) => {
+                        sock.reset_seen = true;
+                        let errno = Errno::from_io(&e);
+                        tracing::debug!(target: "faultline::sys", fd, errno = %errno, "recv error");
+                        Err(errno)
+                    }
+                    Poll::Pending => Err(Errno::EAGAIN),
+                }
+            }
+        }
+    }
+
+    /// Sends `buf`: the bytes accepted (maybe fewer: a short write) or an errno.
+    pub fn send(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        self.sendv(fd, &[IoSlice::new(buf)])
+    }
+
+    /// Scatter/gather send.
+    pub fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let personality = k.personality;
+        let Some(file) = k.files.get_mut(&fd) else {
+            return Err(Errno::EBADF);
+        };
+        let File::Socket(sock) = file else {
+            return Err(Errno::ENOTSOCK);
+        };
+        Self::settle(sock, fd);
+        if let Some(errno) = sock.pending_error.take() {
+            return Err(errno);
+        }
+        let fanout = sock.fanout.clone();
+        match &mut sock.state {
+            SockState::Fresh | SockState::Failed => Err(Errno::ENOTCONN),
+            SockState::Connecting { .. } => {
+                cover("sys:send-during-connect");
+                if personality == Personality::Openbsd {
+                    cover("errno:ENOTCONN:send");
+                    tracing::debug!(target: "faultline::sys", fd, "send during connect: ENOTCONN");
+                    Err(Errno::ENOTCONN)
+                } else {
+                    Err(Errno::EAGAIN)
+                }
+            }
+            SockState::Connected(socket) => {
+                if sock.wr_shut || sock.reset_seen {
+                    return Err(Errno::EPIPE);
+                }
+                let waker = Waker::from(fanout);
+                let mut cx = Context::from_waker(&waker);
+                match socket.poll_send(&mut cx, bufs) {
+                    Poll::Ready(Ok(n)) => Ok(n),
+                    Poll::Ready(Err(e)) => Err(Errno::from_io(&e)),
+                    Poll::Pending => Err(Errno::EAGAIN),
+                }
+            }
+        }
+    }
+
+    /// Reads and clears the socket's pending error (`getsockopt(SO_ERROR)`).
+    pub fn take_error(&self, fd: Fd) -> Result<Option<Errno>, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        match k.files.get_mut(&fd) {
+            Some(File::Socket(sock)) => {
+                Self::settle(sock, fd);
+                Ok(sock.pending_error.take())
+            }
+            Some(_) => Err(Errno::ENOTSOCK),
+            None => Err(Errno::EBADF),
+        }
+    }
+
+    /// Whether the socket's connect has completed successfully.
+    pub fn is_connected(&self, fd: Fd) -> bool {
+        let mut k = self.kernel.borrow_mut();
+        match k.files.get_mut(&fd) {
+            Some(File::Socket(sock)) => {
+                Self::settle(sock, fd);
+                matches!(sock.state, SockState::Connected(_))
+            }
+            _ => false,
+        }
+    }
+
+    pub fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let Some(File::Socket(sock)) = k.files.get_mut(&fd) else {
+            return Err(Errno::EBADF);
+        };
+        Self::settle(sock, fd);
+        let SockState::Connected(socket) = &mut sock.state else {
+            return Err(Errno::ENOTCONN);
+        };
+        if matches!(how, Shutdown::Write | Shutdown::Both) && !sock.wr_shut {
+            sock.wr_shut = true;
+            let waker = Waker::from(sock.fanout.clone());
+            let _ = socket.poll_shutdown_write(&mut Context::from_waker(&waker));
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            sock.rd_shut = true;
+        }
+        Ok(())
+    }
+
+    /// Closes the fd; the number is free again at once. Like Linux, a
+    /// closed fd leaves every epoll set it was in.
+    pub fn close(&self, fd: Fd) -> Result<(), Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let file = k.files.remove(&fd).ok_or(Errno::EBADF)?;
+        for other in k.files.values_mut() {
+            if let File::Epoll(ep) = other {
+                ep.interests.remove(&fd);
+            }
+        }
+        drop(k);
+        match file {
+            File::Socket(sock) => {
+                if let SockState::Connecting { task, .. } = &sock.state {
+                    task.abort();
+                }
+                sock.fanout.wake_by_ref();
+            }
+            File::Listener(l) => {
+                l.task.abort();
+                l.fanout.wake_by_ref();
+            }
+            File::Epoll(_) => {}
+        }
+        tracing::debug!(target: "faultline::sys", fd, "close");
+        Ok(())
+    }
+
+    pub fn local_addr(&self, fd: Fd) -> Result<SocketAddr, Errno> {
+        let k = self.kernel.borrow();
+        match k.files.get(&fd) {
+            Some(File::Socket(SockFile {
+                state: SockState::Connected(s),
+                ..
+            })) => Ok(s.local_addr()),
+            Some(File::Listener(l)) => Ok(l.local),
+            Some(_) => Err(Errno::ENOTCONN),
+            None => Err(Errno::EBADF),
+        }
+    }
+
+    pub fn peer_addr(&self, fd: Fd) -> Result<SocketAddr, Errno> {
+        let k = self.kernel.borrow();
+        match k.files.get(&fd) {
+            Some(File::Socket(SockFile {
+                state: SockState::Connected(s),
+                ..
+            })) => Ok(s.peer_addr()),
+            Some(_) => Err(Errno::ENOTCONN),
+            None => Err(Errno::EBADF),
+        }
+    }
+
+    /// The harness connection id of a connected socket (for traces).
+    pub fn conn_id(&self, fd: Fd) -> Option<u64> {
+        let k = self.kernel.borrow();
+        match k.files.get(&fd) {
+            Some(File::Socket(SockFile {
+                state: SockState::Connected(s),
+                ..
+            })) => Some(s.conn_id()),
+            _ => None,
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Pollers.
+    // -----------------------------------------------------------------
+
+    pub fn epoll_create(&self) -> Result<Fd, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        Self::allocate(&mut k, File::Epoll(EpollFile::default()))
+    }
+
+    /// Adds, changes or removes `fd`'s interest in `epfd`. `edge` asks for
+    /// edge-triggered reports (a bit is reported when it becomes ready).
+    pub fn epoll_ctl(
+        &self,
+        epfd: Fd,
+        op: EpollOp,
+        fd: Fd,
+        events: Events,
+        data: u64,
+        edge: bool,
+    ) -> Result<(), Errno> {
+        let mut k = self.kernel.borrow_mut();
+        if !k.files.contains_key(&fd) {
+            return Err(Errno::EBADF);
+        }
+        let Some(File::Epoll(ep)) = k.files.get_mut(&epfd) else {
+            return Err(Errno::EINVAL);
+        };
+        match op {
+            EpollOp::Add => {
+                if ep.interests.contains_key(&fd) {
+                    return Err(Errno::Other(17)); // EEXIST
+                }
+                ep.interests.insert(
+                    fd,
+                    Interest {
+                        events,
+                        data,
+                        edge,
+                        reported: Events::NONE,
+                    },
+                );
+            }
+            EpollOp::Mod => {
+                let Some(i) = ep.interests.get_mut(&fd) else {
+                    return Err(Errno::Other(2));
+                }; // ENOENT
+                *i = Interest {
+                    events,
+                    data,
+                    edge,
+                    reported: Events::NONE,
+                };
+            }
+            EpollOp::Del => {
+                if ep.interests.remove(&fd).is_none() {
+                    return Err(Errno::Other(2)); // ENOENT
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `fd` is in `epfd`'s interest list.
+    pub fn epoll_has(&self, epfd: Fd, fd: Fd) -> bool {
+        matches!(self.kernel.borrow().files.get(&epfd), Some(File::Epoll(ep)) if ep.interests.contains_key(&fd))
+    }
+
+    /// What `fd` is ready for now; registers `waker` to hear of changes.
+    fn readiness(file: &mut File, fd: Fd, waker: Option<&Waker>) -> Events {
+        match file {
+            File::Epoll(_) => Events::NONE,
+            File::Listener(l) => {
+                if let Some(w) = waker {
+                    l.fanout.add(w);
+                }
+                if l.backlog.borrow().is_empty() {
+                    Events::NONE
+                } else {
+                    Events::IN
+                }
+            }
+            File::Socket(sock) => {
+                Self::settle(sock, fd);
+                if let Some(w) = waker {
+                    sock.fanout.add(w);
+                }
+                let fan = Waker::from(sock.fanout.clone());
+                let mut cx = Context::from_waker(&fan);
+                let mut ready = Events::NONE;
+                match &mut sock.state {
+                    // An unconnected socket reports OUT|HUP, as Linux does.
+                    SockState::Fresh => ready = Events::OUT | Events::HUP,
+                    SockState::Connecting { .. } => {}
+                    SockState::Failed => ready = Events::OUT | Events::ERR | Events::HUP,
+                    SockState::Connected(socket) => {
+                        if socket.poll_recv_ready(&mut cx).is_ready() {
+                            if socket.readable_bytes() > 0 {
+                                ready |= Events::IN;
+                            }
+                            if socket.at_eof() {
+                                ready |= Events::IN | Events::RDHUP;
+                            }
+                            if socket.reset_error().is_some()
+                                && socket.readable_bytes() == 0
+                                && !sock.reset_seen
+                            {
+                                // A reset: the error is pending until someone reads it.
+                                sock.reset_seen = true;
+                                sock.pending_error = Some(Errno::ECONNRESET);
+                                cover("sys:reset");
+                            }
+                        }
+                        if sock.reset_seen {
+                            ready |= Events::IN | Events::HUP | Events::RDHUP;
+                            if sock.pending_error.is_some() {
+                                ready |= Events::ERR;
+                            }
+                        } else if !sock.wr_shut && socket.poll_send_ready(&mut cx).is_ready() {
+                            ready |= Events::OUT;
+                        }
+                        if sock.wr_shut && (socket.at_eof() || sock.rd_shut) {
+                            ready |= Events::HUP;
+                        }
+                    }
+                }
+                if sock.pending_error.is_some() {
+                    ready |= Events::ERR;
+                }
+                ready
+            }
+        }
+    }
+
+    /// What `fd` is ready for now, without waiting (a `poll` with timeout 0).
+    pub fn ready_now(&self, fd: Fd) -> Result<Events, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let file = k.files.get_mut(&fd).ok_or(Errno::EBADF)?;
+        Ok(Self::readiness(file, fd, None))
+    }
+
+    fn collect(
+        &self,
+        epfd: Fd,
+        max_events: usize,
+        waker: Option<&Waker>,
+    ) -> Result<Vec<EpollEvent>, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        let interests: Vec<(Fd, Interest)> = match k.files.get(&epfd) {
+            Some(File::Epoll(ep)) => ep.interests.iter().map(|(fd, i)| (*fd, *i)).collect(),
+            _ => return Err(Errno::EINVAL),
+        };
+        let mut out = Vec::new();
+        let mut reported = Vec::new();
+        for (fd, interest) in interests {
+            let Some(file) = k.files.get_mut(&fd) else {
+                continue;
+            };
+            // ERR and HUP are always reported, as epoll does.
+            let ready =
+                Self::readiness(file, fd, waker) & (interest.events | Events::ERR | Events::HUP);
+            let report = if interest.edge {
+                let still = interest.reported & ready;
+                reported.push((fd, still | ready));
+                ready & !still
+            } else {
+                ready
+            };
+            if !report.is_empty() && out.len() < max_events {
+                out.push(EpollEvent {
+                    fd,
+                    events: report,
+                    data: interest.data,
+                });
+            }
+        }
+        if let Some(File::Epoll(ep)) = k.files.get_mut(&epfd) {
+            for (fd, r) in reported {
+                if let Some(i) = ep.interests.get_mut(&fd) {
+                    i.reported = r;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until an fd of `epfd` is ready (at most `max_events` reports)
+    /// or `timeout` passes (`None`: forever; zero: just look).
+    pub async fn epoll_wait(
+        &self,
+        epfd: Fd,
+        max_events: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<EpollEvent>, Errno> {
+        assert!(max_events > 0, "epoll_wait needs room for one event");
+        let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> =
+            timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        poll_fn(|cx| {
+            let events = self.collect(epfd, max_events, Some(cx.waker()))?;
+            if !events.is_empty() || timeout == Some(Duration::ZERO) {
+                return Poll::Ready(Ok(events));
+            }
+            if let Some(s) = sleep.as_mut() {
+                if s.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(events));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        for file in self.files.values() {
+            match file {
+                File::Socket(SockFile {
+                    state: SockState::Connecting { task, .. },
+                    ..
+                }) => task.abort(),
+                File::Listener(l) => l.task.abort(),
+                _ => {}
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_harness::runner::{self, Faults, RunOptions};
-use faultline_harness::sys::{EpollOp, Errno, Events, Shutdown, Sys};
+use faultline_harness::sys::{EpollOp, Events, Shutdown, Sys};
 use faultline_harness::{
     FaultPlan, Personality, Scenario, SimListener, Variant, Verdict, scenario_from_fn,
 };

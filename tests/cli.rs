@@ -169,3 +169,70 @@ fn sweep_and_determinism_summaries() {
         "determinism: 20 seeds, 0 mismatches"
     );
 }
+
+#[test]
+fn shrink_reduces_a_failing_plan_to_the_send_buffer_and_the_plan_replays() {
+    let dir = std::env::temp_dir().join(format!("faultline-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.toml");
+    let plan_arg = plan.to_str().unwrap();
+    // Seed 2 draws three faults; only the send buffer matters.
+    let out = faultline(&[
+        "shrink",
+        "echo-partial-write",
+        "--seed",
+        "2",
+        "--variant",
+        "buggy",
+        "--out",
+        plan_arg,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(last_line(&out), "shrink: 3 faults -> 1 faults");
+    let written = std::fs::read_to_string(&plan).unwrap();
+    assert!(
+        written.contains("[[send_buffer]]") && !written.contains("segmentation"),
+        "{written}"
+    );
+    let again = faultline(&[
+        "run",
+        "echo-partial-write",
+        "--seed",
+        "2",
+        "--variant",
+        "buggy",
+        "--plan",
+        plan_arg,
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(last_line(&again).contains("oracle=echo-check"));
+    let not_failing = faultline(&[
+        "shrink",
+        "echo-partial-write",
+        "--seed",
+        "2",
+        "--variant",
+        "fixed",
+    ]);
+    assert_eq!(not_failing.status.code(), Some(1));
+    let bad_plan = dir.join("bad.toml");
+    std::fs::write(&bad_plan, "[[send_buffer]]\nhost = \"server\"\nbytez = 3\n").unwrap();
+    let rejected = faultline(&[
+        "run",
+        "echo-partial-write",
+        "--plan",
+        bad_plan.to_str().unwrap(),
+    ]);
+    assert_eq!(rejected.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        stderr.contains("bad.toml:3:1") && stderr.contains("bytez"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -40,6 +40,12 @@ pub const FIRST_FD: Fd = 3;
 /// Default size of a host's file table.
 pub const DEFAULT_MAX_FDS: usize = 1024;
 
+/// Syscalls a host may make at one simulated instant before the harness
+/// calls it a busy loop. Simulated time only moves when every task waits,
+/// so a task that never waits would otherwise hang the run; real code makes
+/// nowhere near this many calls without time passing.
+pub const SPIN_LIMIT_CALLS: u64 = 200_000;
+
 /// Error numbers, as the syscalls answer them.
 #[allow(clippy::upper_case_acronyms)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -278,6 +284,31 @@ struct Kernel {
     personality: Personality,
     max_fds: usize,
     files: BTreeMap<Fd, File>,
+    /// Syscalls made at the simulated instant `spin.0`.
+    spin: (Duration, u64),
+}
+
+impl Kernel {
+    /// Counts a syscall; at [`SPIN_LIMIT_CALLS`] calls without simulated
+    /// time passing, fires the `busy-loop` oracle and unwinds the spinning
+    /// task (the run's verdict stays `busy-loop`).
+    fn count_call(&mut self, call: &str, fd: Fd) {
+        let now = ctx::now();
+        if self.spin.0 != now {
+            self.spin = (now, 0);
+        }
+        self.spin.1 += 1;
+        if self.spin.1 >= SPIN_LIMIT_CALLS && ctx::in_sim() {
+            let message = format!(
+                "host `{}` made {} syscalls at simulated time {:.3} ms without time passing (last: {call} on fd {fd})",
+                self.host,
+                self.spin.1,
+                now.as_secs_f64() * 1000.0
+            );
+            crate::oracle::fail("busy-loop", &message);
+            panic!("{message}");
+        }
+    }
 }
 
 /// One host's kernel: file table, sockets and pollers. Cheap to clone (the
@@ -335,6 +366,7 @@ impl Sys {
                 personality,
                 max_fds: DEFAULT_MAX_FDS,
                 files: BTreeMap::new(),
+                spin: (Duration::ZERO, 0),
             })),
         }
     }
@@ -458,6 +490,7 @@ impl Sys {
     /// Takes a pending connection, or `EAGAIN`.
     pub fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
         let mut k = self.kernel.borrow_mut();
+        k.count_call("accept", fd);
         let accepted = match k.files.get_mut(&fd) {
             Some(File::Listener(l)) => l.backlog.borrow_mut().pop_front(),
             Some(_) => return Err(Errno::EINVAL),
@@ -484,6 +517,7 @@ impl Sys {
     /// Receives into `buf`: a byte count (0 at the end of the stream) or an errno.
     pub fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
         let mut k = self.kernel.borrow_mut();
+        k.count_call("recv", fd);
         let personality = k.personality;
         let Some(file) = k.files.get_mut(&fd) else {
             return Err(Errno::EBADF);
@@ -536,6 +570,7 @@ impl Sys {
     /// Scatter/gather send.
     pub fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
         let mut k = self.kernel.borrow_mut();
+        k.count_call("send", fd);
         let personality = k.personality;
         let Some(file) = k.files.get_mut(&fd) else {
             return Err(Errno::EBADF);

@@ -361,3 +361,35 @@ fn a_tiny_send_buffer_gives_short_sends_then_eagain() {
         vec!["Ok(4) Err(EAGAIN)", "writable while full: false"]
     );
 }
+
+#[test]
+fn a_task_that_never_waits_is_a_busy_loop_not_a_hung_run() {
+    let scenario = scenario_from_fn("spin", "summary = \"t\"\n", |sim, _| {
+        sim.host("server", || async {
+            let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+            let (_stream, _) = listener.accept().await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        sim.client("proxy", async {
+            let sys = Sys::new();
+            let fd = sys.socket().unwrap();
+            let _ = sys.connect(fd, server_addr());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut buf = [0u8; 8];
+            // Retries recv without ever waiting for readiness.
+            while let Err(faultline_harness::Errno::EAGAIN) = sys.recv(fd, &mut buf) {}
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let Verdict::Fail { oracle, message } = &outcome.verdict else {
+        panic!("the spin must fail the run")
+    };
+    assert_eq!(oracle, "busy-loop");
+    assert!(
+        message.contains("host `proxy`") && message.contains("last: recv"),
+        "{message}"
+    );
+}

@@ -1,0 +1,302 @@
+//! A client of the binary protocol that validates every response against
+//! its request: magic, opcode, opaque, key (for GETK), extras sizes. A
+//! mismatch is a [`ClientError::Invalid`], which workloads report with the
+//! `response-validation` oracle.
+
+use std::io;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::{
+    Durability, Limits, MAGIC_ALT_RESPONSE, MAGIC_RESPONSE, Opcode, Packet, ReadError, Status,
+    read_packet,
+};
+
+#[derive(Debug)]
+pub enum ClientError {
+    Io(io::Error),
+    Read(ReadError),
+    /// The connection closed before the response.
+    Closed,
+    /// The response does not belong to the request.
+    Invalid(String),
+    /// The server answered with a non-success status.
+    Status(Status),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "i/o: {e}"),
+            ClientError::Read(e) => write!(f, "read: {e}"),
+            ClientError::Closed => write!(f, "the server closed the connection"),
+            ClientError::Invalid(why) => write!(f, "invalid response: {why}"),
+            ClientError::Status(s) => write!(f, "status {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// Whether this is a protocol violation (not a network failure or a
+    /// legitimate error status).
+    pub fn is_invalid(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Invalid(_) | ClientError::Read(ReadError::Protocol(_))
+        )
+    }
+}
+
+/// A value read from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub value: Bytes,
+    pub flags: u32,
+    pub cas: u64,
+}
+
+/// A protocol client over any byte stream.
+pub struct Client<S> {
+    stream: S,
+    next_opaque: u32,
+    limits: Limits,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    pub fn new(stream: S) -> Client<S> {
+        Client {
+            stream,
+            next_opaque: 1,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The stream underneath.
+    pub fn stream(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Sends `request` (with a fresh opaque) and reads and validates its response.
+    pub async fn call(&mut self, request: Packet) -> Result<Packet, ClientError> {
+        let opaque = self.next_opaque;
+        self.next_opaque = self.next_opaque.wrapping_add(1);
+        let request = request.opaque(opaque);
+        self.stream
+            .write_all(&request.encode())
+            .await
+            .map_err(ClientError::Io)?;
+        let response = match read_packet(&mut self.stream, &self.limits).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(ClientError::Closed),
+            Err(e) => return Err(ClientError::Read(e)),
+        };
+        validate(&request, &response)?;
+        Ok(response)
+    }
+
+    async fn call_ok(&mut self, request: Packet) -> Result<Packet, ClientError> {
+        let response = self.call(request).await?;
+        if response.status_code().is_success() {
+            Ok(response)
+        } else {
+            Err(ClientError::Status(response.status_code()))
+        }
+    }
+
+    /// GET: `None` when the key does not exist.
+    pub async fn get(&mut self, key: &[u8], vbucket: u16) -> Result<Option<Item>, ClientError> {
+        let response = self
+            .call(
+                Packet::request(Opcode::GET)
+                    .key(key.to_vec())
+                    .vbucket(vbucket),
+            )
+            .await?;
+        match response.status_code() {
+            Status::SUCCESS => {
+                let flags = response.extras_u32(0).ok_or_else(|| {
+                    ClientError::Invalid(format!(
+                        "GET hit with {} bytes of extras",
+                        response.extras.len()
+                    ))
+                })?;
+                Ok(Some(Item {
+                    value: response.value,
+                    flags,
+                    cas: response.header.cas,
+                }))
+            }
+            Status::KEY_ENOENT => Ok(None),
+            other => Err(ClientError::Status(other)),
+        }
+    }
+
+    /// SET/ADD/REPLACE: the new CAS.
+    pub async fn store(
+        &mut self,
+        opcode: Opcode,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        exptime_s: u32,
+        cas: u64,
+        vbucket: u16,
+        durability: Option<Durability>,
+    ) -> Result<u64, ClientError> {
+        let mut extras = Vec::with_capacity(8);
+        extras.extend_from_slice(&flags.to_be_bytes());
+        extras.extend_from_slice(&exptime_s.to_be_bytes());
+        let mut request = Packet::request(opcode)
+            .key(key.to_vec())
+            .extras(extras)
+            .value(value.to_vec())
+            .cas(cas)
+            .vbucket(vbucket);
+        if let Some(level) = durability {
+            request = request.durability(level);
+        }
+        Ok(self.call_ok(request).await?.header.cas)
+    }
+
+    pub async fn set(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        vbucket: u16,
+    ) -> Result<u64, ClientError> {
+        self.store(Opcode::SET, key, value, 0, 0, 0, vbucket, None)
+            .await
+    }
+
+    /// A SET that returns only after a majority of the vbucket's nodes hold it.
+    pub async fn durable_set(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        vbucket: u16,
+    ) -> Result<u64, ClientError> {
+        self.store(
+            Opcode::SET,
+            key,
+            value,
+            0,
+            0,
+            0,
+            vbucket,
+            Some(Durability::Majority),
+        )
+        .await
+    }
+
+    pub async fn delete(&mut self, key: &[u8], vbucket: u16) -> Result<(), ClientError> {
+        self.call_ok(
+            Packet::request(Opcode::DELETE)
+                .key(key.to_vec())
+                .vbucket(vbucket),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// INCREMENT/DECREMENT: the new value.
+    pub async fn arith(
+        &mut self,
+        opcode: Opcode,
+        key: &[u8],
+        delta: u64,
+        initial: u64,
+        vbucket: u16,
+    ) -> Result<u64, ClientError> {
+        let mut extras = Vec::with_capacity(20);
+        extras.extend_from_slice(&delta.to_be_bytes());
+        extras.extend_from_slice(&initial.to_be_bytes());
+        extras.extend_from_slice(&0u32.to_be_bytes());
+        let response = self
+            .call_ok(
+                Packet::request(opcode)
+                    .key(key.to_vec())
+                    .extras(extras)
+                    .vbucket(vbucket),
+            )
+            .await?;
+        let bytes: [u8; 8] = response.value[..].try_into().map_err(|_| {
+            ClientError::Invalid(format!(
+                "{opcode} answered {} bytes, not 8",
+                response.value.len()
+            ))
+        })?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    pub async fn noop(&mut self) -> Result<(), ClientError> {
+        self.call_ok(Packet::request(Opcode::NOOP))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn version(&mut self) -> Result<String, ClientError> {
+        let response = self.call_ok(Packet::request(Opcode::VERSION)).await?;
+        Ok(String::from_utf8_lossy(&response.value).to_string())
+    }
+}
+
+/// Checks that `response` answers `request`.
+pub fn validate(request: &Packet, response: &Packet) -> Result<(), ClientError> {
+    let h = &response.header;
+    if h.magic != MAGIC_RESPONSE && h.magic != MAGIC_ALT_RESPONSE {
+        return Err(ClientError::Invalid(format!(
+            "magic 0x{:02x} is not a response",
+            h.magic
+        )));
+    }
+    if h.opcode != request.header.opcode {
+        return Err(ClientError::Invalid(format!(
+            "opcode {} answers a {} request",
+            h.opcode, request.header.opcode
+        )));
+    }
+    if h.opaque != request.header.opaque {
+        return Err(ClientError::Invalid(format!(
+            "opaque {} answers request opaque {}",
+            h.opaque, request.header.opaque
+        )));
+    }
+    if h.status().is_success() {
+        match request.header.opcode {
+            Opcode::GETK | Opcode::GETKQ if response.key != request.key => {
+                return Err(ClientError::Invalid(format!(
+                    "GETK for {} answered for key {}",
+                    faultline_harness::oracle::show(&request.key),
+                    faultline_harness::oracle::show(&response.key)
+                )));
+            }
+            Opcode::GET | Opcode::GETQ | Opcode::GETK | Opcode::GETKQ
+                if response.extras.len() != 4 =>
+            {
+                return Err(ClientError::Invalid(format!(
+                    "GET hit with {} bytes of extras",
+                    response.extras.len()
+                )));
+            }
+            Opcode::SET
+            | Opcode::ADD
+            | Opcode::REPLACE
+            | Opcode::DELETE
+            | Opcode::APPEND
+            | Opcode::PREPEND
+                if !response.value.is_empty() =>
+            {
+                return Err(ClientError::Invalid(format!(
+                    "{} answered with a {}-byte value",
+                    request.header.opcode,
+                    response.value.len()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

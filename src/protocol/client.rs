@@ -58,6 +58,55 @@ pub struct Item {
     pub cas: u64,
 }
 
+/// A store request (SET, ADD, REPLACE) with its options.
+#[derive(Clone, Copy, Debug)]
+pub struct Store<'a> {
+    pub opcode: Opcode,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub flags: u32,
+    pub exptime_s: u32,
+    /// Only store if the item's CAS is this (0: any).
+    pub cas: u64,
+    pub vbucket: u16,
+    pub durability: Option<Durability>,
+}
+
+impl<'a> Store<'a> {
+    pub fn new(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> Store<'a> {
+        Store {
+            opcode,
+            key,
+            value,
+            flags: 0,
+            exptime_s: 0,
+            cas: 0,
+            vbucket: 0,
+            durability: None,
+        }
+    }
+    pub fn flags(mut self, flags: u32) -> Self {
+        self.flags = flags;
+        self
+    }
+    pub fn exptime_s(mut self, exptime_s: u32) -> Self {
+        self.exptime_s = exptime_s;
+        self
+    }
+    pub fn cas(mut self, cas: u64) -> Self {
+        self.cas = cas;
+        self
+    }
+    pub fn vbucket(mut self, vbucket: u16) -> Self {
+        self.vbucket = vbucket;
+        self
+    }
+    pub fn durability(mut self, level: Durability) -> Self {
+        self.durability = Some(level);
+        self
+    }
+}
+
 /// A protocol client over any byte stream.
 pub struct Client<S> {
     stream: S,
@@ -134,28 +183,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    /// SET/ADD/REPLACE: the new CAS.
-    pub async fn store(
-        &mut self,
-        opcode: Opcode,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        exptime_s: u32,
-        cas: u64,
-        vbucket: u16,
-        durability: Option<Durability>,
-    ) -> Result<u64, ClientError> {
+    /// SET/ADD/REPLACE (and their quiet variants): the new CAS.
+    pub async fn store(&mut self, store: &Store<'_>) -> Result<u64, ClientError> {
         let mut extras = Vec::with_capacity(8);
-        extras.extend_from_slice(&flags.to_be_bytes());
-        extras.extend_from_slice(&exptime_s.to_be_bytes());
-        let mut request = Packet::request(opcode)
-            .key(key.to_vec())
+        extras.extend_from_slice(&store.flags.to_be_bytes());
+        extras.extend_from_slice(&store.exptime_s.to_be_bytes());
+        let mut request = Packet::request(store.opcode)
+            .key(store.key.to_vec())
             .extras(extras)
-            .value(value.to_vec())
-            .cas(cas)
-            .vbucket(vbucket);
-        if let Some(level) = durability {
+            .value(store.value.to_vec())
+            .cas(store.cas)
+            .vbucket(store.vbucket);
+        if let Some(level) = store.durability {
             request = request.durability(level);
         }
         Ok(self.call_ok(request).await?.header.cas)
@@ -167,7 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         value: &[u8],
         vbucket: u16,
     ) -> Result<u64, ClientError> {
-        self.store(Opcode::SET, key, value, 0, 0, 0, vbucket, None)
+        self.store(&Store::new(Opcode::SET, key, value).vbucket(vbucket))
             .await
     }
 
@@ -179,14 +218,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         vbucket: u16,
     ) -> Result<u64, ClientError> {
         self.store(
-            Opcode::SET,
-            key,
-            value,
-            0,
-            0,
-            0,
-            vbucket,
-            Some(Durability::Majority),
+            &Store::new(Opcode::SET, key, value)
+                .vbucket(vbucket)
+                .durability(Durability::Majority),
         )
         .await
     }

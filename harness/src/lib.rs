@@ -22,6 +22,7 @@ pub mod faults;
 pub mod net;
 pub mod oracle;
 pub mod race;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seed;

@@ -19,7 +19,13 @@ pub struct RunArgs {
     /// Write the whole trace to FILE.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Write a sequence diagram of the messages between hosts (Mermaid, in Markdown) to FILE.
+    #[arg(long, value_name = "FILE")]
+    diagram: Option<PathBuf>,
 }
+
+/// Steps a diagram shows (the last ones before the end of the run).
+const DIAGRAM_STEPS: usize = 80;
 
 /// Where failure artefacts go when no path is given.
 pub const OUT_DIR: &str = "faultline-out";
@@ -30,44 +36,52 @@ pub fn run(dir: &Option<PathBuf>, args: RunArgs, show_trace: bool) -> Result<Exi
     if show_trace {
         options.echo = Some(faultline_harness::trace::record_filter());
     }
-    if args.trace.is_some() {
+    if args.trace.is_some() || args.diagram.is_some() {
         options.trace = TraceMode::Full;
     }
     let outcome = runner::run(&scenario, args.seed, &options);
-    if let Verdict::Fail { oracle, .. } = &outcome.verdict {
-        if oracle == "setup" {
-            println!("{}", outcome.verdict_line());
-            return Ok(ExitCode::from(2));
-        }
+    if outcome.verdict.oracle() == Some("setup") {
+        println!("{}", outcome.verdict_line());
+        return Ok(ExitCode::from(2));
     }
     if let Some(path) = &args.trace {
         write_trace(path, &outcome)?;
         println!("trace written to {}", path.display());
     }
+    if let Some(path) = &args.diagram {
+        write_diagram(path, &outcome)?;
+        println!("diagram written to {}", path.display());
+    }
     match &outcome.verdict {
-        Verdict::Pass => {
-            println!("faults: {}", outcome.plan.summary());
-        }
+        Verdict::Pass => println!("faults: {}", outcome.plan.summary()),
         Verdict::Fail { .. } => {
             print!("{}", outcome.report());
-            if args.trace.is_none() {
-                // A passing run keeps only the hash; replay the seed for the
-                // whole trace (the same seed gives the same run).
-                let full = runner::run(
+            // A run keeps only the hash unless asked for more; replay the
+            // seed for the whole trace (the same seed gives the same run).
+            let full = match outcome.trace.lines {
+                Some(_) => outcome.clone(),
+                None => runner::run(
                     &scenario,
                     args.seed,
                     &options.clone().trace(TraceMode::Full),
+                ),
+            };
+            if full.trace.hash != outcome.trace.hash {
+                println!(
+                    "warning: the replay's trace hash {} differs from {}: the run is not deterministic",
+                    full.trace.hash_hex(),
+                    outcome.trace.hash_hex()
                 );
+            }
+            if args.trace.is_none() {
                 let path = artefact_path(&outcome, "trace");
                 write_trace(&path, &full)?;
                 println!("trace written to {}", path.display());
-                if full.trace.hash != outcome.trace.hash {
-                    println!(
-                        "warning: the replay's trace hash {} differs from {}: the run is not deterministic",
-                        full.trace.hash_hex(),
-                        outcome.trace.hash_hex()
-                    );
-                }
+            }
+            if args.diagram.is_none() {
+                let path = artefact_path(&outcome, "md");
+                write_diagram(&path, &full)?;
+                println!("diagram written to {}", path.display());
             }
         }
     }
@@ -87,13 +101,27 @@ pub fn artefact_path(outcome: &Outcome, ext: &str) -> PathBuf {
     ))
 }
 
-fn write_trace(path: &Path, outcome: &Outcome) -> Result<()> {
+fn write_diagram(path: &Path, outcome: &Outcome) -> Result<()> {
     let lines = outcome.trace.lines.as_deref().unwrap_or_default();
-    let mut text = lines.join("\n");
-    text.push('\n');
+    let title = format!(
+        "{} seed {} ({})",
+        outcome.scenario, outcome.seed, outcome.variant
+    );
+    let text = faultline_harness::report::mermaid(lines, &title, DIAGRAM_STEPS);
+    write_file(path, &text)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     }
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
+}
+
+fn write_trace(path: &Path, outcome: &Outcome) -> Result<()> {
+    let lines = outcome.trace.lines.as_deref().unwrap_or_default();
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write_file(path, &text)
 }

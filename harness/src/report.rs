@@ -139,12 +139,19 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
                 ))
             }
             ("faultline::fault", message) if line.host == "-" => {
-                let first = participants
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "network".into());
+                // Scheduled faults: "partition a b", "latency a b", "crash h", "restart h".
+                let hosts: Vec<String> = message
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|h| note_participant(h, &mut participants))
+                    .collect();
+                let over = if hosts.is_empty() {
+                    "network".to_string()
+                } else {
+                    hosts.join(",")
+                };
                 Some(format!(
-                    "Note over {first}: fault {} @{} ms",
+                    "Note over {over}: fault {} @{} ms",
                     text(message),
                     line.time_ms
                 ))

@@ -391,7 +391,10 @@ impl Registry {
             .as_ref()
             .map(|p| p.get_ref().clone())
             .unwrap_or_default();
-        let span = spec.params.as_ref().map(|p| p.span()).unwrap_or(0..0);
+        // The whole `[params]` table (toml's span of a table is its header).
+        let span = table_range(text, "params")
+            .or_else(|| spec.params.as_ref().map(|p| p.span()))
+            .unwrap_or(0..0);
         workload.check(&params).map_err(|e| {
             let line = match &e.key {
                 Some(key) => locate_in(text, key, span.clone()),
@@ -437,11 +440,9 @@ impl Registry {
     }
 }
 
-/// The dotted key a validation message starts with (`faults.race.nth ...`)
-/// reduced to its last part, to find its line.
+/// The dotted key a validation message starts with (`faults.race.nth ...`).
 fn first_key(message: &str) -> &str {
-    let word = message.split([' ', ':']).next().unwrap_or("");
-    word.rsplit('.').next().unwrap_or(word)
+    message.split([' ', ':']).next().unwrap_or("")
 }
 
 /// `LINE:COLUMN` of a byte offset.
@@ -453,17 +454,70 @@ fn line_col(text: &str, offset: usize) -> String {
     format!("{line}:{column}")
 }
 
-/// `LINE:COLUMN` of the first line that sets `key` (or starts its table).
-fn locate(text: &str, key: &str) -> String {
-    locate_in(text, key, 0..text.len())
+/// `LINE:COLUMN` of a dotted key (`faults.send_buffer.bytes`): the key's
+/// line inside its table when the file has that table, else the first line
+/// that sets the last part of the key or starts a table named so.
+fn locate(text: &str, path: &str) -> String {
+    let (table, key) = match path.rsplit_once('.') {
+        Some((table, key)) => (table, key),
+        None => ("", path),
+    };
+    if !table.is_empty() {
+        if let Some(range) = table_range(text, table) {
+            if let Some(found) = find_key(text, key, range.clone()) {
+                return found;
+            }
+            return line_col(text, range.start);
+        }
+        // The key may itself be a table (`[faults.teleport]`).
+        if let Some(range) = table_range(text, path) {
+            return line_col(text, range.start);
+        }
+    }
+    find_key(text, key, 0..text.len()).unwrap_or_else(|| "1:1".to_string())
 }
 
 fn locate_in(text: &str, key: &str, range: std::ops::Range<usize>) -> String {
+    find_key(text, key, range.clone()).unwrap_or_else(|| line_col(text, range.start))
+}
+
+/// Byte range of a table (`[name]` or `[[name]]`, first occurrence) up to
+/// the next table header.
+fn table_range(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    let mut start = None;
+    for line in text.split_inclusive('\n') {
+        let here = offset;
+        offset += line.len();
+        let trimmed = line.trim();
+        if !trimmed.starts_with('[') {
+            continue;
+        }
+        if start.is_some() {
+            return start.map(|s| s..here);
+        }
+        let header = trimmed
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim();
+        if header == name {
+            start = Some(here);
+        }
+    }
+    start.map(|s| s..text.len())
+}
+
+/// `LINE:COLUMN` of the first line in `range` that sets `key` or starts a
+/// table whose last name part is `key`.
+fn find_key(text: &str, key: &str, range: std::ops::Range<usize>) -> Option<String> {
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
-        if start < range.start || start >= range.end.max(range.start + 1) {
+        if start < range.start || start >= range.end {
             continue;
         }
         let trimmed = line.trim_start();
@@ -478,10 +532,10 @@ fn locate_in(text: &str, key: &str, range: std::ops::Range<usize>) -> String {
                 .next()
                 == Some(key);
         if key_here || table_here {
-            return line_col(text, start + indent);
+            return Some(line_col(text, start + indent));
         }
     }
-    line_col(text, range.start)
+    None
 }
 
 /// A TOML error as `FILE:LINE:COLUMN: message`.

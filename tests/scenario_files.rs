@@ -86,7 +86,7 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static [&'static str])>
         (
             "unknown-param.toml",
             GOOD.replace("messages = 3", "messages = 3\nclientz = 2"),
-            "6:",
+            "7:",
             &["unknown field", "clientz"],
         ),
         (
@@ -98,7 +98,7 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static [&'static str])>
         (
             "param-wrong-type.toml",
             GOOD.replace("clients = 1", "clients = \"two\""),
-            "4:",
+            "5:",
             &["params", "invalid type"],
         ),
         (

@@ -221,7 +221,7 @@ impl ParamError {
 /// `#[serde(deny_unknown_fields)]` on it), naming the key on errors.
 pub fn parse_params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, ParamError> {
     T::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let message = e.to_string().trim().to_string();
+        let message = e.to_string().trim().replace('\n', " ");
         // serde names the key between backticks: "unknown field `x`",
         // "missing field `y`"; type errors carry no key.
         let key = message.split('`').nth(1).map(str::to_string).filter(|k| {

@@ -946,3 +946,99 @@ impl Drop for Kernel {
         }
     }
 }
+
+/// The syscall API, so that code written against it runs on the simulated
+/// kernel ([`Sys`]) and on the real one (an OS backend) alike.
+#[allow(async_fn_in_trait)]
+pub trait Syscalls: Clone {
+    fn socket(&self) -> Result<Fd, Errno>;
+    /// Starts a non-blocking connect: `Err(EINPROGRESS)` when under way.
+    fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno>;
+    async fn listen(&self, port: u16) -> Result<Fd, Errno>;
+    fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno>;
+    fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno>;
+    fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno>;
+    fn send(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        self.sendv(fd, &[IoSlice::new(buf)])
+    }
+    /// `getsockopt(SO_ERROR)`: the pending error, cleared.
+    fn take_error(&self, fd: Fd) -> Result<Option<Errno>, Errno>;
+    fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno>;
+    fn close(&self, fd: Fd) -> Result<(), Errno>;
+    fn epoll_create(&self) -> Result<Fd, Errno>;
+    fn epoll_ctl(
+        &self,
+        epfd: Fd,
+        op: EpollOp,
+        fd: Fd,
+        events: Events,
+        data: u64,
+        edge: bool,
+    ) -> Result<(), Errno>;
+    async fn epoll_wait(
+        &self,
+        epfd: Fd,
+        max_events: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<EpollEvent>, Errno>;
+    /// The address of `host:port` (a simulated host name, or a real one).
+    fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, Errno>;
+}
+
+impl Syscalls for Sys {
+    fn socket(&self) -> Result<Fd, Errno> {
+        Sys::socket(self)
+    }
+    fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno> {
+        Sys::connect(self, fd, addr)
+    }
+    async fn listen(&self, port: u16) -> Result<Fd, Errno> {
+        Sys::listen(self, port).await
+    }
+    fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
+        Sys::accept(self, fd)
+    }
+    fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        Sys::recv(self, fd, buf)
+    }
+    fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        Sys::sendv(self, fd, bufs)
+    }
+    fn take_error(&self, fd: Fd) -> Result<Option<Errno>, Errno> {
+        Sys::take_error(self, fd)
+    }
+    fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno> {
+        Sys::shutdown(self, fd, how)
+    }
+    fn close(&self, fd: Fd) -> Result<(), Errno> {
+        Sys::close(self, fd)
+    }
+    fn epoll_create(&self) -> Result<Fd, Errno> {
+        Sys::epoll_create(self)
+    }
+    fn epoll_ctl(
+        &self,
+        epfd: Fd,
+        op: EpollOp,
+        fd: Fd,
+        events: Events,
+        data: u64,
+        edge: bool,
+    ) -> Result<(), Errno> {
+        Sys::epoll_ctl(self, epfd, op, fd, events, data, edge)
+    }
+    async fn epoll_wait(
+        &self,
+        epfd: Fd,
+        max_events: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<EpollEvent>, Errno> {
+        Sys::epoll_wait(self, epfd, max_events, timeout).await
+    }
+    fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, Errno> {
+        if !ctx::in_sim() {
+            return Err(Errno::EINVAL);
+        }
+        Ok(SocketAddr::new(turmoil::lookup(host), port))
+    }
+}

@@ -2,8 +2,10 @@
 //! small echo service as the worked example) and the workloads that put it
 //! into scenarios. The generic harness is the `faultline-harness` crate.
 
+pub mod bugs;
 pub mod echo;
 pub mod protocol;
+pub mod server;
 pub mod workloads;
 
 use std::path::PathBuf;

@@ -185,9 +185,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// SET/ADD/REPLACE (and their quiet variants): the new CAS.
     pub async fn store(&mut self, store: &Store<'_>) -> Result<u64, ClientError> {
+        // APPEND and PREPEND carry no flags and no expiry.
         let mut extras = Vec::with_capacity(8);
-        extras.extend_from_slice(&store.flags.to_be_bytes());
-        extras.extend_from_slice(&store.exptime_s.to_be_bytes());
+        if !matches!(store.opcode.loud(), Opcode::APPEND | Opcode::PREPEND) {
+            extras.extend_from_slice(&store.flags.to_be_bytes());
+            extras.extend_from_slice(&store.exptime_s.to_be_bytes());
+        }
         let mut request = Packet::request(store.opcode)
             .key(store.key.to_vec())
             .extras(extras)

@@ -1,0 +1,65 @@
+//! The bug catalog's ids, and which bugs' old lines run.
+//!
+//! Every buggy line in `src/` is marked with its id in a comment, so
+//! `grep -rn MB-24634 src/` finds the lines of that fix. A run turns on the
+//! old lines of at most one bug (the scenario's, or the one `hunt` picks).
+
+use std::collections::BTreeSet;
+
+use faultline_harness::RunSpec;
+
+pub const MB_24634: &str = "MB-24634";
+pub const MB_53445: &str = "MB-53445";
+pub const MB_35649: &str = "MB-35649";
+pub const HAP_ENOTCONN: &str = "HAP-ENOTCONN";
+pub const HAP_RCVBUF: &str = "HAP-RCVBUF";
+pub const HAP_ERRHUP: &str = "HAP-ERRHUP";
+pub const HAP_FDRACE: &str = "HAP-FDRACE";
+
+/// Every id of the catalog.
+pub const ALL: [&str; 7] = [
+    MB_24634,
+    MB_53445,
+    MB_35649,
+    HAP_ENOTCONN,
+    HAP_RCVBUF,
+    HAP_ERRHUP,
+    HAP_FDRACE,
+];
+
+/// The bugs whose old (pre-fix) lines run; empty means every fix is in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    buggy: BTreeSet<&'static str>,
+}
+
+impl Bugs {
+    /// Every fix in.
+    pub fn fixed() -> Bugs {
+        Bugs::default()
+    }
+
+    /// The old lines of `id` run.
+    pub fn with(id: &str) -> Bugs {
+        let id = ALL
+            .iter()
+            .find(|known| **known == id)
+            .unwrap_or_else(|| panic!("unknown bug id {id}"));
+        Bugs {
+            buggy: BTreeSet::from([*id]),
+        }
+    }
+
+    /// The bugs a run's spec turns on.
+    pub fn from_run(run: &RunSpec<'_>) -> Bugs {
+        match run.bug {
+            Some(id) if run.is_buggy(id) && ALL.contains(&id) => Bugs::with(id),
+            _ => Bugs::fixed(),
+        }
+    }
+
+    /// Whether `id`'s old lines run.
+    pub fn is_buggy(&self, id: &str) -> bool {
+        self.buggy.contains(id)
+    }
+}

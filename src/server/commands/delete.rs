@@ -1,0 +1,21 @@
+//! DELETE, DELETEQ.
+
+use super::{answer, status_of};
+use crate::protocol::{Packet, Status};
+use crate::server::ServerStream;
+use crate::server::conn::{Conn, Flow};
+
+pub fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    let h = &request.header;
+    let now = conn.node.now();
+    let result = conn
+        .node
+        .store
+        .borrow_mut()
+        .delete(h.vbucket(), &request.key, h.cas, now);
+    let status = match result {
+        Ok(()) => Status::SUCCESS,
+        Err(e) => status_of(e),
+    };
+    answer(conn, request, Packet::response(h, status))
+}

@@ -1,0 +1,40 @@
+//! NOOP, VERSION, QUIT, FLUSH.
+
+use std::time::Duration;
+
+use super::answer;
+use crate::protocol::{Opcode, Packet, Status};
+use crate::server::conn::{Conn, Flow};
+use crate::server::{ServerStream, VERSION};
+
+pub fn noop<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    conn.respond(Packet::response(&request.header, Status::SUCCESS));
+    Flow::Continue
+}
+
+pub fn version<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    conn.respond(
+        Packet::response(&request.header, Status::SUCCESS).value(VERSION.as_bytes().to_vec()),
+    );
+    Flow::Continue
+}
+
+/// QUIT answers, then closes; QUITQ closes without a word.
+pub fn quit<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    if request.header.opcode == Opcode::QUIT {
+        conn.respond(Packet::response(&request.header, Status::SUCCESS));
+    }
+    Flow::Close
+}
+
+/// FLUSH forgets every item, now or after the given delay in seconds.
+pub fn flush<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    let delay_s = request.extras_u32(0).unwrap_or(0);
+    let at = conn.node.now() + Duration::from_secs(u64::from(delay_s));
+    conn.node.store.borrow_mut().flush(at);
+    answer(
+        conn,
+        request,
+        Packet::response(&request.header, Status::SUCCESS),
+    )
+}

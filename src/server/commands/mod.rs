@@ -1,0 +1,125 @@
+//! Command execution: one file per command family, as in mini-redis.
+//!
+//! Each command checks its packet's shape (extras, key and value sizes),
+//! runs against the store, and queues its response on the connection.
+//! Malformed requests get `EINVAL`; unknown opcodes `UNKNOWN_COMMAND`.
+//! Quiet variants answer only what their loud twins would answer on
+//! failure (GETQ/GETKQ: only hits).
+
+use super::conn::{Conn, Flow};
+use super::store::StoreError;
+use super::{ServerStream, Stats};
+use crate::protocol::{Opcode, Packet, Status};
+
+mod arith;
+mod delete;
+mod get;
+mod misc;
+mod stat;
+mod store;
+
+/// The shape a request must have.
+struct Shape {
+    extras: &'static [usize],
+    key: KeyRule,
+    value: bool,
+}
+
+#[derive(PartialEq, Eq)]
+enum KeyRule {
+    Required,
+    Optional,
+    Forbidden,
+}
+
+fn shape(opcode: Opcode) -> Option<Shape> {
+    use KeyRule::*;
+    let s = |extras: &'static [usize], key, value| Some(Shape { extras, key, value });
+    match opcode.loud() {
+        Opcode::GET | Opcode::GETK => s(&[0], Required, false),
+        Opcode::SET | Opcode::ADD | Opcode::REPLACE => s(&[8], Required, true),
+        Opcode::APPEND | Opcode::PREPEND => s(&[0], Required, true),
+        Opcode::DELETE => s(&[0], Required, false),
+        Opcode::INCREMENT | Opcode::DECREMENT => s(&[20], Required, false),
+        Opcode::FLUSH => s(&[0, 4], Forbidden, false),
+        Opcode::NOOP | Opcode::VERSION | Opcode::QUIT => s(&[0], Forbidden, false),
+        Opcode::STAT => s(&[0], Optional, false),
+        _ => None,
+    }
+}
+
+fn check(packet: &Packet, shape: &Shape) -> Result<(), String> {
+    if !shape.extras.contains(&packet.extras.len()) {
+        return Err(format!("{} bytes of extras", packet.extras.len()));
+    }
+    match shape.key {
+        KeyRule::Required if packet.key.is_empty() => return Err("no key".into()),
+        KeyRule::Forbidden if !packet.key.is_empty() => return Err("a key".into()),
+        _ => {}
+    }
+    if !shape.value && !packet.value.is_empty() {
+        return Err("a value".into());
+    }
+    if !packet.framing.is_empty() && packet.header.opcode.loud() != Opcode::SET {
+        return Err("framing extras".into());
+    }
+    Ok(())
+}
+
+/// The status a store error answers with.
+pub fn status_of(error: StoreError) -> Status {
+    match error {
+        StoreError::NotFound => Status::KEY_ENOENT,
+        StoreError::Exists => Status::KEY_EEXISTS,
+        StoreError::NotStored => Status::NOT_STORED,
+        StoreError::NotMyVbucket => Status::NOT_MY_VBUCKET,
+        StoreError::NonNumeric => Status::DELTA_BADVAL,
+        StoreError::TooLarge => Status::E2BIG,
+    }
+}
+
+/// Executes one request and queues its response(s).
+pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flow {
+    let opcode = packet.header.opcode;
+    if !packet.header.is_request() {
+        tracing::debug!(target: "faultline::kv", conn = conn.id, %opcode, "a response where a request belongs");
+        conn.respond(Packet::response(&packet.header, Status::EINVAL));
+        return Flow::Close;
+    }
+    let Some(shape) = shape(opcode) else {
+        conn.respond(Packet::response(&packet.header, Status::UNKNOWN_COMMAND));
+        return Flow::Continue;
+    };
+    if let Err(why) = check(&packet, &shape) {
+        tracing::debug!(target: "faultline::kv", conn = conn.id, %opcode, why = why.as_str(), "invalid request");
+        conn.respond(Packet::response(&packet.header, Status::EINVAL));
+        return Flow::Continue;
+    }
+    match opcode.loud() {
+        Opcode::GET | Opcode::GETK => get::get(conn, &packet),
+        Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
+            store::store(conn, &packet).await
+        }
+        Opcode::DELETE => delete::delete(conn, &packet),
+        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(conn, &packet),
+        Opcode::FLUSH => misc::flush(conn, &packet),
+        Opcode::NOOP => misc::noop(conn, &packet),
+        Opcode::VERSION => misc::version(conn, &packet),
+        Opcode::QUIT => misc::quit(conn, &packet),
+        Opcode::STAT => stat::stat(conn, &packet),
+        _ => unreachable!("every shaped opcode is dispatched"),
+    }
+}
+
+/// Answers a status, unless the request is quiet and succeeded.
+fn answer<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, response: Packet) -> Flow {
+    let quiet = request.header.opcode.is_quiet();
+    if !(quiet && response.header.status().is_success()) {
+        conn.respond(response);
+    }
+    Flow::Continue
+}
+
+fn count(conn: &Conn<impl ServerStream>, f: impl FnOnce(&mut Stats)) {
+    f(&mut conn.node.stats.borrow_mut());
+}

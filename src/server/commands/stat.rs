@@ -1,0 +1,69 @@
+//! STAT: one response packet per statistic (key: name, value: text), then
+//! an empty packet. Without a key: the general statistics and each
+//! vbucket's state; `KvConfig::stat_detail_entries` adds more, to make the
+//! response as large as a scenario needs.
+
+use crate::protocol::{Packet, Status};
+use crate::server::conn::{Conn, Flow};
+use crate::server::{ServerStream, VERSION};
+
+pub fn stat<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    let h = &request.header;
+    let group = String::from_utf8_lossy(&request.key).to_string();
+    let node = conn.node.clone();
+    let now = node.now();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    match group.as_str() {
+        "" => {
+            let stats = node.stats.borrow();
+            let store = node.store.borrow();
+            entries.extend([
+                ("version".to_string(), VERSION.to_string()),
+                ("uptime".to_string(), now.as_secs().to_string()),
+                (
+                    "curr_connections".to_string(),
+                    stats.curr_connections.to_string(),
+                ),
+                (
+                    "total_connections".to_string(),
+                    stats.total_connections.to_string(),
+                ),
+                ("cmd_get".to_string(), stats.cmd_get.to_string()),
+                ("cmd_set".to_string(), stats.cmd_set.to_string()),
+                ("get_hits".to_string(), stats.get_hits.to_string()),
+                ("get_misses".to_string(), stats.get_misses.to_string()),
+                ("curr_items".to_string(), store.live_items(now).to_string()),
+                ("total_items".to_string(), store.total_items.to_string()),
+                ("bytes".to_string(), store.live_bytes(now).to_string()),
+            ]);
+            for vb in 0..store.vbucket_count() {
+                let state = store.vbucket(vb).map(|v| v.state.name()).unwrap_or("dead");
+                entries.push((format!("vb_{vb}"), state.to_string()));
+            }
+            for i in 0..node.config.stat_detail_entries {
+                entries.push((format!("detail_{i}"), format!("{i:08}")));
+            }
+        }
+        "vbucket" => {
+            let store = node.store.borrow();
+            for vb in 0..store.vbucket_count() {
+                let v = store.vbucket(vb).expect("in range");
+                entries.push((format!("vb_{vb}"), v.state.name().to_string()));
+                entries.push((format!("vb_{vb}:high_seqno"), v.high_seqno.to_string()));
+            }
+        }
+        _ => {
+            conn.respond(Packet::response(h, Status::KEY_ENOENT));
+            return Flow::Continue;
+        }
+    }
+    for (key, value) in entries {
+        conn.respond(
+            Packet::response(h, Status::SUCCESS)
+                .key(key.into_bytes())
+                .value(value.into_bytes()),
+        );
+    }
+    conn.respond(Packet::response(h, Status::SUCCESS));
+    Flow::Continue
+}

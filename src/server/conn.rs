@@ -1,0 +1,403 @@
+//! A connection, served like memcached serves one.
+//!
+//! The loop: wait until the socket is readable (holding no buffer: an idle
+//! connection gives its buffers back to the worker's pool), read into a
+//! read buffer taken from the pool, parse a whole packet (a packet larger
+//! than the read buffer has its body read straight into its own memory, as
+//! memcached reads a value into its item), execute it, then send the
+//! response with one scatter/gather write per attempt: the header from the
+//! write buffer, the value straight from the item. When the socket takes
+//! only part of it (a short write), the connection waits for writability,
+//! and meanwhile looks idle: it gives back the buffers that hold nothing
+//! pending. Whether "nothing pending" is judged right is MB-24634.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::ReadBuf;
+
+use super::buffers::{Piece, ReadBuffer, WriteBuffer, release_idle};
+use super::{Node, ServerStream, commands};
+use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError, Status};
+
+/// Most pieces handed to one scatter/gather write (as IOV_MAX bounds it).
+pub const MAX_IOV_PIECES: usize = 64;
+
+/// What the connection does after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Send what is queued, then close.
+    Close,
+}
+
+/// One client connection.
+pub struct Conn<S> {
+    pub id: u64,
+    stream: S,
+    pub node: Rc<Node>,
+    worker: usize,
+    read: Option<ReadBuffer>,
+    write: Option<WriteBuffer>,
+    out: VecDeque<Piece>,
+}
+
+/// Serves `stream` until the peer closes it or it fails.
+pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u64, worker: usize) {
+    node.stats.borrow_mut().curr_connections += 1;
+    node.stats.borrow_mut().total_connections += 1;
+    let mut conn = Conn {
+        id,
+        stream,
+        node: node.clone(),
+        worker,
+        read: None,
+        write: None,
+        out: VecDeque::new(),
+    };
+    match conn.run().await {
+        Ok(()) => tracing::debug!(target: "faultline::kv", conn = id, "closed"),
+        Err(e) => {
+            tracing::debug!(target: "faultline::kv", conn = id, error = %e, "closed on error")
+        }
+    }
+    conn.give_back_buffers();
+    node.stats.borrow_mut().curr_connections -= 1;
+}
+
+impl<S: ServerStream> Conn<S> {
+    async fn run(&mut self) -> io::Result<()> {
+        loop {
+            let packet = match self.next_packet().await {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(ConnError::Io(e)) => return Err(e),
+                Err(ConnError::Protocol(header, e)) => {
+                    // Cannot find the next packet boundary: answer if we
+                    // know what was asked, then close.
+                    tracing::debug!(target: "faultline::kv", conn = self.id, error = %e, "malformed packet");
+                    if let Some(header) = header {
+                        let status = match e {
+                            ProtocolError::BodyTooLarge { .. } => Status::E2BIG,
+                            _ => Status::EINVAL,
+                        };
+                        self.respond(Packet::response(&header, status));
+                        self.transmit().await?;
+                    }
+                    return Ok(());
+                }
+            };
+            let flow = commands::execute(self, packet).await;
+            self.transmit().await?;
+            if flow == Flow::Close {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next whole packet; `None` when the peer closed between packets.
+    async fn next_packet(&mut self) -> Result<Option<Packet>, ConnError> {
+        let limits = self.node.config.limits;
+        loop {
+            if let Some(read) = &mut self.read {
+                let parsed = {
+                    let memory = read.memory.borrow();
+                    Packet::try_parse(&memory[read.start..read.end], &limits)
+                };
+                match parsed {
+                    Ok(Some((packet, used))) => {
+                        read.start += used;
+                        if read.is_empty() {
+                            read.start = 0;
+                            read.end = 0;
+                        }
+                        return Ok(Some(packet));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Answer with the header's opcode and opaque when it
+                        // decodes at all, even if its lengths are refused.
+                        let header = self.peek_raw_header();
+                        return Err(ConnError::Protocol(header, e));
+                    }
+                }
+                // A packet too large for the read buffer: read its body
+                // into memory of its own (sized by the checked header).
+                if let Some(header) = self.peek_header() {
+                    if HEADER_LEN + header.body_len as usize
+                        > self.read.as_ref().expect("some").capacity()
+                    {
+                        return self.read_large(header).await.map(Some);
+                    }
+                }
+                let read = self.read.as_mut().expect("some");
+                if read.end == read.capacity() {
+                    read.compact();
+                }
+            }
+            if !self.wait_readable().await? {
+                return Ok(None);
+            }
+            if self.fill().await? == 0 {
+                let unparsed = self.read.as_ref().map(ReadBuffer::unparsed).unwrap_or(0);
+                if unparsed > 0 {
+                    return Err(ConnError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the peer closed inside a packet ({unparsed} bytes read)"),
+                    )));
+                }
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The header of the unparsed bytes, if whole and valid.
+    fn peek_header(&self) -> Option<Header> {
+        let header = self.peek_raw_header()?;
+        header.check_limits(&self.node.config.limits).ok()?;
+        Some(header)
+    }
+
+    /// The header of the unparsed bytes if it decodes, limits unchecked
+    /// (for answering a refused packet).
+    fn peek_raw_header(&self) -> Option<Header> {
+        let read = self.read.as_ref()?;
+        if read.unparsed() < HEADER_LEN {
+            return None;
+        }
+        let memory = read.memory.borrow();
+        let bytes: &[u8; HEADER_LEN] = memory[read.start..read.start + HEADER_LEN]
+            .try_into()
+            .ok()?;
+        Header::parse(bytes).ok()
+    }
+
+    /// Waits until the socket is readable; idle meanwhile. `false` when the
+    /// idle timeout closed the connection.
+    async fn wait_readable(&mut self) -> Result<bool, ConnError> {
+        if self.read.as_ref().is_none_or(ReadBuffer::is_empty) {
+            self.idle();
+        }
+        let stream = &mut self.stream;
+        let ready = poll_fn(|cx| stream.poll_read_ready(cx));
+        match self.node.config.idle_timeout_ms {
+            None => ready.await.map_err(ConnError::Io)?,
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), ready).await {
+                Ok(result) => result.map_err(ConnError::Io)?,
+                Err(_) => {
+                    tracing::debug!(target: "faultline::kv", conn = self.id, idle_ms = ms, "idle timeout");
+                    return Ok(false);
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    /// Reads what the socket has into the read buffer (taken from the pool
+    /// if the connection gave it back). Returns the bytes read.
+    async fn fill(&mut self) -> Result<usize, ConnError> {
+        if self.read.is_none() {
+            let memory = self.node.pool(self.worker).borrow_mut().acquire();
+            self.read = Some(ReadBuffer::new(memory));
+        }
+        let read = self.read.as_mut().expect("some");
+        let stream = &mut self.stream;
+        let n = poll_fn(|cx| {
+            let mut memory = read.memory.borrow_mut();
+            let mut buf = ReadBuf::new(&mut memory[read.end..]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+        .map_err(ConnError::Io)?;
+        read.end += n;
+        Ok(n)
+    }
+
+    /// Reads a packet whose body does not fit the read buffer.
+    async fn read_large(&mut self, header: Header) -> Result<Packet, ConnError> {
+        let read = self.read.as_mut().expect("called with a read buffer");
+        let body_len = header.body_len as usize;
+        assert!(
+            body_len <= self.node.config.limits.max_body_bytes(),
+            "checked against the limits"
+        );
+        let mut body = BytesMut::zeroed(body_len);
+        let have = (read.unparsed() - HEADER_LEN).min(body_len);
+        {
+            let memory = read.memory.borrow();
+            let from = read.start + HEADER_LEN;
+            body[..have].copy_from_slice(&memory[from..from + have]);
+        }
+        read.start += HEADER_LEN + have;
+        if read.is_empty() {
+            read.start = 0;
+            read.end = 0;
+        }
+        let mut filled = have;
+        let stream = &mut self.stream;
+        while filled < body_len {
+            let n = poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut body[filled..]);
+                match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+            .map_err(ConnError::Io)?;
+            if n == 0 {
+                return Err(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed inside a value",
+                )));
+            }
+            filled += n;
+        }
+        Ok(Packet::from_parts(header, body.freeze()))
+    }
+
+    /// Gives back the buffers that hold nothing pending (memcached's
+    /// "steal the buffers of idle connections").
+    fn idle(&mut self) {
+        let mut pool = self.node.pool(self.worker).borrow_mut();
+        release_idle(&mut pool, &mut self.read, &mut self.write);
+    }
+
+    fn give_back_buffers(&mut self) {
+        let mut pool = self.node.pool(self.worker).borrow_mut();
+        if let Some(read) = self.read.take() {
+            pool.release(read.memory);
+        }
+        if let Some(write) = self.write.take() {
+            pool.release(write.memory);
+        }
+    }
+
+    fn write_buffer(&mut self) -> &mut WriteBuffer {
+        if self.write.is_none() {
+            let memory = self.node.pool(self.worker).borrow_mut().acquire();
+            self.write = Some(WriteBuffer::new(memory, self.node.config.bugs.clone()));
+        }
+        self.write.as_mut().expect("set above")
+    }
+
+    /// Queues a response, copied whole into the write buffer when it fits.
+    pub fn respond(&mut self, packet: Packet) {
+        let bytes = packet.encode();
+        let buffer = self.write_buffer();
+        let piece = if bytes.len() <= buffer.space() {
+            Piece::Buffer(buffer.format(&bytes))
+        } else {
+            Piece::Owned(Bytes::from(bytes))
+        };
+        self.out.push_back(piece);
+    }
+
+    /// Queues a response whose value goes out straight from the item: the
+    /// header (with extras and key) from the write buffer, then the value.
+    pub fn respond_with_value(&mut self, packet: Packet) {
+        let value = packet.value.clone();
+        let header = {
+            let mut without_value = packet.clone();
+            without_value.value = Bytes::new();
+            let mut h = without_value.finished_header();
+            h.body_len += u32::try_from(value.len()).expect("values fit the protocol");
+            let mut bytes = h.encode().to_vec();
+            bytes.extend_from_slice(&without_value.framing);
+            bytes.extend_from_slice(&without_value.extras);
+            bytes.extend_from_slice(&without_value.key);
+            bytes
+        };
+        let buffer = self.write_buffer();
+        let piece = if header.len() <= buffer.space() {
+            Piece::Buffer(buffer.format_header(&header))
+        } else {
+            Piece::Owned(Bytes::from(header))
+        };
+        self.out.push_back(piece);
+        if !value.is_empty() {
+            self.out.push_back(Piece::Owned(value));
+        }
+    }
+
+    /// Sends everything queued.
+    pub async fn transmit(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            let n = poll_fn(|cx| {
+                let pieces: Vec<&Piece> = self.out.iter().take(MAX_IOV_PIECES).collect();
+                let borrowed: Vec<Option<std::cell::Ref<'_, Vec<u8>>>> = pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Buffer(s) => Some(s.memory.borrow()),
+                        Piece::Owned(_) => None,
+                    })
+                    .collect();
+                let slices: Vec<IoSlice<'_>> = pieces
+                    .iter()
+                    .zip(&borrowed)
+                    .map(|(piece, memory)| match (piece, memory) {
+                        (Piece::Buffer(s), Some(m)) => IoSlice::new(&m[s.offset..s.offset + s.len]),
+                        (Piece::Owned(b), _) => IoSlice::new(b),
+                        (Piece::Buffer(_), None) => unreachable!("buffer pieces are borrowed"),
+                    })
+                    .collect();
+                let result = Pin::new(&mut self.stream).poll_write_vectored(cx, &slices);
+                drop(slices);
+                drop(borrowed);
+                if result.is_pending() {
+                    // Waiting for the socket to drain: the connection looks idle.
+                    let mut pool = self.node.pool(self.worker).borrow_mut();
+                    release_idle(&mut pool, &mut self.read, &mut self.write);
+                }
+                result
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the socket took nothing",
+                ));
+            }
+            self.advance(n);
+        }
+        if let Some(write) = &mut self.write {
+            write.reset();
+        }
+        Ok(())
+    }
+
+    /// `n` bytes of the queue were sent.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let front = self.out.front_mut().expect("sent bytes were queued");
+            let take = n.min(front.len());
+            if let (Piece::Buffer(slice), Some(write)) = (&*front, &mut self.write) {
+                if Rc::ptr_eq(&slice.memory, &write.memory) {
+                    write.consumed(take);
+                }
+            }
+            front.advance(take);
+            if front.is_empty() {
+                self.out.pop_front();
+            }
+            n -= take;
+        }
+    }
+}
+
+enum ConnError {
+    Io(io::Error),
+    /// Malformed input; the header when it was readable.
+    Protocol(Option<Header>, ProtocolError),
+}

@@ -1,0 +1,294 @@
+//! A memcached-style kv node.
+//!
+//! The same code runs as a turmoil host ([`run_node`], over the harness's
+//! simulated streams) and on real sockets ([`serve`] with tokio's, for
+//! `faultline serve`). One node holds one bucket split in vbuckets; its
+//! connections are served like memcached's (`conn.rs`: a state machine,
+//! buffers from a pool shared by the worker's connections, scatter/gather
+//! sends, idle connections giving their buffers back), its background
+//! tasks run on an executor like the engine's (`executor.rs`), and it
+//! replicates over DCP (`dcp/`).
+//!
+//! Data flow of a request: `conn` reads and parses a packet, `commands`
+//! executes it against the `store` (and, for a durable write, waits for the
+//! replica through `dcp`), `conn` formats and sends the response.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use faultline_harness::{SimListener, SimStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::bugs::Bugs;
+use crate::protocol::Limits;
+
+mod buffers;
+pub mod commands;
+pub mod conn;
+pub mod pool;
+pub mod store;
+
+use pool::BufferPool;
+use store::{Store, VbState};
+
+/// The port kv nodes listen on.
+pub const KV_PORT: u16 = 11210;
+
+/// What a node reports as its version.
+pub const VERSION: &str = "1.6.0-faultline";
+
+/// A node's configuration.
+#[derive(Clone, Debug)]
+pub struct KvConfig {
+    pub port: u16,
+    /// vbuckets of the bucket (4 to 1024).
+    pub vbuckets: u16,
+    /// Which vbuckets are active here; the others start as replicas.
+    pub active: VbRange,
+    pub limits: Limits,
+    /// Worker "threads": each has its own buffer pool; connections are
+    /// assigned round-robin.
+    pub workers: usize,
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
+    /// Free buffers a pool keeps.
+    pub pool_max_free_buffers: usize,
+    /// Close a connection idle for this long (memcached's idle timeout);
+    /// never when `None`.
+    pub idle_timeout_ms: Option<u64>,
+    /// Extra `STAT` entries (`detail_N`), to make the response large.
+    pub stat_detail_entries: usize,
+    pub bugs: Bugs,
+}
+
+/// A range of vbucket ids, `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VbRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl VbRange {
+    pub fn all(vbuckets: u16) -> VbRange {
+        VbRange {
+            start: 0,
+            end: vbuckets,
+        }
+    }
+    pub fn contains(&self, vb: u16) -> bool {
+        (self.start..self.end).contains(&vb)
+    }
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            port: KV_PORT,
+            vbuckets: 16,
+            active: VbRange::all(16),
+            limits: Limits::default(),
+            workers: 1,
+            read_buffer_bytes: 8 * 1024,
+            write_buffer_bytes: 2 * 1024,
+            pool_max_free_buffers: 64,
+            idle_timeout_ms: None,
+            stat_detail_entries: 0,
+            bugs: Bugs::fixed(),
+        }
+    }
+}
+
+impl KvConfig {
+    /// Checks the configuration's limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(4..=1024).contains(&self.vbuckets) {
+            return Err(format!(
+                "vbuckets must be within 4..=1024, not {}",
+                self.vbuckets
+            ));
+        }
+        if self.active.start > self.active.end || self.active.end > self.vbuckets {
+            return Err("the active vbucket range is outside the bucket".into());
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return Err("workers must be within 1..=64".into());
+        }
+        if self.write_buffer_bytes < 64 || self.read_buffer_bytes < 64 {
+            return Err("buffers must hold at least 64 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+/// Per-node counters for `STAT`.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub curr_connections: u64,
+    pub total_connections: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+}
+
+/// A running node's shared state.
+pub struct Node {
+    pub config: KvConfig,
+    pub store: RefCell<Store>,
+    pools: Vec<RefCell<BufferPool>>,
+    pub stats: RefCell<Stats>,
+    next_conn: Cell<u64>,
+    /// The node clock's zero.
+    started: tokio::time::Instant,
+}
+
+/// A stable uuid for a vbucket's history, derived from the node and vbucket.
+pub fn vbucket_uuid(seed: u64, vb: u16) -> u64 {
+    faultline_harness::seed::splitmix64(seed ^ (u64::from(vb) << 32) ^ 0x5642_5555_4944)
+}
+
+impl Node {
+    pub fn new(config: KvConfig) -> Rc<Node> {
+        config.validate().expect("a valid node configuration");
+        let active = config.active;
+        let host_seed = faultline_harness::with_rng("kv/uuid", rand::Rng::random::<u64>);
+        let store = Store::new(
+            config.vbuckets,
+            |vb| {
+                if active.contains(vb) {
+                    VbState::Active
+                } else {
+                    VbState::Replica
+                }
+            },
+            config.limits.max_value_bytes,
+            host_seed,
+        );
+        let pools = (0..config.workers)
+            .map(|_| {
+                RefCell::new(BufferPool::new(
+                    config.read_buffer_bytes.max(config.write_buffer_bytes),
+                    config.pool_max_free_buffers,
+                ))
+            })
+            .collect();
+        Rc::new(Node {
+            store: RefCell::new(store),
+            pools,
+            stats: RefCell::default(),
+            next_conn: Cell::new(1),
+            started: tokio::time::Instant::now(),
+            config,
+        })
+    }
+
+    /// Time on the node's clock (simulated in a simulation).
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Unix time in seconds (for absolute expiry times).
+    pub fn unix_now_s(&self) -> u64 {
+        clock::unix_now_s()
+    }
+
+    pub fn pool(&self, worker: usize) -> &RefCell<BufferPool> {
+        &self.pools[worker]
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+}
+
+mod clock {
+    /// Seconds since the Unix epoch: the simulation's clock inside a run,
+    /// the system's outside (`faultline serve`).
+    pub fn unix_now_s() -> u64 {
+        if let Some(since) = turmoil::since_epoch() {
+            return since.as_secs();
+        }
+        // Outside a simulation only (real sockets).
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// A stream the node can serve: bytes both ways and a readiness wait that
+/// holds no buffer (so an idle connection can give its buffers back).
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>>;
+}
+
+impl ServerStream for SimStream {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.socket().poll_recv_ready(cx).map(Ok)
+    }
+}
+
+impl ServerStream for tokio::net::TcpStream {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// A listener the node can accept from.
+#[allow(async_fn_in_trait)]
+pub trait Accept {
+    type Stream: ServerStream + 'static;
+    async fn accept_stream(&self) -> io::Result<(Self::Stream, SocketAddr)>;
+}
+
+impl Accept for SimListener {
+    type Stream = SimStream;
+    async fn accept_stream(&self) -> io::Result<(SimStream, SocketAddr)> {
+        self.accept().await
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_stream(&self) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        let (stream, peer) = self.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, peer))
+    }
+}
+
+/// Serves connections from `listener` until it fails. Must run inside a
+/// `LocalSet` (connections are local tasks).
+pub async fn serve<L: Accept>(listener: L, node: Rc<Node>) -> io::Result<()> {
+    loop {
+        let (stream, peer) = listener.accept_stream().await?;
+        let id = node.next_conn_id();
+        let worker = (id as usize) % node.config.workers;
+        let node = node.clone();
+        tokio::task::spawn_local(async move {
+            tracing::debug!(target: "faultline::kv", conn = id, %peer, worker, "connection");
+            conn::serve_connection(stream, node, id, worker).await;
+        });
+    }
+}
+
+/// A kv node as turmoil host software: listens on `config.port`.
+pub async fn run_node(config: KvConfig) -> io::Result<()> {
+    let listener = SimListener::bind(("0.0.0.0", config.port)).await?;
+    let node = Node::new(config);
+    serve(listener, node).await
+}

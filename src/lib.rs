@@ -5,6 +5,7 @@
 pub mod bugs;
 pub mod echo;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod workloads;
 

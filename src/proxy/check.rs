@@ -191,6 +191,9 @@ pub fn process_check<S: Syscalls + 'static>(
         }
         progress |= c.flags != flags_before;
         let mut verdict = judge(check.buf.data(), check.buf.is_full());
+        if verdict == Verdict::Pass && check.buf.is_full() {
+            faultline_harness::probe("proxy:check-judged-on-full-buffer");
+        }
         if verdict == Verdict::Incomplete && c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH) {
             verdict = Verdict::Fail;
         }

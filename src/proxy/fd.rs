@@ -171,6 +171,9 @@ impl FdTable {
         if entry.thread_mask == me {
             if entry.update_mask & me != 0 {
                 // Already queued on our list (or so the bit says).
+                if !self.updates[tid].contains(&fd) {
+                    faultline_harness::probe("proxy:update-bit-set-but-not-queued");
+                }
                 return;
             }
             entry.update_mask |= me;

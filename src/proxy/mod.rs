@@ -199,6 +199,8 @@ pub struct ThreadState {
     pub wake: BTreeSet<ConnId>,
     /// Connections to close.
     pub closing: Vec<ConnId>,
+    /// Wakes the thread's poller when another thread gives it work.
+    pub notify: Rc<tokio::sync::Notify>,
 }
 
 /// Everything the threads share (one host: `RefCell`s, never held across
@@ -209,6 +211,8 @@ pub struct State {
     pub threads: Vec<ThreadState>,
     pub listener: Option<Fd>,
     next_conn: ConnId,
+    /// The thread the next accepted connection goes to (round robin).
+    next_accept_thread: usize,
     /// Per server: when its next check starts (thread 0 runs checks).
     pub next_check: Vec<Instant>,
 }
@@ -239,7 +243,10 @@ impl State {
     pub fn wake(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get(&id) {
             let thread = conn.c.thread;
-            self.threads[thread].wake.insert(id);
+            let th = &mut self.threads[thread];
+            if th.wake.insert(id) {
+                th.notify.notify_one();
+            }
         }
     }
 
@@ -314,6 +321,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             threads,
             listener: None,
             next_conn: 1,
+            next_accept_thread: 0,
         };
         Ok(Rc::new(Proxy {
             fdtab: RefCell::new(FdTable::new(config.threads, config.bugs.clone())),
@@ -354,7 +362,10 @@ impl<S: Syscalls + 'static> Proxy<S> {
 
     /// One thread's loop: timers, handlers, closes, updates, poll.
     async fn thread_loop(self: Rc<Self>, tid: usize) {
-        let epfd = self.state.borrow().threads[tid].epfd;
+        let (epfd, notify) = {
+            let st = self.state.borrow();
+            (st.threads[tid].epfd, st.threads[tid].notify.clone())
+        };
         loop {
             self.run_timers(tid);
             if tid == 0 && self.config.check.enabled {
@@ -380,13 +391,19 @@ impl<S: Syscalls + 'static> Proxy<S> {
                     next.map(|at| at.saturating_duration_since(Instant::now()))
                 }
             };
-            let events = match self.sys.epoll_wait(epfd, MAX_EVENTS, timeout).await {
+            let polled = tokio::select! {
+                biased;
+                polled = self.sys.epoll_wait(epfd, MAX_EVENTS, timeout) => polled,
+                () = notify.notified() => Ok(Vec::new()),
+            };
+            let events = match polled {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(target: "faultline::proxy", thread = tid, error = %e, "epoll_wait failed");
                     return;
                 }
             };
+            let busy = !events.is_empty();
             for event in events {
                 let report =
                     fd::update_events(&self.fdtab, event.fd, tid, event.events, event.data).await;
@@ -402,6 +419,11 @@ impl<S: Syscalls + 'static> Proxy<S> {
                 self.fdtab.borrow_mut().release(event.fd, tid);
                 self.run_wakes(tid);
                 self.run_closes(tid).await;
+            }
+            if busy {
+                // Threads run in parallel: after a pass with work, the
+                // others get their turn (tasks of one host run in turn).
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -520,6 +542,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             if !table.grab(fdn, tid) {
                 // Closed meanwhile: nothing to poll (its bit stays until the
                 // fd is deleted again).
+                tracing::trace!(target: "faultline::proxy", thread = tid, fd = fdn, "update of a closed fd dropped");
                 continue;
             }
             let interest = table.consume_update(fdn, tid);
@@ -554,15 +577,19 @@ impl<S: Syscalls + 'static> Proxy<S> {
     }
 
     /// The listener is readable on thread `tid`: accept what is pending.
+    /// Each new connection goes to the next thread in turn (which may be
+    /// another one: it is woken).
     fn accept(&self, tid: usize, lfd: Fd) {
         for _ in 0..self.config.max_accept {
             match self.sys.accept(lfd) {
                 Ok((fd, peer)) => {
-                    let id = {
+                    let (id, owner) = {
                         let mut st = self.state.borrow_mut();
+                        let owner = st.next_accept_thread;
+                        st.next_accept_thread = (owner + 1) % self.config.threads;
                         let id = st.new_conn_id();
-                        let mut c = Connection::new(id, tid);
-                        c.ctrl_init(&mut self.fdtab.borrow_mut(), fd, bit(tid));
+                        let mut c = Connection::new(id, owner);
+                        c.ctrl_init(&mut self.fdtab.borrow_mut(), fd, bit(owner));
                         c.xprt_init();
                         st.conns.insert(
                             id,
@@ -579,10 +606,9 @@ impl<S: Syscalls + 'static> Proxy<S> {
                             Instant::now() + Duration::from_millis(self.config.client_timeout_ms);
                         st.set_timer(id, Some(expire));
                         st.wake(id);
-                        id
+                        (id, owner)
                     };
-                    faultline_harness::oracle::busy_progress(&format!("proxy listener {tid}"));
-                    tracing::debug!(target: "faultline::proxy", thread = tid, conn = id, fd, %peer, "accepted");
+                    tracing::debug!(target: "faultline::proxy", thread = tid, owner, conn = id, fd, %peer, "accepted");
                 }
                 Err(Errno::EAGAIN) => return,
                 Err(e) => {

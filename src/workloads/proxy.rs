@@ -17,8 +17,6 @@
 //! without reading an answer that already arrived: the proxy sees the
 //! request, then a reset.
 
-use std::collections::BTreeSet;
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -68,6 +66,10 @@ struct Params {
     /// Liveness: every request is answered within this time.
     #[serde(default)]
     request_deadline_ms: Option<u64>,
+    /// How long an aborting client waits (not reading) before its last
+    /// request and the close.
+    #[serde(default = "d_abort_think_ms")]
+    abort_think_ms: u64,
     // The proxy.
     #[serde(default = "d_buffer_bytes")]
     buffer_bytes: usize,
@@ -125,6 +127,9 @@ fn d_max_value_bytes() -> usize {
 }
 fn d_request_timeout_ms() -> u64 {
     20_000
+}
+fn d_abort_think_ms() -> u64 {
+    40
 }
 fn d_buffer_bytes() -> usize {
     8 * 1024
@@ -289,8 +294,6 @@ struct ClientRun {
     id: u32,
     p: Params,
     model: KvModel,
-    /// Keys whose value the model cannot be sure of (an aborted write).
-    uncertain: BTreeSet<Vec<u8>>,
     client: Option<Client<SimStream>>,
     counter: u32,
 }
@@ -300,7 +303,6 @@ async fn run_client(id: u32, p: Params) {
         id,
         p,
         model: KvModel::new(),
-        uncertain: BTreeSet::new(),
         client: None,
         counter: 0,
     };
@@ -447,15 +449,13 @@ impl ClientRun {
             )
         });
         let key = self.key(k);
-        let certain = !self.uncertain.contains(&key);
         match pick {
             0..35 => self.set(&key, &value).await,
             35..65 => self.read_check(&key).await,
-            65..73 if certain => self.delete(&key).await,
-            73..81 if certain => self.add(&key, &value).await,
-            81..89 if certain => self.append(&key, &value).await,
-            89..100 => self.incr().await,
-            _ => self.set(&key, &value).await,
+            65..73 => self.delete(&key).await,
+            73..81 => self.add(&key, &value).await,
+            81..89 => self.append(&key, &value).await,
+            _ => self.incr().await,
         }
         .map(|()| {
             tracing::trace!(target: "faultline::workload", client = self.id, n, "request done");
@@ -470,7 +470,6 @@ impl ClientRun {
             return Err(self.model_error(format!("{what} answered {}", response.status_code())));
         }
         self.model.acked(key, Some(value));
-        self.uncertain.remove(key);
         Ok(())
     }
 
@@ -576,38 +575,27 @@ impl ClientRun {
         Ok(())
     }
 
-    /// Sends a GET, waits until its answer has arrived, sends a SET and
-    /// drops the connection without reading: the unread answer makes the
-    /// close a reset, right behind the SET.
+    /// Sends a GET, lets its answer arrive without reading it, sends a
+    /// SET and drops the connection: closing with unread bytes resets it,
+    /// right behind the SET.
     async fn abort(&mut self) -> Result<(), Failed> {
         probe("client:abort");
-        let (k, value) = with_rng(&self.rng_name(), |rng| {
-            (rng.random_range(0..self.p.keys), vec![b'!'; 4])
-        });
-        let key = self.key(k);
-        let id = self.id;
-        let timeout = Duration::from_millis(self.p.request_timeout_ms);
+        // A key of its own: the abandoned SET may land at any time later
+        // (even after a later SET of the same key on another connection),
+        // so the model does not track it.
+        let key = format!("c{}-abandoned", self.id).into_bytes();
+        let think = Duration::from_millis(self.p.abort_think_ms);
         let client = self.connection().await?;
         let stream = client.stream();
         let get = Packet::request(Opcode::GET).key(key.clone()).opaque(0xab07);
         if stream.write_all(&get.encode()).await.is_err() {
             return Ok(());
         }
-        let arrived =
-            tokio::time::timeout(timeout, poll_fn(|cx| stream.socket().poll_recv_ready(cx))).await;
-        if arrived.is_err() {
-            oracle::fail(
-                "liveness",
-                format!("client-{id}: no answer to a GET before aborting"),
-            );
-            return Err(Failed::Reported);
-        }
-        let set = store_packet(&Store::new(Opcode::SET, &key, &value)).opaque(0xab08);
+        // Not reading: the answer stays in the socket.
+        tokio::time::sleep(think).await;
+        let set = store_packet(&Store::new(Opcode::SET, &key, b"abandoned")).opaque(0xab08);
         let _ = stream.write_all(&set.encode()).await;
         self.client = None;
-        // The SET may or may not have been applied.
-        self.model.uncertain(&key, Some(&value));
-        self.uncertain.insert(key);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use faultline_harness::runner::{Faults, RunOptions};
 use faultline_harness::seed::SeedRange;
 use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
+mod proxy;
 mod reproduce;
 mod run;
 mod sweep;
@@ -39,6 +40,8 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Run the proxy on real sockets in front of kv nodes.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Errors that end a command with exit code 2.
@@ -152,6 +155,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+        Command::Proxy(args) => proxy::proxy(args),
     }
 }
 

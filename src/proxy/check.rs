@@ -44,10 +44,7 @@ pub enum Verdict {
 pub fn judge(buf: &[u8], full: bool) -> Verdict {
     let mut offset = 0;
     let mut first = true;
-    loop {
-        let Some(head) = buf.get(offset..offset + HEADER_LEN) else {
-            break;
-        };
+    while let Some(head) = buf.get(offset..offset + HEADER_LEN) {
         let Ok(h) = Header::parse(head.try_into().expect("a header's length")) else {
             return Verdict::Fail;
         };
@@ -257,7 +254,9 @@ mod tests {
 
     #[test]
     fn a_full_buffer_is_judged_on_what_fits() {
-        let answer = stat("version", "1.6");
+        let mut answer = stat("version", "1.6");
+        answer.extend(stat("uptime", "3"));
+        // The first packet and part of the second fit: enough.
         assert_eq!(judge(&answer[..40], true), Verdict::Pass);
         assert_eq!(judge(&answer[..10], true), Verdict::Incomplete);
     }

@@ -558,6 +558,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
                 (Some(i), None) => Some((EpollOp::Add, i)),
             };
             if let Some((op, events)) = op {
+                tracing::trace!(target: "faultline::proxy", thread = tid, fd = fdn, ?op, ?events, "poll update");
                 match self.sys.epoll_ctl(epfd, op, fdn, events, generation, false) {
                     Ok(()) => {
                         let now = if op == EpollOp::Del {

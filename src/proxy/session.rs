@@ -196,9 +196,10 @@ pub fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Conn
             cl.out.drain(..n);
             progress |= n > 0;
         }
-        // Receive while there is room.
-        if !cl.inbuf.is_full() {
-            let room = cl.inbuf.size();
+        // Receive while there is room: ask for the free space.
+        cl.inbuf.compact();
+        if cl.inbuf.room() > 0 {
+            let room = cl.inbuf.room();
             let n = rcv_buf(
                 &px.sys,
                 &mut px.fdtab.borrow_mut(),
@@ -628,7 +629,7 @@ pub fn process_server<S: Syscalls + 'static>(
                     server_of(st.conns.get_mut(&sid).expect("present"))
                         .inbuf
                         .consume(used);
-                    deliver(px, st, tid, sid, client_id, response);
+                    deliver(px, st, sid, client_id, response);
                     return true;
                 }
                 Ok(None) => {
@@ -669,7 +670,6 @@ pub fn process_server<S: Syscalls + 'static>(
 fn deliver<S: Syscalls + 'static>(
     px: &Proxy<S>,
     st: &mut super::State,
-    tid: usize,
     sid: ConnId,
     cid: ConnId,
     response: Packet,
@@ -731,7 +731,6 @@ fn deliver<S: Syscalls + 'static>(
         s.server
     };
     set_polling(px, &conn.c, true, false);
-    let _ = tid;
     st.servers[server_index].idle.push(sid);
     let expire = Instant::now() + ms(px.config.keepalive_timeout_ms);
     st.set_timer(sid, Some(expire));

@@ -453,3 +453,68 @@ fn a_proxy_thread_forgets_an_fd_that_migrated_once_it_reports_late() {
         assert_eq!(stale, fd::Report::Closed);
     });
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_requests_still_gets_every_answer() {
+    use faultline::protocol::{Limits, Opcode, Packet, Status, read_packet};
+    use faultline::proxy::{BackendAddr, ProxyConfig, run_proxy};
+    use faultline::server::{KV_PORT, KvConfig, run_node};
+    use faultline_harness::SimStream;
+
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("half-close", "summary = \"t\"\n", move |sim, _| {
+        sim.host("kv-0", || async {
+            Ok(run_node(KvConfig::default()).await?)
+        });
+        sim.host("proxy", || async {
+            let config = ProxyConfig {
+                backends: vec![BackendAddr {
+                    host: "kv-0".into(),
+                    port: KV_PORT,
+                }],
+                ..ProxyConfig::default()
+            };
+            Ok(run_proxy(Sys::new(), config).await?)
+        });
+        let log = out.clone();
+        sim.client("client", async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut stream = SimStream::connect(("proxy", 11211)).await?;
+            let mut bytes = Vec::new();
+            Packet::request(Opcode::SET)
+                .key(&b"k"[..])
+                .extras(vec![0u8; 8])
+                .value(&b"v"[..])
+                .opaque(1)
+                .encode_into(&mut bytes);
+            Packet::request(Opcode::GET)
+                .key(&b"k"[..])
+                .opaque(2)
+                .encode_into(&mut bytes);
+            stream.write_all(&bytes).await?;
+            // No more requests: the write side is shut, reading goes on.
+            stream.shutdown().await?;
+            while let Some(p) = read_packet(&mut stream, &Limits::default()).await? {
+                let ok = p.status_code() == Status::SUCCESS;
+                note(
+                    &log,
+                    format!("{} {} ok={ok} {:?}", p.opcode(), p.header.opaque, p.value),
+                );
+            }
+            note(&log, "closed by the proxy".into());
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    assert_eq!(outcome.verdict, Verdict::Pass, "{}", outcome.report());
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "SET 1 ok=true b\"\"",
+            "GET 2 ok=true b\"v\"",
+            "closed by the proxy"
+        ]
+    );
+}

@@ -270,8 +270,9 @@ pub fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Conn
     }
     let idle = cl.request.is_none() && cl.out.is_empty();
     let done_reading = c.has(CO_FL_SOCK_RD_SH) || cl.close_after_flush;
-    if idle && done_reading && (cl.inbuf.is_empty() || cl.close_after_flush) {
-        // The client closed (or must be closed) and has nothing pending.
+    if idle && done_reading {
+        // The client closed (what is left of its input can never become
+        // a packet) or must be closed, and nothing is pending.
         st.close(id);
         return true;
     }

@@ -28,6 +28,7 @@ use crate::protocol::Limits;
 mod buffers;
 pub mod commands;
 pub mod conn;
+pub mod executor;
 pub mod pool;
 pub mod store;
 

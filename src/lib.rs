@@ -3,6 +3,7 @@
 //! into scenarios. The generic harness is the `faultline-harness` crate.
 
 pub mod bugs;
+pub mod dcp;
 pub mod echo;
 pub mod protocol;
 pub mod server;

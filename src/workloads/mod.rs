@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use faultline_harness::Registry;
 
+pub mod durable;
 pub mod echo;
 pub mod rebalance;
 
@@ -13,5 +14,6 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(echo::EchoWorkload));
     registry.register(Arc::new(rebalance::DcpRebalance));
+    registry.register(Arc::new(durable::DurableWrites));
     registry
 }

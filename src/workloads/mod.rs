@@ -6,10 +6,13 @@ use std::sync::Arc;
 use faultline_harness::Registry;
 
 pub mod echo;
+pub mod kv;
+pub mod traffic;
 
 /// Every workload this build knows.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(echo::EchoWorkload));
+    registry.register(Arc::new(kv::KvClients));
     registry
 }

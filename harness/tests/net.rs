@@ -325,6 +325,9 @@ fn a_send_buffer_smaller_than_a_frame_header_still_delivers_and_traces_every_fra
         .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 2\n"));
     let outcome = runner::run(&scenario, 0, &options);
     expect_pass(&outcome);
-    assert_eq!(outcome.coverage.get("event:frame:writer->reader:msg"), Some(&30));
+    assert_eq!(
+        outcome.coverage.get("event:frame:writer->reader:msg"),
+        Some(&30)
+    );
     assert_eq!(outcome.coverage.get("event:all-read"), Some(&1));
 }

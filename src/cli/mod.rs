@@ -10,6 +10,7 @@ use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
 mod reproduce;
 mod run;
+mod serve;
 mod sweep;
 
 /// Deterministic network simulation: reproduce real networking bugs on a seed.
@@ -39,6 +40,8 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Run a kv node on real sockets (memcached binary protocol).
+    Serve(serve::ServeArgs),
 }
 
 /// Errors that end a command with exit code 2.
@@ -152,6 +155,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 

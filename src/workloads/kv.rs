@@ -104,9 +104,7 @@ impl Workload for KvClients {
 
     fn check(&self, params: &toml::Table) -> Result<(), ParamError> {
         let p: Params = parse_params(params)?;
-        p.traffic
-            .check()
-            .map_err(|(key, message)| ParamError::new(key, message))?;
+        p.traffic.check("traffic")?;
         p.node
             .config(Bugs::fixed())
             .validate()

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use faultline_harness::oracle::{self, KvModel};
 use faultline_harness::seed::fnv1a64;
-use faultline_harness::{SimStream, with_rng};
+use faultline_harness::{ParamError, SimStream, with_rng};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -94,15 +94,16 @@ fn default_reply_timeout_ms() -> u64 {
 }
 
 impl TrafficParams {
-    /// Checks the limits; errors name the key.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let within = |key: &'static str, value: u64, lo: u64, hi: u64| {
+    /// Checks the limits of the table at `path` (`traffic` in
+    /// `[params.traffic]`); errors name the key.
+    pub fn check(&self, path: &str) -> Result<(), ParamError> {
+        let within = |key: &str, value: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&value) {
                 Ok(())
             } else {
-                Err((
-                    key,
-                    format!("params.{key} must be within {lo}..={hi}, not {value}"),
+                Err(ParamError::new(
+                    &format!("{path}.{key}"),
+                    format!("params.{path}.{key} must be within {lo}..={hi}, not {value}"),
                 ))
             }
         };

@@ -8,6 +8,7 @@ use faultline_harness::runner::{Faults, RunOptions};
 use faultline_harness::seed::SeedRange;
 use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
+mod merge;
 mod reproduce;
 mod run;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Combine the `sweep --json` results of several shards into one summary.
+    Merge(merge::MergeArgs),
     /// Run a kv node on real sockets (memcached binary protocol).
     Serve(serve::ServeArgs),
 }
@@ -70,6 +73,16 @@ pub struct VariantArgs {
     /// Run with this fault plan (TOML or JSON) instead of the one drawn from the seed.
     #[arg(long, value_name = "FILE", conflicts_with = "faults")]
     plan: Option<PathBuf>,
+}
+
+impl VariantArgs {
+    /// How the faults were chosen, for summaries: `on`, `off` or the plan file.
+    fn faults_label(&self) -> String {
+        match &self.plan {
+            Some(path) => format!("plan {}", path.display()),
+            None => self.faults.clone(),
+        }
+    }
 }
 
 fn parse_variant(text: &str) -> std::result::Result<Variant, String> {
@@ -155,6 +168,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+        Command::Merge(args) => merge::merge(args),
         Command::Serve(args) => serve::serve(args),
     }
 }

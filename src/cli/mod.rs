@@ -8,6 +8,7 @@ use faultline_harness::runner::{Faults, RunOptions};
 use faultline_harness::seed::SeedRange;
 use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
+mod bench;
 mod merge;
 mod reproduce;
 mod run;
@@ -41,6 +42,8 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Measure simulation speed, sweep throughput, harness overhead and memory.
+    Bench(bench::BenchArgs),
     /// Combine the `sweep --json` results of several shards into one summary.
     Merge(merge::MergeArgs),
     /// Run a kv node on real sockets (memcached binary protocol).
@@ -168,6 +171,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+        Command::Bench(args) => bench::bench(&cli.scenarios, args),
         Command::Merge(args) => merge::merge(args),
         Command::Serve(args) => serve::serve(args),
     }

@@ -8,8 +8,11 @@ use faultline_harness::runner::{Faults, RunOptions};
 use faultline_harness::seed::SeedRange;
 use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
+mod bench;
+mod merge;
 mod reproduce;
 mod run;
+mod serve;
 mod sweep;
 
 /// Deterministic network simulation: reproduce real networking bugs on a seed.
@@ -39,6 +42,12 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Measure simulation speed, sweep throughput, harness overhead and memory.
+    Bench(bench::BenchArgs),
+    /// Combine the `sweep --json` results of several shards into one summary.
+    Merge(merge::MergeArgs),
+    /// Run a kv node on real sockets (memcached binary protocol).
+    Serve(serve::ServeArgs),
 }
 
 /// Errors that end a command with exit code 2.
@@ -67,6 +76,16 @@ pub struct VariantArgs {
     /// Run with this fault plan (TOML or JSON) instead of the one drawn from the seed.
     #[arg(long, value_name = "FILE", conflicts_with = "faults")]
     plan: Option<PathBuf>,
+}
+
+impl VariantArgs {
+    /// How the faults were chosen, for summaries: `on`, `off` or the plan file.
+    fn faults_label(&self) -> String {
+        match &self.plan {
+            Some(path) => format!("plan {}", path.display()),
+            None => self.faults.clone(),
+        }
+    }
 }
 
 fn parse_variant(text: &str) -> std::result::Result<Variant, String> {
@@ -152,6 +171,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+        Command::Bench(args) => bench::bench(&cli.scenarios, args),
+        Command::Merge(args) => merge::merge(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 

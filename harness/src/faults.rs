@@ -11,9 +11,9 @@
 //! host names. Nothing here knows what the hosts are.
 
 use proptest::prelude::*;
-use rand::Rng;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRunner};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Every fault of one run.

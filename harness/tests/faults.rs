@@ -206,7 +206,8 @@ sleep_us = [3000, 3000]
             outcome.plan.len() >= 4 && !outcome.verdict.is_pass()
         })
         .expect("some seed draws many faults and fails");
-    let report = runner::shrink(&toy, seed, Variant::Buggy, 200).expect("the seed fails");
+    let report =
+        runner::shrink(&toy, seed, &RunOptions::new(Variant::Buggy), 200).expect("the seed fails");
     assert!(report.before.len() >= 4, "{}", report.before.summary());
     assert_eq!(report.after.len(), 1, "{}", report.after.summary());
     assert_eq!(
@@ -663,6 +664,10 @@ fn swarm_spaces_switch_random_subsets_of_kinds_on_deterministically() {
         let n = counts.get(kind).copied().unwrap_or(0);
         assert!((120..=280).contains(&n), "{kind} kept in {n} of 400 swarms");
     }
-    assert!(subsets.len() >= 24, "only {} different subsets of 5 kinds", subsets.len());
+    assert!(
+        subsets.len() >= 24,
+        "only {} different subsets of 5 kinds",
+        subsets.len()
+    );
     assert!(faultline_harness::FaultSpace::default().swarm(1).is_empty());
 }

@@ -426,7 +426,16 @@ impl SimSocket {
             };
             (allowed, pipe.max_segment_bytes)
         };
-        let data = gather(bufs, allowed);
+        // One buffer goes to turmoil as it is (turmoil copies it); several
+        // are gathered first.
+        let gathered;
+        let data: &[u8] = match bufs {
+            [one] => &one[..allowed],
+            _ => {
+                gathered = gather(bufs, allowed);
+                &gathered
+            }
+        };
         let mut sent = 0;
         while sent < data.len() {
             let left = data.len() - sent;
@@ -481,18 +490,19 @@ impl SimSocket {
         }
         let coalesce = self.recv_pipe().borrow().max_segment_bytes.is_some();
         let mut got = false;
-        let mut chunk = [0u8; PULL_CHUNK_BYTES];
         loop {
-            let mut read_buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut read_buf) {
-                Poll::Ready(Ok(())) => {
-                    let n = read_buf.filled().len();
+            // Read straight into the receive buffer's spare room (zeroing a
+            // scratch chunk on every poll cost more than the simulation).
+            if self.rx.buf.capacity() - self.rx.buf.len() < PULL_CHUNK_BYTES / 4 {
+                self.rx.buf.reserve(PULL_CHUNK_BYTES);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.rx.buf) {
+                Poll::Ready(Ok(n)) => {
                     got = true;
                     if n == 0 {
                         self.rx.eof = true;
                         break;
                     }
-                    self.rx.buf.extend_from_slice(read_buf.filled());
                     if !coalesce {
                         break;
                     }
@@ -722,9 +732,6 @@ fn decide(
 }
 
 fn gather(bufs: &[IoSlice<'_>], limit: usize) -> Bytes {
-    if bufs.len() == 1 {
-        return Bytes::copy_from_slice(&bufs[0][..limit]);
-    }
     let mut out = BytesMut::with_capacity(limit);
     for buf in bufs {
         let take = (limit - out.len()).min(buf.len());

@@ -9,6 +9,7 @@ use faultline_harness::seed::SeedRange;
 use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
 mod bench;
+mod hunt;
 mod merge;
 mod reproduce;
 mod run;
@@ -42,6 +43,8 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Find the catalog's bugs blind: one bug on at a time, swarm faults per seed.
+    Hunt(hunt::HuntArgs),
     /// Measure simulation speed, sweep throughput, harness overhead and memory.
     Bench(bench::BenchArgs),
     /// Combine the `sweep --json` results of several shards into one summary.
@@ -70,9 +73,14 @@ pub struct VariantArgs {
     /// Which lines of the bug's fix run.
     #[arg(long, default_value = "fixed", value_parser = parse_variant)]
     variant: Variant,
-    /// `off` runs with no injected faults (the bug stays latent).
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// `off` runs with no injected faults (the bug stays latent); `swarm`
+    /// draws from a random subset of the scenario's fault kinds.
+    #[arg(long, default_value = "on", value_parser = ["on", "off", "swarm"])]
     faults: String,
+    /// Run this bug's old lines instead of the scenario's own bug's (with
+    /// `--variant buggy`), e.g. to replay a `hunt` finding.
+    #[arg(long, value_name = "ID", value_parser = parse_bug)]
+    bug: Option<String>,
     /// Run with this fault plan (TOML or JSON) instead of the one drawn from the seed.
     #[arg(long, value_name = "FILE", conflicts_with = "faults")]
     plan: Option<PathBuf>,
@@ -86,6 +94,20 @@ impl VariantArgs {
             None => self.faults.clone(),
         }
     }
+}
+
+/// A bug id of the catalog, in its canonical spelling.
+fn parse_bug(text: &str) -> std::result::Result<String, String> {
+    faultline::bugs::ALL
+        .iter()
+        .find(|id| id.eq_ignore_ascii_case(text))
+        .map(|id| id.to_string())
+        .ok_or_else(|| {
+            format!(
+                "unknown bug `{text}` (known: {})",
+                faultline::bugs::ALL.join(", ")
+            )
+        })
 }
 
 fn parse_variant(text: &str) -> std::result::Result<Variant, String> {
@@ -105,14 +127,16 @@ impl VariantArgs {
                 }
             }
             (None, "off") => Faults::Off,
+            (None, "swarm") => Faults::Swarm,
             (None, _) => Faults::Drawn,
         };
+
         Ok(RunOptions {
             variant: self.variant,
             faults,
             trace: TraceMode::Tails,
             echo: echo_filter()?,
-            bug: None,
+            bug: self.bug.clone(),
         })
     }
 }
@@ -172,6 +196,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
         Command::Bench(args) => bench::bench(&cli.scenarios, args),
+        Command::Hunt(args) => hunt::hunt(&cli.scenarios, args),
         Command::Merge(args) => merge::merge(args),
         Command::Serve(args) => serve::serve(args),
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use faultline_harness::Variant;
-use faultline_harness::runner::{self, SweepOptions};
+use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
 use faultline_harness::seed::SeedRange;
 
 use super::{Result, VariantArgs, load_one, parse_seeds};
@@ -224,11 +224,23 @@ pub struct ShrinkArgs {
     /// Runs the search may spend.
     #[arg(long, default_value_t = 200)]
     max_runs: u32,
+    /// Where the failing run's plan came from: `on` (the scenario's space)
+    /// or `swarm` (a `hunt` finding).
+    #[arg(long, default_value = "on", value_parser = ["on", "swarm"])]
+    faults: String,
+    /// Run this bug's old lines instead of the scenario's own bug's.
+    #[arg(long, value_name = "ID", value_parser = super::parse_bug)]
+    bug: Option<String>,
 }
 
 pub fn shrink(dir: &Option<PathBuf>, args: ShrinkArgs) -> Result<ExitCode> {
     let scenario = load_one(dir, &args.scenario)?;
-    match runner::shrink(&scenario, args.seed, args.variant, args.max_runs) {
+    let mut options = RunOptions::new(args.variant);
+    options.bug = args.bug.clone();
+    if args.faults == "swarm" {
+        options.faults = Faults::Swarm;
+    }
+    match runner::shrink(&scenario, args.seed, &options, args.max_runs) {
         Err(outcome) => {
             println!("seed {} does not fail: nothing to shrink", args.seed);
             println!("{}", outcome.verdict_line());
@@ -243,8 +255,9 @@ pub fn shrink(dir: &Option<PathBuf>, args: ShrinkArgs) -> Result<ExitCode> {
             if let Some(path) = &args.out {
                 std::fs::write(path, &toml).map_err(|e| format!("{}: {e}", path.display()))?;
                 println!("plan written to {}", path.display());
+                let bug = args.bug.map(|b| format!(" --bug {b}")).unwrap_or_default();
                 println!(
-                    "replay: {} run {} --seed {} --variant {} --plan {}",
+                    "replay: {} run {} --seed {} --variant {}{bug} --plan {}",
                     runner::REPLAY_PREFIX,
                     scenario.name,
                     args.seed,

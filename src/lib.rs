@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bugs;
+pub mod dcp;
 pub mod echo;
 pub mod protocol;
 pub mod server;

@@ -2,7 +2,9 @@
 //! small echo service as the worked example) and the workloads that put it
 //! into scenarios. The generic harness is the `faultline-harness` crate.
 
+pub mod bench;
 pub mod bugs;
+pub mod dcp;
 pub mod echo;
 pub mod protocol;
 pub mod proxy;

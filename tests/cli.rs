@@ -236,3 +236,68 @@ fn shrink_reduces_a_failing_plan_to_the_send_buffer_and_the_plan_replays() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn json_line(output: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().expect("a JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn two_shards_of_a_sweep_run_exactly_the_seeds_of_the_range_and_merge_into_one_summary() {
+    // Every seed of the buggy echo scenario fails, and with --keep-going
+    // each shard lists every seed it ran among its failing seeds.
+    let dir = std::env::temp_dir().join(format!("faultline-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    let mut seen: Vec<u64> = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let out = faultline(&[
+            "sweep",
+            "echo-partial-write",
+            "--seeds",
+            "10..31",
+            "--variant",
+            "buggy",
+            "--keep-going",
+            "--shard",
+            shard,
+            "--json",
+            "--jobs",
+            "1",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let summary = json_line(&out);
+        let ran = summary["seeds_run"].as_u64().unwrap();
+        let failing: Vec<u64> = summary["failing_seeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect();
+        assert_eq!(failing.len() as u64, ran, "every seed of this sweep fails");
+        seen.extend(failing);
+        let file = dir.join(format!("shard-{}.json", &shard[..1]));
+        std::fs::write(&file, &out.stdout).unwrap();
+        files.push(file);
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (10..31).collect::<Vec<u64>>(),
+        "disjoint, and together the whole range"
+    );
+    let mut args = vec!["merge"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let merged = faultline(&args);
+    assert_eq!(merged.status.code(), Some(1), "the merged sweep failed");
+    assert!(
+        last_line(&merged).starts_with("merge: 0 passed, 21 failed (2 of 2 shards, 21 seeds of"),
+        "{}",
+        last_line(&merged)
+    );
+    // One shard alone is reported as incomplete.
+    let alone = faultline(&["merge", files[0].to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&alone.stdout).contains("missing shards: 2/2"));
+    std::fs::remove_dir_all(&dir).ok();
+}

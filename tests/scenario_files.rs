@@ -20,6 +20,18 @@ bytes = [1, 8]
 fails = [{ seed = 0, oracle = "echo-check" }]
 "#;
 
+/// A workload with nested parameter tables.
+const KV: &str = r#"summary = "kv"
+workload = "kv-clients"
+
+[params.node]
+workers = 1
+
+[params.traffic]
+clients = 2
+ops = 5
+"#;
+
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("faultline-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -100,6 +112,30 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static [&'static str])>
             GOOD.replace("clients = 1", "clients = \"two\""),
             "5:",
             &["params", "invalid type"],
+        ),
+        (
+            "nested-unknown-param.toml",
+            KV.replace("ops = 5", "ops = 5\nclientz = 2"),
+            "10:",
+            &["params.traffic", "unknown field", "clientz"],
+        ),
+        (
+            "nested-param-out-of-range.toml",
+            KV.replace("ops = 5", "ops = 0"),
+            "9:",
+            &["params.traffic.ops", "1..="],
+        ),
+        (
+            "nested-param-wrong-type.toml",
+            KV.replace("workers = 1", "workers = \"x\""),
+            "5:",
+            &["params.node.workers", "invalid type"],
+        ),
+        (
+            "missing-param-table.toml",
+            KV.replace("[params.traffic]\nclients = 2\nops = 5\n", ""),
+            "",
+            &["missing field", "traffic"],
         ),
         (
             "zero-tick.toml",

@@ -13,6 +13,7 @@
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRunner};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Every fault of one run.
@@ -870,6 +871,41 @@ impl FaultSpace {
                 },
             )
             .boxed()
+    }
+
+    /// Swarm testing (Groce et al.): a space with a random subset of this
+    /// space's fault kinds switched on, each at a random rate, drawn from
+    /// `seed`. Different seeds stress different combinations, so a fault
+    /// that masks another (a partition hiding a race) is sometimes absent.
+    /// Each kind (and each frame-delay, race and switch rule) stays with
+    /// probability 1/2; a kept kind's own probability is drawn in 0.25..=1.
+    pub fn swarm(&self, seed: u64) -> FaultSpace {
+        let mut rng = crate::seed::stream(seed, "swarm");
+        let mut keep = |p: &mut f64| -> bool {
+            let kept = rng.random_bool(0.5);
+            *p = quantize(rng.random_range(0.25..=1.0));
+            kept
+        };
+        let mut out = self.clone();
+        macro_rules! one {
+            ($field:ident) => {
+                if let Some(space) = &mut out.$field {
+                    if !keep(&mut space.probability) {
+                        out.$field = None;
+                    }
+                }
+            };
+        }
+        one!(send_buffer);
+        one!(segmentation);
+        one!(errno);
+        one!(partition);
+        one!(latency);
+        one!(crash);
+        out.frame_delay.retain_mut(|s| keep(&mut s.probability));
+        out.race.retain_mut(|s| keep(&mut s.probability));
+        out.switch.retain_mut(|s| keep(&mut s.probability));
+        out
     }
 
     /// The plan drawn from `seed`, together with the tree that shrinks it.

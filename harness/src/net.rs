@@ -164,7 +164,18 @@ struct HeadFrame {
 enum Framing {
     /// No framer, or the stream is not of the framer's protocol.
     Off,
-    On {
+    /// No rule can delay a frame on this direction: bytes are released as
+    /// they arrive, and frames are only traced, as the application reads
+    /// them. (Holding a partial header back would deadlock a send buffer
+    /// smaller than a header: its bytes count until they are read.)
+    Watch {
+        framer: Rc<dyn Framer>,
+        tracker: FrameTracker,
+    },
+    /// Rules may delay frames: each frame's header is parsed before any of
+    /// its bytes are released. A send buffer smaller than a header on the
+    /// same direction can therefore stall; scenarios avoid that pairing.
+    Control {
         framer: Rc<dyn Framer>,
         /// Rules that may delay frames on this direction: (index, rule).
         rules: Vec<(usize, FrameDelay)>,
@@ -173,6 +184,71 @@ enum Framing {
         /// The parsed frame waiting at a frame boundary.
         head: Option<HeadFrame>,
     },
+}
+
+/// Finds frames in bytes as the application reads them (watch mode).
+#[derive(Default)]
+struct FrameTracker {
+    /// The header being collected.
+    header: Vec<u8>,
+    /// Bytes of the current frame after its header still to be read.
+    remaining_bytes: usize,
+    /// The stream turned out not to be framed.
+    off: bool,
+}
+
+impl FrameTracker {
+    fn observe(&mut self, framer: &dyn Framer, bytes: &[u8], shared: &ConnShared, side: Side) {
+        let header_len = framer.header_len();
+        let mut at = 0;
+        while at < bytes.len() && !self.off {
+            if self.remaining_bytes > 0 {
+                let n = self.remaining_bytes.min(bytes.len() - at);
+                self.remaining_bytes -= n;
+                at += n;
+                continue;
+            }
+            let n = (header_len - self.header.len()).min(bytes.len() - at);
+            self.header.extend_from_slice(&bytes[at..at + n]);
+            at += n;
+            if self.header.len() < header_len {
+                break;
+            }
+            match framer.parse(&self.header) {
+                Some(info) => {
+                    assert!(
+                        info.total_len >= header_len,
+                        "a frame is at least its header"
+                    );
+                    self.remaining_bytes = info.total_len - header_len;
+                    delivered(shared, side, &info);
+                }
+                None => {
+                    tracing::debug!(target: "faultline::net", conn = shared.id, "stream is not framed");
+                    self.off = true;
+                }
+            }
+            self.header.clear();
+        }
+    }
+}
+
+/// Traces a frame's delivery and marks it as an event (`frame:FROM->TO:LABEL`).
+fn delivered(shared: &ConnShared, side: Side, info: &FrameInfo) {
+    let pipe = shared.pipes[side.recv_pipe()].borrow();
+    tracing::debug!(
+        target: "faultline::net",
+        conn = shared.id,
+        from = &*pipe.writer_host,
+        to = &*pipe.reader_host,
+        label = info.label.as_str(),
+        len = info.total_len,
+        "frame"
+    );
+    ctx::event(&format!(
+        "frame:{}->{}:{}",
+        pipe.writer_host, pipe.reader_host, info.label
+    ));
 }
 
 /// Receive side: bytes pulled from turmoil that the application has not read.
@@ -227,7 +303,7 @@ impl SimSocket {
                 None => Framing::Off,
                 Some(framer) => {
                     let pipe = shared.pipes[side.recv_pipe()].borrow();
-                    let rules = ctx
+                    let rules: Vec<(usize, FrameDelay)> = ctx
                         .plan
                         .frame_delay
                         .iter()
@@ -238,11 +314,18 @@ impl SimSocket {
                         })
                         .map(|(i, r)| (i, r.clone()))
                         .collect();
-                    Framing::On {
-                        framer,
-                        rules,
-                        remaining_in_frame: 0,
-                        head: None,
+                    if rules.is_empty() {
+                        Framing::Watch {
+                            framer,
+                            tracker: FrameTracker::default(),
+                        }
+                    } else {
+                        Framing::Control {
+                            framer,
+                            rules,
+                            remaining_in_frame: 0,
+                            head: None,
+                        }
                     }
                 }
             }
@@ -343,7 +426,16 @@ impl SimSocket {
             };
             (allowed, pipe.max_segment_bytes)
         };
-        let data = gather(bufs, allowed);
+        // One buffer goes to turmoil as it is (turmoil copies it); several
+        // are gathered first.
+        let gathered;
+        let data: &[u8] = match bufs {
+            [one] => &one[..allowed],
+            _ => {
+                gathered = gather(bufs, allowed);
+                &gathered
+            }
+        };
         let mut sent = 0;
         while sent < data.len() {
             let left = data.len() - sent;
@@ -398,18 +490,19 @@ impl SimSocket {
         }
         let coalesce = self.recv_pipe().borrow().max_segment_bytes.is_some();
         let mut got = false;
-        let mut chunk = [0u8; PULL_CHUNK_BYTES];
         loop {
-            let mut read_buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut read_buf) {
-                Poll::Ready(Ok(())) => {
-                    let n = read_buf.filled().len();
+            // Read straight into the receive buffer's spare room (zeroing a
+            // scratch chunk on every poll cost more than the simulation).
+            if self.rx.buf.capacity() - self.rx.buf.len() < PULL_CHUNK_BYTES / 4 {
+                self.rx.buf.reserve(PULL_CHUNK_BYTES);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.rx.buf) {
+                Poll::Ready(Ok(n)) => {
                     got = true;
                     if n == 0 {
                         self.rx.eof = true;
                         break;
                     }
-                    self.rx.buf.extend_from_slice(read_buf.filled());
                     if !coalesce {
                         break;
                     }
@@ -430,7 +523,7 @@ impl SimSocket {
     fn release(&mut self, cx: &mut Context<'_>) {
         let shared = &self.shared;
         let side = self.side;
-        let Framing::On {
+        let Framing::Control {
             framer,
             rules,
             remaining_in_frame,
@@ -494,20 +587,7 @@ impl SimSocket {
                 return;
             }
             let frame = head.take().expect("checked above");
-            let pipe = shared.pipes[side.recv_pipe()].borrow();
-            tracing::debug!(
-                target: "faultline::net",
-                conn = shared.id,
-                from = &*pipe.writer_host,
-                to = &*pipe.reader_host,
-                label = frame.info.label.as_str(),
-                len = frame.info.total_len,
-                "frame"
-            );
-            ctx::event(&format!(
-                "frame:{}->{}:{}",
-                pipe.writer_host, pipe.reader_host, frame.info.label
-            ));
+            delivered(shared, side, &frame.info);
             *remaining_in_frame = frame.info.total_len;
         }
     }
@@ -545,6 +625,9 @@ impl SimSocket {
         if self.rx.released > 0 {
             let n = self.rx.released.min(out.len());
             out[..n].copy_from_slice(&self.rx.buf[..n]);
+            if let Framing::Watch { framer, tracker } = &mut self.rx.framing {
+                tracker.observe(&**framer, &out[..n], &self.shared, self.side);
+            }
             self.rx.buf.advance(n);
             self.rx.released -= n;
             self.recv_pipe().borrow_mut().consumed(n);
@@ -649,9 +732,6 @@ fn decide(
 }
 
 fn gather(bufs: &[IoSlice<'_>], limit: usize) -> Bytes {
-    if bufs.len() == 1 {
-        return Bytes::copy_from_slice(&bufs[0][..limit]);
-    }
     let mut out = BytesMut::with_capacity(limit);
     for buf in bufs {
         let take = (limit - out.len()).min(buf.len());

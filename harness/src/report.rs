@@ -200,6 +200,51 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
     out
 }
 
+/// A stable, readable summary of a failing run for snapshot tests: the
+/// verdict, the fault plan and the last `max_lines` trace lines before the
+/// verdict (turmoil's own host announcements left out). The trace hash is
+/// not in it, so the summary only changes when the story of the failure
+/// does. Needs a run with the whole trace (`TraceMode::Full`).
+pub fn failure_summary(outcome: &crate::Outcome, max_lines: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scenario {} seed {} variant {}",
+        outcome.scenario, outcome.seed, outcome.variant
+    );
+    match &outcome.verdict {
+        crate::Verdict::Pass => {
+            let _ = writeln!(out, "verdict: pass");
+        }
+        crate::Verdict::Fail { oracle, message } => {
+            let _ = writeln!(out, "verdict: fail oracle={oracle}");
+            let _ = writeln!(out, "message: {message}");
+        }
+    }
+    let _ = writeln!(out, "faults: {}", outcome.plan.summary());
+    let lines = outcome
+        .trace
+        .lines
+        .as_deref()
+        .expect("a failure summary needs the whole trace (TraceMode::Full)");
+    let story: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains(" turmoil: New nodename="))
+        .filter(|l| !l.contains("verdict fail oracle="))
+        .collect();
+    let start = story.len().saturating_sub(max_lines);
+    let _ = writeln!(
+        out,
+        "last {} of {} trace lines:",
+        story.len() - start,
+        lines.len()
+    );
+    for line in &story[start..] {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

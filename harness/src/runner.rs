@@ -70,6 +70,9 @@ pub enum Faults {
     Drawn,
     /// None at all (`--faults off`).
     Off,
+    /// Drawn from a swarm of the scenario's fault space: a random subset of
+    /// its kinds, at random rates, chosen by the seed (`--faults swarm`).
+    Swarm,
     /// This plan (`--plan FILE`).
     Plan {
         plan: Box<FaultPlan>,
@@ -82,6 +85,7 @@ impl Faults {
         match self {
             Faults::Drawn => String::new(),
             Faults::Off => " --faults off".to_string(),
+            Faults::Swarm => " --faults swarm".to_string(),
             Faults::Plan {
                 source: Some(path), ..
             } => format!(" --plan {}", path.display()),
@@ -151,6 +155,8 @@ pub struct Outcome {
     pub seed: u64,
     pub variant: Variant,
     pub faults: Faults,
+    /// The bug whose lines the variant chose, when not the scenario's own.
+    pub bug: Option<String>,
     pub verdict: Verdict,
     pub trace: TraceRecord,
     pub sim_time: Duration,
@@ -185,8 +191,13 @@ impl Outcome {
 
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
+        let bug = self
+            .bug
+            .as_ref()
+            .map(|b| format!(" --bug {b}"))
+            .unwrap_or_default();
         format!(
-            "{REPLAY_PREFIX} run {} --seed {} --variant {}{}",
+            "{REPLAY_PREFIX} run {} --seed {} --variant {}{bug}{}",
             self.scenario,
             self.seed,
             self.variant,
@@ -406,6 +417,7 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
     let plan = match &options.faults {
         Faults::Drawn => scenario.spec.faults.draw(seed).current(),
         Faults::Off => FaultPlan::default(),
+        Faults::Swarm => scenario.spec.faults.swarm(seed).draw(seed).current(),
         Faults::Plan { plan, .. } => (**plan).clone(),
     };
     let sink = TraceSink::new(options.trace, options.echo.clone());
@@ -467,6 +479,10 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
         seed,
         variant: options.variant,
         faults: options.faults.clone(),
+        bug: options
+            .bug
+            .clone()
+            .filter(|b| Some(b.as_str()) != scenario.bug()),
         verdict,
         trace,
         sim_time,
@@ -866,19 +882,27 @@ impl ShrinkReport {
 /// Shrinks the plan drawn for `seed` to a smallest plan that still fails
 /// with the same oracle (proptest's simplify/complicate search). `Err` when
 /// the seed does not fail.
+///
+/// `options` gives the variant and bug; its faults say where the plan came
+/// from (a swarm's draw with `Faults::Swarm`, the scenario's space's
+/// otherwise).
 pub fn shrink(
     scenario: &Scenario,
     seed: u64,
-    variant: Variant,
+    options: &RunOptions,
     max_runs: u32,
 ) -> Result<ShrinkReport, Box<Outcome>> {
-    let mut tree = scenario.spec.faults.draw(seed);
+    let mut tree = match options.faults {
+        Faults::Swarm => scenario.spec.faults.swarm(seed).draw(seed),
+        _ => scenario.spec.faults.draw(seed),
+    };
     let before = tree.current();
     let attempt = |plan: &FaultPlan| {
-        let options = RunOptions::new(variant).faults(Faults::Plan {
+        let mut options = options.clone();
+        options.faults = Faults::Plan {
             plan: Box::new(plan.clone()),
             source: None,
-        });
+        };
         run(scenario, seed, &options)
     };
     let first = attempt(&before);

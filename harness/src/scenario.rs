@@ -221,17 +221,56 @@ impl ParamError {
 /// `#[serde(deny_unknown_fields)]` on it), naming the key on errors.
 pub fn parse_params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, ParamError> {
     T::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let message = e.to_string().trim().replace('\n', " ");
+        let mut message = e.to_string().trim().replace('\n', " ");
+        // A nested table's error ends with "in `traffic`": name it up front.
+        let mut table_path = String::new();
+        if let Some(start) = message.rfind(" in `") {
+            if message.ends_with('`') {
+                table_path = message[start + 5..message.len() - 1].to_string();
+                message.truncate(start);
+            }
+        }
+        let nested = |table: &toml::Table| -> Option<toml::Table> {
+            let mut t = table.clone();
+            for part in table_path.split('.').filter(|p| !p.is_empty()) {
+                t = t.get(part)?.as_table()?.clone();
+            }
+            Some(t)
+        };
+        let Some(inner) = nested(table) else {
+            // The path ends at a value, not a table: it is the key itself
+            // (type errors: "invalid type … in `node.workers`").
+            return ParamError {
+                message: format!("params.{table_path}: {message}"),
+                key: Some(table_path),
+            };
+        };
         // serde names the key between backticks: "unknown field `x`",
         // "missing field `y`"; type errors carry no key.
-        let key = message.split('`').nth(1).map(str::to_string).filter(|k| {
-            table.contains_key(k)
-                || message.contains("unknown field")
-                || message.contains("missing field")
-        });
+        let key = message
+            .split('`')
+            .nth(1)
+            .map(str::to_string)
+            .filter(|k| {
+                inner.contains_key(k)
+                    || message.contains("unknown field")
+                    || message.contains("missing field")
+            })
+            .map(|k| {
+                if table_path.is_empty() {
+                    k
+                } else {
+                    format!("{table_path}.{k}")
+                }
+            });
+        let prefix = if table_path.is_empty() {
+            "params".to_string()
+        } else {
+            format!("params.{table_path}")
+        };
         ParamError {
             key,
-            message: format!("params: {message}"),
+            message: format!("{prefix}: {message}"),
         }
     })
 }
@@ -391,12 +430,15 @@ impl Registry {
             .as_ref()
             .map(|p| p.get_ref().clone())
             .unwrap_or_default();
-        // The whole `[params]` table (toml's span of a table is its header).
-        let span = table_range(text, "params")
+        // The whole `[params]` block, nested tables included (toml's span
+        // of a table is its header).
+        let span = params_range(text)
             .or_else(|| spec.params.as_ref().map(|p| p.span()))
             .unwrap_or(0..0);
         workload.check(&params).map_err(|e| {
             let line = match &e.key {
+                // A key of a nested table (`traffic.clients`).
+                Some(key) if key.contains('.') => locate(text, &format!("params.{key}")),
                 Some(key) => locate_in(text, key, span.clone()),
                 None => line_col(text, span.start),
             };
@@ -505,6 +547,28 @@ fn table_range(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
             .trim();
         if header == name {
             start = Some(here);
+        }
+    }
+    start.map(|s| s..text.len())
+}
+
+/// Byte range of the `[params]` block: from the first `[params` header to
+/// the next header of another table.
+fn params_range(text: &str) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    let mut start = None;
+    for line in text.split_inclusive('\n') {
+        let here = offset;
+        offset += line.len();
+        let trimmed = line.trim();
+        if !trimmed.starts_with('[') {
+            continue;
+        }
+        let is_params = trimmed == "[params]" || trimmed.starts_with("[params.");
+        match (start, is_params) {
+            (None, true) => start = Some(here),
+            (Some(s), false) => return Some(s..here),
+            _ => {}
         }
     }
     start.map(|s| s..text.len())

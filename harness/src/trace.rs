@@ -233,7 +233,8 @@ where
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let record = self.record.would_enable(meta.target(), meta.level());
+        // Without an echo filter, `enabled` let only recorded events through.
+        let record = self.echo.is_none() || self.record.would_enable(meta.target(), meta.level());
         ctx::with(|run| {
             let host = run.host().unwrap_or_else(|| Arc::from("-"));
             let mut sink = run.trace.borrow_mut();
@@ -247,15 +248,26 @@ where
             let mut line = std::mem::take(&mut sink.scratch);
             line.clear();
             let now = run.now();
-            let _ = write!(
-                line,
-                "[{:>6}.{:03}] {} {} {}:",
-                now.as_millis(),
-                now.subsec_micros() % 1000,
-                host,
-                meta.level(),
-                meta.target()
-            );
+            // `[{ms:>6}.{us:03}] host LEVEL target:` without the formatter.
+            let mut number = itoa::Buffer::new();
+            let ms = number.format(now.as_millis());
+            line.push('[');
+            for _ in ms.len()..6 {
+                line.push(' ');
+            }
+            line.push_str(ms);
+            line.push('.');
+            let us = now.subsec_micros() % 1000;
+            line.push(char::from(b'0' + (us / 100) as u8));
+            line.push(char::from(b'0' + (us / 10 % 10) as u8));
+            line.push(char::from(b'0' + (us % 10) as u8));
+            line.push_str("] ");
+            line.push_str(&host);
+            line.push(' ');
+            line.push_str(meta.level().as_str());
+            line.push(' ');
+            line.push_str(meta.target());
+            line.push(':');
             event.record(&mut LineVisitor { line: &mut line });
             if record {
                 sink.record(&host, &line);
@@ -272,13 +284,36 @@ struct LineVisitor<'a> {
     line: &'a mut String,
 }
 
+impl LineVisitor<'_> {
+    /// ` name=` (or just ` ` for the message).
+    fn name(&mut self, field: &Field) {
+        self.line.push(' ');
+        if field.name() != "message" {
+            self.line.push_str(field.name());
+            self.line.push('=');
+        }
+    }
+}
+
 impl Visit for LineVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            let _ = write!(self.line, " {value}");
-        } else {
-            let _ = write!(self.line, " {}={}", field.name(), value);
-        }
+        self.name(field);
+        self.line.push_str(value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.name(field);
+        self.line.push_str(if value { "true" } else { "false" });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {

@@ -206,7 +206,8 @@ sleep_us = [3000, 3000]
             outcome.plan.len() >= 4 && !outcome.verdict.is_pass()
         })
         .expect("some seed draws many faults and fails");
-    let report = runner::shrink(&toy, seed, Variant::Buggy, 200).expect("the seed fails");
+    let report =
+        runner::shrink(&toy, seed, &RunOptions::new(Variant::Buggy), 200).expect("the seed fails");
     assert!(report.before.len() >= 4, "{}", report.before.summary());
     assert_eq!(report.after.len(), 1, "{}", report.after.summary());
     assert_eq!(
@@ -624,4 +625,49 @@ fn determinism_holds_with_every_fault_kind_active() {
         9,
         "every fault kind is drawn by some seed: {kinds:?}"
     );
+}
+
+#[test]
+fn swarm_spaces_switch_random_subsets_of_kinds_on_deterministically() {
+    let space: faultline_harness::FaultSpace = toml::from_str(
+        r#"
+        [send_buffer]
+        hosts = ["a"]
+        bytes = [1, 8]
+        [segmentation]
+        from = ["a"]
+        to = ["b"]
+        max_segment_bytes = [1, 4]
+        [errno]
+        hosts = ["a"]
+        personalities = ["illumos"]
+        [[race]]
+        points = ["x.*"]
+        [[switch]]
+        name = "s"
+        "#,
+    )
+    .expect("a valid space");
+    let kinds = |seed: u64| space.swarm(seed).kinds();
+    assert_eq!(kinds(7), kinds(7), "a seed always draws the same swarm");
+    let mut counts = std::collections::BTreeMap::new();
+    let mut subsets = std::collections::BTreeSet::new();
+    for seed in 0..400 {
+        let swarm = space.swarm(seed);
+        swarm.validate().expect("a swarm is a valid space");
+        for kind in swarm.kinds() {
+            *counts.entry(kind).or_insert(0) += 1;
+        }
+        subsets.insert(swarm.kinds());
+    }
+    for kind in space.kinds() {
+        let n = counts.get(kind).copied().unwrap_or(0);
+        assert!((120..=280).contains(&n), "{kind} kept in {n} of 400 swarms");
+    }
+    assert!(
+        subsets.len() >= 24,
+        "only {} different subsets of 5 kinds",
+        subsets.len()
+    );
+    assert!(faultline_harness::FaultSpace::default().swarm(1).is_empty());
 }

@@ -278,3 +278,56 @@ fn a_frame_delay_lets_a_message_on_one_connection_overtake_one_on_another() {
     ));
     assert_eq!(held, vec!['B', 'A']);
 }
+
+/// Frames of `H` + a one-byte length + that many bytes.
+struct LengthFrames;
+
+impl faultline_harness::Framer for LengthFrames {
+    fn header_len(&self) -> usize {
+        4
+    }
+    fn parse(&self, header: &[u8]) -> Option<faultline_harness::FrameInfo> {
+        (header[0] == b'H').then(|| faultline_harness::FrameInfo {
+            total_len: 4 + header[1] as usize,
+            label: "msg".into(),
+        })
+    }
+}
+
+#[test]
+fn a_send_buffer_smaller_than_a_frame_header_still_delivers_and_traces_every_frame() {
+    // Without frame rules, a partial header is readable at once: its bytes
+    // count against the writer's 2-byte buffer until read, so holding them
+    // back for the whole header would stall the connection for good.
+    let scenario = scenario_from_fn("tiny-framed", "summary = \"t\"\n", move |sim, _| {
+        sim.set_framer(std::rc::Rc::new(LengthFrames));
+        sim.host("reader", || async {
+            let listener = SimListener::bind(("0.0.0.0", 9)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            let mut all = Vec::new();
+            stream.read_to_end(&mut all).await?;
+            assert_eq!(all.len(), 30 * 9, "every frame arrived");
+            faultline_harness::event("all-read");
+            Ok(())
+        });
+        sim.client("writer", async {
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            for i in 0..30u8 {
+                stream.write_all(&[b'H', 5, 0, i, 1, 2, 3, 4, 5]).await?;
+            }
+            stream.shutdown().await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    let options = RunOptions::new(Variant::Fixed)
+        .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 2\n"));
+    let outcome = runner::run(&scenario, 0, &options);
+    expect_pass(&outcome);
+    assert_eq!(
+        outcome.coverage.get("event:frame:writer->reader:msg"),
+        Some(&30)
+    );
+    assert_eq!(outcome.coverage.get("event:all-read"), Some(&1));
+}

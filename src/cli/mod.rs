@@ -8,9 +8,13 @@ use faultline_harness::runner::{Faults, RunOptions};
 use faultline_harness::seed::SeedRange;
 use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 
+mod bench;
+mod hunt;
+mod merge;
 mod proxy;
 mod reproduce;
 mod run;
+mod serve;
 mod sweep;
 
 /// Deterministic network simulation: reproduce real networking bugs on a seed.
@@ -40,6 +44,14 @@ enum Command {
     Shrink(sweep::ShrinkArgs),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Find the catalog's bugs blind: one bug on at a time, swarm faults per seed.
+    Hunt(hunt::HuntArgs),
+    /// Measure simulation speed, sweep throughput, harness overhead and memory.
+    Bench(bench::BenchArgs),
+    /// Combine the `sweep --json` results of several shards into one summary.
+    Merge(merge::MergeArgs),
+    /// Run a kv node on real sockets (memcached binary protocol).
+    Serve(serve::ServeArgs),
     /// Run the proxy on real sockets in front of kv nodes.
     Proxy(proxy::ProxyArgs),
 }
@@ -64,12 +76,41 @@ pub struct VariantArgs {
     /// Which lines of the bug's fix run.
     #[arg(long, default_value = "fixed", value_parser = parse_variant)]
     variant: Variant,
-    /// `off` runs with no injected faults (the bug stays latent).
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// `off` runs with no injected faults (the bug stays latent); `swarm`
+    /// draws from a random subset of the scenario's fault kinds.
+    #[arg(long, default_value = "on", value_parser = ["on", "off", "swarm"])]
     faults: String,
+    /// Run this bug's old lines instead of the scenario's own bug's (with
+    /// `--variant buggy`), e.g. to replay a `hunt` finding.
+    #[arg(long, value_name = "ID", value_parser = parse_bug)]
+    bug: Option<String>,
     /// Run with this fault plan (TOML or JSON) instead of the one drawn from the seed.
     #[arg(long, value_name = "FILE", conflicts_with = "faults")]
     plan: Option<PathBuf>,
+}
+
+impl VariantArgs {
+    /// How the faults were chosen, for summaries: `on`, `off` or the plan file.
+    fn faults_label(&self) -> String {
+        match &self.plan {
+            Some(path) => format!("plan {}", path.display()),
+            None => self.faults.clone(),
+        }
+    }
+}
+
+/// A bug id of the catalog, in its canonical spelling.
+fn parse_bug(text: &str) -> std::result::Result<String, String> {
+    faultline::bugs::ALL
+        .iter()
+        .find(|id| id.eq_ignore_ascii_case(text))
+        .map(|id| id.to_string())
+        .ok_or_else(|| {
+            format!(
+                "unknown bug `{text}` (known: {})",
+                faultline::bugs::ALL.join(", ")
+            )
+        })
 }
 
 fn parse_variant(text: &str) -> std::result::Result<Variant, String> {
@@ -89,14 +130,16 @@ impl VariantArgs {
                 }
             }
             (None, "off") => Faults::Off,
+            (None, "swarm") => Faults::Swarm,
             (None, _) => Faults::Drawn,
         };
+
         Ok(RunOptions {
             variant: self.variant,
             faults,
             trace: TraceMode::Tails,
             echo: echo_filter()?,
-            bug: None,
+            bug: self.bug.clone(),
         })
     }
 }
@@ -155,6 +198,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CheckDeterminism(args) => sweep::check_determinism(&cli.scenarios, args),
         Command::Shrink(args) => sweep::shrink(&cli.scenarios, args),
         Command::Reproduce(args) => reproduce::reproduce(&cli.scenarios, args),
+        Command::Bench(args) => bench::bench(&cli.scenarios, args),
+        Command::Hunt(args) => hunt::hunt(&cli.scenarios, args),
+        Command::Merge(args) => merge::merge(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Proxy(args) => proxy::proxy(args),
     }
 }

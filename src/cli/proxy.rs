@@ -12,7 +12,7 @@ use super::{Error, Result};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
-    /// The port to listen on (every address).
+    /// The port to listen on, every address (0: any free port; the port is printed).
     #[arg(long, value_name = "PORT")]
     listen: u16,
     /// A kv node, in vbucket order (repeat the option for each node).
@@ -27,6 +27,10 @@ pub struct ProxyArgs {
     /// No health checks.
     #[arg(long)]
     no_checks: bool,
+    /// A connection's receive buffer, in bytes: a packet must fit (the
+    /// default fits the kv node's largest value, 1 MiB).
+    #[arg(long, default_value_t = 1024 * 1024 + 4096)]
+    buffer_bytes: usize,
 }
 
 fn parse_backend(text: &str) -> Result<BackendAddr> {
@@ -53,6 +57,7 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         backends,
         vbuckets: args.vbuckets,
         threads: args.threads,
+        buffer_bytes: args.buffer_bytes,
         check: CheckConfig {
             enabled: !args.no_checks,
             ..CheckConfig::default()
@@ -65,13 +70,18 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
     let local = tokio::task::LocalSet::new();
+    let sys = OsSys::new();
     let result: std::result::Result<(), String> = local.block_on(&runtime, async {
-        let proxy = Proxy::new(OsSys::new(), config)?;
+        let proxy = Proxy::new(sys.clone(), config)?;
         proxy
             .listen()
             .await
             .map_err(|e| format!("cannot listen on port {}: {e}", args.listen))?;
-        println!("proxy: listening on port {}", args.listen);
+        let listener = proxy.state.borrow().listener.expect("listening");
+        let port = sys
+            .local_port(listener)
+            .map_err(|e| format!("getsockname: {e}"))?;
+        println!("proxy: listening on port {port}");
         let _ = std::io::stdout().flush();
         proxy.run().await.map_err(|e| e.to_string())
     });

@@ -1,10 +1,14 @@
 //! `faultline sweep`, `check-determinism` and `shrink`.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use serde::{Deserialize, Serialize};
+
 use faultline_harness::Variant;
-use faultline_harness::runner::{self, SweepOptions};
+use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
 use faultline_harness::seed::SeedRange;
 
 use super::{Result, VariantArgs, load_one, parse_seeds};
@@ -23,34 +27,131 @@ pub struct SweepArgs {
     /// Go on after the first failure.
     #[arg(long)]
     keep_going: bool,
+    /// Run only the K-th of N disjoint parts of the range (1-based, e.g.
+    /// 2/4); the N parts together are the whole range.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+    /// Print the result as one JSON line on stdout (the report goes to
+    /// stderr); `faultline merge` combines the files of several shards.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Part K (1-based) of N of a seed range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
+    let bad = || format!("shard `{text}` must look like K/N with 1 <= K <= N");
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let index: u64 = k.trim().parse().map_err(|_| bad())?;
+    let count: u64 = n.trim().parse().map_err(|_| bad())?;
+    if index == 0 || index > count {
+        return Err(bad());
+    }
+    Ok(Shard { index, count })
+}
+
+/// What `sweep --json` prints: enough for `merge` to combine shards and to
+/// tell whether together they covered the range.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepSummary {
+    pub scenario: String,
+    pub variant: Variant,
+    /// `on`, `off`, or the plan file.
+    pub faults: String,
+    /// The whole range, `A..B`.
+    pub seeds: String,
+    pub shard: Shard,
+    /// Seeds this shard was given, and how many it ran (fewer when it
+    /// stopped at a failure).
+    pub shard_seeds: u64,
+    pub seeds_run: u64,
+    pub passed: u64,
+    pub failing_seeds: Vec<u64>,
+    /// The first failure: its oracle, message and replay command.
+    pub first_failure: Option<FailureSummary>,
+    /// Per fault point, race point and probe: runs that reached it.
+    pub coverage: BTreeMap<String, u64>,
+    pub sim_ms: u128,
+    pub wall_ms: u128,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureSummary {
+    pub seed: u64,
+    pub oracle: String,
+    pub message: String,
+    pub replay: String,
 }
 
 pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
     let scenario = load_one(dir, &args.scenario)?;
     let run_options = args.variant.options()?;
-    let seeds: Vec<u64> = args.seeds.iter().collect();
+    let shard = args.shard.unwrap_or(Shard { index: 1, count: 1 });
+    let seeds = args.seeds.shard(shard.index - 1, shard.count);
     let mut options = SweepOptions::new(run_options);
     options.jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
     options.keep_going = args.keep_going;
     options.progress = true;
     let report = runner::sweep(&scenario, &seeds, &options);
-    print_coverage(&report.coverage, report.seeds_run);
+    // With --json the human report goes to stderr, the JSON line to stdout.
+    let mut human: Box<dyn Write> = if args.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let out = &mut human;
+    let _ = print_coverage(out, &report.coverage, report.seeds_run);
     if let Some(first) = report.failures.first() {
-        print!("{}", first.report());
+        let _ = write!(out, "{}", first.report());
         if report.failures.len() > 1 {
             let seeds: Vec<String> = report.failures.iter().map(|o| o.seed.to_string()).collect();
-            println!("failing seeds: {}", seeds.join(" "));
+            let _ = writeln!(out, "failing seeds: {}", seeds.join(" "));
         }
-        println!("first failing seed: {}", first.seed);
-        println!("replay: {}", first.replay_command());
+        let _ = writeln!(out, "first failing seed: {}", first.seed);
+        let _ = writeln!(out, "replay: {}", first.replay_command());
     }
-    println!(
+    let _ = writeln!(
+        out,
         "seeds/s: {:.1} (wall {:.2} s, {} jobs)",
         report.seeds_run as f64 / report.wall_time.as_secs_f64().max(1e-9),
         report.wall_time.as_secs_f64(),
         options.jobs
     );
-    println!("{}", report.summary_line());
+    let _ = writeln!(out, "{}", report.summary_line());
+    if args.json {
+        let summary = SweepSummary {
+            scenario: scenario.name.clone(),
+            variant: args.variant.variant,
+            faults: args.variant.faults_label(),
+            seeds: args.seeds.to_string(),
+            shard,
+            shard_seeds: seeds.len() as u64,
+            seeds_run: report.seeds_run,
+            passed: report.passed,
+            failing_seeds: report.failures.iter().map(|o| o.seed).collect(),
+            first_failure: report.failures.first().map(|o| FailureSummary {
+                seed: o.seed,
+                oracle: o.verdict.oracle().unwrap_or_default().to_string(),
+                message: match &o.verdict {
+                    faultline_harness::Verdict::Fail { message, .. } => message.clone(),
+                    faultline_harness::Verdict::Pass => String::new(),
+                },
+                replay: o.replay_command(),
+            }),
+            coverage: report.coverage.clone(),
+            sim_ms: report.sim_time.as_millis(),
+            wall_ms: report.wall_time.as_millis(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("a summary serialises")
+        );
+    }
     Ok(if report.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -59,15 +160,22 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
 }
 
 /// Per fault point, race point and probe: how many runs reached it.
-fn print_coverage(coverage: &std::collections::BTreeMap<String, u64>, runs: u64) {
+pub fn print_coverage(
+    out: &mut dyn Write,
+    coverage: &BTreeMap<String, u64>,
+    runs: u64,
+) -> std::io::Result<()> {
     if coverage.is_empty() {
-        println!("coverage: no fault point, race point or probe was reached");
-        return;
+        return writeln!(
+            out,
+            "coverage: no fault point, race point or probe was reached"
+        );
     }
-    println!("coverage (runs that reached each point, of {runs}):");
+    writeln!(out, "coverage (runs that reached each point, of {runs}):")?;
     for (point, count) in coverage {
-        println!("    {count:>7}  {point}");
+        writeln!(out, "    {count:>7}  {point}")?;
     }
+    Ok(())
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -116,11 +224,23 @@ pub struct ShrinkArgs {
     /// Runs the search may spend.
     #[arg(long, default_value_t = 200)]
     max_runs: u32,
+    /// Where the failing run's plan came from: `on` (the scenario's space)
+    /// or `swarm` (a `hunt` finding).
+    #[arg(long, default_value = "on", value_parser = ["on", "swarm"])]
+    faults: String,
+    /// Run this bug's old lines instead of the scenario's own bug's.
+    #[arg(long, value_name = "ID", value_parser = super::parse_bug)]
+    bug: Option<String>,
 }
 
 pub fn shrink(dir: &Option<PathBuf>, args: ShrinkArgs) -> Result<ExitCode> {
     let scenario = load_one(dir, &args.scenario)?;
-    match runner::shrink(&scenario, args.seed, args.variant, args.max_runs) {
+    let mut options = RunOptions::new(args.variant);
+    options.bug = args.bug.clone();
+    if args.faults == "swarm" {
+        options.faults = Faults::Swarm;
+    }
+    match runner::shrink(&scenario, args.seed, &options, args.max_runs) {
         Err(outcome) => {
             println!("seed {} does not fail: nothing to shrink", args.seed);
             println!("{}", outcome.verdict_line());
@@ -135,8 +255,9 @@ pub fn shrink(dir: &Option<PathBuf>, args: ShrinkArgs) -> Result<ExitCode> {
             if let Some(path) = &args.out {
                 std::fs::write(path, &toml).map_err(|e| format!("{}: {e}", path.display()))?;
                 println!("plan written to {}", path.display());
+                let bug = args.bug.map(|b| format!(" --bug {b}")).unwrap_or_default();
                 println!(
-                    "replay: {} run {} --seed {} --variant {} --plan {}",
+                    "replay: {} run {} --seed {} --variant {}{bug} --plan {}",
                     runner::REPLAY_PREFIX,
                     scenario.name,
                     args.seed,

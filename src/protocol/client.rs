@@ -116,9 +116,15 @@ pub struct Client<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub fn new(stream: S) -> Client<S> {
+        Client::with_first_opaque(stream, 1)
+    }
+
+    /// A client whose opaques count up from `first` (clients of one test
+    /// start apart, so a response sent to the wrong client is caught).
+    pub fn with_first_opaque(stream: S, first: u32) -> Client<S> {
         Client {
             stream,
-            next_opaque: 1,
+            next_opaque: first,
             limits: Limits::default(),
         }
     }

@@ -280,3 +280,93 @@ pub fn seqno_acknowledged(vbucket: u16, prepared_seqno: u64) -> Packet {
 pub fn seqno_acknowledged_seqno(p: &Packet) -> Result<u64, ProtocolError> {
     Ok(be64(exact::<8>(p)?, 0))
 }
+
+/// `DCP_STREAM_REQ` flag: a takeover stream (it ends by handing the
+/// vbucket over to the consumer).
+pub const STREAM_REQ_TAKEOVER: u32 = 0x01;
+
+/// vbucket states on the wire (`SET_VBUCKET_STATE`, `DCP_SET_VBUCKET_STATE`).
+pub mod vbucket_state {
+    pub const ACTIVE: u8 = 1;
+    pub const REPLICA: u8 = 2;
+    pub const PENDING: u8 = 3;
+    pub const DEAD: u8 = 4;
+
+    pub fn name(state: u8) -> &'static str {
+        match state {
+            ACTIVE => "active",
+            REPLICA => "replica",
+            PENDING => "pending",
+            DEAD => "dead",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Most entries a failover log carries, and a failover log we accept.
+pub const MAX_FAILOVER_ENTRIES: usize = 64;
+
+/// The value of a successful `DCP_STREAM_REQ` response: the failover log,
+/// newest first, as (vbucket uuid, seqno) pairs of 8 + 8 bytes.
+pub fn failover_log(entries: &[(u64, u64)]) -> Vec<u8> {
+    assert!(entries.len() <= MAX_FAILOVER_ENTRIES);
+    let mut value = Vec::with_capacity(entries.len() * 16);
+    for (uuid, seqno) in entries {
+        value.extend_from_slice(&uuid.to_be_bytes());
+        value.extend_from_slice(&seqno.to_be_bytes());
+    }
+    value
+}
+
+pub fn parse_failover_log(p: &Packet) -> Result<Vec<(u64, u64)>, ProtocolError> {
+    let v = &p.value;
+    if v.len() % 16 != 0 || v.len() / 16 > MAX_FAILOVER_ENTRIES {
+        return Err(ProtocolError::BadExtras {
+            opcode: p.header.opcode,
+            bytes: v.len(),
+        });
+    }
+    Ok(v.chunks_exact(16)
+        .map(|c| (be64(c, 0), be64(c, 8)))
+        .collect())
+}
+
+/// The extras of a `DCP_STREAM_REQ` response with status `ROLLBACK`: the
+/// seqno to roll back to (8).
+pub fn rollback_seqno(p: &Packet) -> Result<u64, ProtocolError> {
+    Ok(be64(exact::<8>(p)?, 0))
+}
+
+/// The extras of a successful `DCP_ADD_STREAM` response: the opaque of the
+/// stream the consumer opened (4).
+pub fn add_stream_response_opaque(p: &Packet) -> Result<u32, ProtocolError> {
+    Ok(be32(exact::<4>(p)?, 0))
+}
+
+/// `DCP_SET_VBUCKET_STATE` request (producer to consumer during a
+/// takeover): the new state (1).
+pub fn set_vbucket_state(vbucket: u16, state: u8) -> Packet {
+    Packet::request(Opcode::DCP_SET_VBUCKET_STATE)
+        .vbucket(vbucket)
+        .extras(vec![state])
+}
+
+pub fn set_vbucket_state_state(p: &Packet) -> Result<u8, ProtocolError> {
+    Ok(exact::<1>(p)?[0])
+}
+
+/// `SET_VBUCKET_STATE` request (the cluster manager to a node): the new
+/// state as 4 bytes.
+pub fn node_set_vbucket_state(vbucket: u16, state: u8) -> Packet {
+    Packet::request(Opcode::SET_VBUCKET_STATE)
+        .vbucket(vbucket)
+        .extras(u32::from(state).to_be_bytes().to_vec())
+}
+
+pub fn node_set_vbucket_state_state(p: &Packet) -> Result<u8, ProtocolError> {
+    let state = be32(exact::<4>(p)?, 0);
+    u8::try_from(state).map_err(|_| ProtocolError::BadExtras {
+        opcode: p.header.opcode,
+        bytes: 4,
+    })
+}

@@ -70,6 +70,14 @@ impl Default for Limits {
     }
 }
 
+/// The vbucket a key belongs to, as Couchbase clients map it: bits 16..31
+/// of the key's CRC-32, modulo the bucket's vbucket count.
+pub fn vbucket_of(key: &[u8], vbuckets: u16) -> u16 {
+    assert!(vbuckets > 0, "a bucket has vbuckets");
+    let crc = crc32fast::hash(key);
+    (((crc >> 16) & 0x7fff) % u32::from(vbuckets)) as u16
+}
+
 /// Durability level of a synchronous write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Durability {

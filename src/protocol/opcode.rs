@@ -54,6 +54,7 @@ opcodes! {
     FLUSHQ = 0x18,
     APPENDQ = 0x19,
     PREPENDQ = 0x1a,
+    SET_VBUCKET_STATE = 0x3d,
     DCP_OPEN = 0x50,
     DCP_ADD_STREAM = 0x51,
     DCP_CLOSE_STREAM = 0x52,

@@ -40,6 +40,18 @@ impl OsSys {
     pub fn new() -> OsSys {
         OsSys::default()
     }
+
+    /// The port a socket is bound to (`getsockname`), e.g. after listening
+    /// on port 0.
+    pub fn local_port(&self, fd: Fd) -> Result<u16, Errno> {
+        // SAFETY: zeroed sockaddr_in is valid; the kernel writes at most `len` bytes.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        check(unsafe {
+            libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len)
+        })?;
+        Ok(u16::from_be(sa.sin_port))
+    }
 }
 
 fn errno() -> Errno {

@@ -1,7 +1,7 @@
 //! Client connections, backend connections and the requests between them.
 //!
 //! A client connection reads request packets into its buffer and handles
-//! one at a time: NOOP and VERSION are answered here, keyed commands go to
+//! one at a time: NOOP, VERSION and STAT are answered here, keyed commands go to
 //! the node active for the key's vbucket, the rest is refused. A keyed
 //! request takes a backend connection: an idle one of this thread, else an
 //! idle one of another thread (its fd is taken over and migrates), else a
@@ -336,6 +336,13 @@ fn dispatch<S: Syscalls + 'static>(
         return;
     }
     let opcode = h.opcode.loud();
+    if opcode == Opcode::STAT {
+        let answer = stats(px, st, &h, &packet.key);
+        client_of(st.conns.get_mut(&id).expect("present"))
+            .out
+            .extend_from_slice(&answer);
+        return;
+    }
     match opcode {
         Opcode::NOOP => {
             Packet::response(&h, Status::SUCCESS).encode_into(&mut cl.out);
@@ -391,6 +398,42 @@ fn dispatch<S: Syscalls + 'static>(
         retries_left: px.config.retries,
     });
     attach(px, st, tid, id, false);
+}
+
+/// The proxy's own statistics (STAT without a group): one packet per
+/// statistic, then an empty one; an unknown group is `KEY_ENOENT`.
+fn stats<S: Syscalls + 'static>(
+    px: &Proxy<S>,
+    st: &super::State,
+    h: &Header,
+    group: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !group.is_empty() {
+        Packet::response(h, Status::KEY_ENOENT).encode_into(&mut out);
+        return out;
+    }
+    let clients = st
+        .conns
+        .values()
+        .filter(|c| c.role.kind() == Kind::Client)
+        .count();
+    let up = st.servers.iter().filter(|s| s.up).count();
+    let entries = [
+        ("version", VERSION.to_string()),
+        ("threads", px.config.threads.to_string()),
+        ("curr_connections", clients.to_string()),
+        ("backends", st.servers.len().to_string()),
+        ("backends_up", up.to_string()),
+    ];
+    for (key, value) in entries {
+        Packet::response(h, Status::SUCCESS)
+            .key(key.as_bytes().to_vec())
+            .value(value.into_bytes())
+            .encode_into(&mut out);
+    }
+    Packet::response(h, Status::SUCCESS).encode_into(&mut out);
+    out
 }
 
 /// Gives client `id`'s request a backend connection and starts sending it.

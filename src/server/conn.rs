@@ -10,6 +10,11 @@
 //! only part of it (a short write), the connection waits for writability,
 //! and meanwhile looks idle: it gives back the buffers that hold nothing
 //! pending. Whether "nothing pending" is judged right is MB-24634.
+//!
+//! After `DCP_OPEN` the connection is a DCP connection (`dcp/`): duplex,
+//! it waits for the peer's bytes *or* for the node to have messages for
+//! the peer, handles every whole packet it has read, then sends what the
+//! node prepared.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -23,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
 use super::buffers::{Piece, ReadBuffer, WriteBuffer, release_idle};
+use super::dcp::{DcpConn, MAX_MESSAGES_PER_STEP};
 use super::{Node, ServerStream, commands};
 use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError, Status};
 
@@ -46,6 +52,8 @@ pub struct Conn<S> {
     read: Option<ReadBuffer>,
     write: Option<WriteBuffer>,
     out: VecDeque<Piece>,
+    /// Set by `DCP_OPEN`.
+    dcp: Option<DcpConn>,
 }
 
 /// Serves `stream` until the peer closes it or it fails.
@@ -60,6 +68,7 @@ pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u6
         read: None,
         write: None,
         out: VecDeque::new(),
+        dcp: None,
     };
     match conn.run().await {
         Ok(()) => tracing::debug!(target: "faultline::kv", conn = id, "closed"),
@@ -83,11 +92,7 @@ impl<S: ServerStream> Conn<S> {
                     // know what was asked, then close.
                     tracing::debug!(target: "faultline::kv", conn = self.id, error = %e, "malformed packet");
                     if let Some(header) = header {
-                        let status = match e {
-                            ProtocolError::BodyTooLarge { .. } => Status::E2BIG,
-                            _ => Status::EINVAL,
-                        };
-                        self.respond(Packet::response(&header, status));
+                        self.respond(Packet::response(&header, refusal(&e)));
                         self.transmit().await?;
                     }
                     return Ok(());
@@ -98,48 +103,126 @@ impl<S: ServerStream> Conn<S> {
             if flow == Flow::Close {
                 return Ok(());
             }
+            if let Some(dcp) = self.dcp.clone() {
+                let result = self.run_dcp(&dcp).await;
+                dcp.close(&self.node, self.id);
+                return result;
+            }
         }
+    }
+
+    /// Makes this a DCP connection (after its `DCP_OPEN` is answered).
+    pub fn start_dcp(&mut self, dcp: DcpConn) {
+        assert!(self.dcp.is_none(), "a connection is opened for DCP once");
+        self.dcp = Some(dcp);
+    }
+
+    /// The DCP loop: handle what the peer sent, send what the node has,
+    /// wait for either.
+    async fn run_dcp(&mut self, dcp: &DcpConn) -> io::Result<()> {
+        let writer = dcp.writer();
+        tracing::debug!(target: "faultline::kv", conn = self.id, name = dcp.name(), "dcp connection");
+        loop {
+            // Every whole packet already read, before anything is sent.
+            loop {
+                match self.buffered_packet().await {
+                    Ok(Some(packet)) => dcp.handle(&self.node, packet),
+                    Ok(None) => break,
+                    Err(ConnError::Io(e)) => return Err(e),
+                    Err(ConnError::Protocol(header, e)) => {
+                        tracing::debug!(target: "faultline::kv", conn = self.id, error = %e, "malformed DCP packet");
+                        if let Some(header) = header {
+                            self.respond(Packet::response(&header, refusal(&e)));
+                            self.transmit().await?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            let mut batch = Vec::new();
+            let more = dcp.step(MAX_MESSAGES_PER_STEP, &mut |p| batch.push(p));
+            for packet in batch {
+                self.respond(packet);
+            }
+            self.transmit().await?;
+            if more {
+                // Let the peer's bytes in before the next batch.
+                writer.notify_one();
+            }
+            tokio::select! {
+                ready = self.wait_readable() => {
+                    if !ready? {
+                        return Ok(());
+                    }
+                    if self.fill().await? == 0 {
+                        return self.closed_by_peer();
+                    }
+                }
+                _ = writer.notified() => {}
+            }
+        }
+    }
+
+    /// The peer closed: an error if it stopped inside a packet.
+    fn closed_by_peer(&self) -> Result<(), io::Error> {
+        let unparsed = self.read.as_ref().map(ReadBuffer::unparsed).unwrap_or(0);
+        if unparsed > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the peer closed inside a packet ({unparsed} bytes read)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A whole packet from the bytes already read, if there is one (a
+    /// packet larger than the read buffer is read to its end here).
+    async fn buffered_packet(&mut self) -> Result<Option<Packet>, ConnError> {
+        let limits = self.node.config.limits;
+        let Some(read) = &mut self.read else {
+            return Ok(None);
+        };
+        let parsed = {
+            let memory = read.memory.borrow();
+            Packet::try_parse(&memory[read.start..read.end], &limits)
+        };
+        match parsed {
+            Ok(Some((packet, used))) => {
+                read.start += used;
+                if read.is_empty() {
+                    read.start = 0;
+                    read.end = 0;
+                }
+                return Ok(Some(packet));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Answer with the header's opcode and opaque when it
+                // decodes at all, even if its lengths are refused.
+                let header = self.peek_raw_header();
+                return Err(ConnError::Protocol(header, e));
+            }
+        }
+        // A packet too large for the read buffer: read its body into
+        // memory of its own (sized by the checked header).
+        if let Some(header) = self.peek_header() {
+            if HEADER_LEN + header.body_len as usize > self.read.as_ref().expect("some").capacity()
+            {
+                return self.read_large(header).await.map(Some);
+            }
+        }
+        let read = self.read.as_mut().expect("some");
+        if read.end == read.capacity() {
+            read.compact();
+        }
+        Ok(None)
     }
 
     /// The next whole packet; `None` when the peer closed between packets.
     async fn next_packet(&mut self) -> Result<Option<Packet>, ConnError> {
-        let limits = self.node.config.limits;
         loop {
-            if let Some(read) = &mut self.read {
-                let parsed = {
-                    let memory = read.memory.borrow();
-                    Packet::try_parse(&memory[read.start..read.end], &limits)
-                };
-                match parsed {
-                    Ok(Some((packet, used))) => {
-                        read.start += used;
-                        if read.is_empty() {
-                            read.start = 0;
-                            read.end = 0;
-                        }
-                        return Ok(Some(packet));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Answer with the header's opcode and opaque when it
-                        // decodes at all, even if its lengths are refused.
-                        let header = self.peek_raw_header();
-                        return Err(ConnError::Protocol(header, e));
-                    }
-                }
-                // A packet too large for the read buffer: read its body
-                // into memory of its own (sized by the checked header).
-                if let Some(header) = self.peek_header() {
-                    if HEADER_LEN + header.body_len as usize
-                        > self.read.as_ref().expect("some").capacity()
-                    {
-                        return self.read_large(header).await.map(Some);
-                    }
-                }
-                let read = self.read.as_mut().expect("some");
-                if read.end == read.capacity() {
-                    read.compact();
-                }
+            if let Some(packet) = self.buffered_packet().await? {
+                return Ok(Some(packet));
             }
             if !self.wait_readable().await? {
                 return Ok(None);
@@ -396,8 +479,25 @@ impl<S: ServerStream> Conn<S> {
     }
 }
 
+/// The status that answers a packet the connection cannot take.
+fn refusal(e: &ProtocolError) -> Status {
+    match e {
+        ProtocolError::BodyTooLarge { .. } => Status::E2BIG,
+        _ => Status::EINVAL,
+    }
+}
+
 enum ConnError {
     Io(io::Error),
     /// Malformed input; the header when it was readable.
     Protocol(Option<Header>, ProtocolError),
+}
+
+impl From<ConnError> for io::Error {
+    fn from(e: ConnError) -> io::Error {
+        match e {
+            ConnError::Io(e) => e,
+            ConnError::Protocol(_, e) => io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+    }
 }

@@ -28,9 +28,12 @@ use crate::protocol::Limits;
 mod buffers;
 pub mod commands;
 pub mod conn;
+pub mod dcp;
+pub mod executor;
 pub mod pool;
 pub mod store;
 
+use executor::{Executor, ExecutorConfig};
 use pool::BufferPool;
 use store::{Store, VbState};
 
@@ -61,6 +64,11 @@ pub struct KvConfig {
     pub idle_timeout_ms: Option<u64>,
     /// Extra `STAT` entries (`detail_N`), to make the response large.
     pub stat_detail_entries: usize,
+    /// How long a synchronous write waits for its replica before it answers
+    /// SYNC_WRITE_AMBIGUOUS.
+    pub durability_timeout_ms: u64,
+    /// Worker threads of the background task executor.
+    pub executor: ExecutorConfig,
     pub bugs: Bugs,
 }
 
@@ -96,6 +104,8 @@ impl Default for KvConfig {
             pool_max_free_buffers: 64,
             idle_timeout_ms: None,
             stat_detail_entries: 0,
+            durability_timeout_ms: 30_000,
+            executor: ExecutorConfig::default(),
             bugs: Bugs::fixed(),
         }
     }
@@ -119,7 +129,10 @@ impl KvConfig {
         if self.write_buffer_bytes < 64 || self.read_buffer_bytes < 64 {
             return Err("buffers must hold at least 64 bytes".into());
         }
-        Ok(())
+        if self.durability_timeout_ms == 0 {
+            return Err("durability_timeout_ms must be positive".into());
+        }
+        self.executor.validate()
     }
 }
 
@@ -138,6 +151,10 @@ pub struct Stats {
 pub struct Node {
     pub config: KvConfig,
     pub store: RefCell<Store>,
+    /// Background tasks (the DCP checkpoint processors among them).
+    pub executor: Executor,
+    /// Replication streams and synchronous writes.
+    pub dcp: dcp::Dcp,
     pools: Vec<RefCell<BufferPool>>,
     pub stats: RefCell<Stats>,
     next_conn: Cell<u64>,
@@ -151,6 +168,8 @@ pub fn vbucket_uuid(seed: u64, vb: u16) -> u64 {
 }
 
 impl Node {
+    /// A node; starts its executor's threads, so it must be called inside
+    /// a `LocalSet` (a simulated host is one).
     pub fn new(config: KvConfig) -> Rc<Node> {
         config.validate().expect("a valid node configuration");
         let active = config.active;
@@ -175,8 +194,11 @@ impl Node {
                 ))
             })
             .collect();
+        let executor = Executor::start(config.executor, config.bugs.clone());
         Rc::new(Node {
             store: RefCell::new(store),
+            executor,
+            dcp: dcp::Dcp::default(),
             pools,
             stats: RefCell::default(),
             next_conn: Cell::new(1),
@@ -193,6 +215,23 @@ impl Node {
     /// Unix time in seconds (for absolute expiry times).
     pub fn unix_now_s(&self) -> u64 {
         clock::unix_now_s()
+    }
+
+    /// Sets a vbucket's state. A vbucket that stops being active ends its
+    /// replication streams and abandons its synchronous writes. Returns the
+    /// old state (`None`: no such vbucket).
+    pub fn set_vbucket_state(&self, vb: u16, state: VbState) -> Option<VbState> {
+        let old = {
+            let mut store = self.store.borrow_mut();
+            let old = store.vbucket(vb)?.state;
+            store.set_state(vb, state);
+            old
+        };
+        tracing::debug!(target: "faultline::kv", vb, from = old.name(), to = state.name(), "vbucket state");
+        if old == VbState::Active && state != VbState::Active {
+            self.dcp.vbucket_left_active(vb);
+        }
+        Some(old)
     }
 
     pub fn pool(&self, worker: usize) -> &RefCell<BufferPool> {

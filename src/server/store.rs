@@ -27,6 +27,28 @@ pub enum VbState {
 }
 
 impl VbState {
+    /// The state's code on the wire (`SET_VBUCKET_STATE`).
+    pub fn wire(self) -> u8 {
+        use crate::protocol::dcp::vbucket_state as w;
+        match self {
+            VbState::Active => w::ACTIVE,
+            VbState::Replica => w::REPLICA,
+            VbState::Pending => w::PENDING,
+            VbState::Dead => w::DEAD,
+        }
+    }
+
+    pub fn from_wire(code: u8) -> Option<VbState> {
+        use crate::protocol::dcp::vbucket_state as w;
+        match code {
+            w::ACTIVE => Some(VbState::Active),
+            w::REPLICA => Some(VbState::Replica),
+            w::PENDING => Some(VbState::Pending),
+            w::DEAD => Some(VbState::Dead),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             VbState::Active => "active",
@@ -123,23 +145,19 @@ impl VBucket {
         self.log.push_back(mutation);
     }
 
-    /// Mutations with a seqno above `after`, oldest first. `None` when the
-    /// log no longer reaches back that far.
-    pub fn mutations_after(&self, after: u64) -> Option<Vec<Mutation>> {
+    /// Up to `max_entries` mutations with a seqno above `after`, oldest
+    /// first. `None` when the log no longer reaches back that far.
+    pub fn mutations_after(&self, after: u64, max_entries: usize) -> Option<Vec<Mutation>> {
         if let Some(first) = self.log.front() {
-            if first.seqno() > after + 1 {
+            if first.seqno() > after.saturating_add(1) {
                 return None;
             }
         } else if after < self.high_seqno {
             return None;
         }
-        Some(
-            self.log
-                .iter()
-                .filter(|m| m.seqno() > after)
-                .cloned()
-                .collect(),
-        )
+        // The log is in seqno order: find the first entry past `after`.
+        let start = self.log.partition_point(|m| m.seqno() <= after);
+        Some(self.log.range(start..).take(max_entries).cloned().collect())
     }
 
     pub fn len(&self) -> usize {
@@ -216,6 +234,14 @@ impl Store {
     pub fn set_state(&mut self, vb: u16, state: VbState) {
         if let Some(v) = self.vbuckets.get_mut(usize::from(vb)) {
             v.state = state;
+        }
+    }
+
+    /// A replica takes the uuid of the history it follows (from the
+    /// producer's failover log), so that a later stream resumes it.
+    pub fn set_uuid(&mut self, vb: u16, uuid: u64) {
+        if let Some(v) = self.vbuckets.get_mut(usize::from(vb)) {
+            v.uuid = uuid;
         }
     }
 
@@ -439,6 +465,10 @@ impl Store {
             _ => return Err(StoreError::NotMyVbucket),
         };
         let seqno = mutation.seqno();
+        if let Mutation::Set { cas, .. } | Mutation::Prepare { cas, .. } = &mutation {
+            // Items keep the producer's CAS; ours continue past it.
+            self.next_cas = self.next_cas.max(cas.saturating_add(1));
+        }
         if seqno <= v.high_seqno {
             // Already have it (a restarted stream resends): ignore.
             return Ok(());

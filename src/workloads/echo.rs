@@ -8,7 +8,7 @@ use faultline_harness::{
 };
 use rand::Rng;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::echo::{WritePath, echo};
 
@@ -101,62 +101,70 @@ impl Workload for EchoWorkload {
     }
 }
 
-/// Sends `messages` random messages and checks that each comes back whole.
+/// Sends `messages` random messages and checks that each comes back whole;
+/// a failure fires the `echo-check` oracle.
 async fn check_echoes(id: u32, messages: u32, max_len: usize, timeout: Duration) {
-    let mut stream = match SimStream::connect(("server", ECHO_PORT)).await {
+    let stream = match SimStream::connect(("server", ECHO_PORT)).await {
         Ok(s) => s,
         Err(e) => return oracle::fail("echo-check", format!("client-{id} could not connect: {e}")),
     };
     let stream_name = format!("echo/client-{id}");
+    let next_message =
+        || faultline_harness::with_rng(&stream_name, |rng| random_message(rng, max_len));
+    if let Err(why) = echo_messages(stream, id, messages, timeout, next_message).await {
+        oracle::fail("echo-check", why);
+    }
+}
+
+/// A message of 1..=max_len random bytes.
+pub fn random_message(rng: &mut impl Rng, max_len: usize) -> Vec<u8> {
+    let len = rng.random_range(1..=max_len);
+    (0..len).map(|_| rng.random()).collect()
+}
+
+/// The client's side of the echo check over any stream (the harness's, or
+/// turmoil's own for the overhead benchmark): sends each message, reads
+/// its echo, compares every byte.
+pub async fn echo_messages<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    id: u32,
+    messages: u32,
+    timeout: Duration,
+    mut next_message: impl FnMut() -> Vec<u8>,
+) -> Result<(), String> {
     for index in 0..messages {
-        let message: Vec<u8> = faultline_harness::with_rng(&stream_name, |rng| {
-            let len = rng.random_range(1..=max_len);
-            (0..len).map(|_| rng.random()).collect()
-        });
+        let message = next_message();
         if let Err(e) = stream.write_all(&message).await {
-            return oracle::fail(
-                "echo-check",
-                format!("client-{id} message {index}: send failed: {e}"),
-            );
+            return Err(format!("client-{id} message {index}: send failed: {e}"));
         }
         let mut got = vec![0u8; message.len()];
         let mut filled = 0;
         while filled < got.len() {
             match tokio::time::timeout(timeout, stream.read(&mut got[filled..])).await {
                 Err(_) => {
-                    return oracle::fail(
-                        "echo-check",
-                        format!(
-                            "client-{id} message {index}: {} of {} echoed bytes arrived within {} ms",
-                            filled,
-                            message.len(),
-                            timeout.as_millis()
-                        ),
-                    );
+                    return Err(format!(
+                        "client-{id} message {index}: {} of {} echoed bytes arrived within {} ms",
+                        filled,
+                        message.len(),
+                        timeout.as_millis()
+                    ));
                 }
-                Ok(Err(e)) => {
-                    return oracle::fail("echo-check", format!("client-{id} message {index}: {e}"));
-                }
+                Ok(Err(e)) => return Err(format!("client-{id} message {index}: {e}")),
                 Ok(Ok(0)) => {
-                    return oracle::fail(
-                        "echo-check",
-                        format!(
-                            "client-{id} message {index}: the server closed after {filled} bytes"
-                        ),
-                    );
+                    return Err(format!(
+                        "client-{id} message {index}: the server closed after {filled} bytes"
+                    ));
                 }
                 Ok(Ok(n)) => filled += n,
             }
         }
         if let Some(offset) = got.iter().zip(&message).position(|(a, b)| a != b) {
-            return oracle::fail(
-                "echo-check",
-                format!(
-                    "client-{id} message {index}: byte {offset} came back as {:#04x}, sent {:#04x}",
-                    got[offset], message[offset]
-                ),
-            );
+            return Err(format!(
+                "client-{id} message {index}: byte {offset} came back as {:#04x}, sent {:#04x}",
+                got[offset], message[offset]
+            ));
         }
         tracing::debug!(target: "faultline::echo", client = id, index, bytes = message.len(), "echo checked");
     }
+    Ok(())
 }

@@ -5,13 +5,20 @@ use std::sync::Arc;
 
 use faultline_harness::Registry;
 
+pub mod durable;
 pub mod echo;
+pub mod kv;
 pub mod proxy;
+pub mod rebalance;
+pub mod traffic;
 
 /// Every workload this build knows.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(echo::EchoWorkload));
+    registry.register(Arc::new(kv::KvClients));
+    registry.register(Arc::new(rebalance::DcpRebalance));
+    registry.register(Arc::new(durable::DurableWrites));
     registry.register(Arc::new(proxy::ProxyWorkload));
     registry
 }

@@ -12,11 +12,13 @@ use super::{ServerStream, Stats};
 use crate::protocol::{Opcode, Packet, Status};
 
 mod arith;
+mod dcp_open;
 mod delete;
 mod get;
 mod misc;
 mod stat;
 mod store;
+mod vbucket;
 
 /// The shape a request must have.
 struct Shape {
@@ -44,6 +46,8 @@ fn shape(opcode: Opcode) -> Option<Shape> {
         Opcode::FLUSH => s(&[0, 4], Forbidden, false),
         Opcode::NOOP | Opcode::VERSION | Opcode::QUIT => s(&[0], Forbidden, false),
         Opcode::STAT => s(&[0], Optional, false),
+        Opcode::DCP_OPEN => s(&[8], Required, false),
+        Opcode::SET_VBUCKET_STATE => s(&[4], Forbidden, false),
         _ => None,
     }
 }
@@ -95,7 +99,7 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         conn.respond(Packet::response(&packet.header, Status::EINVAL));
         return Flow::Continue;
     }
-    match opcode.loud() {
+    let flow = match opcode.loud() {
         Opcode::GET | Opcode::GETK => get::get(conn, &packet),
         Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
             store::store(conn, &packet).await
@@ -107,8 +111,32 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         Opcode::VERSION => misc::version(conn, &packet),
         Opcode::QUIT => misc::quit(conn, &packet),
         Opcode::STAT => stat::stat(conn, &packet),
+        Opcode::DCP_OPEN => dcp_open::dcp_open(conn, &packet),
+        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(conn, &packet),
         _ => unreachable!("every shaped opcode is dispatched"),
+    };
+    if mutates(opcode) {
+        // Replication streams of the vbucket have something to send.
+        conn.node
+            .dcp
+            .notify_vbucket(&conn.node, packet.header.vbucket());
     }
+    flow
+}
+
+/// Whether a command may append to its vbucket's log.
+fn mutates(opcode: Opcode) -> bool {
+    matches!(
+        opcode.loud(),
+        Opcode::SET
+            | Opcode::ADD
+            | Opcode::REPLACE
+            | Opcode::APPEND
+            | Opcode::PREPEND
+            | Opcode::DELETE
+            | Opcode::INCREMENT
+            | Opcode::DECREMENT
+    )
 }
 
 /// Answers a status, unless the request is quiet and succeeded.

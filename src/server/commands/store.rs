@@ -1,13 +1,17 @@
 //! SET, ADD, REPLACE, APPEND, PREPEND and their quiet variants.
 //! Extras of SET/ADD/REPLACE: flags (4), expiry (4). A durability
 //! requirement (framing extras) makes a SET synchronous: it answers only
-//! once a majority of the vbucket's nodes hold it.
+//! once a majority of the vbucket's nodes hold it (`dcp/durability.rs`).
+
+use std::time::Duration;
+
+use faultline_harness::oracle;
 
 use super::{answer, count, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
-use crate::server::store::{StoreMode, expiry};
+use crate::server::store::{StoreMode, VbState, expiry};
 
 pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
@@ -36,11 +40,20 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
         }
     };
     if durability.is_some() {
-        // Synchronous writes need a replica to acknowledge them.
+        let response = durable_set(conn, request, flags).await;
+        return answer(conn, request, response);
+    }
+    if conn
+        .node
+        .dcp
+        .durability
+        .borrow()
+        .in_progress(h.vbucket(), &request.key)
+    {
         return answer(
             conn,
             request,
-            Packet::response(h, Status::DURABILITY_IMPOSSIBLE),
+            Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS),
         );
     }
     let now = conn.node.now();
@@ -61,4 +74,63 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
         Err(e) => Packet::response(h, status_of(e)),
     };
     answer(conn, request, response)
+}
+
+/// A synchronous SET: prepare, wait for the replica's acknowledgement (or
+/// the durability timeout), answer. Expiry is not supported on this path.
+async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flags: u32) -> Packet {
+    let h = &request.header;
+    let vb = h.vbucket();
+    let node = conn.node.clone();
+    let now = node.now();
+    let seqno = {
+        let mut store = node.store.borrow_mut();
+        let active = store
+            .vbucket(vb)
+            .is_some_and(|v| v.state == VbState::Active);
+        if !active {
+            return Packet::response(h, Status::NOT_MY_VBUCKET);
+        }
+        // A majority of two nodes needs the replica.
+        if !node.dcp.has_replica_stream(vb) {
+            return Packet::response(h, Status::DURABILITY_IMPOSSIBLE);
+        }
+        let durability = node.dcp.durability.borrow();
+        if durability.in_progress(vb, &request.key) {
+            return Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS);
+        }
+        if !durability.has_room(vb) {
+            return Packet::response(h, Status::ETMPFAIL);
+        }
+        if h.cas != 0 {
+            match store.get(vb, &request.key, now) {
+                Ok(Some(item)) if item.cas == h.cas => {}
+                Ok(Some(_)) => return Packet::response(h, Status::KEY_EEXISTS),
+                Ok(None) => return Packet::response(h, Status::KEY_ENOENT),
+                Err(e) => return Packet::response(h, status_of(e)),
+            }
+        }
+        match store.prepare(vb, request.key.clone(), request.value.clone(), flags) {
+            Ok(seqno) => seqno,
+            Err(e) => return Packet::response(h, status_of(e)),
+        }
+    };
+    let outcome = node
+        .dcp
+        .durability
+        .borrow_mut()
+        .track(vb, seqno, request.key.clone());
+    // The prepare goes out with the vbucket's next snapshot.
+    node.dcp.notify_vbucket(&node, vb);
+    let timeout = Duration::from_millis(node.config.durability_timeout_ms);
+    let response = match tokio::time::timeout(timeout, outcome).await {
+        Ok(Ok(Ok(cas))) => Packet::response(h, Status::SUCCESS).cas(cas),
+        Ok(Ok(Err(status))) => Packet::response(h, status),
+        // The monitor forgot the write, or the replica did not answer in time.
+        Ok(Err(_)) | Err(_) => Packet::response(h, Status::SYNC_WRITE_AMBIGUOUS),
+    };
+    let latency = node.now().saturating_sub(now);
+    oracle::record_latency("durable-write", latency);
+    tracing::trace!(target: "faultline::kv", conn = conn.id, vb, seqno, status = %response.header.status(), latency_us = latency.as_micros() as u64, "durable write");
+    response
 }

@@ -1,0 +1,235 @@
+//! `faultline bench`: how fast simulations run and what the harness costs,
+//! measured side by side in one run (never as a timed test).
+//!
+//! * overhead: the echo traffic on bare turmoil and through the harness
+//!   (its streams, trace and oracles), seeds interleaved, as a ratio;
+//! * jobs speed-up: seeds per second of a sweep with 2 jobs over 1 job;
+//! * simulation speed: simulated seconds per wall second of each scenario
+//!   (the headline figure is `whole-system`'s, or the slowest scenario's
+//!   when there is none);
+//! * memory: peak resident memory of one simulation and of a sweep, in
+//!   child processes of this binary.
+//!
+//! The last line is `bench: overhead=R.RRx jobs_speedup=R.RRx sim_speed=R.Rx`.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use faultline::bench::{EchoLoad, bare_echo};
+use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
+use faultline_harness::{Registry, Scenario, Variant};
+
+use super::{Error, Result, load_all};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Fewer seeds: under a minute on 2 cores.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// How many seeds each measurement uses.
+struct Budget {
+    overhead_seeds: u64,
+    jobs_seeds: u64,
+    speed_seeds: u64,
+}
+
+pub fn bench(dir: &Option<PathBuf>, args: BenchArgs) -> Result<ExitCode> {
+    let (registry, scenarios) = load_all(dir)?;
+    let budget = if args.quick {
+        Budget {
+            overhead_seeds: 12,
+            jobs_seeds: 120,
+            speed_seeds: 4,
+        }
+    } else {
+        Budget {
+            overhead_seeds: 60,
+            jobs_seeds: 600,
+            speed_seeds: 20,
+        }
+    };
+    println!(
+        "machine: {} cores; build: {}",
+        runner::default_jobs(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let overhead = measure_overhead(&registry, budget.overhead_seeds)?;
+    let jobs_speedup = measure_jobs(&scenarios, budget.jobs_seeds)?;
+    let sim_speed = measure_speed(&scenarios, budget.speed_seeds);
+    measure_memory(&scenarios);
+    println!(
+        "bench: overhead={overhead:.2}x jobs_speedup={jobs_speedup:.2}x sim_speed={sim_speed:.1}x"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Harness wall time over bare turmoil wall time for the same echo load.
+fn measure_overhead(registry: &Registry, seeds: u64) -> Result<f64> {
+    let load = EchoLoad {
+        clients: 4,
+        messages: 300,
+        max_message_bytes: 512,
+    };
+    let scenario = registry.load_str("echo-bench", None, &load.scenario_toml())?;
+    let options = RunOptions::new(Variant::Fixed).faults(Faults::Off);
+    let (mut bare, mut harness) = (Duration::ZERO, Duration::ZERO);
+    let (mut bare_sim, mut harness_sim) = (Duration::ZERO, Duration::ZERO);
+    // Interleaved, so that both sides see the same machine.
+    for seed in 0..seeds {
+        let start = Instant::now();
+        bare_sim += bare_echo(seed, load).map_err(Error::Usage)?;
+        bare += start.elapsed();
+        let outcome = runner::run(&scenario, seed, &options);
+        if !outcome.verdict.is_pass() {
+            return Err(Error::Usage(format!(
+                "the echo benchmark failed: {}",
+                outcome.verdict_line()
+            )));
+        }
+        harness += outcome.wall_time;
+        harness_sim += outcome.sim_time;
+    }
+    let ratio = harness.as_secs_f64() / bare.as_secs_f64().max(1e-9);
+    println!(
+        "overhead: echo, {} clients x {} messages, {seeds} seeds",
+        load.clients, load.messages
+    );
+    println!(
+        "    bare turmoil {:>8.1} ms/seed  ({:.0} ms simulated)",
+        bare.as_secs_f64() * 1e3 / seeds as f64,
+        bare_sim.as_secs_f64() * 1e3 / seeds as f64
+    );
+    println!(
+        "    harness      {:>8.1} ms/seed  ({:.0} ms simulated)",
+        harness.as_secs_f64() * 1e3 / seeds as f64,
+        harness_sim.as_secs_f64() * 1e3 / seeds as f64
+    );
+    println!("    ratio        {ratio:>8.2}x");
+    Ok(ratio)
+}
+
+/// Seeds per second with 2 jobs over 1 job, same seeds.
+fn measure_jobs(scenarios: &[Scenario], seeds: u64) -> Result<f64> {
+    let scenario = scenarios
+        .iter()
+        .find(|s| s.name == "echo-partial-write")
+        .or_else(|| scenarios.first())
+        .ok_or_else(|| Error::Usage("no scenario to sweep".into()))?;
+    let seeds: Vec<u64> = (0..seeds).collect();
+    let rate = |jobs: usize| {
+        let mut options = SweepOptions::new(RunOptions::new(Variant::Fixed));
+        options.jobs = jobs;
+        options.keep_going = true;
+        let report = runner::sweep(scenario, &seeds, &options);
+        report.seeds_run as f64 / report.wall_time.as_secs_f64().max(1e-9)
+    };
+    let one = rate(1);
+    let two = rate(2);
+    println!(
+        "sweep throughput: {} fixed, {} seeds",
+        scenario.name,
+        seeds.len()
+    );
+    println!("    --jobs 1  {one:>8.1} seeds/s");
+    println!("    --jobs 2  {two:>8.1} seeds/s");
+    println!("    speed-up  {:>8.2}x", two / one);
+    Ok(two / one)
+}
+
+/// Simulated over wall time per scenario (fixed variant, faults drawn).
+fn measure_speed(scenarios: &[Scenario], seeds: u64) -> f64 {
+    println!("simulation speed (fixed variant, faults on, {seeds} seeds each):");
+    println!(
+        "    {:<40} {:>10} {:>10} {:>10}",
+        "scenario", "sim s", "wall s", "sim/wall"
+    );
+    let mut headline: Option<(bool, f64)> = None;
+    for scenario in scenarios {
+        let (mut sim, mut wall) = (Duration::ZERO, Duration::ZERO);
+        for seed in 0..seeds {
+            let outcome = runner::run(scenario, seed, &RunOptions::new(Variant::Fixed));
+            sim += outcome.sim_time;
+            wall += outcome.wall_time;
+        }
+        let speed = sim.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+        println!(
+            "    {:<40} {:>10.2} {:>10.3} {:>9.1}x",
+            scenario.name,
+            sim.as_secs_f64(),
+            wall.as_secs_f64(),
+            speed
+        );
+        let whole = scenario.name == "whole-system";
+        headline = match headline {
+            Some((true, _)) => headline,
+            _ if whole => Some((true, speed)),
+            Some((false, slowest)) if slowest <= speed => headline,
+            _ => Some((false, speed)),
+        };
+    }
+    headline.map(|(_, s)| s).unwrap_or(0.0)
+}
+
+/// Peak resident memory of a child process of this binary, in MiB.
+fn child_peak_mib(args: &[&str]) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let before = children_maxrss_kib();
+    let status = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    let _ = status;
+    let after = children_maxrss_kib();
+    // The children's maximum only grows: a smaller child shows as no change.
+    (after > before).then(|| after as f64 / 1024.0)
+}
+
+/// `getrusage(RUSAGE_CHILDREN).ru_maxrss`: the largest child so far, in KiB.
+fn children_maxrss_kib() -> i64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call above.
+    unsafe { usage.assume_init() }.ru_maxrss
+}
+
+fn measure_memory(scenarios: &[Scenario]) {
+    let Some(scenario) = scenarios
+        .iter()
+        .find(|s| s.name == "whole-system")
+        .or_else(|| scenarios.iter().find(|s| s.bug().is_some()))
+        .or_else(|| scenarios.first())
+    else {
+        return;
+    };
+    println!("memory: peak resident, {}", scenario.name);
+    // The single run first: the children's maximum only grows.
+    match child_peak_mib(&["run", &scenario.name, "--seed", "0"]) {
+        Some(mib) => println!("    one simulation        {mib:>8.1} MiB"),
+        None => println!("    one simulation        (not measured)"),
+    }
+    match child_peak_mib(&[
+        "sweep",
+        &scenario.name,
+        "--seeds",
+        "0..100",
+        "--jobs",
+        "2",
+        "--keep-going",
+    ]) {
+        Some(mib) => println!("    sweep of 100, 2 jobs  {mib:>8.1} MiB"),
+        None => println!("    sweep of 100, 2 jobs  no more than one simulation"),
+    }
+}

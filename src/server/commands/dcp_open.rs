@@ -1,0 +1,30 @@
+//! DCP_OPEN: the connection becomes a DCP producer or consumer (extras:
+//! seqno (4, unused), flags (4); key: the connection's name).
+
+use crate::protocol::{Packet, Status, dcp};
+use crate::server::ServerStream;
+use crate::server::conn::{Conn, Flow};
+use crate::server::dcp::DcpConn;
+
+/// Longest connection name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
+pub fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    let h = &request.header;
+    let (Ok(producer), Ok(name)) = (
+        dcp::open_is_producer(request),
+        std::str::from_utf8(&request.key),
+    ) else {
+        conn.respond(Packet::response(h, Status::EINVAL));
+        return Flow::Continue;
+    };
+    if name.len() > MAX_NAME_BYTES {
+        conn.respond(Packet::response(h, Status::EINVAL));
+        return Flow::Continue;
+    }
+    let node = conn.node.clone();
+    let dcp = DcpConn::open(&node, conn.id, name.to_string(), producer);
+    conn.respond(Packet::response(h, Status::SUCCESS));
+    conn.start_dcp(dcp);
+    Flow::Continue
+}

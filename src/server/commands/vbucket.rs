@@ -1,0 +1,24 @@
+//! SET_VBUCKET_STATE: the cluster manager sets a vbucket's state on this
+//! node (extras: the state, 4 bytes: 1 active, 2 replica, 3 pending,
+//! 4 dead), e.g. a replica before a stream fills it during a rebalance.
+
+use crate::protocol::{Packet, Status, dcp};
+use crate::server::ServerStream;
+use crate::server::conn::{Conn, Flow};
+use crate::server::store::VbState;
+
+pub fn set_vbucket_state<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+    let h = &request.header;
+    let state = dcp::node_set_vbucket_state_state(request)
+        .ok()
+        .and_then(VbState::from_wire);
+    let status = match state {
+        None => Status::EINVAL,
+        Some(state) => match conn.node.set_vbucket_state(h.vbucket(), state) {
+            Some(_) => Status::SUCCESS,
+            None => Status::NOT_MY_VBUCKET,
+        },
+    };
+    conn.respond(Packet::response(h, status));
+    Flow::Continue
+}

@@ -1,0 +1,142 @@
+//! Synchronous writes (durability level majority) on the active node.
+//!
+//! A durable SET appends a prepare to the vbucket's log and waits here.
+//! With one replica, a majority is the active node plus the replica: the
+//! write is durable once the replica's `DCP_SEQNO_ACKNOWLEDGED` covers the
+//! prepare's seqno. Then the prepare is committed (a commit entry in the
+//! log, the item visible) and the waiting connection answers SUCCESS.
+//!
+//! A writer that stops waiting (its durability timeout) answers
+//! SYNC_WRITE_AMBIGUOUS: the prepare stays tracked and may still commit if
+//! the acknowledgement comes later, which is exactly what "ambiguous" tells
+//! the client. A vbucket that stops being active abandons its prepares: their
+//! writers hear SYNC_WRITE_AMBIGUOUS.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::protocol::Status;
+use crate::server::Node;
+
+/// Most synchronous writes in flight per vbucket.
+pub const MAX_TRACKED_PER_VBUCKET: usize = 65_536;
+
+/// What a waiting writer hears: the committed CAS, or a status.
+pub type Outcome = Result<u64, Status>;
+
+struct SyncWrite {
+    key: Bytes,
+    /// `None` once the writer has been told.
+    waiter: Option<oneshot::Sender<Outcome>>,
+}
+
+/// The prepares of each vbucket still waiting for the replica, by seqno.
+#[derive(Default)]
+pub struct DurabilityMonitor {
+    tracked: BTreeMap<u16, BTreeMap<u64, SyncWrite>>,
+}
+
+impl DurabilityMonitor {
+    /// Whether `key` has a prepare in flight (a second write to it must
+    /// wait: SYNC_WRITE_IN_PROGRESS).
+    pub fn in_progress(&self, vb: u16, key: &[u8]) -> bool {
+        self.tracked
+            .get(&vb)
+            .is_some_and(|t| t.values().any(|w| w.key == key))
+    }
+
+    /// Whether the vbucket can take another synchronous write.
+    pub fn has_room(&self, vb: u16) -> bool {
+        self.tracked
+            .get(&vb)
+            .is_none_or(|t| t.len() < MAX_TRACKED_PER_VBUCKET)
+    }
+
+    /// Tracks the prepare at `seqno`; the receiver hears its outcome.
+    pub fn track(&mut self, vb: u16, seqno: u64, key: Bytes) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let previous = self.tracked.entry(vb).or_default().insert(
+            seqno,
+            SyncWrite {
+                key,
+                waiter: Some(tx),
+            },
+        );
+        assert!(previous.is_none(), "a seqno is prepared once");
+        rx
+    }
+
+    /// Every prepare of the vbucket becomes ambiguous.
+    pub fn abandon(&mut self, vb: u16) {
+        for (_, mut write) in self.tracked.remove(&vb).unwrap_or_default() {
+            if let Some(waiter) = write.waiter.take() {
+                let _ = waiter.send(Err(Status::SYNC_WRITE_AMBIGUOUS));
+            }
+        }
+    }
+
+    /// Takes the prepares of `vb` up to `seqno`, oldest first.
+    fn take_through(&mut self, vb: u16, seqno: u64) -> Vec<(u64, SyncWrite)> {
+        let Some(tracked) = self.tracked.get_mut(&vb) else {
+            return Vec::new();
+        };
+        let rest = tracked.split_off(&seqno.saturating_add(1));
+        let done = std::mem::replace(tracked, rest);
+        done.into_iter().collect()
+    }
+}
+
+/// The replica holds every prepare of `vb` up to `seqno`: commit them, in
+/// seqno order, and tell their writers.
+pub fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
+    let durable = node.dcp.durability.borrow_mut().take_through(vb, seqno);
+    if durable.is_empty() {
+        return;
+    }
+    for (prepared, mut write) in durable {
+        let outcome = node
+            .store
+            .borrow_mut()
+            .commit(vb, prepared)
+            .map(|(_, cas)| cas)
+            .map_err(|_| Status::SYNC_WRITE_AMBIGUOUS);
+        tracing::trace!(target: "faultline::dcp", vb, prepared, ok = outcome.is_ok(), "sync write committed");
+        if let Some(waiter) = write.waiter.take() {
+            // The writer may have stopped waiting (its timeout).
+            let _ = waiter.send(outcome);
+        }
+    }
+    // The commits go to the replica too.
+    node.dcp.notify_vbucket(node, vb);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_take_prepares_in_seqno_order() {
+        let mut m = DurabilityMonitor::default();
+        let _a = m.track(0, 3, Bytes::from_static(b"a"));
+        let _b = m.track(0, 5, Bytes::from_static(b"b"));
+        let _c = m.track(1, 4, Bytes::from_static(b"c"));
+        assert!(m.in_progress(0, b"a") && !m.in_progress(1, b"a"));
+        let done: Vec<u64> = m.take_through(0, 4).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(done, [3]);
+        assert!(!m.in_progress(0, b"a") && m.in_progress(0, b"b"));
+        assert!(m.take_through(0, 4).is_empty());
+        assert_eq!(m.take_through(0, u64::MAX).len(), 1);
+    }
+
+    #[test]
+    fn abandoned_writes_are_ambiguous() {
+        let mut m = DurabilityMonitor::default();
+        let mut rx = m.track(2, 1, Bytes::from_static(b"k"));
+        m.abandon(2);
+        assert_eq!(rx.try_recv(), Ok(Err(Status::SYNC_WRITE_AMBIGUOUS)));
+        assert!(!m.in_progress(2, b"k"));
+    }
+}

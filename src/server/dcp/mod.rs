@@ -1,0 +1,173 @@
+//! The kv node's side of DCP, Couchbase's replication protocol.
+//!
+//! A connection becomes a DCP connection with `DCP_OPEN`: a *producer*
+//! (this node sends a vbucket's mutations to a replica) or a *consumer*
+//! (this node receives them). From then on the connection is duplex: it
+//! reads requests and responses from its peer, and it sends what the node
+//! produces for it (the connection loop in `conn.rs` waits for either).
+//! The peer is the cluster manager's DCP proxy, which relays the packets
+//! between a consumer node and a producer node.
+//!
+//! * [`producer`]: `DCP_STREAM_REQ` opens an active stream on an active
+//!   vbucket; a checkpoint-processor task on the executor's aux-io queue
+//!   moves the vbucket log's new entries into the stream's ready queue
+//!   (snapshot markers, mutations, deletions, prepares, commits) and wakes
+//!   the connection. A takeover stream ends by handing the vbucket over.
+//! * [`consumer`]: `DCP_ADD_STREAM` from the cluster manager makes the node
+//!   send `DCP_STREAM_REQ` on the same connection; the stream request's
+//!   response becomes the `DCP_ADD_STREAM` response. Received messages are
+//!   applied to the replica vbucket; prepares are acknowledged with
+//!   `DCP_SEQNO_ACKNOWLEDGED`.
+//! * [`durability`]: synchronous writes wait for the replica's
+//!   acknowledgement, then commit.
+//!
+//! Two kv misbehaviours can be switched on by a fault plan (they are the
+//! error path the MB-53445 report's author put into the engine to trigger
+//! the cluster manager's hang); they are off unless a plan asks:
+//!
+//! * `kv.end_stream_after_accept` (producer): right after accepting a
+//!   stream request, the producer ends that stream (`DCP_STREAM_END`,
+//!   closed), as if forced to close it.
+//! * `kv.skip_add_stream_response` (consumer): when a stream ends while its
+//!   `DCP_ADD_STREAM` response is still queued, the response is dropped
+//!   instead of being sent first.
+//!
+//! What this module may not know: the cluster manager's state (it only sees
+//! packets), other nodes (only its peer connection), or which bug a run
+//! exposes.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+
+use tokio::sync::Notify;
+
+use super::Node;
+use crate::protocol::{Packet, Status};
+
+pub mod consumer;
+pub mod durability;
+pub mod producer;
+
+pub use consumer::Consumer;
+pub use durability::DurabilityMonitor;
+pub use producer::Producer;
+
+/// Most messages one step hands to the connection before it reads again.
+pub const MAX_MESSAGES_PER_STEP: usize = 256;
+
+/// A node's DCP state: its producers (to wake them when a vbucket changes)
+/// and the durability monitor of its synchronous writes.
+#[derive(Default)]
+pub struct Dcp {
+    producers: RefCell<BTreeMap<u64, Weak<Producer>>>,
+    pub durability: RefCell<DurabilityMonitor>,
+}
+
+impl Dcp {
+    fn producers(&self) -> Vec<Rc<Producer>> {
+        self.producers
+            .borrow()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// A vbucket's log grew: every stream on it has something to send.
+    pub fn notify_vbucket(&self, node: &Node, vb: u16) {
+        let high_seqno = match node.store.borrow().vbucket(vb) {
+            Some(v) => v.high_seqno,
+            None => return,
+        };
+        for producer in self.producers() {
+            producer.notify(node, vb, high_seqno);
+        }
+    }
+
+    /// Whether a replica follows this vbucket (a stream that is not a
+    /// takeover): synchronous writes need one.
+    pub fn has_replica_stream(&self, vb: u16) -> bool {
+        self.producers().iter().any(|p| p.has_replica_stream(vb))
+    }
+
+    /// The vbucket is no longer active here: its streams end (state
+    /// changed) and its synchronous writes become ambiguous.
+    pub(crate) fn vbucket_left_active(&self, vb: u16) {
+        for producer in self.producers() {
+            producer.vbucket_left_active(vb);
+        }
+        self.durability.borrow_mut().abandon(vb);
+    }
+}
+
+/// The DCP side of one connection.
+#[derive(Clone)]
+pub enum DcpConn {
+    Producer(Rc<Producer>),
+    Consumer(Rc<Consumer>),
+}
+
+impl DcpConn {
+    /// A connection opened with `DCP_OPEN`.
+    pub fn open(node: &Rc<Node>, conn: u64, name: String, producer: bool) -> DcpConn {
+        if producer {
+            let p = Producer::start(node, conn, name);
+            node.dcp
+                .producers
+                .borrow_mut()
+                .insert(conn, Rc::downgrade(&p));
+            DcpConn::Producer(p)
+        } else {
+            DcpConn::Consumer(Consumer::new(name))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            DcpConn::Producer(p) => &p.name,
+            DcpConn::Consumer(c) => &c.name,
+        }
+    }
+
+    /// Notified when the node has something for the peer.
+    pub fn writer(&self) -> Rc<Notify> {
+        match self {
+            DcpConn::Producer(p) => p.writer.clone(),
+            DcpConn::Consumer(c) => c.writer.clone(),
+        }
+    }
+
+    /// Handles one packet from the peer. Answers (and everything else for
+    /// the peer) are taken with [`DcpConn::step`].
+    pub fn handle(&self, node: &Rc<Node>, packet: Packet) {
+        match self {
+            DcpConn::Producer(p) => p.handle(node, packet),
+            DcpConn::Consumer(c) => c.handle(node, packet),
+        }
+    }
+
+    /// Hands up to `max` messages for the peer to `send`, in order.
+    /// Returns whether more are waiting.
+    pub fn step(&self, max: usize, send: &mut dyn FnMut(Packet)) -> bool {
+        match self {
+            DcpConn::Producer(p) => p.step(max, send),
+            DcpConn::Consumer(c) => c.step(max, send),
+        }
+    }
+
+    /// The connection is gone: its streams close.
+    pub fn close(&self, node: &Node, conn: u64) {
+        match self {
+            DcpConn::Producer(p) => {
+                node.dcp.producers.borrow_mut().remove(&conn);
+                p.close(node);
+            }
+            DcpConn::Consumer(c) => c.close(),
+        }
+    }
+}
+
+/// The answer to a request the DCP side does not take.
+pub(crate) fn refuse(request: &Packet, status: Status) -> Packet {
+    Packet::response(&request.header, status)
+}

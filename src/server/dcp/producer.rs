@@ -1,0 +1,454 @@
+//! The producer side: active streams and the checkpoint processor.
+//!
+//! A stream request on an active vbucket opens an [`ActiveStream`] whose
+//! cursor starts at the requested seqno. Whenever the vbucket's log grows,
+//! the stream is put on the producer's work queue (once) and the
+//! checkpoint-processor task is woken on the executor's aux-io queue. The
+//! task moves the log's new entries into the stream's ready queue as a
+//! snapshot (a marker, then the entries) and wakes the connection, which
+//! sends them. Outgoing replication therefore waits for the executor:
+//! a wake-up the executor loses delays every replica (MB-35649).
+//!
+//! A takeover stream, once its cursor reaches the vbucket's high seqno,
+//! makes the vbucket dead here (no more writes), sends
+//! `DCP_SET_VBUCKET_STATE(active)` and, when the consumer acknowledges it,
+//! ends with `DCP_STREAM_END(ok)`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{durability, refuse};
+use crate::protocol::dcp::{self, end_status};
+use crate::protocol::{Opcode, Packet, Status};
+use crate::server::Node;
+use crate::server::executor::{Next, Task, TaskId, TaskType};
+use crate::server::store::{Mutation, VbState};
+
+/// Most log entries one snapshot carries.
+pub const MAX_ITEMS_PER_SNAPSHOT: usize = 512;
+
+/// Most streams one run of the checkpoint processor handles before it
+/// lets other tasks run.
+pub const MAX_STREAMS_PER_RUN: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Sending the vbucket's log as it grows.
+    InMemory,
+    /// A takeover stream that sent everything and the vbucket's new state;
+    /// waits for the consumer to acknowledge it.
+    TakeoverWait,
+}
+
+struct ActiveStream {
+    /// The stream request's opaque: every message of the stream carries it.
+    opaque: u32,
+    takeover: bool,
+    /// The highest seqno moved into the ready queue.
+    cursor: u64,
+    ready: VecDeque<Packet>,
+    phase: Phase,
+}
+
+/// One producer connection.
+pub struct Producer {
+    pub name: String,
+    conn: u64,
+    node: Weak<Node>,
+    streams: RefCell<BTreeMap<u16, ActiveStream>>,
+    /// Streams with log entries for the checkpoint processor, each once.
+    work: RefCell<VecDeque<u16>>,
+    queued: RefCell<BTreeSet<u16>>,
+    task: Cell<Option<TaskId>>,
+    /// Responses and stream ends, in order, before any stream's messages.
+    out: RefCell<VecDeque<Packet>>,
+    pub(crate) writer: Rc<Notify>,
+}
+
+/// The task that prepares outgoing DCP messages (the engine's
+/// `ActiveStreamCheckpointProcessorTask`). Idle until woken.
+struct CheckpointProcessor {
+    name: String,
+    producer: Weak<Producer>,
+}
+
+impl Task for CheckpointProcessor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self) -> Next {
+        let Some(producer) = self.producer.upgrade() else {
+            return Next::Done;
+        };
+        let Some(node) = producer.node.upgrade() else {
+            return Next::Done;
+        };
+        producer.process(&node)
+    }
+}
+
+impl Producer {
+    /// A producer and its checkpoint processor, scheduled on aux-io.
+    pub(crate) fn start(node: &Rc<Node>, conn: u64, name: String) -> Rc<Producer> {
+        let producer = Rc::new(Producer {
+            name,
+            conn,
+            node: Rc::downgrade(node),
+            streams: RefCell::default(),
+            work: RefCell::default(),
+            queued: RefCell::default(),
+            task: Cell::new(None),
+            out: RefCell::default(),
+            writer: Rc::new(Notify::new()),
+        });
+        let task = node.executor.schedule(
+            Rc::new(CheckpointProcessor {
+                name: format!("checkpoint processor for {}", producer.name),
+                producer: Rc::downgrade(&producer),
+            }),
+            TaskType::AuxIo,
+        );
+        producer.task.set(Some(task));
+        tracing::debug!(target: "faultline::dcp", conn, name = producer.name.as_str(), "producer opened");
+        producer
+    }
+
+    fn send(&self, packet: Packet) {
+        self.out.borrow_mut().push_back(packet);
+        self.writer.notify_one();
+    }
+
+    pub(crate) fn handle(&self, node: &Rc<Node>, packet: Packet) {
+        let opcode = packet.header.opcode;
+        if !packet.header.is_request() {
+            if opcode == Opcode::DCP_SET_VBUCKET_STATE {
+                self.takeover_acknowledged(&packet);
+            } else {
+                tracing::debug!(target: "faultline::dcp", conn = self.conn, %opcode, "producer ignores a response");
+            }
+            return;
+        }
+        match opcode {
+            Opcode::DCP_STREAM_REQ => self.stream_req(node, &packet),
+            Opcode::DCP_CLOSE_STREAM => self.close_stream(&packet),
+            Opcode::DCP_SEQNO_ACKNOWLEDGED => match dcp::seqno_acknowledged_seqno(&packet) {
+                Ok(seqno) => durability::seqno_acknowledged(node, packet.header.vbucket(), seqno),
+                Err(e) => {
+                    tracing::debug!(target: "faultline::dcp", conn = self.conn, error = %e, "bad seqno ack");
+                    self.send(refuse(&packet, Status::EINVAL));
+                }
+            },
+            Opcode::DCP_NOOP => self.send(refuse(&packet, Status::SUCCESS)),
+            _ => self.send(refuse(&packet, Status::EINVAL)),
+        }
+    }
+
+    fn stream_req(&self, node: &Rc<Node>, packet: &Packet) {
+        let vb = packet.header.vbucket();
+        let opaque = packet.header.opaque;
+        let req = match dcp::StreamReq::parse(packet) {
+            Ok(req) => req,
+            Err(_) => return self.send(refuse(packet, Status::EINVAL)),
+        };
+        let (uuid, high_seqno) = match node.store.borrow().vbucket(vb) {
+            Some(v) if v.state == VbState::Active => (v.uuid, v.high_seqno),
+            _ => return self.send(refuse(packet, Status::NOT_MY_VBUCKET)),
+        };
+        if self.streams.borrow().contains_key(&vb) {
+            return self.send(refuse(packet, Status::KEY_EEXISTS));
+        }
+        if req.end_seqno < req.start_seqno {
+            return self.send(refuse(packet, Status::ERANGE));
+        }
+        // A consumer that follows another history, or is ahead of ours,
+        // must roll back before it can stream.
+        let rollback_to = if req.start_seqno > high_seqno {
+            Some(high_seqno)
+        } else if req.start_seqno > 0 && req.vbucket_uuid != uuid {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(seqno) = rollback_to {
+            return self
+                .send(refuse(packet, Status::ROLLBACK).extras(seqno.to_be_bytes().to_vec()));
+        }
+        let takeover = req.flags & dcp::STREAM_REQ_TAKEOVER != 0;
+        self.send(
+            Packet::response(&packet.header, Status::SUCCESS)
+                .value(dcp::failover_log(&[(uuid, 0)])),
+        );
+        tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, opaque, start = req.start_seqno, takeover, "stream accepted");
+        if faultline_harness::switch("kv.end_stream_after_accept") {
+            // The kv error path the plan switches on: the stream is closed
+            // by force right after it was accepted.
+            tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, opaque, "stream ended by force after accept");
+            self.send(dcp::stream_end(vb, end_status::CLOSED).opaque(opaque));
+            return;
+        }
+        self.streams.borrow_mut().insert(
+            vb,
+            ActiveStream {
+                opaque,
+                takeover,
+                cursor: req.start_seqno,
+                ready: VecDeque::new(),
+                phase: Phase::InMemory,
+            },
+        );
+        // The backfill (or, for a takeover with nothing to send, the hand
+        // over) starts on the checkpoint processor.
+        self.queue(node, vb);
+    }
+
+    fn close_stream(&self, packet: &Packet) {
+        let vb = packet.header.vbucket();
+        let removed = self.streams.borrow_mut().remove(&vb);
+        match removed {
+            Some(stream) => {
+                self.send(refuse(packet, Status::SUCCESS));
+                tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, "stream closed");
+                self.send(dcp::stream_end(vb, end_status::CLOSED).opaque(stream.opaque));
+            }
+            None => self.send(refuse(packet, Status::KEY_ENOENT)),
+        }
+    }
+
+    /// The consumer took the vbucket over: the stream is done.
+    fn takeover_acknowledged(&self, packet: &Packet) {
+        let opaque = packet.header.opaque;
+        let mut streams = self.streams.borrow_mut();
+        let Some((&vb, _)) = streams
+            .iter()
+            .find(|(_, s)| s.opaque == opaque && s.phase == Phase::TakeoverWait)
+        else {
+            tracing::debug!(target: "faultline::dcp", conn = self.conn, opaque, "set-vbucket-state response for no takeover");
+            return;
+        };
+        streams.remove(&vb);
+        drop(streams);
+        let status = if packet.header.status().is_success() {
+            end_status::OK
+        } else {
+            end_status::STATE_CHANGED
+        };
+        tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, status = %packet.header.status(), "takeover acknowledged");
+        self.send(dcp::stream_end(vb, status).opaque(opaque));
+    }
+
+    /// Puts a stream on the work queue (once) and wakes the processor.
+    fn queue(&self, node: &Node, vb: u16) {
+        if !self.queued.borrow_mut().insert(vb) {
+            // Already queued: the processor was woken for it.
+            return;
+        }
+        self.work.borrow_mut().push_back(vb);
+        if let Some(task) = self.task.get() {
+            node.executor.wake(task);
+        }
+    }
+
+    /// The vbucket's log reached `high_seqno`.
+    pub(crate) fn notify(&self, node: &Node, vb: u16, high_seqno: u64) {
+        let behind = self
+            .streams
+            .borrow()
+            .get(&vb)
+            .is_some_and(|s| s.phase == Phase::InMemory && s.cursor < high_seqno);
+        if behind {
+            self.queue(node, vb);
+        }
+    }
+
+    pub(crate) fn has_replica_stream(&self, vb: u16) -> bool {
+        self.streams.borrow().get(&vb).is_some_and(|s| !s.takeover)
+    }
+
+    /// The vbucket left the active state: its streams end, except a
+    /// takeover that is handing it over.
+    pub(crate) fn vbucket_left_active(&self, vb: u16) {
+        let ended = {
+            let mut streams = self.streams.borrow_mut();
+            match streams.get(&vb) {
+                Some(s) if s.phase == Phase::InMemory => streams.remove(&vb),
+                _ => None,
+            }
+        };
+        if let Some(stream) = ended {
+            tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, "stream ends: the vbucket is no longer active");
+            self.send(dcp::stream_end(vb, end_status::STATE_CHANGED).opaque(stream.opaque));
+        }
+    }
+
+    /// One run of the checkpoint processor.
+    fn process(&self, node: &Rc<Node>) -> Next {
+        let mut handed_over = Vec::new();
+        let mut moved = false;
+        for _ in 0..MAX_STREAMS_PER_RUN {
+            let Some(vb) = self.work.borrow_mut().pop_front() else {
+                break;
+            };
+            self.queued.borrow_mut().remove(&vb);
+            moved |= self.process_stream(node, vb, &mut handed_over);
+        }
+        for vb in handed_over {
+            // No write reaches the vbucket here any more.
+            node.set_vbucket_state(vb, VbState::Dead);
+        }
+        if moved {
+            self.writer.notify_one();
+        }
+        if self.work.borrow().is_empty() {
+            Next::Forever
+        } else {
+            Next::After(Duration::ZERO)
+        }
+    }
+
+    /// Moves one stream's new log entries into its ready queue. Returns
+    /// whether anything was queued for the connection.
+    fn process_stream(&self, node: &Node, vb: u16, handed_over: &mut Vec<u16>) -> bool {
+        let store = node.store.borrow();
+        let Some(v) = store.vbucket(vb) else {
+            return false;
+        };
+        let mut streams = self.streams.borrow_mut();
+        let Some(stream) = streams.get_mut(&vb) else {
+            return false; // Closed meanwhile.
+        };
+        if stream.phase != Phase::InMemory {
+            return false;
+        }
+        let Some(entries) = v.mutations_after(stream.cursor, MAX_ITEMS_PER_SNAPSHOT) else {
+            // The log no longer reaches the cursor: this stream cannot
+            // catch up (there is no disk backfill).
+            let stream = streams.remove(&vb).expect("found above");
+            tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, "stream too slow for the log");
+            self.out
+                .borrow_mut()
+                .push_back(dcp::stream_end(vb, end_status::TOO_SLOW).opaque(stream.opaque));
+            return true;
+        };
+        let mut moved = false;
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            let marker = dcp::SnapshotMarker {
+                start: first.seqno(),
+                end: last.seqno(),
+                flags: dcp::SnapshotMarker::MEMORY,
+            };
+            stream
+                .ready
+                .push_back(marker.packet(vb).opaque(stream.opaque));
+            for entry in &entries {
+                stream
+                    .ready
+                    .push_back(message(vb, entry).opaque(stream.opaque));
+            }
+            stream.cursor = last.seqno();
+            moved = true;
+        }
+        if stream.cursor < v.high_seqno {
+            // More than one snapshot's worth: come back for the rest.
+            drop(streams);
+            drop(store);
+            self.queue(node, vb);
+            return moved;
+        }
+        if stream.takeover {
+            stream.ready.push_back(
+                dcp::set_vbucket_state(vb, dcp::vbucket_state::ACTIVE).opaque(stream.opaque),
+            );
+            stream.phase = Phase::TakeoverWait;
+            handed_over.push(vb);
+            tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, seqno = stream.cursor, "takeover: vbucket handed over");
+            moved = true;
+        }
+        moved
+    }
+
+    /// Hands up to `max` messages to `send`: responses and stream ends
+    /// first, then the streams' ready queues in vbucket order.
+    pub(crate) fn step(&self, max: usize, send: &mut dyn FnMut(Packet)) -> bool {
+        let mut sent = 0;
+        {
+            let mut out = self.out.borrow_mut();
+            while sent < max {
+                let Some(p) = out.pop_front() else { break };
+                send(p);
+                sent += 1;
+            }
+            if !out.is_empty() {
+                return true;
+            }
+        }
+        let mut streams = self.streams.borrow_mut();
+        for stream in streams.values_mut() {
+            while sent < max {
+                let Some(p) = stream.ready.pop_front() else {
+                    break;
+                };
+                send(p);
+                sent += 1;
+            }
+        }
+        streams.values().any(|s| !s.ready.is_empty())
+    }
+
+    pub(crate) fn close(&self, node: &Node) {
+        if let Some(task) = self.task.take() {
+            node.executor.cancel(task);
+        }
+        let streams = std::mem::take(&mut *self.streams.borrow_mut());
+        tracing::debug!(target: "faultline::dcp", conn = self.conn, streams = streams.len(), "producer closed");
+    }
+}
+
+/// The DCP message of a log entry.
+fn message(vb: u16, entry: &Mutation) -> Packet {
+    match entry {
+        Mutation::Set {
+            key,
+            value,
+            flags,
+            expiration_s,
+            seqno,
+            cas,
+        } => dcp::Mutation {
+            by_seqno: *seqno,
+            rev_seqno: 1,
+            flags: *flags,
+            expiration: *expiration_s,
+            key: key.clone(),
+            value: value.clone(),
+        }
+        .packet(vb)
+        .cas(*cas),
+        Mutation::Delete { key, seqno } => dcp::deletion(vb, *seqno, 1, key.clone()),
+        Mutation::Prepare {
+            key,
+            value,
+            flags,
+            seqno,
+            cas,
+        } => dcp::Mutation {
+            by_seqno: *seqno,
+            rev_seqno: 1,
+            flags: *flags,
+            expiration: 0,
+            key: key.clone(),
+            value: value.clone(),
+        }
+        .prepare_packet(vb)
+        .cas(*cas),
+        Mutation::Commit {
+            key,
+            prepared_seqno,
+            seqno,
+        } => dcp::commit(vb, *prepared_seqno, *seqno, key.clone()),
+    }
+}

@@ -1,0 +1,362 @@
+//! Key-value traffic as a careful user would write it to test a memcached
+//! server: every response is validated against its request (magic, opcode,
+//! opaque, key, extras) and every read is checked against a model of the
+//! store ([`KvModel`]), flags included.
+//!
+//! Each client owns its keys (`<client>:k<j>`), so the model is exact
+//! without ordering writes across clients. Values mix small and large
+//! sizes, and carry their client, key and version, so a value delivered to
+//! the wrong request is caught.
+//!
+//! Oracles: `response-validation` (a response that does not answer its
+//! request, or a stream that is not the protocol), `store-model` (a read
+//! that disagrees with the writes), `liveness` (an operation not answered
+//! within `reply_timeout_ms`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use faultline_harness::oracle::{self, KvModel};
+use faultline_harness::seed::fnv1a64;
+use faultline_harness::{ParamError, SimStream, with_rng};
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::protocol::client::{Client, ClientError, Item, Store};
+use crate::protocol::{Durability, Opcode, Status, vbucket_of};
+
+/// Upper bounds that keep a scenario file from asking for absurd runs.
+pub const MAX_CLIENTS: u32 = 256;
+pub const MAX_OPS_PER_CLIENT: u32 = 100_000;
+pub const MAX_KEYS_PER_CLIENT: u32 = 10_000;
+pub const MAX_VALUE_BYTES: u32 = 1024 * 1024;
+
+/// What each client does (`[params]` keys of workloads that use it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficParams {
+    #[serde(default = "default_clients")]
+    pub clients: u32,
+    /// Operations per client.
+    #[serde(default = "default_ops")]
+    pub ops: u32,
+    /// Keys per client.
+    #[serde(default = "default_keys")]
+    pub keys: u32,
+    /// Small values are 1..=this many bytes.
+    #[serde(default = "default_small")]
+    pub small_value_bytes: u32,
+    /// Large values are up to this many bytes.
+    #[serde(default = "default_large")]
+    pub large_value_bytes: u32,
+    /// Share of writes with a large value, in percent.
+    #[serde(default = "default_large_percent")]
+    pub large_percent: u32,
+    /// Share of operations that are reads, in percent (the rest: writes
+    /// and a few deletes).
+    #[serde(default = "default_read_percent")]
+    pub read_percent: u32,
+    /// Share of writes that are durable (majority), in percent.
+    #[serde(default)]
+    pub durable_percent: u32,
+    /// A response must arrive within this simulated time.
+    #[serde(default = "default_reply_timeout_ms")]
+    pub reply_timeout_ms: u64,
+    /// Pause between two operations of a client: 0..=this, in µs.
+    #[serde(default)]
+    pub think_time_us: u64,
+}
+
+fn default_clients() -> u32 {
+    4
+}
+fn default_ops() -> u32 {
+    100
+}
+fn default_keys() -> u32 {
+    16
+}
+fn default_small() -> u32 {
+    64
+}
+fn default_large() -> u32 {
+    16 * 1024
+}
+fn default_large_percent() -> u32 {
+    20
+}
+fn default_read_percent() -> u32 {
+    50
+}
+fn default_reply_timeout_ms() -> u64 {
+    5_000
+}
+
+impl TrafficParams {
+    /// Checks the limits of the table at `path` (`traffic` in
+    /// `[params.traffic]`); errors name the key.
+    pub fn check(&self, path: &str) -> Result<(), ParamError> {
+        let within = |key: &str, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(ParamError::new(
+                    &format!("{path}.{key}"),
+                    format!("params.{path}.{key} must be within {lo}..={hi}, not {value}"),
+                ))
+            }
+        };
+        within("clients", self.clients.into(), 1, MAX_CLIENTS.into())?;
+        within("ops", self.ops.into(), 1, MAX_OPS_PER_CLIENT.into())?;
+        within("keys", self.keys.into(), 1, MAX_KEYS_PER_CLIENT.into())?;
+        within(
+            "small_value_bytes",
+            self.small_value_bytes.into(),
+            1,
+            MAX_VALUE_BYTES.into(),
+        )?;
+        within(
+            "large_value_bytes",
+            self.large_value_bytes.into(),
+            self.small_value_bytes.into(),
+            MAX_VALUE_BYTES.into(),
+        )?;
+        within("large_percent", self.large_percent.into(), 0, 100)?;
+        within("read_percent", self.read_percent.into(), 0, 100)?;
+        within("durable_percent", self.durable_percent.into(), 0, 100)?;
+        within("reply_timeout_ms", self.reply_timeout_ms, 1, 3_600_000)?;
+        within("think_time_us", self.think_time_us, 0, 10_000_000)?;
+        Ok(())
+    }
+}
+
+/// Where a client sends its requests.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// The bucket's vbucket count (requests carry the key's vbucket).
+    pub vbuckets: u16,
+}
+
+/// The flags a client stores with a value: derived from the value, so a
+/// read can check them without remembering them.
+pub fn flags_of(value: &[u8]) -> u32 {
+    fnv1a64(value) as u32
+}
+
+/// One client's whole run. `index` sets the client's name (`client-N`),
+/// its keys, its random stream and where its opaques start.
+pub async fn run_client(index: u32, target: Target, p: TrafficParams, model: Rc<RefCell<KvModel>>) {
+    let name = format!("client-{index}");
+    let stream = match SimStream::connect((target.host.as_str(), target.port)).await {
+        Ok(s) => s,
+        Err(e) => {
+            return oracle::fail(
+                "liveness",
+                format!("{name} could not connect to {}: {e}", target.host),
+            );
+        }
+    };
+    // Opaques of different clients never meet.
+    let mut client = Client::with_first_opaque(stream, index.wrapping_mul(1 << 20).wrapping_add(1));
+    let rng_name = format!("traffic/{name}");
+    let mut versions = vec![0u32; p.keys as usize];
+    for op in 0..p.ops {
+        let (roll, key_index, pause_us) = with_rng(&rng_name, |rng| {
+            (
+                rng.random_range(0..100u32),
+                rng.random_range(0..p.keys),
+                if p.think_time_us > 0 {
+                    rng.random_range(0..=p.think_time_us)
+                } else {
+                    0
+                },
+            )
+        });
+        if pause_us > 0 {
+            tokio::time::sleep(Duration::from_micros(pause_us)).await;
+        }
+        let key = format!("{name}:k{key_index}").into_bytes();
+        let vbucket = vbucket_of(&key, target.vbuckets);
+        let shown = String::from_utf8_lossy(&key).to_string();
+        let result = if roll < p.read_percent {
+            let with_key = roll % 2 == 0;
+            let _deadline = oracle::pending_within(
+                format!("{name} op {op}: get {shown}"),
+                Duration::from_millis(p.reply_timeout_ms),
+            );
+            read(&mut client, &key, vbucket, with_key, &model).await
+        } else if roll < p.read_percent + (100 - p.read_percent) / 10 {
+            let _deadline = oracle::pending_within(
+                format!("{name} op {op}: delete {shown}"),
+                Duration::from_millis(p.reply_timeout_ms),
+            );
+            delete(&mut client, &key, vbucket, &model).await
+        } else {
+            let version = &mut versions[key_index as usize];
+            *version += 1;
+            let value = make_value(&rng_name, &key, *version, &p);
+            let durable =
+                with_rng(&rng_name, |rng| rng.random_range(0..100u32)) < p.durable_percent;
+            let _deadline = oracle::pending_within(
+                format!("{name} op {op}: set {shown} ({} bytes)", value.len()),
+                Duration::from_millis(p.reply_timeout_ms),
+            );
+            write(&mut client, &key, &value, vbucket, durable, &model).await
+        };
+        if let Err(failure) = result {
+            return failure.report(&name, op);
+        }
+    }
+    tracing::debug!(target: "faultline::traffic", client = name.as_str(), ops = p.ops, "done");
+}
+
+/// Why a client stopped.
+enum Failure {
+    Validation(String),
+    Model(String),
+}
+
+impl Failure {
+    fn report(self, name: &str, op: u32) {
+        match self {
+            Failure::Validation(why) => {
+                oracle::fail("response-validation", format!("{name} op {op}: {why}"))
+            }
+            Failure::Model(why) => oracle::fail("store-model", format!("{name} op {op}: {why}")),
+        }
+    }
+}
+
+fn validation(e: ClientError) -> Failure {
+    Failure::Validation(e.to_string())
+}
+
+/// A value that names its client, key and version, then filler.
+fn make_value(rng_name: &str, key: &[u8], version: u32, p: &TrafficParams) -> Vec<u8> {
+    let mut value = format!("{}#v{version}#", String::from_utf8_lossy(key)).into_bytes();
+    let (len, fill) = with_rng(rng_name, |rng| {
+        let large = rng.random_range(0..100u32) < p.large_percent;
+        let len = if large {
+            rng.random_range(p.small_value_bytes..=p.large_value_bytes)
+        } else {
+            rng.random_range(1..=p.small_value_bytes)
+        };
+        (len as usize, rng.random::<u8>())
+    });
+    value.extend((0..len.saturating_sub(value.len())).map(|i| fill.wrapping_add(i as u8)));
+    value
+}
+
+async fn read(
+    client: &mut Client<SimStream>,
+    key: &[u8],
+    vbucket: u16,
+    with_key: bool,
+    model: &Rc<RefCell<KvModel>>,
+) -> Result<(), Failure> {
+    let got: Option<Item> = if with_key {
+        let response = client
+            .call(
+                crate::protocol::Packet::request(Opcode::GETK)
+                    .key(key.to_vec())
+                    .vbucket(vbucket),
+            )
+            .await
+            .map_err(validation)?;
+        match response.status_code() {
+            Status::SUCCESS => Some(Item {
+                flags: response.extras_u32(0).unwrap_or(0),
+                cas: response.header.cas,
+                value: response.value,
+            }),
+            Status::KEY_ENOENT => None,
+            other => return Err(Failure::Validation(format!("GETK answered {other}"))),
+        }
+    } else {
+        match client.get(key, vbucket).await {
+            Ok(item) => item,
+            Err(ClientError::Status(status)) => {
+                return Err(Failure::Validation(format!("GET answered {status}")));
+            }
+            Err(e) => return Err(validation(e)),
+        }
+    };
+    let value = got.as_ref().map(|item| &item.value[..]);
+    model
+        .borrow()
+        .check_read(key, value)
+        .map_err(Failure::Model)?;
+    if let Some(item) = &got {
+        if item.flags != flags_of(&item.value) {
+            return Err(Failure::Model(format!(
+                "read of {} returned flags {:#010x}, stored {:#010x}",
+                oracle::show(key),
+                item.flags,
+                flags_of(&item.value)
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn write(
+    client: &mut Client<SimStream>,
+    key: &[u8],
+    value: &[u8],
+    vbucket: u16,
+    durable: bool,
+    model: &Rc<RefCell<KvModel>>,
+) -> Result<(), Failure> {
+    let mut store = Store::new(Opcode::SET, key, value)
+        .flags(flags_of(value))
+        .vbucket(vbucket);
+    if durable {
+        store = store.durability(Durability::Majority);
+    }
+    match client.store(&store).await {
+        Ok(_) => {
+            model.borrow_mut().acked(key, Some(value));
+            Ok(())
+        }
+        // A durable write whose outcome the server cannot tell.
+        Err(ClientError::Status(Status::SYNC_WRITE_AMBIGUOUS)) => {
+            model.borrow_mut().uncertain(key, Some(value));
+            Ok(())
+        }
+        Err(ClientError::Status(Status::DURABILITY_IMPOSSIBLE)) if durable => Ok(()),
+        Err(ClientError::Status(status)) => {
+            Err(Failure::Validation(format!("SET answered {status}")))
+        }
+        Err(e) => Err(validation(e)),
+    }
+}
+
+async fn delete(
+    client: &mut Client<SimStream>,
+    key: &[u8],
+    vbucket: u16,
+    model: &Rc<RefCell<KvModel>>,
+) -> Result<(), Failure> {
+    match client.delete(key, vbucket).await {
+        Ok(()) => {
+            model.borrow_mut().acked(key, None);
+            Ok(())
+        }
+        // Nothing to delete: the model must agree that nothing is there.
+        Err(ClientError::Status(Status::KEY_ENOENT)) => {
+            model
+                .borrow()
+                .check_read(key, None)
+                .map_err(Failure::Model)?;
+            model.borrow_mut().acked(key, None);
+            Ok(())
+        }
+        Err(ClientError::Status(status)) => {
+            Err(Failure::Validation(format!("DELETE answered {status}")))
+        }
+        Err(e) => Err(validation(e)),
+    }
+}

@@ -8,7 +8,7 @@ use faultline_harness::runner::{self, RunOptions};
 use faultline_harness::{TraceMode, Variant};
 
 /// Trace lines kept before the verdict.
-const SUMMARY_LINES: usize = 30;
+const SUMMARY_LINES: usize = 60;
 
 #[test]
 fn each_bug_fails_its_recorded_seed_the_same_way() {

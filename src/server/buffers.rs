@@ -172,15 +172,18 @@ impl Piece {
 }
 
 /// Gives a connection's buffers back when they hold nothing pending.
+/// Returns whether the write buffer went back.
 pub fn release_idle(
     pool: &mut BufferPool,
     read: &mut Option<ReadBuffer>,
     write: &mut Option<WriteBuffer>,
-) {
+) -> bool {
     if read.as_ref().is_some_and(ReadBuffer::is_empty) {
         pool.release(read.take().expect("checked").memory);
     }
     if write.as_ref().is_some_and(WriteBuffer::is_empty) {
         pool.release(write.take().expect("checked").memory);
+        return true;
     }
+    false
 }

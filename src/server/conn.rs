@@ -354,7 +354,7 @@ impl<S: ServerStream> Conn<S> {
     /// "steal the buffers of idle connections").
     fn idle(&mut self) {
         let mut pool = self.node.pool(self.worker).borrow_mut();
-        release_idle(&mut pool, &mut self.read, &mut self.write);
+        let _ = release_idle(&mut pool, &mut self.read, &mut self.write);
     }
 
     fn give_back_buffers(&mut self) {
@@ -441,7 +441,10 @@ impl<S: ServerStream> Conn<S> {
                 if result.is_pending() {
                     // Waiting for the socket to drain: the connection looks idle.
                     let mut pool = self.node.pool(self.worker).borrow_mut();
-                    release_idle(&mut pool, &mut self.read, &mut self.write);
+                    if release_idle(&mut pool, &mut self.read, &mut self.write) {
+                        let queued_bytes: usize = self.out.iter().map(Piece::len).sum();
+                        tracing::debug!(target: "faultline::kv", conn = self.id, queued_bytes, "write buffer back to the pool while the socket drains");
+                    }
                 }
                 result
             })

@@ -7,6 +7,7 @@ pub mod bugs;
 pub mod dcp;
 pub mod echo;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod workloads;
 

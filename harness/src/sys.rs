@@ -6,7 +6,10 @@
 //! once), sockets whose `connect` completes later, `recv`/`send` that answer
 //! a byte count or an [`Errno`], and epoll-like pollers that report
 //! readiness (`IN`, `OUT`, `ERR`, `HUP`, `RDHUP`), level-triggered, or
-//! edge-triggered on request. A peer's reset arrives as `ERR|HUP` together.
+//! edge-triggered on request. A peer's reset arrives as `ERR|HUP` together
+//! (with `IN` while bytes sent before it are unread: recv returns those
+//! first, then the error). `ERR` and `HUP` are reported whatever the
+//! interest, as epoll does.
 //!
 //! The host's *errno personality* comes from the run's fault plan
 //! (`[[errno]]`): on a socket whose connect is still in progress,
@@ -45,6 +48,9 @@ pub const DEFAULT_MAX_FDS: usize = 1024;
 /// so a task that never waits would otherwise hang the run; real code makes
 /// nowhere near this many calls without time passing.
 pub const SPIN_LIMIT_CALLS: u64 = 200_000;
+
+/// The same limit once an oracle has already failed the run.
+pub const SPIN_LIMIT_AFTER_FAILURE_CALLS: u64 = 2_000;
 
 /// Error numbers, as the syscalls answer them.
 #[allow(clippy::upper_case_acronyms)]
@@ -298,7 +304,14 @@ impl Kernel {
             self.spin = (now, 0);
         }
         self.spin.1 += 1;
-        if self.spin.1 >= SPIN_LIMIT_CALLS && ctx::in_sim() {
+        // Once an oracle has failed the verdict is decided: a host still
+        // spinning is unwound sooner, so the run ends quickly.
+        let limit = if crate::oracle::failed() {
+            SPIN_LIMIT_AFTER_FAILURE_CALLS
+        } else {
+            SPIN_LIMIT_CALLS
+        };
+        if self.spin.1 >= limit && ctx::in_sim() {
             let message = format!(
                 "host `{}` made {} syscalls at simulated time {:.3} ms without time passing (last: {call} on fd {fd})",
                 self.host,
@@ -526,8 +539,13 @@ impl Sys {
             return Err(Errno::ENOTSOCK);
         };
         Self::settle(sock, fd);
-        if let Some(errno) = sock.pending_error.take() {
-            return Err(errno);
+        // Bytes that arrived before a reset are read before its error.
+        let data_first = matches!(&sock.state, SockState::Connected(s) if s.readable_bytes() > 0)
+            && !sock.rd_shut;
+        if !data_first {
+            if let Some(errno) = sock.pending_error.take() {
+                return Err(errno);
+            }
         }
         let fanout = sock.fanout.clone();
         match &mut sock.state {
@@ -543,7 +561,7 @@ impl Sys {
                 }
             }
             SockState::Connected(socket) => {
-                if sock.rd_shut || sock.reset_seen {
+                if sock.rd_shut || (sock.reset_seen && !data_first) {
                     return Ok(0);
                 }
                 let waker = Waker::from(fanout);
@@ -822,14 +840,18 @@ impl Sys {
                             if socket.at_eof() {
                                 ready |= Events::IN | Events::RDHUP;
                             }
-                            if socket.reset_error().is_some()
-                                && socket.readable_bytes() == 0
-                                && !sock.reset_seen
-                            {
-                                // A reset: the error is pending until someone reads it.
+                            if socket.reset_error().is_some() && !sock.reset_seen {
+                                // A reset: the error is pending until someone
+                                // reads it. As on Linux, bytes that arrived
+                                // before the reset stay readable (recv returns
+                                // them first) and the poll reports them
+                                // together with ERR|HUP.
                                 sock.reset_seen = true;
                                 sock.pending_error = Some(Errno::ECONNRESET);
                                 cover("sys:reset");
+                                if socket.readable_bytes() > 0 {
+                                    cover("sys:reset-behind-data");
+                                }
                             }
                         }
                         if sock.reset_seen {
@@ -914,6 +936,9 @@ impl Sys {
         timeout: Option<Duration>,
     ) -> Result<Vec<EpollEvent>, Errno> {
         assert!(max_events > 0, "epoll_wait needs room for one event");
+        // A poll loop that never waits (an fd reported again and again)
+        // makes no other syscall: count the polls too.
+        self.kernel.borrow_mut().count_call("epoll_wait", epfd);
         let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> =
             timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         poll_fn(|cx| {

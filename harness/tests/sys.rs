@@ -393,3 +393,98 @@ fn a_task_that_never_waits_is_a_busy_loop_not_a_hung_run() {
         "{message}"
     );
 }
+
+#[test]
+fn bytes_before_a_reset_are_reported_with_err_hup_and_read_before_the_error() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("reset-behind-data", "summary = \"t\"\n", move |sim, _| {
+        sim.host("server", || async {
+            let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            // The request has arrived; answer, then close without reading
+            // it: the answer and the reset leave together.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stream.write_all(b"answer").await?;
+            drop(stream);
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let fd = sys.socket().unwrap();
+            let _ = sys.connect(fd, server_addr());
+            let ep = sys.epoll_create().unwrap();
+            sys.epoll_ctl(ep, EpollOp::Add, fd, Events::OUT, 0, false)
+                .unwrap();
+            sys.epoll_wait(ep, 8, None).await.unwrap();
+            sys.send(fd, b"request").unwrap();
+            sys.epoll_ctl(ep, EpollOp::Mod, fd, Events::IN | Events::RDHUP, 0, false)
+                .unwrap();
+            // Both the answer and the reset have arrived by then.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let events = sys.epoll_wait(ep, 8, None).await.unwrap();
+            note(&log, format!("ready {:?}", events[0].events));
+            let mut buf = [0u8; 64];
+            note(&log, format!("recv {:?}", sys.recv(fd, &mut buf)));
+            note(&log, format!("recv {:?}", sys.recv(fd, &mut buf)));
+            note(&log, format!("recv {:?}", sys.recv(fd, &mut buf)));
+            Ok(())
+        });
+        Ok(())
+    });
+    // Segmentation makes the reader take every segment that has arrived.
+    let outcome = run(
+        &scenario,
+        "[[segmentation]]\nfrom = \"server\"\nto = \"proxy\"\nmax_segment_bytes = 1000\n",
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "ready IN|ERR|HUP|RDHUP",
+            "recv Ok(6)",
+            "recv Err(ECONNRESET)",
+            "recv Ok(0)",
+        ]
+    );
+    assert!(outcome.coverage.contains_key("sys:reset-behind-data"));
+}
+
+#[test]
+fn a_poll_loop_woken_again_and_again_is_a_busy_loop() {
+    let scenario = scenario_from_fn("poll-spin", "summary = \"t\"\n", |sim, _| {
+        sim.host("server", || async {
+            let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+            let (stream, _) = listener.accept().await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(stream); // unread request: a reset
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        sim.client("proxy", async {
+            let sys = Sys::new();
+            let fd = sys.socket().unwrap();
+            let _ = sys.connect(fd, server_addr());
+            let ep = sys.epoll_create().unwrap();
+            sys.epoll_ctl(ep, EpollOp::Add, fd, Events::OUT, 0, false)
+                .unwrap();
+            sys.epoll_wait(ep, 8, None).await.unwrap();
+            sys.send(fd, b"request").unwrap();
+            // Interested in nothing, but ERR|HUP are always reported: a loop
+            // that never looks at them never waits.
+            sys.epoll_ctl(ep, EpollOp::Mod, fd, Events::NONE, 0, false)
+                .unwrap();
+            loop {
+                sys.epoll_wait(ep, 8, None).await.unwrap();
+            }
+        });
+        Ok(())
+    });
+    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let Verdict::Fail { oracle, message } = &outcome.verdict else {
+        panic!("the spin must fail the run")
+    };
+    assert_eq!(oracle, "busy-loop");
+    assert!(message.contains("last: epoll_wait"), "{message}");
+}

@@ -11,6 +11,7 @@ use faultline_harness::{FaultPlan, Registry, Scenario, TraceMode, Variant};
 mod bench;
 mod hunt;
 mod merge;
+mod proxy;
 mod reproduce;
 mod run;
 mod serve;
@@ -51,6 +52,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Run a kv node on real sockets (memcached binary protocol).
     Serve(serve::ServeArgs),
+    /// Run the proxy on real sockets in front of kv nodes.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Errors that end a command with exit code 2.
@@ -199,6 +202,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Hunt(args) => hunt::hunt(&cli.scenarios, args),
         Command::Merge(args) => merge::merge(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Proxy(args) => proxy::proxy(args),
     }
 }
 

@@ -8,6 +8,7 @@ use faultline_harness::Registry;
 pub mod durable;
 pub mod echo;
 pub mod kv;
+pub mod proxy;
 pub mod rebalance;
 pub mod traffic;
 
@@ -18,5 +19,6 @@ pub fn registry() -> Registry {
     registry.register(Arc::new(kv::KvClients));
     registry.register(Arc::new(rebalance::DcpRebalance));
     registry.register(Arc::new(durable::DurableWrites));
+    registry.register(Arc::new(proxy::ProxyWorkload));
     registry
 }

@@ -1,0 +1,156 @@
+//! Backends: where a key goes (its vbucket, then the node active for it),
+//! each node's health, and its pool of idle connections.
+
+use std::net::SocketAddr;
+
+use super::conn::ConnId;
+use crate::server::VbRange;
+
+/// The vbucket of a key, as smart clients compute it: CRC-32 of the key,
+/// bits 16..31, modulo the number of vbuckets.
+pub fn vbucket_of(key: &[u8], vbuckets: u16) -> u16 {
+    assert!(vbuckets > 0, "a bucket has vbuckets");
+    (((crc32(key) >> 16) & 0x7fff) % u32::from(vbuckets)) as u16
+}
+
+/// The vbuckets node `index` of `nodes` is active for: the bucket split in
+/// equal consecutive ranges.
+pub fn active_range(index: usize, nodes: usize, vbuckets: u16) -> VbRange {
+    assert!(index < nodes, "node {index} of {nodes}");
+    let v = usize::from(vbuckets);
+    VbRange {
+        start: (index * v / nodes) as u16,
+        end: ((index + 1) * v / nodes) as u16,
+    }
+}
+
+/// The node active for `vb`.
+pub fn node_of(vb: u16, nodes: usize, vbuckets: u16) -> usize {
+    (0..nodes)
+        .find(|&i| active_range(i, nodes, vbuckets).contains(vb))
+        .expect("the ranges cover the bucket")
+}
+
+const fn crc32_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+static CRC32: [u32; 256] = crc32_table();
+
+/// CRC-32 (IEEE 802.3), as zlib computes it.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for b in bytes {
+        c = CRC32[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    c ^ 0xffff_ffff
+}
+
+/// One kv node as the proxy sees it.
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Health as the checks judge it; servers start up.
+    pub up: bool,
+    /// Consecutive check results of the kind that would change `up`.
+    pub streak: u32,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    /// Idle connections, oldest first; any thread may take one.
+    pub idle: Vec<ConnId>,
+}
+
+impl Server {
+    pub fn new(name: String, addr: SocketAddr) -> Server {
+        Server {
+            name,
+            addr,
+            up: true,
+            streak: 0,
+            checks_passed: 0,
+            checks_failed: 0,
+            idle: Vec::new(),
+        }
+    }
+
+    /// Records a check result; answers the new state when it changed. Down
+    /// after `fall` failures in a row, up after `rise` successes in a row.
+    pub fn record_check(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
+        if ok {
+            self.checks_passed += 1;
+        } else {
+            self.checks_failed += 1;
+        }
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if ok { rise } else { fall };
+        if self.streak >= needed {
+            self.up = ok;
+            self.streak = 0;
+            return Some(ok);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_reference_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn every_vbucket_has_exactly_one_active_node() {
+        for nodes in 1..=5 {
+            let mut counts = vec![0; nodes];
+            for vb in 0..64 {
+                counts[node_of(vb, nodes, 64)] += 1;
+            }
+            assert_eq!(counts.iter().sum::<usize>(), 64);
+            assert!(counts.iter().all(|c| *c >= 64 / nodes), "{counts:?}");
+        }
+        assert!(vbucket_of(b"some key", 16) < 16);
+    }
+
+    #[test]
+    fn a_server_goes_down_after_fall_failures_and_up_after_rise_successes() {
+        let mut s = Server::new("kv-0".into(), "10.0.0.1:1".parse().unwrap());
+        assert_eq!(s.record_check(false, 2, 3), None);
+        assert_eq!(
+            s.record_check(true, 2, 3),
+            None,
+            "a success resets the streak"
+        );
+        assert_eq!(s.record_check(false, 2, 3), None);
+        assert_eq!(s.record_check(false, 2, 3), None);
+        assert_eq!(s.record_check(false, 2, 3), Some(false));
+        assert!(!s.up);
+        assert_eq!(s.record_check(true, 2, 3), None);
+        assert_eq!(s.record_check(true, 2, 3), Some(true));
+        assert_eq!((s.checks_passed, s.checks_failed), (3, 4));
+    }
+}

@@ -1,0 +1,633 @@
+//! A memcached-aware proxy built like HAProxy.
+//!
+//! Clients speak the binary protocol to the proxy; the proxy routes each
+//! keyed request to the kv node active for the key's vbucket, over a pool
+//! of backend connections, and checks the nodes' health. It is written
+//! against a syscall API ([`Syscalls`]): the simulated kernel
+//! ([`faultline_harness::Sys`]) in simulations, the real one ([`os::OsSys`])
+//! for `faultline proxy`.
+//!
+//! Layers, bottom up:
+//!
+//! * [`fd`]: the fd table (thread, running and update masks per fd) and
+//!   the per-thread update lists;
+//! * the pollers (this file): one task per proxy *thread*, each with its
+//!   own epoll fd: apply updates, wait, report events, run handlers;
+//! * [`conn`]: a connection's control layer (fd) and transport layer
+//!   (raw socket), with their ready flags;
+//! * [`raw_sock`]: `rcv_buf` / `snd_buf`;
+//! * [`session`]: client connections, backend connections and the
+//!   requests between them (routing, pool reuse across threads, retries,
+//!   timeouts);
+//! * [`check`]: health checks into a fixed-size buffer.
+//!
+//! Threads are tasks of one host: they interleave only where the code
+//! awaits (an fd deletion waiting, the race points), as real threads would
+//! interleave anywhere.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use faultline_harness::sys::EpollOp;
+use faultline_harness::sys::Syscalls;
+use faultline_harness::{Errno, Events, Fd};
+use tokio::time::Instant;
+
+use crate::bugs::Bugs;
+use crate::protocol::{HEADER_LEN, Limits};
+
+pub mod backend;
+pub mod buffer;
+pub mod check;
+pub mod conn;
+pub mod fd;
+pub mod os;
+pub mod raw_sock;
+pub mod session;
+
+use backend::Server;
+use conn::{ConnId, Connection};
+use fd::{FdTable, Owner, Report, ThreadMask, bit};
+
+/// Most events one `epoll_wait` returns.
+pub const MAX_EVENTS: usize = 64;
+
+/// Handler runs one pass of a thread's loop may do before polling again.
+const MAX_WAKES_PER_PASS: usize = 1024;
+
+/// What the proxy answers to VERSION.
+pub const VERSION: &str = "faultline-proxy-1.0";
+
+/// A backend address as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Health checks.
+#[derive(Clone, Debug)]
+pub struct CheckConfig {
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Successes in a row that bring a down server up.
+    pub rise: u32,
+    /// Failures in a row that take an up server down.
+    pub fall: u32,
+    /// The check's receive buffer: fixed, a response larger than it is
+    /// judged on what fits.
+    pub buffer_bytes: usize,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            enabled: true,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+            buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The proxy's configuration.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen_port: u16,
+    /// kv nodes, in vbucket order (node i is active for the i-th range).
+    pub backends: Vec<BackendAddr>,
+    pub vbuckets: u16,
+    pub threads: usize,
+    /// Size of a connection's receive buffer; a packet must fit in it.
+    pub buffer_bytes: usize,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a backend's response once the request is sent.
+    pub server_timeout_ms: u64,
+    /// A client connection idle this long is closed.
+    pub client_timeout_ms: u64,
+    /// An idle backend connection in the pool this long is closed.
+    pub keepalive_timeout_ms: u64,
+    /// New connections tried after a connection error before a response
+    /// started.
+    pub retries: u32,
+    /// Connections one thread accepts per listener event.
+    pub max_accept: usize,
+    pub check: CheckConfig,
+    pub bugs: Bugs,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen_port: 11211,
+            backends: Vec::new(),
+            vbuckets: 16,
+            threads: 2,
+            buffer_bytes: 16 * 1024,
+            connect_timeout_ms: 2000,
+            server_timeout_ms: 5000,
+            client_timeout_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            retries: 3,
+            max_accept: 8,
+            check: CheckConfig::default(),
+            bugs: Bugs::fixed(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backends.is_empty() {
+            return Err("the proxy needs at least one backend".into());
+        }
+        if !(4..=1024).contains(&self.vbuckets) {
+            return Err("vbuckets must be within 4..=1024".into());
+        }
+        if usize::from(self.vbuckets) < self.backends.len() {
+            return Err("fewer vbuckets than backends".into());
+        }
+        if !(1..=fd::MAX_THREADS).contains(&self.threads) {
+            return Err(format!("threads must be within 1..={}", fd::MAX_THREADS));
+        }
+        if self.buffer_bytes < 1024 {
+            return Err("buffer_bytes must be at least 1024".into());
+        }
+        if self.check.buffer_bytes < HEADER_LEN {
+            return Err("the check buffer must hold a packet header".into());
+        }
+        if self.max_accept == 0 {
+            return Err("max_accept must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Packet limits: a packet must fit in a connection buffer.
+    pub fn limits(&self) -> Limits {
+        let defaults = Limits::default();
+        Limits {
+            max_key_bytes: defaults.max_key_bytes,
+            max_value_bytes: self
+                .buffer_bytes
+                .saturating_sub(HEADER_LEN + defaults.max_key_bytes + Limits::HEADROOM_BYTES),
+        }
+    }
+}
+
+/// One connection and what it is for.
+pub struct Conn {
+    pub c: Connection,
+    pub role: session::Role,
+    /// When its current timeout fires.
+    pub expire: Option<Instant>,
+    /// Being closed: no more processing.
+    pub closing: bool,
+}
+
+/// Per-thread bookkeeping.
+#[derive(Default)]
+pub struct ThreadState {
+    pub epfd: Fd,
+    /// (expiry, conn): the thread's timers.
+    pub timers: BTreeSet<(Instant, ConnId)>,
+    /// Connections whose handler must run (as tasklets).
+    pub wake: BTreeSet<ConnId>,
+    /// Connections to close.
+    pub closing: Vec<ConnId>,
+    /// Wakes the thread's poller when another thread gives it work.
+    pub notify: Rc<tokio::sync::Notify>,
+}
+
+/// Everything the threads share (one host: `RefCell`s, never held across
+/// an await).
+pub struct State {
+    pub conns: BTreeMap<ConnId, Conn>,
+    pub servers: Vec<Server>,
+    pub threads: Vec<ThreadState>,
+    pub listener: Option<Fd>,
+    next_conn: ConnId,
+    /// The thread the next accepted connection goes to (round robin).
+    next_accept_thread: usize,
+    /// Per server: when its next check starts (thread 0 runs checks).
+    pub next_check: Vec<Instant>,
+}
+
+impl State {
+    pub fn new_conn_id(&mut self) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        id
+    }
+
+    /// Sets (or clears) a connection's timeout.
+    pub fn set_timer(&mut self, id: ConnId, expire: Option<Instant>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let thread = conn.c.thread;
+        if let Some(old) = conn.expire.take() {
+            self.threads[thread].timers.remove(&(old, id));
+        }
+        conn.expire = expire;
+        if let Some(at) = expire {
+            self.threads[thread].timers.insert((at, id));
+        }
+    }
+
+    /// Runs `id`'s handler soon, on its thread.
+    pub fn wake(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get(&id) {
+            let thread = conn.c.thread;
+            let th = &mut self.threads[thread];
+            if th.wake.insert(id) {
+                th.notify.notify_one();
+            }
+        }
+    }
+
+    /// Schedules `id` for closing (its thread does it).
+    pub fn close(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !conn.closing {
+                conn.closing = true;
+                let thread = conn.c.thread;
+                self.threads[thread].closing.push(id);
+            }
+        }
+        for server in &mut self.servers {
+            server.idle.retain(|c| *c != id);
+        }
+    }
+
+    /// Moves a connection to another thread (after an fd takeover).
+    pub fn migrate(&mut self, id: ConnId, to: usize) {
+        let expire = self.conns.get(&id).and_then(|c| c.expire);
+        self.set_timer(id, None);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let from = conn.c.thread;
+            conn.c.thread = to;
+            self.threads[from].wake.remove(&id);
+        }
+        self.set_timer(id, expire);
+    }
+}
+
+/// A running proxy.
+pub struct Proxy<S: Syscalls> {
+    pub sys: S,
+    pub config: ProxyConfig,
+    pub bugs: Bugs,
+    pub limits: Limits,
+    pub fdtab: RefCell<FdTable>,
+    pub state: RefCell<State>,
+}
+
+fn all_threads(threads: usize) -> ThreadMask {
+    (0..threads).fold(0, |m, t| m | bit(t))
+}
+
+impl<S: Syscalls + 'static> Proxy<S> {
+    /// Resolves the backends and creates the pollers; nothing runs yet.
+    pub fn new(sys: S, config: ProxyConfig) -> Result<Rc<Proxy<S>>, String> {
+        config.validate()?;
+        let mut servers = Vec::new();
+        for (i, b) in config.backends.iter().enumerate() {
+            let addr = sys
+                .resolve(&b.host, b.port)
+                .map_err(|e| format!("backend {}:{}: {e}", b.host, b.port))?;
+            servers.push(Server::new(format!("{}#{i}", b.host), addr));
+        }
+        let mut threads = Vec::new();
+        for _ in 0..config.threads {
+            let epfd = sys
+                .epoll_create()
+                .map_err(|e| format!("epoll_create: {e}"))?;
+            threads.push(ThreadState {
+                epfd,
+                ..ThreadState::default()
+            });
+        }
+        let now = Instant::now();
+        let first_check = now + Duration::from_millis(config.check.interval_ms);
+        let state = State {
+            conns: BTreeMap::new(),
+            next_check: vec![first_check; servers.len()],
+            servers,
+            threads,
+            listener: None,
+            next_conn: 1,
+            next_accept_thread: 0,
+        };
+        Ok(Rc::new(Proxy {
+            fdtab: RefCell::new(FdTable::new(config.threads, config.bugs.clone())),
+            state: RefCell::new(state),
+            bugs: config.bugs.clone(),
+            limits: config.limits(),
+            config,
+            sys,
+        }))
+    }
+
+    /// Listens on the configured port; every thread polls the listener.
+    pub async fn listen(&self) -> Result<(), Errno> {
+        let lfd = self.sys.listen(self.config.listen_port).await?;
+        let mut table = self.fdtab.borrow_mut();
+        table.insert(lfd, Owner::Listener, all_threads(self.config.threads));
+        table.want_recv(lfd, 0);
+        self.state.borrow_mut().listener = Some(lfd);
+        tracing::debug!(target: "faultline::proxy", fd = lfd, port = self.config.listen_port, "listening");
+        Ok(())
+    }
+
+    /// Runs the threads until they fail (they do not end otherwise). Call
+    /// inside a `LocalSet` (a simulated host is one).
+    pub async fn run(self: &Rc<Self>) -> std::io::Result<()> {
+        let mut handles = Vec::new();
+        for tid in 0..self.config.threads {
+            let px = self.clone();
+            handles.push(tokio::task::spawn_local(async move {
+                px.thread_loop(tid).await;
+            }));
+        }
+        for h in handles {
+            h.await.map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// One thread's loop: timers, handlers, closes, updates, poll.
+    async fn thread_loop(self: Rc<Self>, tid: usize) {
+        let (epfd, notify) = {
+            let st = self.state.borrow();
+            (st.threads[tid].epfd, st.threads[tid].notify.clone())
+        };
+        loop {
+            self.run_timers(tid);
+            if tid == 0 && self.config.check.enabled {
+                check::start_due_checks(&self, tid);
+            }
+            self.run_wakes(tid);
+            self.run_closes(tid).await;
+            self.apply_updates(tid);
+            let timeout = {
+                let st = self.state.borrow();
+                let th = &st.threads[tid];
+                if !th.wake.is_empty() || !th.closing.is_empty() {
+                    Some(Duration::ZERO)
+                } else {
+                    let mut next = th.timers.first().map(|(at, _)| *at);
+                    if tid == 0 && self.config.check.enabled {
+                        let check = st.next_check.iter().min().copied();
+                        next = match (next, check) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    next.map(|at| at.saturating_duration_since(Instant::now()))
+                }
+            };
+            let polled = tokio::select! {
+                biased;
+                polled = self.sys.epoll_wait(epfd, MAX_EVENTS, timeout) => polled,
+                () = notify.notified() => Ok(Vec::new()),
+            };
+            let events = match polled {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(target: "faultline::proxy", thread = tid, error = %e, "epoll_wait failed");
+                    return;
+                }
+            };
+            let busy = !events.is_empty();
+            for event in events {
+                let report =
+                    fd::update_events(&self.fdtab, event.fd, tid, event.events, event.data).await;
+                if report != Report::Handle {
+                    continue;
+                }
+                let owner = self.fdtab.borrow().get(event.fd).and_then(|e| e.owner);
+                match owner {
+                    Some(Owner::Listener) => self.accept(tid, event.fd),
+                    Some(Owner::Conn(id)) => self.io_handler(tid, id, event.events),
+                    None => {}
+                }
+                self.fdtab.borrow_mut().release(event.fd, tid);
+                self.run_wakes(tid);
+                self.run_closes(tid).await;
+            }
+            if busy {
+                // Threads run in parallel: after a pass with work, the
+                // others get their turn (tasks of one host run in turn).
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// A poller reported `events` for connection `id`.
+    fn io_handler(&self, tid: usize, id: ConnId, events: Events) {
+        let key = format!("proxy conn {id}");
+        faultline_harness::oracle::busy_wakeup(&key);
+        let progress = self.process(tid, id, Some(events));
+        if progress {
+            faultline_harness::oracle::busy_progress(&key);
+        }
+    }
+
+    /// Runs a connection's handler. Answers whether it made progress.
+    pub fn process(&self, tid: usize, id: ConnId, events: Option<Events>) -> bool {
+        let kind = {
+            let st = self.state.borrow();
+            match st.conns.get(&id) {
+                Some(c) if !c.closing && c.c.thread == tid => c.role.kind(),
+                _ => return false,
+            }
+        };
+        match kind {
+            session::Kind::Client => session::process_client(self, tid, id),
+            session::Kind::Server => session::process_server(self, tid, id, events),
+            session::Kind::Check => check::process_check(self, tid, id, events),
+        }
+    }
+
+    fn run_wakes(&self, tid: usize) {
+        for _ in 0..MAX_WAKES_PER_PASS {
+            let next = self.state.borrow_mut().threads[tid].wake.pop_first();
+            let Some(id) = next else {
+                return;
+            };
+            self.process(tid, id, None);
+        }
+    }
+
+    fn run_timers(&self, tid: usize) {
+        let now = Instant::now();
+        loop {
+            let expired = {
+                let mut st = self.state.borrow_mut();
+                let th = &mut st.threads[tid];
+                match th.timers.first() {
+                    Some((at, _)) if *at <= now => th.timers.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some((_, id)) = expired else {
+                return;
+            };
+            let kind = {
+                let mut st = self.state.borrow_mut();
+                match st.conns.get_mut(&id) {
+                    Some(c) => {
+                        c.expire = None;
+                        (!c.closing).then(|| c.role.kind())
+                    }
+                    None => None,
+                }
+            };
+            match kind {
+                Some(session::Kind::Check) => check::on_timeout(self, tid, id),
+                Some(_) => session::on_timeout(self, tid, id),
+                None => {}
+            }
+        }
+    }
+
+    /// Closes the connections scheduled for closing: transport first, then
+    /// the control layer (the fd leaves the table and is closed).
+    async fn run_closes(&self, tid: usize) {
+        loop {
+            let next = self.state.borrow_mut().threads[tid].closing.pop();
+            let Some(id) = next else {
+                return;
+            };
+            let fd = {
+                let mut st = self.state.borrow_mut();
+                st.set_timer(id, None);
+                st.threads[tid].wake.remove(&id);
+                let Some(conn) = st.conns.get_mut(&id) else {
+                    continue;
+                };
+                conn.c.xprt_close();
+                conn.c.must_close_ctrl().then_some(conn.c.fd)
+            };
+            if let Some(fd) = fd {
+                let sys = self.sys.clone();
+                fd::delete(&self.fdtab, fd, tid, move |fd| {
+                    if let Err(e) = sys.close(fd) {
+                        tracing::warn!(target: "faultline::proxy", fd, error = %e, "close failed");
+                    }
+                })
+                .await;
+            }
+            let mut st = self.state.borrow_mut();
+            if let Some(mut conn) = st.conns.remove(&id) {
+                if conn.c.ctrl_ready() {
+                    conn.c.ctrl_closed();
+                }
+                tracing::debug!(target: "faultline::proxy", thread = tid, conn = id, fd = ?fd, errno = ?conn.c.errno, "closed");
+            }
+        }
+    }
+
+    /// Applies this thread's pending polling updates to its poller.
+    fn apply_updates(&self, tid: usize) {
+        let epfd = self.state.borrow().threads[tid].epfd;
+        let updates = self.fdtab.borrow_mut().take_updates(tid);
+        for fdn in updates {
+            let mut table = self.fdtab.borrow_mut();
+            if !table.grab(fdn, tid) {
+                // Closed meanwhile: nothing to poll (its bit stays until the
+                // fd is deleted again).
+                tracing::trace!(target: "faultline::proxy", thread = tid, fd = fdn, "update of a closed fd dropped");
+                continue;
+            }
+            let interest = table.consume_update(fdn, tid);
+            let entry = table.get(fdn).expect("grabbed");
+            let registered = entry.registered.get(&tid).copied();
+            let generation = entry.generation;
+            let op = match (interest, registered) {
+                (None, Some(_)) => Some((EpollOp::Del, Events::NONE)),
+                (None, None) => None,
+                (Some(i), Some(r)) if i == r => None,
+                (Some(i), Some(_)) => Some((EpollOp::Mod, i)),
+                (Some(i), None) if i.is_empty() => None,
+                (Some(i), None) => Some((EpollOp::Add, i)),
+            };
+            if let Some((op, events)) = op {
+                tracing::trace!(target: "faultline::proxy", thread = tid, fd = fdn, ?op, ?events, "poll update");
+                match self.sys.epoll_ctl(epfd, op, fdn, events, generation, false) {
+                    Ok(()) => {
+                        let now = if op == EpollOp::Del {
+                            None
+                        } else {
+                            Some(events)
+                        };
+                        table.set_registered(fdn, tid, now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "faultline::proxy", thread = tid, fd = fdn, ?op, error = %e, "epoll_ctl failed");
+                    }
+                }
+            }
+            table.release(fdn, tid);
+        }
+    }
+
+    /// The listener is readable on thread `tid`: accept what is pending.
+    /// Each new connection goes to the next thread in turn (which may be
+    /// another one: it is woken).
+    fn accept(&self, tid: usize, lfd: Fd) {
+        for _ in 0..self.config.max_accept {
+            match self.sys.accept(lfd) {
+                Ok((fd, peer)) => {
+                    let (id, owner) = {
+                        let mut st = self.state.borrow_mut();
+                        let owner = st.next_accept_thread;
+                        st.next_accept_thread = (owner + 1) % self.config.threads;
+                        let id = st.new_conn_id();
+                        let mut c = Connection::new(id, owner);
+                        c.ctrl_init(&mut self.fdtab.borrow_mut(), fd, bit(owner));
+                        c.xprt_init();
+                        st.conns.insert(
+                            id,
+                            Conn {
+                                c,
+                                role: session::Role::Client(session::ClientSide::new(
+                                    self.config.buffer_bytes,
+                                )),
+                                expire: None,
+                                closing: false,
+                            },
+                        );
+                        let expire =
+                            Instant::now() + Duration::from_millis(self.config.client_timeout_ms);
+                        st.set_timer(id, Some(expire));
+                        st.wake(id);
+                        (id, owner)
+                    };
+                    tracing::debug!(target: "faultline::proxy", thread = tid, owner, conn = id, fd, %peer, "accepted");
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!(target: "faultline::proxy", thread = tid, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Starts a proxy: listens, then runs its threads (never returns unless a
+/// thread fails). Call inside a `LocalSet`.
+pub async fn run_proxy<S: Syscalls + 'static>(sys: S, config: ProxyConfig) -> std::io::Result<()> {
+    let proxy = Proxy::new(sys, config).map_err(std::io::Error::other)?;
+    proxy
+        .listen()
+        .await
+        .map_err(|e| std::io::Error::other(format!("listen: {e}")))?;
+    proxy.run().await
+}

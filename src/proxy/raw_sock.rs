@@ -1,0 +1,181 @@
+//! The raw socket transport: moves bytes between a connection's socket and
+//! its buffers with one `recv`/`send` per call (two at most when a
+//! receive fills exactly what was asked), and turns what the syscalls and
+//! the last poll report say into connection flags.
+//!
+//! Both functions try the syscall only when the fd is *ready* in that
+//! direction (new fds are: the first I/O is speculative, even while a
+//! connect is still in progress) and clear readiness on EAGAIN, so that
+//! the poller is asked. After a short receive the poll flags already tell
+//! whether the peer closed (`HUP`): the end of stream is taken from them
+//! without another syscall.
+
+use faultline_harness::sys::Syscalls;
+use faultline_harness::{Errno, Events};
+
+use super::buffer::Buffer;
+use super::conn::{
+    CO_FL_CONNECTED, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, Connection,
+};
+use super::fd::FdTable;
+use crate::bugs::{Bugs, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF};
+
+/// The read side reached the end of the stream.
+fn read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
+    conn.flags |= CO_FL_SOCK_RD_SH;
+    conn.flags &= !CO_FL_WAIT_L4_CONN;
+    if bugs.is_buggy(HAP_ERRHUP) {
+        // HAP-ERRHUP: the end of stream was taken from HUP alone; an error
+        // reported with it (a reset) goes unnoticed.
+        return;
+    }
+    // An error may have been reported with the hangup (a reset behind the
+    // last bytes): the socket is dead, not just half-closed.
+    if ev.contains(Events::ERR) {
+        faultline_harness::probe("proxy:err-with-hup");
+        conn.fail(None);
+    }
+}
+
+/// Receives up to `count` bytes into `buf`. Returns the bytes received;
+/// the connection's flags say whether the stream ended or failed.
+pub fn rcv_buf<S: Syscalls>(
+    sys: &S,
+    table: &mut FdTable,
+    conn: &mut Connection,
+    buf: &mut Buffer,
+    count: usize,
+    bugs: &Bugs,
+) -> usize {
+    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
+        return 0;
+    }
+    let fd = conn.fd;
+    if !table.recv_ready(fd) {
+        return 0;
+    }
+    let ev = table.ev(fd);
+    if !ev.contains(Events::IN) {
+        // Nothing to read: a hangup alone is the end of the stream...
+        if ev.contains(Events::HUP) && !ev.contains(Events::ERR) {
+            read0(conn, ev, bugs);
+            return 0;
+        }
+        // ...and an error before the connection was established is its failure.
+        if ev.contains(Events::ERR) && conn.has(CO_FL_WAIT_L4_CONN) {
+            conn.fail(None);
+            return 0;
+        }
+    }
+    buf.compact();
+    let mut done = 0;
+    let mut count = count;
+    while count > 0 {
+        let try_bytes = if bugs.is_buggy(HAP_RCVBUF) {
+            // HAP-RCVBUF: the caller was trusted to ask for no more than
+            // the free space.
+            count
+        } else {
+            // Asked-for bytes are a maximum; the free space is the bound.
+            count.min(buf.room())
+        };
+        if try_bytes == 0 {
+            break;
+        }
+        match buf.fill_with(try_bytes, |dst| sys.recv(fd, dst)) {
+            Ok(0) => {
+                read0(conn, ev, bugs);
+                break;
+            }
+            Ok(n) => {
+                done += n;
+                if n < try_bytes {
+                    // A short read: the socket is drained. If the poller
+                    // saw the peer close, this is the end of the stream.
+                    if ev.contains(Events::HUP) {
+                        read0(conn, ev, bugs);
+                        break;
+                    }
+                    table.done_recv(fd);
+                    break;
+                }
+                count -= n;
+            }
+            Err(Errno::EAGAIN) => {
+                table.cant_recv(fd);
+                break;
+            }
+            Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
+                // Some systems answer ENOTCONN while the connect is still
+                // in progress: nothing to read yet.
+                faultline_harness::probe("proxy:recv-enotconn-waits");
+                table.cant_recv(fd);
+                break;
+            }
+            Err(errno) => {
+                // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
+                // lands here, as a fatal error.
+                conn.fail(Some(errno));
+                break;
+            }
+        }
+    }
+    if done > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
+        conn.flags &= !CO_FL_WAIT_L4_CONN;
+    }
+    done
+}
+
+/// Sends as much of `data` as the socket takes. Returns the bytes sent.
+pub fn snd_buf<S: Syscalls>(
+    sys: &S,
+    table: &mut FdTable,
+    conn: &mut Connection,
+    data: &[u8],
+    bugs: &Bugs,
+) -> usize {
+    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
+        return 0;
+    }
+    let fd = conn.fd;
+    if !table.send_ready(fd) {
+        return 0;
+    }
+    let mut done = 0;
+    while done < data.len() {
+        match sys.send(fd, &data[done..]) {
+            Ok(0) => {
+                table.cant_send(fd);
+                break;
+            }
+            Ok(n) => {
+                done += n;
+                conn.flags |= CO_FL_CONNECTED;
+                if done < data.len() {
+                    // The socket buffer is full: do not insist.
+                    break;
+                }
+            }
+            Err(Errno::EAGAIN | Errno::EINPROGRESS) => {
+                table.cant_send(fd);
+                break;
+            }
+            Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
+                // Not connected yet on some systems: poll for write.
+                faultline_harness::probe("proxy:send-enotconn-waits");
+                table.cant_send(fd);
+                break;
+            }
+            Err(errno) => {
+                // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
+                // lands here, as a fatal error.
+                conn.fail(Some(errno));
+                break;
+            }
+        }
+    }
+    if done > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
+        conn.flags &= !CO_FL_WAIT_L4_CONN;
+    }
+    done
+}

@@ -1,0 +1,614 @@
+//! The `proxy` workload: kv nodes (`kv-0`..), the proxy in front of them
+//! (host `proxy`, on the simulated syscall view), and clients that send a
+//! mixed workload through the proxy and check every answer.
+//!
+//! Oracles:
+//! * `response-validation`: an answer that does not belong to its request;
+//! * `store-model`: a read that disagrees with the client's model of the
+//!   store (`KvModel`; each client uses keys of its own);
+//! * `proxy-availability`: a request the proxy failed (`ETMPFAIL`, a
+//!   closed connection) although every kv node is up;
+//! * `liveness` (with `request_deadline_ms`): a request not answered
+//!   within that time;
+//! * `throughput` (scenario thresholds on `proxy.requests`).
+//!
+//! Clients may misbehave when the plan switches it on:
+//! `client.abort` makes a client send a request and drop its connection
+//! without reading an answer that already arrived: the proxy sees the
+//! request, then a reset.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use faultline_harness::oracle::{self, KvModel};
+use faultline_harness::{
+    ParamError, RunSpec, SimSetup, SimStream, Sys, Workload, parse_params, probe, switch, with_rng,
+};
+use rand::Rng;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::bugs::Bugs;
+use crate::protocol::client::{Client, Store};
+use crate::protocol::{McbpFramer, Opcode, Packet, Status};
+use crate::proxy::backend::active_range;
+use crate::proxy::{BackendAddr, CheckConfig, ProxyConfig, run_proxy};
+use crate::server::{KV_PORT, KvConfig, run_node};
+
+/// The port the proxy listens on in simulations.
+pub const PROXY_PORT: u16 = 11211;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default = "d_nodes")]
+    nodes: usize,
+    #[serde(default = "d_vbuckets")]
+    vbuckets: u16,
+    #[serde(default = "d_threads")]
+    threads: usize,
+    #[serde(default = "d_clients")]
+    clients: u32,
+    /// Requests per client.
+    #[serde(default = "d_requests")]
+    requests: u32,
+    /// Keys per client.
+    #[serde(default = "d_keys")]
+    keys: u32,
+    #[serde(default = "d_max_value_bytes")]
+    max_value_bytes: usize,
+    /// Open a new connection for every request (else one per client).
+    #[serde(default)]
+    new_connection_per_request: bool,
+    /// A client gives up on an answer after this long.
+    #[serde(default = "d_request_timeout_ms")]
+    request_timeout_ms: u64,
+    /// Liveness: every request is answered within this time.
+    #[serde(default)]
+    request_deadline_ms: Option<u64>,
+    /// How long an aborting client waits (not reading) before its last
+    /// request and the close.
+    #[serde(default = "d_abort_think_ms")]
+    abort_think_ms: u64,
+    // The proxy.
+    #[serde(default = "d_buffer_bytes")]
+    buffer_bytes: usize,
+    #[serde(default = "d_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "d_server_timeout_ms")]
+    server_timeout_ms: u64,
+    #[serde(default = "d_client_timeout_ms")]
+    client_timeout_ms: u64,
+    #[serde(default = "d_keepalive_timeout_ms")]
+    keepalive_timeout_ms: u64,
+    #[serde(default = "d_retries")]
+    retries: u32,
+    #[serde(default = "d_true")]
+    checks: bool,
+    #[serde(default = "d_check_interval_ms")]
+    check_interval_ms: u64,
+    #[serde(default = "d_check_timeout_ms")]
+    check_timeout_ms: u64,
+    #[serde(default = "d_check_rise")]
+    check_rise: u32,
+    #[serde(default = "d_check_fall")]
+    check_fall: u32,
+    #[serde(default = "d_check_buffer_bytes")]
+    check_buffer_bytes: usize,
+    // The kv nodes.
+    /// kv nodes close connections idle this long.
+    #[serde(default)]
+    kv_idle_timeout_ms: Option<u64>,
+    /// Extra STAT entries (a large check answer).
+    #[serde(default)]
+    stat_detail_entries: usize,
+}
+
+fn d_nodes() -> usize {
+    2
+}
+fn d_vbuckets() -> u16 {
+    16
+}
+fn d_threads() -> usize {
+    2
+}
+fn d_clients() -> u32 {
+    4
+}
+fn d_requests() -> u32 {
+    100
+}
+fn d_keys() -> u32 {
+    8
+}
+fn d_max_value_bytes() -> usize {
+    64
+}
+fn d_request_timeout_ms() -> u64 {
+    20_000
+}
+fn d_abort_think_ms() -> u64 {
+    40
+}
+fn d_buffer_bytes() -> usize {
+    8 * 1024
+}
+fn d_connect_timeout_ms() -> u64 {
+    2000
+}
+fn d_server_timeout_ms() -> u64 {
+    5000
+}
+fn d_client_timeout_ms() -> u64 {
+    30_000
+}
+fn d_keepalive_timeout_ms() -> u64 {
+    10_000
+}
+fn d_retries() -> u32 {
+    3
+}
+fn d_true() -> bool {
+    true
+}
+fn d_check_interval_ms() -> u64 {
+    500
+}
+fn d_check_timeout_ms() -> u64 {
+    1000
+}
+fn d_check_rise() -> u32 {
+    2
+}
+fn d_check_fall() -> u32 {
+    3
+}
+fn d_check_buffer_bytes() -> usize {
+    16 * 1024
+}
+
+/// Upper bounds that keep a scenario from asking for absurd runs.
+const MAX_NODES: usize = 8;
+const MAX_CLIENTS: u32 = 64;
+const MAX_VALUE_BYTES: usize = 4096;
+
+impl Params {
+    fn proxy_config(&self, bugs: Bugs) -> ProxyConfig {
+        ProxyConfig {
+            listen_port: PROXY_PORT,
+            backends: (0..self.nodes)
+                .map(|i| BackendAddr {
+                    host: format!("kv-{i}"),
+                    port: KV_PORT,
+                })
+                .collect(),
+            vbuckets: self.vbuckets,
+            threads: self.threads,
+            buffer_bytes: self.buffer_bytes,
+            connect_timeout_ms: self.connect_timeout_ms,
+            server_timeout_ms: self.server_timeout_ms,
+            client_timeout_ms: self.client_timeout_ms,
+            keepalive_timeout_ms: self.keepalive_timeout_ms,
+            retries: self.retries,
+            max_accept: 8,
+            check: CheckConfig {
+                enabled: self.checks,
+                interval_ms: self.check_interval_ms,
+                timeout_ms: self.check_timeout_ms,
+                rise: self.check_rise,
+                fall: self.check_fall,
+                buffer_bytes: self.check_buffer_bytes,
+            },
+            bugs,
+        }
+    }
+
+    fn kv_config(&self, index: usize) -> KvConfig {
+        KvConfig {
+            vbuckets: self.vbuckets,
+            active: active_range(index, self.nodes, self.vbuckets),
+            idle_timeout_ms: self.kv_idle_timeout_ms,
+            stat_detail_entries: self.stat_detail_entries,
+            ..KvConfig::default()
+        }
+    }
+}
+
+pub struct ProxyWorkload;
+
+impl Workload for ProxyWorkload {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+
+    fn check(&self, params: &toml::Table) -> Result<(), ParamError> {
+        let p: Params = parse_params(params)?;
+        if p.nodes == 0 || p.nodes > MAX_NODES {
+            return Err(ParamError::new(
+                "nodes",
+                format!("params.nodes must be within 1..={MAX_NODES}"),
+            ));
+        }
+        if p.clients == 0 || p.clients > MAX_CLIENTS {
+            return Err(ParamError::new(
+                "clients",
+                format!("params.clients must be within 1..={MAX_CLIENTS}"),
+            ));
+        }
+        if p.keys == 0 {
+            return Err(ParamError::new("keys", "params.keys must be positive"));
+        }
+        if p.max_value_bytes == 0 || p.max_value_bytes > MAX_VALUE_BYTES {
+            return Err(ParamError::new(
+                "max_value_bytes",
+                format!("params.max_value_bytes must be within 1..={MAX_VALUE_BYTES}"),
+            ));
+        }
+        p.proxy_config(Bugs::fixed())
+            .validate()
+            .map_err(|m| ParamError {
+                key: None,
+                message: format!("params: {m}"),
+            })?;
+        p.kv_config(0).validate().map_err(|m| ParamError {
+            key: None,
+            message: format!("params: {m}"),
+        })?;
+        Ok(())
+    }
+
+    fn build(&self, setup: &mut SimSetup<'_>, run: &RunSpec<'_>) -> Result<(), String> {
+        let p: Params = parse_params(run.params).map_err(|e| e.message)?;
+        setup.set_framer(Rc::new(McbpFramer));
+        for i in 0..p.nodes {
+            let config = p.kv_config(i);
+            setup.host(&format!("kv-{i}"), move || {
+                let config = config.clone();
+                async move { Ok(run_node(config).await?) }
+            });
+        }
+        let config = p.proxy_config(Bugs::from_run(run));
+        setup.host("proxy", move || {
+            let config = config.clone();
+            async move { Ok(run_proxy(Sys::new(), config).await?) }
+        });
+        for id in 0..p.clients {
+            let p = p.clone();
+            setup.client(&format!("client-{id}"), async move {
+                run_client(id, p).await;
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a request did not complete.
+enum Failed {
+    /// An oracle already fired.
+    Reported,
+}
+
+struct ClientRun {
+    id: u32,
+    p: Params,
+    model: KvModel,
+    client: Option<Client<SimStream>>,
+    counter: u32,
+}
+
+async fn run_client(id: u32, p: Params) {
+    let mut run = ClientRun {
+        id,
+        p,
+        model: KvModel::new(),
+        client: None,
+        counter: 0,
+    };
+    for n in 0..run.p.requests {
+        if oracle::failed() {
+            return;
+        }
+        if run.p.new_connection_per_request {
+            run.client = None;
+        }
+        if switch("client.abort") && run.abort().await.is_err() {
+            return;
+        }
+        if run.one_request(n).await.is_err() {
+            return;
+        }
+    }
+    // Every key reads back as the model says.
+    let keys: Vec<Vec<u8>> = (0..run.p.keys).map(|k| run.key(k)).collect();
+    for key in keys {
+        if run.read_check(&key).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl ClientRun {
+    fn key(&self, k: u32) -> Vec<u8> {
+        format!("c{}-k{k}", self.id).into_bytes()
+    }
+
+    fn counter_key(&self) -> Vec<u8> {
+        format!("c{}-n", self.id).into_bytes()
+    }
+
+    fn rng_name(&self) -> String {
+        format!("proxy/client-{}", self.id)
+    }
+
+    /// The client's connection, made when needed.
+    async fn connection(&mut self) -> Result<&mut Client<SimStream>, Failed> {
+        if self.client.is_none() {
+            let mut attempt = 0;
+            let stream = loop {
+                match SimStream::connect(("proxy", PROXY_PORT)).await {
+                    Ok(s) => break s,
+                    // The proxy may not listen yet at the very start.
+                    Err(e) if attempt < 20 => {
+                        attempt += 1;
+                        tracing::debug!(target: "faultline::workload", client = self.id, error = %e, "connect retry");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        oracle::fail(
+                            "proxy-availability",
+                            format!("client-{} could not connect to the proxy: {e}", self.id),
+                        );
+                        return Err(Failed::Reported);
+                    }
+                }
+            };
+            self.client = Some(Client::new(stream));
+        }
+        Ok(self.client.as_mut().expect("set above"))
+    }
+
+    /// Sends `request` and returns the answer, reporting failures.
+    async fn call(&mut self, what: &str, request: Packet) -> Result<Packet, Failed> {
+        let id = self.id;
+        let timeout = Duration::from_millis(self.p.request_timeout_ms);
+        let deadline = self.p.request_deadline_ms;
+        let started = tokio::time::Instant::now();
+        let _pending = deadline.map(|ms| {
+            oracle::pending_within(format!("client-{id} {what}"), Duration::from_millis(ms))
+        });
+        let client = self.connection().await?;
+        let result = tokio::time::timeout(timeout, client.call(request)).await;
+        let response = match result {
+            Err(_) => {
+                oracle::fail(
+                    "liveness",
+                    format!(
+                        "client-{id} {what}: no answer within {} ms",
+                        timeout.as_millis()
+                    ),
+                );
+                return Err(Failed::Reported);
+            }
+            Ok(Err(e)) if e.is_invalid() => {
+                oracle::fail("response-validation", format!("client-{id} {what}: {e}"));
+                return Err(Failed::Reported);
+            }
+            Ok(Err(e)) => {
+                oracle::fail(
+                    "proxy-availability",
+                    format!("client-{id} {what}: {e} (every kv node is up)"),
+                );
+                return Err(Failed::Reported);
+            }
+            Ok(Ok(r)) => r,
+        };
+        if response.status_code() == Status::ETMPFAIL {
+            oracle::fail(
+                "proxy-availability",
+                format!(
+                    "client-{id} {what}: the proxy answered ETMPFAIL although every kv node is up"
+                ),
+            );
+            return Err(Failed::Reported);
+        }
+        oracle::count("proxy.requests");
+        oracle::record_latency("proxy.request", started.elapsed());
+        Ok(response)
+    }
+
+    fn model_error(&self, message: String) -> Failed {
+        oracle::fail("store-model", format!("client-{}: {message}", self.id));
+        Failed::Reported
+    }
+
+    async fn read_check(&mut self, key: &[u8]) -> Result<(), Failed> {
+        let what = format!("GET {}", String::from_utf8_lossy(key));
+        let response = self
+            .call(&what, Packet::request(Opcode::GET).key(key.to_vec()))
+            .await?;
+        let got = match response.status_code() {
+            Status::SUCCESS => Some(response.value.to_vec()),
+            Status::KEY_ENOENT => None,
+            other => return Err(self.model_error(format!("{what} answered {other}"))),
+        };
+        self.model
+            .check_read(key, got.as_deref())
+            .map_err(|m| self.model_error(m))
+    }
+
+    async fn one_request(&mut self, n: u32) -> Result<(), Failed> {
+        let (pick, k, value) = with_rng(&self.rng_name(), |rng| {
+            let len = rng.random_range(1..=self.p.max_value_bytes);
+            let value: Vec<u8> = (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect();
+            (
+                rng.random_range(0..100u32),
+                rng.random_range(0..self.p.keys),
+                value,
+            )
+        });
+        let key = self.key(k);
+        match pick {
+            0..35 => self.set(&key, &value).await,
+            35..65 => self.read_check(&key).await,
+            65..73 => self.delete(&key).await,
+            73..81 => self.add(&key, &value).await,
+            81..89 => self.append(&key, &value).await,
+            _ => self.incr().await,
+        }
+        .map(|()| {
+            tracing::trace!(target: "faultline::workload", client = self.id, n, "request done");
+        })
+    }
+
+    async fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
+        let what = format!("SET {}", String::from_utf8_lossy(key));
+        let request = store_packet(&Store::new(Opcode::SET, key, value));
+        let response = self.call(&what, request).await?;
+        if response.status_code() != Status::SUCCESS {
+            return Err(self.model_error(format!("{what} answered {}", response.status_code())));
+        }
+        self.model.acked(key, Some(value));
+        Ok(())
+    }
+
+    async fn delete(&mut self, key: &[u8]) -> Result<(), Failed> {
+        let what = format!("DELETE {}", String::from_utf8_lossy(key));
+        let response = self
+            .call(&what, Packet::request(Opcode::DELETE).key(key.to_vec()))
+            .await?;
+        match response.status_code() {
+            Status::SUCCESS => {
+                if self.model.expected(key).is_none() {
+                    return Err(self.model_error(format!("{what} found a value the model lacks")));
+                }
+                self.model.acked(key, None);
+            }
+            Status::KEY_ENOENT => {
+                self.model
+                    .check_read(key, None)
+                    .map_err(|m| self.model_error(m))?;
+            }
+            other => return Err(self.model_error(format!("{what} answered {other}"))),
+        }
+        Ok(())
+    }
+
+    async fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
+        let what = format!("ADD {}", String::from_utf8_lossy(key));
+        let request = store_packet(&Store::new(Opcode::ADD, key, value));
+        let response = self.call(&what, request).await?;
+        match response.status_code() {
+            Status::SUCCESS => {
+                self.model
+                    .check_read(key, None)
+                    .map_err(|m| self.model_error(format!("{what} stored: {m}")))?;
+                self.model.acked(key, Some(value));
+            }
+            Status::KEY_EEXISTS => {
+                if self.model.expected(key).is_none() {
+                    return Err(
+                        self.model_error(format!("{what}: exists, the model holds nothing"))
+                    );
+                }
+            }
+            other => return Err(self.model_error(format!("{what} answered {other}"))),
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, key: &[u8], suffix: &[u8]) -> Result<(), Failed> {
+        let what = format!("APPEND {}", String::from_utf8_lossy(key));
+        let request = store_packet(&Store::new(Opcode::APPEND, key, suffix));
+        let response = self.call(&what, request).await?;
+        match response.status_code() {
+            Status::SUCCESS => {
+                let Some(old) = self.model.expected(key).map(<[u8]>::to_vec) else {
+                    return Err(self.model_error(format!("{what} appended to nothing")));
+                };
+                let mut new = old;
+                new.extend_from_slice(suffix);
+                self.model.acked(key, Some(&new));
+            }
+            Status::NOT_STORED => {
+                self.model
+                    .check_read(key, None)
+                    .map_err(|m| self.model_error(format!("{what} not stored: {m}")))?;
+            }
+            other => return Err(self.model_error(format!("{what} answered {other}"))),
+        }
+        Ok(())
+    }
+
+    async fn incr(&mut self) -> Result<(), Failed> {
+        let key = self.counter_key();
+        let what = format!("INCREMENT {}", String::from_utf8_lossy(&key));
+        let mut extras = Vec::with_capacity(20);
+        extras.extend_from_slice(&1u64.to_be_bytes());
+        extras.extend_from_slice(&0u64.to_be_bytes());
+        extras.extend_from_slice(&0u32.to_be_bytes());
+        let request = Packet::request(Opcode::INCREMENT)
+            .key(key.clone())
+            .extras(extras);
+        let response = self.call(&what, request).await?;
+        if response.status_code() != Status::SUCCESS {
+            return Err(self.model_error(format!("{what} answered {}", response.status_code())));
+        }
+        let got: [u8; 8] = response.value[..].try_into().map_err(|_| {
+            oracle::fail(
+                "response-validation",
+                format!("client-{} {what}: {} bytes", self.id, response.value.len()),
+            );
+            Failed::Reported
+        })?;
+        let got = u64::from_be_bytes(got);
+        // Absent, the counter is created with the initial value 0.
+        let expected = u64::from(self.counter);
+        if got != expected {
+            return Err(
+                self.model_error(format!("{what} answered {got}, the model holds {expected}"))
+            );
+        }
+        self.counter += 1;
+        self.model.acked(&key, Some(got.to_string().as_bytes()));
+        Ok(())
+    }
+
+    /// Sends a GET, lets its answer arrive without reading it, sends a
+    /// SET and drops the connection: closing with unread bytes resets it,
+    /// right behind the SET.
+    async fn abort(&mut self) -> Result<(), Failed> {
+        probe("client:abort");
+        // A key of its own: the abandoned SET may land at any time later
+        // (even after a later SET of the same key on another connection),
+        // so the model does not track it.
+        let key = format!("c{}-abandoned", self.id).into_bytes();
+        let think = Duration::from_millis(self.p.abort_think_ms);
+        let client = self.connection().await?;
+        let stream = client.stream();
+        let get = Packet::request(Opcode::GET).key(key.clone()).opaque(0xab07);
+        if stream.write_all(&get.encode()).await.is_err() {
+            return Ok(());
+        }
+        // Not reading: the answer stays in the socket.
+        tokio::time::sleep(think).await;
+        let set = store_packet(&Store::new(Opcode::SET, &key, b"abandoned")).opaque(0xab08);
+        let _ = stream.write_all(&set.encode()).await;
+        self.client = None;
+        Ok(())
+    }
+}
+
+/// A store request packet, as the protocol client builds it.
+fn store_packet(store: &Store<'_>) -> Packet {
+    let mut extras = Vec::with_capacity(8);
+    if !matches!(store.opcode.loud(), Opcode::APPEND | Opcode::PREPEND) {
+        extras.extend_from_slice(&store.flags.to_be_bytes());
+        extras.extend_from_slice(&store.exptime_s.to_be_bytes());
+    }
+    Packet::request(store.opcode)
+        .key(store.key.to_vec())
+        .extras(extras)
+        .value(store.value.to_vec())
+}

@@ -41,7 +41,7 @@ pub use scenario::{
     FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,
     scenario_from_fn,
 };
-pub use sys::{Errno, Events, Fd, Sys};
+pub use sys::{Errno, Events, Fd, Sys, Syscalls};
 pub use trace::TraceMode;
 
 /// Whether this build has `--cfg tokio_unstable`, without which turmoil

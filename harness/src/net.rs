@@ -68,6 +68,9 @@ struct Pipe {
     max_segment_bytes: Option<usize>,
     /// The reader end is gone: writes no longer wait for space.
     reader_closed: bool,
+    /// The writer's end was closed with bytes it had not read: its end of
+    /// stream is a reset (see `Drop for SimSocket`).
+    reset_at_end: bool,
 }
 
 impl Pipe {
@@ -98,6 +101,7 @@ impl Pipe {
             writer_waker: None,
             max_segment_bytes,
             reader_closed: false,
+            reset_at_end: false,
         }
     }
 
@@ -110,6 +114,7 @@ impl Pipe {
             writer_waker: None,
             max_segment_bytes: None,
             reader_closed: false,
+            reset_at_end: false,
         }
     }
 
@@ -500,7 +505,11 @@ impl SimSocket {
                 Poll::Ready(Ok(n)) => {
                     got = true;
                     if n == 0 {
-                        self.rx.eof = true;
+                        if self.recv_pipe().borrow().reset_at_end {
+                            self.rx.error = Some(io::ErrorKind::ConnectionReset);
+                        } else {
+                            self.rx.eof = true;
+                        }
                         break;
                     }
                     if !coalesce {
@@ -657,6 +666,15 @@ impl SimSocket {
 
 impl Drop for SimSocket {
     fn drop(&mut self) {
+        // Closing a socket with received bytes unread sends a reset, not a
+        // FIN (RFC 9293 3.10.4). turmoil does so for bytes it still holds;
+        // bytes this socket already pulled from turmoil would leave with a
+        // FIN, so the peer's end of stream is marked as a reset instead.
+        if !self.rx.buf.is_empty() {
+            self.send_pipe().borrow_mut().reset_at_end = true;
+            cover("net:closed-with-unread-bytes");
+            tracing::debug!(target: "faultline::net", conn = self.shared.id, unread = self.rx.buf.len(), "closed with unread bytes: reset");
+        }
         let mut pipe = self.recv_pipe().borrow_mut();
         pipe.reader_closed = true;
         if let Some(waker) = pipe.writer_waker.take() {

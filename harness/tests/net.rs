@@ -331,3 +331,43 @@ fn a_send_buffer_smaller_than_a_frame_header_still_delivers_and_traces_every_fra
     );
     assert_eq!(outcome.coverage.get("event:all-read"), Some(&1));
 }
+
+#[test]
+fn closing_with_unread_bytes_resets_the_peer_instead_of_a_clean_end() {
+    // The reader takes 1 of 10 bytes and closes: the other 9 are unread, so
+    // the writer's next read is a reset (as on a real kernel), not Ok(0).
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let scenario = scenario_from_fn("reset-on-close", "summary = \"t\"\n", move |sim, _| {
+        let log = log.clone();
+        sim.host("reader", || async {
+            let listener = SimListener::bind(("0.0.0.0", 9)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            let mut one = [0u8; 1];
+            stream.read_exact(&mut one).await?;
+            drop(stream);
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        sim.client("writer", async move {
+            let mut stream = SimStream::connect(("reader", 9)).await?;
+            stream.write_all(&[1u8; 10]).await?;
+            let mut buf = [0u8; 4];
+            let result = stream.read(&mut buf).await;
+            log.lock().unwrap().push(match result {
+                Ok(n) => format!("read {n}"),
+                Err(e) => format!("error {:?}", e.kind()),
+            });
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    expect_pass(&outcome);
+    assert_eq!(*seen.lock().unwrap(), ["error ConnectionReset"]);
+    assert!(
+        outcome
+            .coverage
+            .contains_key("net:closed-with-unread-bytes")
+    );
+}

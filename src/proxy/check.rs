@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use faultline_harness::sys::Syscalls;
+use faultline_harness::Syscalls;
 use faultline_harness::{Errno, Events};
 use tokio::time::Instant;
 

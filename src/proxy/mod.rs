@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
+use faultline_harness::Syscalls;
 use faultline_harness::sys::EpollOp;
-use faultline_harness::sys::Syscalls;
 use faultline_harness::{Errno, Events, Fd};
 use tokio::time::Instant;
 

@@ -10,7 +10,7 @@
 //! whether the peer closed (`HUP`): the end of stream is taken from them
 //! without another syscall.
 
-use faultline_harness::sys::Syscalls;
+use faultline_harness::Syscalls;
 use faultline_harness::{Errno, Events};
 
 use super::buffer::Buffer;

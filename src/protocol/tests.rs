@@ -174,3 +174,15 @@ proptest! {
         prop_assert_eq!(back.value, p.value);
     }
 }
+
+#[test]
+fn keys_map_to_vbuckets_as_couchbase_clients_map_them() {
+    // CRC-32 (IEEE) of "123456789" is the reference 0xcbf43926: bits
+    // 16..31 masked to 15 bits are 0x4bf4 = 19444.
+    assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+    assert_eq!(super::vbucket_of(b"123456789", 1024), (19444 % 1024) as u16);
+    assert_eq!(super::vbucket_of(b"", 16), 0);
+    for key in [&b"a"[..], b"some key", b"client-3:k7"] {
+        assert!(super::vbucket_of(key, 16) < 16);
+    }
+}

@@ -6,13 +6,6 @@ use std::net::SocketAddr;
 use super::conn::ConnId;
 use crate::server::VbRange;
 
-/// The vbucket of a key, as smart clients compute it: CRC-32 of the key,
-/// bits 16..31, modulo the number of vbuckets.
-pub fn vbucket_of(key: &[u8], vbuckets: u16) -> u16 {
-    assert!(vbuckets > 0, "a bucket has vbuckets");
-    (((crc32(key) >> 16) & 0x7fff) % u32::from(vbuckets)) as u16
-}
-
 /// The vbuckets node `index` of `nodes` is active for: the bucket split in
 /// equal consecutive ranges.
 pub fn active_range(index: usize, nodes: usize, vbuckets: u16) -> VbRange {
@@ -29,37 +22,6 @@ pub fn node_of(vb: u16, nodes: usize, vbuckets: u16) -> usize {
     (0..nodes)
         .find(|&i| active_range(i, nodes, vbuckets).contains(vb))
         .expect("the ranges cover the bucket")
-}
-
-const fn crc32_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static CRC32: [u32; 256] = crc32_table();
-
-/// CRC-32 (IEEE 802.3), as zlib computes it.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for b in bytes {
-        c = CRC32[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    c ^ 0xffff_ffff
 }
 
 /// One kv node as the proxy sees it.
@@ -118,12 +80,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc32_matches_the_reference_value() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(crc32(b""), 0);
-    }
-
-    #[test]
     fn every_vbucket_has_exactly_one_active_node() {
         for nodes in 1..=5 {
             let mut counts = vec![0; nodes];
@@ -133,7 +89,6 @@ mod tests {
             assert_eq!(counts.iter().sum::<usize>(), 64);
             assert!(counts.iter().all(|c| *c >= 64 / nodes), "{counts:?}");
         }
-        assert!(vbucket_of(b"some key", 16) < 16);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use faultline_harness::Syscalls;
 use faultline_harness::{Errno, Events};
 use tokio::time::Instant;
 
-use super::backend::{node_of, vbucket_of};
+use super::backend::node_of;
 use super::buffer::Buffer;
 use super::conn::{
     CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection,
@@ -33,7 +33,7 @@ use super::conn::{
 use super::fd::{Owner, bit};
 use super::raw_sock::{rcv_buf, snd_buf};
 use super::{Conn, Proxy, VERSION};
-use crate::protocol::{Header, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status};
+use crate::protocol::{Header, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of};
 
 /// What a connection is for.
 pub enum Role {

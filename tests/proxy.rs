@@ -59,6 +59,33 @@ fn many_clients_through_the_proxy_see_what_a_model_of_the_store_predicts() {
 }
 
 #[test]
+fn a_stale_vbucket_map_is_learned_from_not_my_vbucket_answers() {
+    // Every vbucket is on another node than the proxy believes: each first
+    // request per vbucket is refused, retried on the next node, and the
+    // map remembers; the clients never see NOT_MY_VBUCKET.
+    let scenario = mixed(
+        "nodes = 3
+threads = 2
+clients = 6
+requests = 80
+keys = 6
+stale_map = true
+",
+    );
+    let outcome = runner::run(
+        &scenario,
+        0,
+        &RunOptions::new(Variant::Fixed).faults(Faults::Off),
+    );
+    assert_eq!(outcome.verdict, Verdict::Pass, "{}", outcome.report());
+    let learned = outcome.coverage["probe:proxy:not-my-vbucket"];
+    // Two wrong guesses per vbucket (3 nodes), a few more while requests
+    // for the same vbucket are in flight together, then none: far fewer
+    // than the 516 requests.
+    assert!((16..=64).contains(&learned), "{learned} refusals");
+}
+
+#[test]
 fn idle_backend_connections_migrate_between_threads_and_old_pollers_forget_them() {
     let scenario = scenario("HAP-FDRACE-late-update-vs-close");
     let outcome = runner::run(

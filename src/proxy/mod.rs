@@ -215,6 +215,10 @@ pub struct State {
     next_accept_thread: usize,
     /// Per server: when its next check starts (thread 0 runs checks).
     pub next_check: Vec<Instant>,
+    /// Per vbucket: the server believed active for it. It starts as the
+    /// configured split and learns from `NOT_MY_VBUCKET` answers (a
+    /// rebalance moved the vbucket), as a memcached-aware proxy must.
+    pub vbmap: Vec<usize>,
 }
 
 impl State {
@@ -314,9 +318,13 @@ impl<S: Syscalls + 'static> Proxy<S> {
         }
         let now = Instant::now();
         let first_check = now + Duration::from_millis(config.check.interval_ms);
+        let vbmap = (0..config.vbuckets)
+            .map(|vb| backend::node_of(vb, servers.len(), config.vbuckets))
+            .collect();
         let state = State {
             conns: BTreeMap::new(),
             next_check: vec![first_check; servers.len()],
+            vbmap,
             servers,
             threads,
             listener: None,

@@ -25,7 +25,6 @@ use faultline_harness::Syscalls;
 use faultline_harness::{Errno, Events};
 use tokio::time::Instant;
 
-use super::backend::node_of;
 use super::buffer::Buffer;
 use super::conn::{
     CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection,
@@ -86,9 +85,13 @@ pub struct Request {
     pub header: Header,
     /// The packet as forwarded (loud opcode, the key's vbucket).
     pub forwarded: Vec<u8>,
+    /// The key's vbucket.
+    pub vb: u16,
     pub server: usize,
     pub server_conn: Option<ConnId>,
     pub retries_left: u32,
+    /// Other servers still to try when one answers `NOT_MY_VBUCKET`.
+    pub moves_left: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,7 +384,7 @@ fn dispatch<S: Syscalls + 'static>(
         return;
     }
     let vb = vbucket_of(&packet.key, px.config.vbuckets);
-    let server = node_of(vb, st.servers.len(), px.config.vbuckets);
+    let server = st.vbmap[usize::from(vb)];
     if !st.servers[server].up {
         faultline_harness::probe("proxy:server-down");
         Packet::response(&h, Status::ETMPFAIL).encode_into(&mut cl.out);
@@ -393,9 +396,11 @@ fn dispatch<S: Syscalls + 'static>(
     cl.request = Some(Request {
         header: h,
         forwarded: forwarded.encode(),
+        vb,
         server,
         server_conn: None,
         retries_left: px.config.retries,
+        moves_left: (st.servers.len() - 1) as u32,
     });
     attach(px, st, tid, id, false);
 }
@@ -673,7 +678,7 @@ pub fn process_server<S: Syscalls + 'static>(
                     server_of(st.conns.get_mut(&sid).expect("present"))
                         .inbuf
                         .consume(used);
-                    deliver(px, st, sid, client_id, response);
+                    deliver(px, st, tid, sid, client_id, response);
                     return true;
                 }
                 Ok(None) => {
@@ -714,6 +719,7 @@ pub fn process_server<S: Syscalls + 'static>(
 fn deliver<S: Syscalls + 'static>(
     px: &Proxy<S>,
     st: &mut super::State,
+    tid: usize,
     sid: ConnId,
     cid: ConnId,
     response: Packet,
@@ -722,7 +728,7 @@ fn deliver<S: Syscalls + 'static>(
         .conns
         .get_mut(&cid)
         .and_then(|c| client_of(c).request.take());
-    let Some(request) = request else {
+    let Some(mut request) = request else {
         st.close(sid);
         return;
     };
@@ -739,9 +745,25 @@ fn deliver<S: Syscalls + 'static>(
         st.wake(cid);
         return;
     }
+    let status = h.status();
+    if status == Status::NOT_MY_VBUCKET && request.moves_left > 0 {
+        // The vbucket moved (a rebalance): try the next server, and
+        // remember where it answered.
+        let next = (request.server + 1) % st.servers.len();
+        tracing::debug!(target: "faultline::proxy", conn = cid, vb = request.vb, from = request.server, to = next, "not my vbucket: trying the next server");
+        faultline_harness::probe("proxy:not-my-vbucket");
+        st.vbmap[usize::from(request.vb)] = next;
+        request.server = next;
+        request.server_conn = None;
+        request.moves_left -= 1;
+        request.retries_left = px.config.retries;
+        client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
+        release_backend(px, st, sid);
+        attach(px, st, tid, cid, false);
+        return;
+    }
     // Quiet commands: GETQ/GETKQ answer hits only, the others failures only.
     let quiet = request.header.opcode.is_quiet();
-    let status = h.status();
     let silent = quiet
         && match forwarded_opcode {
             Opcode::GET | Opcode::GETK => !status.is_success(),
@@ -756,7 +778,12 @@ fn deliver<S: Syscalls + 'static>(
         }
     }
     st.wake(cid);
-    // The backend connection goes back to the pool if it is clean.
+    release_backend(px, st, sid);
+}
+
+/// A backend connection whose response was delivered goes back to the
+/// pool if it is clean, else it is closed.
+fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, st: &mut super::State, sid: ConnId) {
     let conn = st.conns.get_mut(&sid).expect("present");
     let reusable = !conn
         .c

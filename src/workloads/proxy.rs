@@ -102,6 +102,11 @@ struct Params {
     /// Extra STAT entries (a large check answer).
     #[serde(default)]
     stat_detail_entries: usize,
+    /// The kv nodes' vbuckets are not where the proxy's initial map says
+    /// (node i holds node i+1's range): the proxy must learn the map from
+    /// `NOT_MY_VBUCKET` answers, as after a rebalance.
+    #[serde(default)]
+    stale_map: bool,
 }
 
 fn d_nodes() -> usize {
@@ -207,7 +212,11 @@ impl Params {
     fn kv_config(&self, index: usize) -> KvConfig {
         KvConfig {
             vbuckets: self.vbuckets,
-            active: active_range(index, self.nodes, self.vbuckets),
+            active: active_range(
+                (index + usize::from(self.stale_map)) % self.nodes,
+                self.nodes,
+                self.vbuckets,
+            ),
             idle_timeout_ms: self.kv_idle_timeout_ms,
             stat_detail_entries: self.stat_detail_entries,
             ..KvConfig::default()

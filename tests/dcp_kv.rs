@@ -457,3 +457,43 @@ fn malformed_dcp_messages_are_refused_without_a_panic() {
         }
     });
 }
+
+#[test]
+fn the_idle_timeout_closes_quiet_client_connections_but_not_replication_streams() {
+    let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = log.clone();
+    let scenario = scenario_from_fn("dcp-idle", "summary = \"t\"\n", move |sim, _| {
+        sim.host("kv-1", || async {
+            let config = KvConfig {
+                idle_timeout_ms: Some(5),
+                ..config(true)
+            };
+            node(config, Slot::default()).await
+        });
+        let log = seen.clone();
+        sim.client("ns", async move {
+            let mut dcp_conn = open("kv-1", true).await;
+            let mut plain = SimStream::connect(("kv-1", KV_PORT)).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The plain connection was closed for idleness...
+            let mut byte = [0u8; 1];
+            let n = plain.read(&mut byte).await.unwrap_or(0);
+            log.lock().unwrap().push(format!("plain connection read {n}"));
+            // ...the quiet DCP connection still answers.
+            send(&mut dcp_conn, Packet::request(Opcode::NOOP).opaque(9)).await;
+            let answer = recv(&mut dcp_conn).await;
+            log.lock().unwrap().push(format!(
+                "dcp connection answers: {}",
+                answer.is_some_and(|p| p.header.opaque == 9)
+            ));
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    assert!(outcome.verdict.is_pass(), "{}", outcome.report());
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["plain connection read 0", "dcp connection answers: true"]
+    );
+}

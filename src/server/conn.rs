@@ -269,7 +269,13 @@ impl<S: ServerStream> Conn<S> {
         }
         let stream = &mut self.stream;
         let ready = poll_fn(|cx| stream.poll_read_ready(cx));
-        match self.node.config.idle_timeout_ms {
+        // Replication streams are quiet when nothing changes: the idle
+        // timeout is for client connections only.
+        let idle_timeout_ms = match self.dcp {
+            Some(_) => None,
+            None => self.node.config.idle_timeout_ms,
+        };
+        match idle_timeout_ms {
             None => ready.await.map_err(ConnError::Io)?,
             Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), ready).await {
                 Ok(result) => result.map_err(ConnError::Io)?,

@@ -178,8 +178,8 @@ enum Framing {
         tracker: FrameTracker,
     },
     /// Rules may delay frames: each frame's header is parsed before any of
-    /// its bytes are released. A send buffer smaller than a header on the
-    /// same direction can therefore stall; scenarios avoid that pairing.
+    /// its bytes are released (meanwhile the received bytes count as read
+    /// for the writer's send buffer, see `credit_incomplete_header`).
     Control {
         framer: Rc<dyn Framer>,
         /// Rules that may delay frames on this direction: (index, rule).
@@ -265,6 +265,9 @@ struct Rx {
     error: Option<io::ErrorKind>,
     framing: Framing,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Leading bytes of `buf` already counted as read for the writer's
+    /// send buffer (see `credit_incomplete_header`).
+    credited: usize,
 }
 
 /// One end of a simulated TCP connection (see the module docs).
@@ -349,6 +352,7 @@ impl SimSocket {
                 error: None,
                 framing,
                 timer: None,
+                credited: 0,
             },
             write_closed: false,
         })
@@ -556,6 +560,7 @@ impl SimSocket {
             if head.is_none() {
                 let header_len = framer.header_len();
                 if unreleased < header_len {
+                    credit_incomplete_header(&mut self.rx, &shared.pipes[side.recv_pipe()]);
                     return;
                 }
                 let start = self.rx.released;
@@ -639,7 +644,9 @@ impl SimSocket {
             }
             self.rx.buf.advance(n);
             self.rx.released -= n;
-            self.recv_pipe().borrow_mut().consumed(n);
+            let fresh = n.saturating_sub(self.rx.credited);
+            self.rx.credited = self.rx.credited.saturating_sub(n);
+            self.recv_pipe().borrow_mut().consumed(fresh);
             return Poll::Ready(Ok(n));
         }
         match self.rx.error {
@@ -680,6 +687,18 @@ impl Drop for SimSocket {
         if let Some(waker) = pipe.writer_waker.take() {
             waker.wake();
         }
+    }
+}
+
+/// A frame rule needs a frame's whole header before it can release any of
+/// it; a send buffer smaller than a header would then never drain (its
+/// bytes count until read). So while a header is incomplete, everything
+/// received counts as read for the writer's buffer, as a receiving kernel
+/// acknowledges what it holds.
+fn credit_incomplete_header(rx: &mut Rx, pipe: &RefCell<Pipe>) {
+    if rx.buf.len() > rx.credited {
+        pipe.borrow_mut().consumed(rx.buf.len() - rx.credited);
+        rx.credited = rx.buf.len();
     }
 }
 

@@ -330,6 +330,21 @@ fn a_send_buffer_smaller_than_a_frame_header_still_delivers_and_traces_every_fra
         Some(&30)
     );
     assert_eq!(outcome.coverage.get("event:all-read"), Some(&1));
+    // With a frame rule on the same direction every header is needed whole
+    // before its frame is released: the bytes waiting for it count as
+    // received, so the tiny buffer still drains, and every frame is held.
+    let options = RunOptions::new(Variant::Fixed).faults(plan(
+        "[[send_buffer]]\nhost = \"writer\"\nbytes = 2\n\
+         [[frame_delay]]\nfrom = \"writer\"\nto = \"reader\"\nframe = \"msg\"\ndelay_ms = 3\n",
+    ));
+    let outcome = runner::run(&scenario, 0, &options);
+    expect_pass(&outcome);
+    assert_eq!(
+        outcome.coverage.get("event:frame:writer->reader:msg"),
+        Some(&30)
+    );
+    assert_eq!(outcome.coverage.get("frame_delay:delayed"), Some(&30));
+    assert_eq!(outcome.coverage.get("event:all-read"), Some(&1));
 }
 
 #[test]

@@ -478,7 +478,9 @@ fn the_idle_timeout_closes_quiet_client_connections_but_not_replication_streams(
             // The plain connection was closed for idleness...
             let mut byte = [0u8; 1];
             let n = plain.read(&mut byte).await.unwrap_or(0);
-            log.lock().unwrap().push(format!("plain connection read {n}"));
+            log.lock()
+                .unwrap()
+                .push(format!("plain connection read {n}"));
             // ...the quiet DCP connection still answers.
             send(&mut dcp_conn, Packet::request(Opcode::NOOP).opaque(9)).await;
             let answer = recv(&mut dcp_conn).await;
@@ -495,5 +497,48 @@ fn the_idle_timeout_closes_quiet_client_connections_but_not_replication_streams(
     assert_eq!(
         *log.lock().unwrap(),
         ["plain connection read 0", "dcp connection answers: true"]
+    );
+}
+
+#[test]
+fn producer_connections_are_bounded_and_refused_beyond_the_limit() {
+    use faultline::server::dcp::MAX_PRODUCERS;
+    let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = log.clone();
+    let scenario = scenario_from_fn("dcp-many", "summary = \"t\"\n", move |sim, _| {
+        sim.host("kv-1", || async {
+            node(config(true), Slot::default()).await
+        });
+        let log = seen.clone();
+        sim.client("ns", async move {
+            let mut open_ones = Vec::new();
+            for _ in 0..MAX_PRODUCERS {
+                open_ones.push(open("kv-1", true).await);
+            }
+            let status = |mut s: SimStream| async move {
+                send(&mut s, dcp::open("one too many", true).opaque(2)).await;
+                let answer = recv(&mut s).await.expect("an answer");
+                (s, answer.header.status())
+            };
+            let extra = SimStream::connect(("kv-1", KV_PORT)).await?;
+            let (extra, refused) = status(extra).await;
+            log.lock()
+                .unwrap()
+                .push(format!("one past the limit: {refused}"));
+            drop(open_ones.pop());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let (_extra, accepted) = status(extra).await;
+            log.lock()
+                .unwrap()
+                .push(format!("after one closed: {accepted}"));
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    assert!(outcome.verdict.is_pass(), "{}", outcome.report());
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["one past the limit: ENOMEM", "after one closed: SUCCESS"]
     );
 }

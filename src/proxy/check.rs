@@ -173,8 +173,8 @@ pub fn process_check<S: Syscalls + 'static>(
             progress |= n > 0;
         }
         if !c.has(CO_FL_ERROR) && !check.buf.is_full() {
-            // HAP-RCVBUF: asks for the buffer's whole size; the old
-            // rcv_buf trusted its caller to ask for no more than the room.
+            // Asks for the buffer's whole size (both variants): rcv_buf
+            // bounds it by the free space (the old one trusted its caller).
             let size = check.buf.size();
             let n = rcv_buf(
                 &px.sys,

@@ -21,20 +21,9 @@ use super::fd::FdTable;
 use crate::bugs::{Bugs, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF};
 
 /// The read side reached the end of the stream.
-fn read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
+fn read0(conn: &mut Connection) {
     conn.flags |= CO_FL_SOCK_RD_SH;
     conn.flags &= !CO_FL_WAIT_L4_CONN;
-    if bugs.is_buggy(HAP_ERRHUP) {
-        // HAP-ERRHUP: the end of stream was taken from HUP alone; an error
-        // reported with it (a reset) goes unnoticed.
-        return;
-    }
-    // An error may have been reported with the hangup (a reset behind the
-    // last bytes): the socket is dead, not just half-closed.
-    if ev.contains(Events::ERR) {
-        faultline_harness::probe("proxy:err-with-hup");
-        conn.fail(None);
-    }
 }
 
 /// Receives up to `count` bytes into `buf`. Returns the bytes received;
@@ -58,7 +47,7 @@ pub fn rcv_buf<S: Syscalls>(
     if !ev.contains(Events::IN) {
         // Nothing to read: a hangup alone is the end of the stream...
         if ev.contains(Events::HUP) && !ev.contains(Events::ERR) {
-            read0(conn, ev, bugs);
+            read0(conn);
             return 0;
         }
         // ...and an error before the connection was established is its failure.
@@ -84,18 +73,27 @@ pub fn rcv_buf<S: Syscalls>(
         }
         match buf.fill_with(try_bytes, |dst| sys.recv(fd, dst)) {
             Ok(0) => {
-                read0(conn, ev, bugs);
+                read0(conn);
                 break;
             }
             Ok(n) => {
                 done += n;
                 if n < try_bytes {
                     // A short read: the socket is drained. If the poller
-                    // saw the peer close, this is the end of the stream.
-                    if ev.contains(Events::HUP) {
-                        read0(conn, ev, bugs);
+                    // saw the peer close, this is the end of the stream,
+                    // without another recv() to learn it.
+                    let hangup = if bugs.is_buggy(HAP_ERRHUP) {
+                        // HAP-ERRHUP: HUP alone was taken as the end; an
+                        // error reported with it (a reset) went unnoticed.
+                        ev.contains(Events::HUP)
+                    } else {
+                        ev & (Events::ERR | Events::HUP) == Events::HUP
+                    };
+                    if hangup {
+                        read0(conn);
                         break;
                     }
+                    // With ERR, the next recv() reports the error.
                     table.done_recv(fd);
                     break;
                 }

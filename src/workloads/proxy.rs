@@ -17,6 +17,7 @@
 //! without reading an answer that already arrived: the proxy sees the
 //! request, then a reset.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::bugs::Bugs;
 use crate::protocol::client::{Client, Store};
-use crate::protocol::{McbpFramer, Opcode, Packet, Status};
+use crate::protocol::{Durability, McbpFramer, Opcode, Packet, Status};
 use crate::proxy::backend::active_range;
 use crate::proxy::{BackendAddr, CheckConfig, ProxyConfig, run_proxy};
 use crate::server::{KV_PORT, KvConfig, run_node};
@@ -38,9 +39,11 @@ use crate::server::{KV_PORT, KvConfig, run_node};
 /// The port the proxy listens on in simulations.
 pub const PROXY_PORT: u16 = 11211;
 
+/// The `proxy` workload's parameters (also `[params.proxy]` of the
+/// `whole-system` workload).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(crate) struct Params {
     #[serde(default = "d_nodes")]
     nodes: usize,
     #[serde(default = "d_vbuckets")]
@@ -102,6 +105,10 @@ struct Params {
     /// Extra STAT entries (a large check answer).
     #[serde(default)]
     stat_detail_entries: usize,
+    /// Share of SETs that are durable (majority), in percent: answered
+    /// once the vbucket's replica holds them, where it has one.
+    #[serde(default)]
+    durable_percent: u32,
     /// The kv nodes' vbuckets are not where the proxy's initial map says
     /// (node i holds node i+1's range): the proxy must learn the map from
     /// `NOT_MY_VBUCKET` answers, as after a rebalance.
@@ -173,6 +180,10 @@ fn d_check_buffer_bytes() -> usize {
     16 * 1024
 }
 
+/// How often a client asks again when a vbucket has no owner for a moment
+/// (a move in progress), 1 ms apart.
+const MAX_OWNER_RETRIES: u32 = 3_000;
+
 /// Upper bounds that keep a scenario from asking for absurd runs.
 const MAX_NODES: usize = 8;
 const MAX_CLIENTS: u32 = 64;
@@ -209,8 +220,9 @@ impl Params {
         }
     }
 
-    fn kv_config(&self, index: usize) -> KvConfig {
+    fn kv_config(&self, index: usize, bugs: Bugs) -> KvConfig {
         KvConfig {
+            bugs,
             vbuckets: self.vbuckets,
             active: active_range(
                 (index + usize::from(self.stale_map)) % self.nodes,
@@ -232,64 +244,95 @@ impl Workload for ProxyWorkload {
     }
 
     fn check(&self, params: &toml::Table) -> Result<(), ParamError> {
-        let p: Params = parse_params(params)?;
-        if p.nodes == 0 || p.nodes > MAX_NODES {
-            return Err(ParamError::new(
-                "nodes",
-                format!("params.nodes must be within 1..={MAX_NODES}"),
-            ));
-        }
-        if p.clients == 0 || p.clients > MAX_CLIENTS {
-            return Err(ParamError::new(
-                "clients",
-                format!("params.clients must be within 1..={MAX_CLIENTS}"),
-            ));
-        }
-        if p.keys == 0 {
-            return Err(ParamError::new("keys", "params.keys must be positive"));
-        }
-        if p.max_value_bytes == 0 || p.max_value_bytes > MAX_VALUE_BYTES {
-            return Err(ParamError::new(
-                "max_value_bytes",
-                format!("params.max_value_bytes must be within 1..={MAX_VALUE_BYTES}"),
-            ));
-        }
-        p.proxy_config(Bugs::fixed())
-            .validate()
-            .map_err(|m| ParamError {
-                key: None,
-                message: format!("params: {m}"),
-            })?;
-        p.kv_config(0).validate().map_err(|m| ParamError {
-            key: None,
-            message: format!("params: {m}"),
-        })?;
-        Ok(())
+        parse_params::<Params>(params)?.check("")
     }
 
     fn build(&self, setup: &mut SimSetup<'_>, run: &RunSpec<'_>) -> Result<(), String> {
         let p: Params = parse_params(run.params).map_err(|e| e.message)?;
+        p.build(setup, Bugs::from_run(run), |_| {}, Rc::default());
+        Ok(())
+    }
+}
+
+impl Params {
+    /// Checks the limits; `path` prefixes keys (`proxy.` in a nested table).
+    pub(crate) fn check(&self, path: &str) -> Result<(), ParamError> {
+        let p = self;
+        let bad = |key: &str, why: String| {
+            Err(ParamError::new(
+                &format!("{path}{key}"),
+                format!("params.{path}{key} {why}"),
+            ))
+        };
+        if p.nodes == 0 || p.nodes > MAX_NODES {
+            return bad("nodes", format!("must be within 1..={MAX_NODES}"));
+        }
+        if p.clients == 0 || p.clients > MAX_CLIENTS {
+            return bad("clients", format!("must be within 1..={MAX_CLIENTS}"));
+        }
+        if p.keys == 0 {
+            return bad("keys", "must be positive".into());
+        }
+        if p.durable_percent > 100 {
+            return bad("durable_percent", "is a percentage".into());
+        }
+        if p.max_value_bytes == 0 || p.max_value_bytes > MAX_VALUE_BYTES {
+            return bad(
+                "max_value_bytes",
+                format!("must be within 1..={MAX_VALUE_BYTES}"),
+            );
+        }
+        let table = match path.trim_end_matches('.') {
+            "" => "params".to_string(),
+            nested => format!("params.{nested}"),
+        };
+        let whole = |m: String| ParamError {
+            key: None,
+            message: format!("{table}: {m}"),
+        };
+        p.proxy_config(Bugs::fixed()).validate().map_err(whole)?;
+        p.kv_config(0, Bugs::fixed()).validate().map_err(whole)?;
+        Ok(())
+    }
+
+    /// Adds the kv nodes (`kv-0`..; `adjust` may change their
+    /// configuration), the proxy and the clients to a simulation.
+    /// `running` counts the clients that have not finished.
+    pub(crate) fn build(
+        &self,
+        setup: &mut SimSetup<'_>,
+        bugs: Bugs,
+        adjust: impl Fn(&mut KvConfig),
+        running: Rc<Cell<u32>>,
+    ) {
+        running.set(self.clients);
         setup.set_framer(Rc::new(McbpFramer));
-        for i in 0..p.nodes {
-            let config = p.kv_config(i);
+        for i in 0..self.nodes {
+            let mut config = self.kv_config(i, bugs.clone());
+            adjust(&mut config);
             setup.host(&format!("kv-{i}"), move || {
                 let config = config.clone();
                 async move { Ok(run_node(config).await?) }
             });
         }
-        let config = p.proxy_config(Bugs::from_run(run));
+        let config = self.proxy_config(bugs);
         setup.host("proxy", move || {
             let config = config.clone();
             async move { Ok(run_proxy(Sys::new(), config).await?) }
         });
-        for id in 0..p.clients {
-            let p = p.clone();
+        for id in 0..self.clients {
+            let p = self.clone();
+            let running = running.clone();
             setup.client(&format!("client-{id}"), async move {
                 run_client(id, p).await;
+                running.set(running.get() - 1);
                 Ok(())
             });
         }
-        Ok(())
+    }
+
+    pub(crate) fn nodes(&self) -> usize {
+        self.nodes
     }
 }
 
@@ -387,6 +430,32 @@ impl ClientRun {
         let _pending = deadline.map(|ms| {
             oracle::pending_within(format!("client-{id} {what}"), Duration::from_millis(ms))
         });
+        let mut owner_retries = 0;
+        loop {
+            let response = self.call_once(what, request.clone(), timeout).await?;
+            // A vbucket in the middle of a move has no owner for a moment;
+            // a smart client (and the proxy's client) waits and asks again.
+            if response.status_code() == Status::NOT_MY_VBUCKET && owner_retries < MAX_OWNER_RETRIES
+            {
+                owner_retries += 1;
+                probe("client:not-my-vbucket");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            oracle::count("proxy.requests");
+            oracle::record_latency("proxy.request", started.elapsed());
+            return Ok(response);
+        }
+    }
+
+    /// One attempt of [`ClientRun::call`].
+    async fn call_once(
+        &mut self,
+        what: &str,
+        request: Packet,
+        timeout: Duration,
+    ) -> Result<Packet, Failed> {
+        let id = self.id;
         let client = self.connection().await?;
         let result = tokio::time::timeout(timeout, client.call(request)).await;
         let response = match result {
@@ -422,8 +491,6 @@ impl ClientRun {
             );
             return Err(Failed::Reported);
         }
-        oracle::count("proxy.requests");
-        oracle::record_latency("proxy.request", started.elapsed());
         Ok(response)
     }
 
@@ -458,7 +525,13 @@ impl ClientRun {
             )
         });
         let key = self.key(k);
+        // (No draw without durable writes: the other scenarios' seeds keep
+        // their traces.)
+        let durable = self.p.durable_percent > 0
+            && with_rng(&self.rng_name(), |rng| rng.random_range(0..100u32))
+                < self.p.durable_percent;
         match pick {
+            0..35 if durable => self.durable_set(&key, &value).await,
             0..35 => self.set(&key, &value).await,
             35..65 => self.read_check(&key).await,
             65..73 => self.delete(&key).await,
@@ -479,6 +552,24 @@ impl ClientRun {
             return Err(self.model_error(format!("{what} answered {}", response.status_code())));
         }
         self.model.acked(key, Some(value));
+        Ok(())
+    }
+
+    /// A SET that the node answers once the vbucket's replica holds it.
+    async fn durable_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
+        let what = format!("durable SET {}", String::from_utf8_lossy(key));
+        let request =
+            store_packet(&Store::new(Opcode::SET, key, value)).durability(Durability::Majority);
+        let response = self.call(&what, request).await?;
+        match response.status_code() {
+            Status::SUCCESS => self.model.acked(key, Some(value)),
+            // The node cannot tell whether the replica got it.
+            Status::SYNC_WRITE_AMBIGUOUS => self.model.uncertain(key, Some(value)),
+            // Refused before anything was stored: no replica (yet), or an
+            // earlier durable write of the key still in flight.
+            Status::DURABILITY_IMPOSSIBLE | Status::SYNC_WRITE_IN_PROGRESS => {}
+            other => return Err(self.model_error(format!("{what} answered {other}"))),
+        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use crate::protocol::{Packet, Status, dcp};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
-use crate::server::dcp::DcpConn;
+use crate::server::dcp::{DcpConn, MAX_PRODUCERS};
 
 /// Longest connection name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -23,6 +23,12 @@ pub fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
         return Flow::Continue;
     }
     let node = conn.node.clone();
+    // Each producer has a task on the executor: their number is bounded.
+    if producer && node.dcp.producer_count() >= MAX_PRODUCERS {
+        tracing::debug!(target: "faultline::kv", conn = conn.id, "too many DCP producers");
+        conn.respond(Packet::response(h, Status::ENOMEM));
+        return Flow::Continue;
+    }
     let dcp = DcpConn::open(&node, conn.id, name.to_string(), producer);
     conn.respond(Packet::response(h, Status::SUCCESS));
     conn.start_dcp(dcp);

@@ -56,6 +56,11 @@ pub use producer::Producer;
 /// Most messages one step hands to the connection before it reads again.
 pub const MAX_MESSAGES_PER_STEP: usize = 256;
 
+/// Most DCP producer connections a node serves at once: each has a task on
+/// the executor, whose task limit must never be reached from the network.
+pub const MAX_PRODUCERS: usize = 256;
+const _: () = assert!(MAX_PRODUCERS < crate::server::executor::MAX_TASKS / 2);
+
 /// A node's DCP state: its producers (to wake them when a vbucket changes)
 /// and the durability monitor of its synchronous writes.
 #[derive(Default)]
@@ -65,6 +70,11 @@ pub struct Dcp {
 }
 
 impl Dcp {
+    /// How many producer connections are open.
+    pub fn producer_count(&self) -> usize {
+        self.producers.borrow().len()
+    }
+
     fn producers(&self) -> Vec<Rc<Producer>> {
         self.producers
             .borrow()

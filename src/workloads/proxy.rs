@@ -180,8 +180,8 @@ fn d_check_buffer_bytes() -> usize {
     16 * 1024
 }
 
-/// How often a client asks again when a vbucket has no owner for a moment
-/// (a move in progress), 1 ms apart.
+/// How often a client asks again after a temporary answer (a vbucket
+/// being moved, a durable write in flight), 1 ms apart.
 const MAX_OWNER_RETRIES: u32 = 3_000;
 
 /// Upper bounds that keep a scenario from asking for absurd runs.
@@ -433,12 +433,16 @@ impl ClientRun {
         let mut owner_retries = 0;
         loop {
             let response = self.call_once(what, request.clone(), timeout).await?;
-            // A vbucket in the middle of a move has no owner for a moment;
-            // a smart client (and the proxy's client) waits and asks again.
-            if response.status_code() == Status::NOT_MY_VBUCKET && owner_retries < MAX_OWNER_RETRIES
-            {
+            // Temporary answers a careful client waits out and asks again:
+            // a vbucket in the middle of a move has no owner for a moment;
+            // a key whose durable write is still in flight takes no write.
+            let temporary = matches!(
+                response.status_code(),
+                Status::NOT_MY_VBUCKET | Status::SYNC_WRITE_IN_PROGRESS
+            );
+            if temporary && owner_retries < MAX_OWNER_RETRIES {
                 owner_retries += 1;
-                probe("client:not-my-vbucket");
+                probe("client:temporary-answer");
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
@@ -565,9 +569,8 @@ impl ClientRun {
             Status::SUCCESS => self.model.acked(key, Some(value)),
             // The node cannot tell whether the replica got it.
             Status::SYNC_WRITE_AMBIGUOUS => self.model.uncertain(key, Some(value)),
-            // Refused before anything was stored: no replica (yet), or an
-            // earlier durable write of the key still in flight.
-            Status::DURABILITY_IMPOSSIBLE | Status::SYNC_WRITE_IN_PROGRESS => {}
+            // Refused before anything was stored: no replica (yet).
+            Status::DURABILITY_IMPOSSIBLE => {}
             other => return Err(self.model_error(format!("{what} answered {other}"))),
         }
         Ok(())

@@ -327,6 +327,9 @@ async fn write(
             Ok(())
         }
         Err(ClientError::Status(Status::DURABILITY_IMPOSSIBLE)) if durable => Ok(()),
+        // An earlier durable write of the key is still in flight: refused,
+        // nothing stored.
+        Err(ClientError::Status(Status::SYNC_WRITE_IN_PROGRESS)) => Ok(()),
         Err(ClientError::Status(status)) => {
             Err(Failure::Validation(format!("SET answered {status}")))
         }

@@ -52,6 +52,18 @@ pub const SPIN_LIMIT_CALLS: u64 = 200_000;
 /// The same limit once an oracle has already failed the run.
 pub const SPIN_LIMIT_AFTER_FAILURE_CALLS: u64 = 2_000;
 
+/// `epoll_wait` calls a host makes at one simulated instant before each
+/// further call costs [`POLL_CPU_TIME`] (simulated time only moves when
+/// every task waits; a poll loop that always finds work would stop it).
+pub const POLLS_PER_INSTANT: u64 = 200;
+
+/// The simulated CPU time of one `epoll_wait` beyond [`POLLS_PER_INSTANT`].
+pub const POLL_CPU_TIME: Duration = Duration::from_micros(1);
+
+/// A host that keeps polling without waiting for this long (simulated ms)
+/// is in a busy loop: the `busy-loop` oracle fires.
+pub const SPIN_LIMIT_MS: u64 = 100;
+
 /// Error numbers, as the syscalls answer them.
 #[allow(clippy::upper_case_acronyms)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -292,9 +304,42 @@ struct Kernel {
     files: BTreeMap<Fd, File>,
     /// Syscalls made at the simulated instant `spin.0`.
     spin: (Duration, u64),
+    /// `epoll_wait` calls made at the simulated instant `polls.0`.
+    polls: (Duration, u64),
+    /// Since when the host has been spinning (polling beyond
+    /// [`POLLS_PER_INSTANT`] at each instant), and when it last did.
+    spinning: Option<(Duration, Duration)>,
 }
 
 impl Kernel {
+    /// Tracks a poll loop that keeps finding work: spinning longer than
+    /// [`SPIN_LIMIT_MS`] of simulated time is a busy loop (100% CPU).
+    fn note_spin(&mut self, spinning: bool, now: Duration, epfd: Fd) {
+        let limit = Duration::from_millis(SPIN_LIMIT_MS);
+        self.spinning = match (self.spinning, spinning) {
+            (None, false) => None,
+            (None, true) => Some((now, now)),
+            (Some((start, _)), true) => Some((start, now)),
+            // A millisecond without spinning ends the spin.
+            (Some((start, last)), false) if now <= last + Duration::from_millis(1) => {
+                Some((start, last))
+            }
+            (Some(_), false) => None,
+        };
+        if let Some((start, last)) = self.spinning {
+            if last - start >= limit && ctx::in_sim() {
+                let message = format!(
+                    "host `{}` has polled without waiting since simulated time {:.3} ms ({} ms, last: epoll_wait on fd {epfd})",
+                    self.host,
+                    start.as_secs_f64() * 1000.0,
+                    SPIN_LIMIT_MS
+                );
+                crate::oracle::fail("busy-loop", &message);
+                panic!("{message}");
+            }
+        }
+    }
+
     /// Counts a syscall; at [`SPIN_LIMIT_CALLS`] calls without simulated
     /// time passing, fires the `busy-loop` oracle and unwinds the spinning
     /// task (the run's verdict stays `busy-loop`).
@@ -380,6 +425,8 @@ impl Sys {
                 max_fds: DEFAULT_MAX_FDS,
                 files: BTreeMap::new(),
                 spin: (Duration::ZERO, 0),
+                polls: (Duration::ZERO, 0),
+                spinning: None,
             })),
         }
     }
@@ -938,7 +985,24 @@ impl Sys {
         assert!(max_events > 0, "epoll_wait needs room for one event");
         // A poll loop that never waits (an fd reported again and again)
         // makes no other syscall: count the polls too.
-        self.kernel.borrow_mut().count_call("epoll_wait", epfd);
+        let spinning = {
+            let mut k = self.kernel.borrow_mut();
+            k.count_call("epoll_wait", epfd);
+            let now = ctx::now();
+            if k.polls.0 != now {
+                k.polls = (now, 0);
+            }
+            k.polls.1 += 1;
+            let spinning = k.polls.1 > POLLS_PER_INSTANT;
+            k.note_spin(spinning, now, epfd);
+            spinning
+        };
+        if spinning && ctx::in_sim() {
+            // Polling costs CPU time: a thread spinning on ready fds lets
+            // the clock move, as a real one would while another thread
+            // (asleep on a timer here) gets to finish what it was doing.
+            tokio::time::sleep(POLL_CPU_TIME).await;
+        }
         let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> =
             timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         poll_fn(|cx| {

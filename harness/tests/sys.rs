@@ -488,3 +488,62 @@ fn a_poll_loop_woken_again_and_again_is_a_busy_loop() {
     assert_eq!(oracle, "busy-loop");
     assert!(message.contains("last: epoll_wait"), "{message}");
 }
+
+#[test]
+fn a_poll_loop_that_always_finds_work_still_lets_the_clock_move() {
+    // Thread A polls a socket that stays readable (nobody reads it yet)
+    // and yields after each pass, as an event loop does; thread B sleeps
+    // 50 µs, then reads. Simulated time moves only when every task waits:
+    // without CPU time for A's polls, B would never wake.
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("spin", "summary = \"t\"\n", move |sim, _| {
+        sim.host("server", || async {
+            let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            stream.write_all(b"hello").await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let fd = sys.socket().unwrap();
+            let _ = sys.connect(fd, server_addr());
+            let epfd = sys.epoll_create().unwrap();
+            sys.epoll_ctl(epfd, EpollOp::Add, fd, Events::IN, 0, false)
+                .unwrap();
+            sys.epoll_wait(epfd, 4, None).await.unwrap();
+            let done = std::rc::Rc::new(std::cell::Cell::new(false));
+            let reader = {
+                let (sys, done) = (sys.clone(), done.clone());
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                    let mut buf = [0u8; 16];
+                    let n = sys.recv(fd, &mut buf).unwrap();
+                    done.set(true);
+                    n
+                })
+            };
+            let mut polls = 0u64;
+            while !done.get() {
+                let ready = sys.epoll_wait(epfd, 4, Some(Duration::from_secs(1))).await;
+                assert!(ready.is_ok());
+                polls += 1;
+                tokio::task::yield_now().await;
+            }
+            let n = reader.await.unwrap();
+            note(
+                &log,
+                format!("read {n} bytes after more than 200 polls: {}", polls > 200),
+            );
+            Ok(())
+        });
+        Ok(())
+    });
+    run(&scenario, "");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["read 5 bytes after more than 200 polls: true"]
+    );
+}

@@ -194,6 +194,27 @@ pub struct Partition {
     /// When the partition heals; never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heal_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "PartitionMode::is_drop")]
+    pub mode: PartitionMode,
+}
+
+/// What a partition does to the messages between its hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionMode {
+    /// Lost (turmoil's partition): a new connect fails at once, and a
+    /// connection that loses bytes stalls.
+    #[default]
+    Drop,
+    /// Held, and delivered when the partition heals, as TCP's
+    /// retransmissions would: connections survive it, late.
+    Hold,
+}
+
+impl PartitionMode {
+    fn is_drop(&self) -> bool {
+        *self == PartitionMode::Drop
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -538,6 +559,9 @@ pub struct PairSpace {
     pub pairs: Vec<[String; 2]>,
     pub at_ms: Range2,
     pub duration_ms: Range2,
+    /// `drop` (default) or `hold`.
+    #[serde(default, skip_serializing_if = "PartitionMode::is_drop")]
+    pub mode: PartitionMode,
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
@@ -783,16 +807,18 @@ impl FaultSpace {
         });
         let race = each(&self.race, race_strategy);
         let partition = maybe(self.partition.as_ref(), |s| {
+            let mode = s.mode;
             (
                 prop::sample::select(s.pairs.clone()),
                 s.at_ms[0]..=s.at_ms[1],
                 s.duration_ms[0]..=s.duration_ms[1],
             )
-                .prop_map(|([a, b], at_ms, duration)| Partition {
+                .prop_map(move |([a, b], at_ms, duration)| Partition {
                     a,
                     b,
                     at_ms,
                     heal_ms: Some(at_ms + duration),
+                    mode,
                 })
                 .boxed()
         });

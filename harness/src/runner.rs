@@ -22,7 +22,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::ctx::{self, RunCtx};
-use crate::faults::{FaultPlan, glob_match};
+use crate::faults::{FaultPlan, PartitionMode, glob_match};
 use crate::oracle::{Failure, LatencySummary, OracleState};
 use crate::scenario::{RunSpec, Scenario, SimSetup};
 use crate::trace::{HarnessLayer, TraceMode, TraceRecord, TraceSink};
@@ -303,11 +303,27 @@ fn install_panic_hook() {
 
 /// A fault applied at a simulated time.
 enum Action {
-    Partition { a: String, b: String },
-    Repair { a: String, b: String },
-    MaxLatency { a: String, b: String, max: Duration },
-    Crash { host: String },
-    Restart { host: String },
+    Partition {
+        a: String,
+        b: String,
+        mode: PartitionMode,
+    },
+    Repair {
+        a: String,
+        b: String,
+        mode: PartitionMode,
+    },
+    MaxLatency {
+        a: String,
+        b: String,
+        max: Duration,
+    },
+    Crash {
+        host: String,
+    },
+    Restart {
+        host: String,
+    },
 }
 
 fn scheduled_actions(
@@ -341,10 +357,14 @@ fn scheduled_actions(
                 Action::Partition {
                     a: a.clone(),
                     b: b.clone(),
+                    mode: p.mode,
                 },
             ));
             if let Some(heal) = p.heal_ms {
-                actions.push((Duration::from_millis(heal), Action::Repair { a, b }));
+                actions.push((
+                    Duration::from_millis(heal),
+                    Action::Repair { a, b, mode: p.mode },
+                ));
             }
         }
     }
@@ -381,13 +401,37 @@ fn scheduled_actions(
 
 fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
     let note = match action {
-        Action::Partition { a, b } => {
+        Action::Partition {
+            a,
+            b,
+            mode: PartitionMode::Drop,
+        } => {
             sim.partition(a.as_str(), b.as_str());
             format!("partition {a} {b}")
         }
-        Action::Repair { a, b } => {
+        Action::Partition {
+            a,
+            b,
+            mode: PartitionMode::Hold,
+        } => {
+            sim.hold(a.as_str(), b.as_str());
+            format!("partition {a} {b} (held)")
+        }
+        Action::Repair {
+            a,
+            b,
+            mode: PartitionMode::Drop,
+        } => {
             sim.repair(a.as_str(), b.as_str());
             format!("repair {a} {b}")
+        }
+        Action::Repair {
+            a,
+            b,
+            mode: PartitionMode::Hold,
+        } => {
+            sim.release(a.as_str(), b.as_str());
+            format!("repair {a} {b} (held messages delivered)")
         }
         Action::MaxLatency { a, b, max } => {
             sim.set_link_max_message_latency(a.as_str(), b.as_str(), *max);

@@ -671,3 +671,65 @@ fn swarm_spaces_switch_random_subsets_of_kinds_on_deterministically() {
     );
     assert!(faultline_harness::FaultSpace::default().swarm(1).is_empty());
 }
+
+#[test]
+fn a_holding_partition_delays_a_connection_and_a_dropping_one_loses_it() {
+    // One connection, a byte every 20 ms; the partition lasts 100..200 ms.
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn(
+        "partition-modes",
+        "summary = \"t\"\n[sim]\nmax_latency_ms = 1\n",
+        move |sim, _| {
+            let got = out.clone();
+            sim.host("server", move || {
+                let got = got.clone();
+                async move {
+                    let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+                    let (mut stream, _) = listener.accept().await?;
+                    let mut b = [0u8; 1];
+                    while stream.read_exact(&mut b).await.is_ok() {
+                        got.lock().unwrap().push(format!(
+                            "byte {} at {} ms",
+                            b[0],
+                            faultline_harness::now().as_millis()
+                        ));
+                    }
+                    Ok(())
+                }
+            });
+            sim.client("client", async {
+                let mut s = SimStream::connect(("server", 80)).await?;
+                for i in 0..15u8 {
+                    s.write_all(&[i]).await?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            });
+            Ok(())
+        },
+    );
+    let run = |mode: &str| {
+        log.lock().unwrap().clear();
+        let plan = format!(
+            "[[partition]]\na = \"client\"\nb = \"server\"\nat_ms = 100\nheal_ms = 200\nmode = \"{mode}\"\n"
+        );
+        let outcome = runner::run(
+            &scenario,
+            0,
+            &RunOptions::new(Variant::Fixed).faults(with_plan(&plan)),
+        );
+        assert!(outcome.verdict.is_pass(), "{}", outcome.report());
+        log.lock().unwrap().clone()
+    };
+    let held = run("hold");
+    assert_eq!(held.len(), 15, "nothing is lost: {held:?}");
+    // The bytes sent during the partition arrive when it heals, in order.
+    assert!(held.contains(&"byte 5 at 200 ms".to_string()), "{held:?}");
+    let dropped = run("drop");
+    assert!(
+        dropped.len() < 15,
+        "bytes sent into the partition are lost: {dropped:?}"
+    );
+}

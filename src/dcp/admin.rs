@@ -7,7 +7,7 @@ use faultline_harness::SimStream;
 use tokio::io::AsyncWriteExt;
 
 use crate::protocol::client::{Client, ClientError};
-use crate::protocol::{Limits, Opcode, Packet, Status, dcp, read_packet};
+use crate::protocol::{Limits, Opcode, Packet, ReadError, Status, dcp, read_packet};
 
 /// Most `STAT` packets one answer may have.
 pub const MAX_STAT_ENTRIES: usize = 8192;
@@ -20,8 +20,20 @@ pub struct VbInfo {
     pub high_seqno: u64,
 }
 
+/// The connection broke (the node may close idle connections): a request
+/// that can be repeated is sent again on a new one.
+fn broken(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Io(_)
+            | ClientError::Closed
+            | ClientError::Read(ReadError::Io(_) | ReadError::Truncated { .. })
+    )
+}
+
 pub struct Admin {
     pub host: String,
+    port: u16,
     client: Client<SimStream>,
     next_opaque: u32,
 }
@@ -33,13 +45,34 @@ impl Admin {
             .map_err(ClientError::Io)?;
         Ok(Admin {
             host: host.to_string(),
+            port,
             client: Client::new(stream),
             next_opaque: 0x4000_0000,
         })
     }
 
-    /// `SET_VBUCKET_STATE` (a state of `dcp::vbucket_state`).
+    async fn reconnect(&mut self) -> Result<(), ClientError> {
+        tracing::debug!(target: "faultline::ns", host = self.host.as_str(), "admin connection reconnects");
+        let stream = SimStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(ClientError::Io)?;
+        self.client = Client::new(stream);
+        Ok(())
+    }
+
+    /// `SET_VBUCKET_STATE` (a state of `dcp::vbucket_state`); setting a
+    /// state twice is harmless, so a broken connection is retried once.
     pub async fn set_vbucket_state(&mut self, vb: u16, state: u8) -> Result<(), ClientError> {
+        match self.try_set_vbucket_state(vb, state).await {
+            Err(e) if broken(&e) => {
+                self.reconnect().await?;
+                self.try_set_vbucket_state(vb, state).await
+            }
+            result => result,
+        }
+    }
+
+    async fn try_set_vbucket_state(&mut self, vb: u16, state: u8) -> Result<(), ClientError> {
         let response = self
             .client
             .call(dcp::node_set_vbucket_state(vb, state))
@@ -50,8 +83,19 @@ impl Admin {
         }
     }
 
-    /// `STAT vbucket`: every vbucket's state and high seqno.
+    /// `STAT vbucket`: every vbucket's state and high seqno (a read: a
+    /// broken connection is retried once).
     pub async fn vbuckets(&mut self) -> Result<BTreeMap<u16, VbInfo>, ClientError> {
+        match self.try_vbuckets().await {
+            Err(e) if broken(&e) => {
+                self.reconnect().await?;
+                self.try_vbuckets().await
+            }
+            result => result,
+        }
+    }
+
+    async fn try_vbuckets(&mut self) -> Result<BTreeMap<u16, VbInfo>, ClientError> {
         let opaque = self.next_opaque;
         self.next_opaque = self.next_opaque.wrapping_add(1);
         let request = Packet::request(Opcode::STAT)

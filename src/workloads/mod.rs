@@ -11,6 +11,7 @@ pub mod kv;
 pub mod proxy;
 pub mod rebalance;
 pub mod traffic;
+pub mod whole;
 
 /// Every workload this build knows.
 pub fn registry() -> Registry {
@@ -20,5 +21,6 @@ pub fn registry() -> Registry {
     registry.register(Arc::new(rebalance::DcpRebalance));
     registry.register(Arc::new(durable::DurableWrites));
     registry.register(Arc::new(proxy::ProxyWorkload));
+    registry.register(Arc::new(whole::WholeSystem));
     registry
 }

@@ -17,7 +17,6 @@
 //! without reading an answer that already arrived: the proxy sees the
 //! request, then a reset.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -249,7 +248,7 @@ impl Workload for ProxyWorkload {
 
     fn build(&self, setup: &mut SimSetup<'_>, run: &RunSpec<'_>) -> Result<(), String> {
         let p: Params = parse_params(run.params).map_err(|e| e.message)?;
-        p.build(setup, Bugs::from_run(run), |_| {}, Rc::default());
+        p.build(setup, Bugs::from_run(run), |_| {});
         Ok(())
     }
 }
@@ -297,15 +296,12 @@ impl Params {
 
     /// Adds the kv nodes (`kv-0`..; `adjust` may change their
     /// configuration), the proxy and the clients to a simulation.
-    /// `running` counts the clients that have not finished.
     pub(crate) fn build(
         &self,
         setup: &mut SimSetup<'_>,
         bugs: Bugs,
         adjust: impl Fn(&mut KvConfig),
-        running: Rc<Cell<u32>>,
     ) {
-        running.set(self.clients);
         setup.set_framer(Rc::new(McbpFramer));
         for i in 0..self.nodes {
             let mut config = self.kv_config(i, bugs.clone());
@@ -322,10 +318,8 @@ impl Params {
         });
         for id in 0..self.clients {
             let p = self.clone();
-            let running = running.clone();
             setup.client(&format!("client-{id}"), async move {
                 run_client(id, p).await;
-                running.set(running.get() - 1);
                 Ok(())
             });
         }
@@ -333,6 +327,10 @@ impl Params {
 
     pub(crate) fn nodes(&self) -> usize {
         self.nodes
+    }
+
+    pub(crate) fn vbuckets(&self) -> u16 {
+        self.vbuckets
     }
 }
 

@@ -26,9 +26,7 @@
 //! and gives up after `attempts` (a rebalance that fails is the fixed
 //! behaviour when a node misbehaves; one that hangs is not).
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_harness::oracle;
@@ -151,16 +149,30 @@ impl Params {
         }
         let kv0 = active_range(0, NODES.len(), vbuckets);
         if let Some(vb) = self.cluster.rebalance.iter().find(|vb| !kv0.contains(**vb)) {
-            return bad("rebalance", format!("names vbucket {vb}, which kv-0 is not active for"));
+            return bad(
+                "rebalance",
+                format!("names vbucket {vb}, which kv-0 is not active for"),
+            );
         }
-        if let Some(vb) = self.cluster.rebalance.iter().find(|vb| self.cluster.replicate.contains(vb)) {
-            return bad("rebalance", format!("names vbucket {vb}, which is also replicated"));
+        if let Some(vb) = self
+            .cluster
+            .rebalance
+            .iter()
+            .find(|vb| self.cluster.replicate.contains(vb))
+        {
+            return bad(
+                "rebalance",
+                format!("names vbucket {vb}, which is also replicated"),
+            );
         }
         if self.cluster.attempts == 0 {
             return bad("attempts", "must be positive".into());
         }
         if self.cluster.call_deadline_ms == 0 || self.cluster.durability_timeout_ms == 0 {
-            return bad("call_deadline_ms", "and durability_timeout_ms must be positive".into());
+            return bad(
+                "call_deadline_ms",
+                "and durability_timeout_ms must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -181,33 +193,33 @@ impl Workload for WholeSystem {
         let p: Params = parse_params(run.params).map_err(|e| e.message)?;
         let bugs = Bugs::from_run(run);
         let durability_timeout_ms = p.cluster.durability_timeout_ms;
-        let running = Rc::new(Cell::new(0));
-        p.proxy.build(
-            setup,
-            bugs.clone(),
-            |config| config.durability_timeout_ms = durability_timeout_ms,
-            running.clone(),
-        );
+        p.proxy.build(setup, bugs.clone(), |config| {
+            config.durability_timeout_ms = durability_timeout_ms
+        });
         let ns = ClusterManager {
             vbuckets: p.proxy.vbuckets(),
             cluster: p.cluster,
             bugs,
-            clients_running: running,
         };
-        setup.client("ns", async move {
-            ns.run().await;
-            Ok(())
+        // A host: the fault plan may crash and restart it, and it starts
+        // over (as the cluster manager's processes do).
+        setup.host("ns", move || {
+            let ns = ns.clone();
+            async move {
+                ns.run().await;
+                Ok(())
+            }
         });
         Ok(())
     }
 }
 
 /// The cluster manager of the whole system.
+#[derive(Clone)]
 struct ClusterManager {
     vbuckets: u16,
     cluster: ClusterParams,
     bugs: Bugs,
-    clients_running: Rc<Cell<u32>>,
 }
 
 impl ClusterManager {
@@ -236,23 +248,25 @@ impl ClusterManager {
         tokio::time::sleep(Duration::from_millis(self.cluster.start_ms)).await;
         let forward = self.replicator(NODES[0], NODES[1]);
         let backward = self.replicator(NODES[1], NODES[0]);
-        for (replicator, vbs) in [(&forward, self.replicas_of(0)), (&backward, self.replicas_of(1))] {
+        for (replicator, vbs) in [
+            (&forward, self.replicas_of(0)),
+            (&backward, self.replicas_of(1)),
+        ] {
             if vbs.is_empty() {
                 continue;
             }
             let what = format!("replication {} of vbs {vbs:?}", replicator.name());
-            self.call(&what, || replicator.setup_replication(&vbs)).await;
+            self.call(&what, || replicator.setup_replication(&vbs))
+                .await;
         }
         let moving: BTreeSet<u16> = self.cluster.rebalance.iter().copied().collect();
         if !moving.is_empty() {
             self.rebalance(&forward, &moving).await;
         }
-        // Replication serves the clients' durable writes until they are done.
-        while self.clients_running.get() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = forward.shut().await;
-        let _ = backward.shut().await;
+        // Replication serves the clients' durable writes while the host
+        // lives; the run ends with the clients.
+        let _keep = (forward, backward);
+        std::future::pending::<()>().await
     }
 
     /// Calls `call` until it succeeds, at most `attempts` times; each try
@@ -288,13 +302,6 @@ impl ClusterManager {
     }
 
     async fn rebalance(&self, replicator: &Replicator, moving: &BTreeSet<u16>) {
-        let (Ok(old), Ok(new)) = (
-            Admin::connect(NODES[0], KV_PORT).await,
-            Admin::connect(NODES[1], KV_PORT).await,
-        ) else {
-            return oracle::fail("liveness", "ns could not connect to the kv nodes");
-        };
-        let admins = std::cell::RefCell::new((old, new));
         let config = RebalanceConfig {
             backfill_timeout_ms: self.cluster.backfill_timeout_ms,
             ..RebalanceConfig::default()
@@ -302,8 +309,18 @@ impl ClusterManager {
         let what = format!("rebalance of vbs {moving:?} from kv-0 to kv-1");
         let moved = self
             .call(&what, || async {
-                let (old, new) = &mut *admins.borrow_mut();
-                rebalance(replicator, old, new, moving, config).await.map(|_| ())
+                // Fresh connections each try (a partition may have broken
+                // the last ones).
+                let mut old = Admin::connect(NODES[0], KV_PORT)
+                    .await
+                    .map_err(|e| format!("{}: {e}", NODES[0]))?;
+                let mut new = Admin::connect(NODES[1], KV_PORT)
+                    .await
+                    .map_err(|e| format!("{}: {e}", NODES[1]))?;
+                rebalance(replicator, &mut old, &mut new, moving, config)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             })
             .await;
         if moved {

@@ -126,8 +126,16 @@ async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flag
     let response = match tokio::time::timeout(timeout, outcome).await {
         Ok(Ok(Ok(cas))) => Packet::response(h, Status::SUCCESS).cas(cas),
         Ok(Ok(Err(status))) => Packet::response(h, status),
-        // The monitor forgot the write, or the replica did not answer in time.
-        Ok(Err(_)) | Err(_) => Packet::response(h, Status::SYNC_WRITE_AMBIGUOUS),
+        // The monitor forgot the write (the vbucket stopped being active).
+        Ok(Err(_)) => Packet::response(h, Status::SYNC_WRITE_AMBIGUOUS),
+        // The replica did not answer in time: the write is aborted (it can
+        // no longer commit, and the key takes writes again); the client
+        // cannot know what the replica saw: ambiguous.
+        Err(_) => {
+            node.dcp.durability.borrow_mut().abort(vb, seqno);
+            tracing::debug!(target: "faultline::kv", conn = conn.id, vb, seqno, "durable write timed out: aborted");
+            Packet::response(h, Status::SYNC_WRITE_AMBIGUOUS)
+        }
     };
     let latency = node.now().saturating_sub(now);
     oracle::record_latency("durable-write", latency);

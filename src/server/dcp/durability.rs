@@ -6,11 +6,12 @@
 //! prepare's seqno. Then the prepare is committed (a commit entry in the
 //! log, the item visible) and the waiting connection answers SUCCESS.
 //!
-//! A writer that stops waiting (its durability timeout) answers
-//! SYNC_WRITE_AMBIGUOUS: the prepare stays tracked and may still commit if
-//! the acknowledgement comes later, which is exactly what "ambiguous" tells
-//! the client. A vbucket that stops being active abandons its prepares: their
-//! writers hear SYNC_WRITE_AMBIGUOUS.
+//! A write not acknowledged within the durability timeout is aborted: it
+//! is no longer tracked, can never commit (a late acknowledgement finds
+//! nothing to commit), and its key takes writes again; its writer answers
+//! SYNC_WRITE_AMBIGUOUS (the client cannot know what the replica saw). A
+//! vbucket that stops being active abandons its prepares: their writers
+//! hear SYNC_WRITE_AMBIGUOUS.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -67,6 +68,13 @@ impl DurabilityMonitor {
         );
         assert!(previous.is_none(), "a seqno is prepared once");
         rx
+    }
+
+    /// The prepare at `seqno` timed out: it is forgotten (never committed).
+    pub fn abort(&mut self, vb: u16, seqno: u64) {
+        if let Some(tracked) = self.tracked.get_mut(&vb) {
+            tracked.remove(&seqno);
+        }
     }
 
     /// Every prepare of the vbucket becomes ambiguous.
@@ -129,6 +137,21 @@ mod tests {
         assert!(!m.in_progress(0, b"a") && m.in_progress(0, b"b"));
         assert!(m.take_through(0, 4).is_empty());
         assert_eq!(m.take_through(0, u64::MAX).len(), 1);
+    }
+
+    #[test]
+    fn an_aborted_write_frees_its_key_and_never_commits() {
+        let mut m = DurabilityMonitor::default();
+        let _a = m.track(0, 3, Bytes::from_static(b"a"));
+        let _b = m.track(0, 5, Bytes::from_static(b"b"));
+        m.abort(0, 3);
+        assert!(!m.in_progress(0, b"a") && m.in_progress(0, b"b"));
+        let done: Vec<u64> = m.take_through(0, 9).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(
+            done,
+            [5],
+            "a late acknowledgement commits only what is tracked"
+        );
     }
 
     #[test]

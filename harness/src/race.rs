@@ -152,5 +152,14 @@ pub async fn race_point(name: &str) {
     }
     if !action.sleep.is_zero() {
         tokio::time::sleep(action.sleep).await;
+        // Waking from the pause, the task goes behind whatever else became
+        // ready at that moment (network input included): a real thread
+        // paused this long would find that work already done.
+        for _ in 0..YIELDS_AFTER_SLEEP {
+            tokio::task::yield_now().await;
+        }
     }
 }
+
+/// Yields after a race point's sleep (see [`race_point`]).
+const YIELDS_AFTER_SLEEP: u32 = 4;

@@ -733,3 +733,43 @@ fn a_holding_partition_delays_a_connection_and_a_dropping_one_loses_it() {
         "bytes sent into the partition are lost: {dropped:?}"
     );
 }
+
+#[test]
+fn a_task_waking_from_a_race_point_pause_goes_behind_what_became_ready_meanwhile() {
+    // A pauses 0.5 ms at a race point; B sleeps 1 ms. Both wake in the same
+    // simulated tick, A's deadline first; A still finds B's work done.
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let out = order.clone();
+    let scenario = scenario_from_fn("race-pause", "summary = \"t\"\n", move |sim, _| {
+        let order = out.clone();
+        sim.client("host", async move {
+            let a = {
+                let order = order.clone();
+                tokio::task::spawn_local(async move {
+                    race_point("toy.pause").await;
+                    order.lock().unwrap().push("A");
+                })
+            };
+            let b = {
+                let order = order.clone();
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    order.lock().unwrap().push("B");
+                })
+            };
+            a.await?;
+            b.await?;
+            Ok(())
+        });
+        Ok(())
+    });
+    let plan =
+        "[[race]]\nstrategy = \"targeted\"\npoint = \"toy.pause\"\nnth = 1\nsleep_us = 500\n";
+    let outcome = runner::run(
+        &scenario,
+        0,
+        &RunOptions::new(Variant::Fixed).faults(with_plan(plan)),
+    );
+    assert!(outcome.verdict.is_pass(), "{}", outcome.report());
+    assert_eq!(*order.lock().unwrap(), ["B", "A"]);
+}

@@ -52,6 +52,17 @@ pub fn run(dir: &Option<PathBuf>, args: RunArgs, show_trace: bool) -> Result<Exi
         write_diagram(path, &outcome)?;
         println!("diagram written to {}", path.display());
     }
+    // What the latency oracle judged, in simulated time.
+    for (metric, l) in &outcome.latencies {
+        println!(
+            "latency {metric}: {} samples, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+            l.samples,
+            l.p50_us as f64 / 1000.0,
+            l.p99_us as f64 / 1000.0,
+            l.p999_us as f64 / 1000.0,
+            l.max_us as f64 / 1000.0
+        );
+    }
     match &outcome.verdict {
         Verdict::Pass => println!("faults: {}", outcome.plan.summary()),
         Verdict::Fail { .. } => {

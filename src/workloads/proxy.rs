@@ -104,6 +104,10 @@ pub(crate) struct Params {
     /// Extra STAT entries (a large check answer).
     #[serde(default)]
     stat_detail_entries: usize,
+    /// A client pauses 0..=this many ms after each request (traffic with
+    /// gaps, as real clients have).
+    #[serde(default)]
+    think_time_ms: u64,
     /// Share of SETs that are durable (majority), in percent: answered
     /// once the vbucket's replica holds them, where it has one.
     #[serde(default)]
@@ -184,6 +188,7 @@ fn d_check_buffer_bytes() -> usize {
 const MAX_OWNER_RETRIES: u32 = 3_000;
 
 /// Upper bounds that keep a scenario from asking for absurd runs.
+const MAX_THINK_TIME_MS: u64 = 60_000;
 const MAX_NODES: usize = 8;
 const MAX_CLIENTS: u32 = 64;
 const MAX_VALUE_BYTES: usize = 4096;
@@ -274,6 +279,12 @@ impl Params {
         }
         if p.durable_percent > 100 {
             return bad("durable_percent", "is a percentage".into());
+        }
+        if p.think_time_ms > MAX_THINK_TIME_MS {
+            return bad(
+                "think_time_ms",
+                format!("must be at most {MAX_THINK_TIME_MS}"),
+            );
         }
         if p.max_value_bytes == 0 || p.max_value_bytes > MAX_VALUE_BYTES {
             return bad(
@@ -368,6 +379,12 @@ async fn run_client(id: u32, p: Params) {
         }
         if run.one_request(n).await.is_err() {
             return;
+        }
+        if run.p.think_time_ms > 0 {
+            let pause_ms = with_rng(&run.rng_name(), |rng| {
+                rng.random_range(0..=run.p.think_time_ms)
+            });
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
     }
     // Every key reads back as the model says.

@@ -37,6 +37,7 @@ use super::proxy::Params as SystemParams;
 use crate::bugs::Bugs;
 use crate::dcp::admin::Admin;
 use crate::dcp::{ProxyConfig, RebalanceConfig, Replicator, rebalance, replication_name};
+use crate::protocol::dcp::vbucket_state;
 use crate::proxy::backend::active_range;
 use crate::server::KV_PORT;
 
@@ -246,6 +247,8 @@ impl ClusterManager {
 
     async fn run(self) {
         tokio::time::sleep(Duration::from_millis(self.cluster.start_ms)).await;
+        // A restart finds the cluster as the crash left it.
+        self.call("janitor", || self.janitor()).await;
         let forward = self.replicator(NODES[0], NODES[1]);
         let backward = self.replicator(NODES[1], NODES[0]);
         for (replicator, vbs) in [
@@ -299,6 +302,42 @@ impl ClusterManager {
         }
         probe("ns: a call gave up");
         false
+    }
+
+    /// Repairs vbucket states a crash left behind (as the cluster
+    /// manager's janitor does): a vbucket active nowhere, after a takeover
+    /// cut short, is made active again on `kv-0`, which held all of it
+    /// when it handed it over, and a replica on `kv-1`.
+    async fn janitor(&self) -> Result<(), String> {
+        let mut nodes = Vec::new();
+        for host in NODES {
+            let admin = Admin::connect(host, KV_PORT)
+                .await
+                .map_err(|e| format!("{host}: {e}"))?;
+            nodes.push(admin);
+        }
+        let mut states = Vec::new();
+        for admin in &mut nodes {
+            let host = admin.host.clone();
+            states.push(admin.vbuckets().await.map_err(|e| format!("{host}: {e}"))?);
+        }
+        let active = |i: usize, vb: u16| states[i].get(&vb).is_some_and(|v| v.state == "active");
+        let orphans: Vec<u16> = (0..self.vbuckets)
+            .filter(|vb| !active(0, *vb) && !active(1, *vb))
+            .collect();
+        for vb in orphans {
+            probe("ns: janitor repairs a vbucket");
+            tracing::info!(target: "faultline::ns", vb, "janitor: active nowhere; kv-0 takes it back");
+            nodes[1]
+                .set_vbucket_state(vb, vbucket_state::REPLICA)
+                .await
+                .map_err(|e| format!("{}: {e}", NODES[1]))?;
+            nodes[0]
+                .set_vbucket_state(vb, vbucket_state::ACTIVE)
+                .await
+                .map_err(|e| format!("{}: {e}", NODES[0]))?;
+        }
+        Ok(())
     }
 
     async fn rebalance(&self, replicator: &Replicator, moving: &BTreeSet<u16>) {

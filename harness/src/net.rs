@@ -635,6 +635,14 @@ impl SimSocket {
         if out.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if self.rx.buf.is_empty()
+            && matches!(self.rx.framing, Framing::Off)
+            && !self.rx.eof
+            && self.rx.error.is_none()
+            && self.recv_pipe().borrow().max_segment_bytes.is_none()
+        {
+            return self.poll_recv_direct(cx, out);
+        }
         std::task::ready!(self.poll_recv_ready(cx));
         if self.rx.released > 0 {
             let n = self.rx.released.min(out.len());
@@ -652,6 +660,36 @@ impl SimSocket {
         match self.rx.error {
             Some(kind) => Poll::Ready(Err(kind.into())),
             None => Poll::Ready(Ok(0)),
+        }
+    }
+
+    /// Nothing buffered, framed or coalesced: read straight from turmoil
+    /// into `out` (the same bytes and chunks as through the receive buffer,
+    /// one copy fewer).
+    fn poll_recv_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut read_buf = ReadBuf::new(out);
+        match std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read_buf)) {
+            Ok(()) => {
+                let n = read_buf.filled().len();
+                if n > 0 {
+                    self.recv_pipe().borrow_mut().consumed(n);
+                    return Poll::Ready(Ok(n));
+                }
+                if self.recv_pipe().borrow().reset_at_end {
+                    self.rx.error = Some(io::ErrorKind::ConnectionReset);
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+                }
+                self.rx.eof = true;
+                Poll::Ready(Ok(0))
+            }
+            Err(e) => {
+                self.rx.error = Some(e.kind());
+                Poll::Ready(Err(e))
+            }
         }
     }
 

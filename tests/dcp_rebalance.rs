@@ -14,6 +14,7 @@ use faultline::dcp::{
     ProxyConfig, RebalanceConfig, Replicator, SetupError, rebalance, replication_name,
 };
 use faultline::protocol::client::Client;
+use faultline::protocol::vbucket_of;
 use faultline::server::store::VbState;
 use faultline::server::{KV_PORT, KvConfig, Node, VbRange, serve};
 use faultline_harness::oracle::KvModel;
@@ -95,7 +96,7 @@ fn a_rebalance_moves_every_vbucket_and_the_new_node_holds_the_model() {
             let mut client = Client::new(SimStream::connect(("kv-1", KV_PORT)).await.unwrap());
             for i in 0..200u32 {
                 let key = format!("k{}", i % 60).into_bytes();
-                let vb = (i % 60 % u32::from(VBUCKETS)) as u16;
+                let vb = vbucket_of(&key, VBUCKETS);
                 if i % 11 == 10 {
                     if client.delete(&key, vb).await.is_ok() {
                         model.acked(&key, None);

@@ -37,7 +37,7 @@ use crate::bugs::Bugs;
 use crate::dcp::{ProxyConfig, Replicator, replication_name};
 use crate::protocol::McbpFramer;
 use crate::protocol::client::{Client, ClientError};
-use crate::protocol::{Durability, Opcode, Status};
+use crate::protocol::{Durability, Opcode, Status, vbucket_of};
 use crate::server::KV_PORT;
 
 const MAX_CLIENTS: u32 = 256;
@@ -232,7 +232,7 @@ impl Writer {
                 )
             });
             let key = format!("client-{}:k{j}", self.index).into_bytes();
-            let vb = ((self.index + j) % u32::from(self.vbuckets)) as u16;
+            let vb = vbucket_of(&key, self.vbuckets);
             let result = if roll < self.read_percent {
                 self.read(&mut client, &key, vb).await
             } else {

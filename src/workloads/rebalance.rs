@@ -34,9 +34,9 @@ use serde::Deserialize;
 use crate::bugs::Bugs;
 use crate::dcp::admin::Admin;
 use crate::dcp::{ProxyConfig, RebalanceConfig, Replicator, rebalance, replication_name};
-use crate::protocol::McbpFramer;
 use crate::protocol::Status;
 use crate::protocol::client::{Client, ClientError};
+use crate::protocol::{McbpFramer, vbucket_of};
 use crate::server::{KV_PORT, KvConfig, Node, VbRange, serve};
 
 /// Upper bounds that keep a scenario file from asking for absurd runs.
@@ -381,7 +381,7 @@ impl Loader {
                 )
             });
             let key = format!("loader-{}:k{j}", self.index).into_bytes();
-            let vb = ((self.index * 7 + j) % u32::from(self.vbuckets)) as u16;
+            let vb = vbucket_of(&key, self.vbuckets);
             let value = if write {
                 let mut v = format!("{}:op{op}:", String::from_utf8_lossy(&key)).into_bytes();
                 v.resize(len.max(v.len()), b'a' + (op % 26) as u8);

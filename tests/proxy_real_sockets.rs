@@ -3,49 +3,14 @@
 //! Used by this crate's binary-protocol client and by a real memcached
 //! client (python-binary-memcached, as `tests/real_client.rs` installs it).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
+
+use common::{Running, client_python, client_script, start, start_kv_node};
 
 use faultline::protocol::client::{Client, ClientError, Store};
 use faultline::protocol::{Opcode, Status};
-
-/// Kills a child process when the test ends, passed or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `faultline ARGS` and returns it with the first line it prints.
-fn start(args: &[&str]) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the faultline binary runs");
-    let stdout = child.stdout.take().expect("piped");
-    let running = Running(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("it prints a line");
-    (running, line.trim().to_string())
-}
-
-/// `faultline serve` on a free loopback port: the process and its port.
-fn start_kv_node() -> (Running, u16) {
-    let (running, line) = start(&["serve", "--port", "0"]);
-    let port = line
-        .strip_prefix("serve: listening on 127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (running, port)
-}
 
 /// `faultline proxy` on a free port in front of the kv node.
 fn start_proxy(kv_port: u16) -> (Running, u16) {
@@ -68,7 +33,7 @@ fn start_proxy(kv_port: u16) -> (Running, u16) {
 
 #[test]
 fn a_binary_protocol_client_works_through_faultline_proxy_in_front_of_faultline_serve() {
-    let (_kv, kv_port) = start_kv_node();
+    let (_kv, kv_port) = start_kv_node(&[]);
     let (_proxy, port) = start_proxy(kv_port);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,48 +86,13 @@ fn a_binary_protocol_client_works_through_faultline_proxy_in_front_of_faultline_
     });
 }
 
-/// The client library `tests/real_client.rs` uses, pinned the same way.
-const CLIENT_PACKAGE: &str = "python-binary-memcached==0.33.0";
-
-/// A virtualenv with the client installed (shared with
-/// `tests/real_client.rs`); its python.
-fn client_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bmemcached-venv");
-    let python = venv.join("bin").join("python");
-    let has_client = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import bmemcached"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_client(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs (the test installs its client with it)");
-        assert!(made.success(), "python3 -m venv {} failed", venv.display());
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", CLIENT_PACKAGE])
-            .status()
-            .expect("pip runs");
-        assert!(
-            installed.success(),
-            "pip install {CLIENT_PACKAGE} failed (is PyPI reachable?)"
-        );
-    }
-    python
-}
-
 #[test]
 fn a_real_memcached_client_works_through_faultline_proxy() {
     let python = client_python();
-    let (_kv, kv_port) = start_kv_node();
+    let (_kv, kv_port) = start_kv_node(&[]);
     let (_proxy, port) = start_proxy(kv_port);
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real_client/bmemcached_check.py");
     let output = Command::new(python)
-        .arg(script)
+        .arg(client_script())
         .arg(format!("127.0.0.1:{port}"))
         .output()
         .expect("the client script runs");

@@ -1,85 +1,20 @@
 //! `faultline serve` on loopback, used by a real memcached binary-protocol
-//! client: python-binary-memcached, installed by this test into a
-//! virtualenv under cargo's test scratch directory on first use (PyPI must
-//! be reachable then; `.ci/run` installs it the same way).
+//! client: python-binary-memcached (see `common/mod.rs` for how it is
+//! installed).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-/// The client library, pinned.
-const CLIENT_PACKAGE: &str = "python-binary-memcached==0.33.0";
+use std::process::Command;
 
-/// A virtualenv with the client installed; its python.
-fn client_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bmemcached-venv");
-    let python = venv.join("bin").join("python");
-    let has_client = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import bmemcached"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_client(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs (the test installs its client with it)");
-        assert!(made.success(), "python3 -m venv {} failed", venv.display());
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", CLIENT_PACKAGE])
-            .status()
-            .expect("pip runs");
-        assert!(
-            installed.success(),
-            "pip install {CLIENT_PACKAGE} failed (is PyPI reachable?)"
-        );
-    }
-    assert!(has_client(&python), "{CLIENT_PACKAGE} is importable");
-    python
-}
-
-/// The server, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `faultline serve --port 0`; returns it and the address it prints.
-fn start_server() -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["serve", "--port", "0", "--workers", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("faultline serve starts");
-    let stdout = child.stdout.take().expect("piped");
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the server prints its address");
-    let address = line
-        .trim()
-        .strip_prefix("serve: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (server, address)
-}
+use common::{client_python, client_script, start_kv_node};
 
 #[test]
 fn a_real_memcached_client_sets_gets_deletes_counts_and_moves_500_kib() {
     let python = client_python();
-    let (_server, address) = start_server();
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real_client/bmemcached_check.py");
+    let (_server, port) = start_kv_node(&["--workers", "2"]);
     let output = Command::new(python)
-        .arg(script)
-        .arg(&address)
+        .arg(client_script())
+        .arg(format!("127.0.0.1:{port}"))
         .output()
         .expect("the client script runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -87,16 +87,7 @@ impl<S: ServerStream> Conn<S> {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(ConnError::Io(e)) => return Err(e),
-                Err(ConnError::Protocol(header, e)) => {
-                    // Cannot find the next packet boundary: answer if we
-                    // know what was asked, then close.
-                    tracing::debug!(target: "faultline::kv", conn = self.id, error = %e, "malformed packet");
-                    if let Some(header) = header {
-                        self.respond(Packet::response(&header, refusal(&e)));
-                        self.transmit().await?;
-                    }
-                    return Ok(());
-                }
+                Err(ConnError::Protocol(header, e)) => return self.refuse(header, e).await,
             };
             let flow = commands::execute(self, packet).await;
             self.transmit().await?;
@@ -109,6 +100,17 @@ impl<S: ServerStream> Conn<S> {
                 return result;
             }
         }
+    }
+
+    /// Malformed input: the next packet boundary is lost. Answers if the
+    /// header said what was asked, then the connection closes.
+    async fn refuse(&mut self, header: Option<Header>, e: ProtocolError) -> io::Result<()> {
+        tracing::debug!(target: "faultline::kv", conn = self.id, dcp = self.dcp.is_some(), error = %e, "malformed packet");
+        if let Some(header) = header {
+            self.respond(Packet::response(&header, refusal(&e)));
+            self.transmit().await?;
+        }
+        Ok(())
     }
 
     /// Makes this a DCP connection (after its `DCP_OPEN` is answered).
@@ -129,14 +131,7 @@ impl<S: ServerStream> Conn<S> {
                     Ok(Some(packet)) => dcp.handle(&self.node, packet),
                     Ok(None) => break,
                     Err(ConnError::Io(e)) => return Err(e),
-                    Err(ConnError::Protocol(header, e)) => {
-                        tracing::debug!(target: "faultline::kv", conn = self.id, error = %e, "malformed DCP packet");
-                        if let Some(header) = header {
-                            self.respond(Packet::response(&header, refusal(&e)));
-                            self.transmit().await?;
-                        }
-                        return Ok(());
-                    }
+                    Err(ConnError::Protocol(header, e)) => return self.refuse(header, e).await,
                 }
             }
             let mut batch = Vec::new();

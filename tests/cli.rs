@@ -237,6 +237,54 @@ fn shrink_reduces_a_failing_plan_to_the_send_buffer_and_the_plan_replays() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn a_failing_run_writes_a_diagram_that_tells_the_story_of_the_failure() {
+    let dir = std::env::temp_dir().join(format!("faultline-diagram-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let diagram = dir.join("mb-53445.md");
+    // MB-53445's recorded hang: the set-up messages happen in the first
+    // 100 ms, the oracle fires 4 s later after hundreds of routine messages.
+    let out = faultline(&[
+        "run",
+        "MB-53445-stream-end-during-setup",
+        "--seed",
+        "3",
+        "--variant",
+        "buggy",
+        "--diagram",
+        diagram.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("diagram written to {}", diagram.display())),
+        "{stdout}"
+    );
+    let d = std::fs::read_to_string(&diagram).unwrap();
+    assert!(d.contains("```mermaid\nsequenceDiagram\n"), "{d}");
+    // The story: four streams asked for, one ended by the producer (the
+    // switch that ends it), three answers, and the oracle.
+    assert_eq!(d.matches("ns->>kv_2: req DCP_ADD_STREAM").count(), 4, "{d}");
+    assert!(
+        d.contains("Note over kv_1: fault switch kv.end_stream_after_accept"),
+        "{d}"
+    );
+    assert!(d.contains("kv_1->>ns: req DCP_STREAM_END"), "{d}");
+    assert_eq!(d.matches("kv_2->>ns: res DCP_ADD_STREAM").count(), 3, "{d}");
+    assert!(
+        d.contains("Note over harness: oracle liveness fired @4071.000 ms"),
+        "{d}"
+    );
+    // Routine traffic is summed up, not drawn.
+    assert!(d.contains(" steps left out ("), "{d}");
+    let drawn = d
+        .lines()
+        .filter(|l| l.contains("->>") || l.contains("-)"))
+        .count();
+    assert!(drawn <= 80, "{drawn} arrows:\n{d}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn json_line(output: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text.lines().last().expect("a JSON line");

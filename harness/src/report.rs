@@ -2,12 +2,12 @@
 //!
 //! The harness traces every message frame it delivers (`faultline::net`
 //! `frame` events), every connection it accepts, every fault it applies and
-//! the oracle that fired. [`mermaid`] turns the last of those lines before
-//! the failure into a Mermaid sequence diagram (in a Markdown file, which
-//! code hosts and editors render): a person would rather follow arrows
-//! between hosts than read the log.
+//! the oracle that fired. [`mermaid`] turns the rare ones of those lines
+//! and the last ones before the failure into a Mermaid sequence diagram (in
+//! a Markdown file, which code hosts and editors render): a person would
+//! rather follow arrows between hosts than read the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// One parsed trace line.
@@ -66,13 +66,37 @@ fn text(s: &str) -> String {
     s.replace([';', '#', ':'], " ").replace('"', "'")
 }
 
-/// A Mermaid sequence diagram of the last `max_steps` messages and events
-/// of a trace, with the verdict at the end.
+/// One thing a diagram can show: an arrow or a note.
+struct Step {
+    /// The Mermaid line.
+    text: String,
+    /// What kind of step it is, for counting: a frame's label, "connect",
+    /// "short write", a fault's kind. Rare kinds are the story of a run.
+    kind: String,
+    /// Shown whatever the budget: the oracle that fired, scheduled faults.
+    always: bool,
+}
+
+/// A Mermaid sequence diagram of a trace, at most `max_steps` steps, with
+/// the verdict at the end.
+///
+/// A failing run's last messages are often routine traffic (a hang shows
+/// nothing at all), while the messages that tell its story happened once
+/// or twice, long before. So the diagram keeps every step of a rare kind
+/// (one seen at most [`rare_max`] times in the whole run), every scheduled
+/// fault and the oracle, in up to half the budget, and fills the rest with
+/// the last steps before the end. A note in each gap says how many steps
+/// were left out there, and of which kinds.
 pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
-    let mut steps: Vec<String> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     let mut participants: Vec<String> = Vec::new();
     let note_participant = |name: &str, participants: &mut Vec<String>| {
-        let p = participant(name);
+        // The harness's own lines (scheduled faults, oracles) have host "-".
+        let p = if name == "-" {
+            "harness".to_string()
+        } else {
+            participant(name)
+        };
         if !participants.contains(&p) {
             participants.push(p.clone());
         }
@@ -86,56 +110,83 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
         }
         let Some(line) = parse(raw) else { continue };
         let f = |k: &str| line.fields.get(k).copied().unwrap_or("?");
+        let step = |text: String, kind: String| Step {
+            text,
+            kind,
+            always: false,
+        };
         let step = match (line.target, line.message.as_str()) {
             ("faultline::net", "frame") => {
                 let from = note_participant(f("from"), &mut participants);
                 let to = note_participant(f("to"), &mut participants);
-                Some(format!(
-                    "{from}->>{to}: {} ({} B) @{} ms",
-                    text(f("label")),
-                    f("len"),
-                    line.time_ms
+                let label = text(f("label"));
+                Some(step(
+                    format!(
+                        "{from}->>{to}: {label} ({} B) @{} ms",
+                        f("len"),
+                        line.time_ms
+                    ),
+                    label,
                 ))
             }
             ("faultline::net", "accept") => {
                 let from = note_participant(f("from"), &mut participants);
                 let to = note_participant(f("to"), &mut participants);
-                Some(format!(
-                    "{from}-){to}: connect (conn {}) @{} ms",
-                    f("conn"),
-                    line.time_ms
+                Some(step(
+                    format!(
+                        "{from}-){to}: connect (conn {}) @{} ms",
+                        f("conn"),
+                        line.time_ms
+                    ),
+                    "connect".to_string(),
                 ))
             }
             ("faultline::net", "short write") => {
                 let host = note_participant(line.host, &mut participants);
-                Some(format!(
-                    "Note over {host}: short write {} of {} B (conn {})",
-                    f("sent"),
-                    f("wanted"),
-                    f("conn")
+                Some(step(
+                    format!(
+                        "Note over {host}: short write {} of {} B (conn {}) @{} ms",
+                        f("sent"),
+                        f("wanted"),
+                        f("conn"),
+                        line.time_ms
+                    ),
+                    "short write".to_string(),
                 ))
             }
             ("faultline::fault", "frame held") => {
                 let to = note_participant(f("to"), &mut participants);
-                Some(format!(
-                    "Note over {to}: fault holds {} until {}",
-                    text(f("label")),
-                    text(f("until"))
+                Some(step(
+                    format!(
+                        "Note over {to}: fault holds {} until {} @{} ms",
+                        text(f("label")),
+                        text(f("until")),
+                        line.time_ms
+                    ),
+                    format!("fault hold {}", text(f("label"))),
                 ))
             }
             ("faultline::fault", "frame delayed") => {
                 let to = note_participant(f("to"), &mut participants);
-                Some(format!(
-                    "Note over {to}: fault delays {} by {} ms",
-                    text(f("label")),
-                    f("delay_ms")
+                Some(step(
+                    format!(
+                        "Note over {to}: fault delays {} by {} ms @{} ms",
+                        text(f("label")),
+                        f("delay_ms"),
+                        line.time_ms
+                    ),
+                    format!("fault delay {}", text(f("label"))),
                 ))
             }
             ("faultline::fault", "switch on") => {
                 let host = note_participant(f("host"), &mut participants);
-                Some(format!(
-                    "Note over {host}: fault switch {}",
-                    text(f("switch"))
+                Some(step(
+                    format!(
+                        "Note over {host}: fault switch {} @{} ms",
+                        text(f("switch")),
+                        line.time_ms
+                    ),
+                    format!("fault switch {}", text(f("switch"))),
                 ))
             }
             ("faultline::fault", message) if line.host == "-" => {
@@ -146,48 +197,79 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
                     .map(|h| note_participant(h, &mut participants))
                     .collect();
                 let over = if hosts.is_empty() {
-                    "network".to_string()
+                    note_participant("-", &mut participants)
                 } else {
                     hosts.join(",")
                 };
-                Some(format!(
-                    "Note over {over}: fault {} @{} ms",
-                    text(message),
-                    line.time_ms
-                ))
+                Some(Step {
+                    text: format!(
+                        "Note over {over}: fault {} @{} ms",
+                        text(message),
+                        line.time_ms
+                    ),
+                    kind: "fault".to_string(),
+                    always: true,
+                })
             }
             ("faultline::oracle", "oracle fired") => {
                 let host = note_participant(line.host, &mut participants);
-                Some(format!(
-                    "Note over {host}: oracle {} fired @{} ms",
-                    text(f("oracle")),
-                    line.time_ms
-                ))
+                Some(Step {
+                    text: format!(
+                        "Note over {host}: oracle {} fired @{} ms",
+                        text(f("oracle")),
+                        line.time_ms
+                    ),
+                    kind: "oracle".to_string(),
+                    always: true,
+                })
             }
             _ => None,
         };
-        if let Some(step) = step {
-            steps.push(step);
-        }
+        steps.extend(step);
     }
-    let skipped = steps.len().saturating_sub(max_steps);
+    let shown = select(&steps, max_steps);
     let mut out = String::new();
     let _ = writeln!(out, "# {title}\n");
     if let Some(v) = &verdict {
         let _ = writeln!(out, "Verdict: `{v}`\n");
     }
-    if skipped > 0 {
+    if shown.len() < steps.len() {
         let _ = writeln!(
             out,
-            "The first {skipped} steps are left out; the last {max_steps} lead to the failure.\n"
+            "{} of {} steps are shown: every step of a kind seen at most {} times in the run, \
+             and the last ones before the end. A note in each gap says what was left out there.\n",
+            shown.len(),
+            steps.len(),
+            rare_max(max_steps)
         );
     }
     let _ = writeln!(out, "```mermaid\nsequenceDiagram");
     for p in &participants {
         let _ = writeln!(out, "    participant {p}");
     }
-    for step in steps.iter().skip(skipped) {
-        let _ = writeln!(out, "    {step}");
+    let gap_over = match (participants.first(), participants.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first},{last}"),
+        (Some(only), _) => only.clone(),
+        _ => "harness".to_string(),
+    };
+    let mut next = 0;
+    for &i in &shown {
+        if i > next {
+            let _ = writeln!(
+                out,
+                "    Note over {gap_over}: {}",
+                gap_note(&steps[next..i])
+            );
+        }
+        let _ = writeln!(out, "    {}", steps[i].text);
+        next = i + 1;
+    }
+    if next < steps.len() {
+        let _ = writeln!(
+            out,
+            "    Note over {gap_over}: {}",
+            gap_note(&steps[next..])
+        );
     }
     if steps.is_empty() {
         let _ = writeln!(
@@ -198,6 +280,68 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
     }
     let _ = writeln!(out, "```");
     out
+}
+
+/// A kind seen at most this many times in a run is part of its story.
+fn rare_max(max_steps: usize) -> usize {
+    (max_steps / 8).max(2)
+}
+
+/// The indices of the steps a diagram shows, in order: the rare and the
+/// always-shown ones (the latest of them, in up to half the budget), then
+/// the last steps until the budget is spent.
+fn select(steps: &[Step], max_steps: usize) -> Vec<usize> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for step in steps {
+        *counts.entry(step.kind.as_str()).or_default() += 1;
+    }
+    let rare = rare_max(max_steps);
+    let salient: Vec<usize> = (0..steps.len())
+        .filter(|&i| steps[i].always || counts[steps[i].kind.as_str()] <= rare)
+        .collect();
+    let mut shown: BTreeSet<usize> = salient[salient.len().saturating_sub(max_steps / 2)..]
+        .iter()
+        .copied()
+        .collect();
+    for i in (0..steps.len()).rev() {
+        if shown.len() >= max_steps {
+            break;
+        }
+        shown.insert(i);
+    }
+    assert!(
+        shown.len() <= max_steps,
+        "a diagram stays within its budget"
+    );
+    shown.into_iter().collect()
+}
+
+/// "412 steps left out (230 res SET, 150 req GET, 32 more)"
+fn gap_note(left_out: &[Step]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for step in left_out {
+        *counts.entry(step.kind.as_str()).or_default() += 1;
+    }
+    let mut kinds: Vec<(&str, usize)> = counts.into_iter().collect();
+    // The most frequent first; equal counts in name order (deterministic).
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let named: Vec<String> = kinds
+        .iter()
+        .take(3)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let rest: usize = kinds.iter().skip(3).map(|(_, n)| n).sum();
+    let mut note = format!(
+        "{} step{} left out ({}",
+        left_out.len(),
+        if left_out.len() == 1 { "" } else { "s" },
+        named.join(", ")
+    );
+    if rest > 0 {
+        let _ = write!(note, ", {rest} more");
+    }
+    note.push(')');
+    note
 }
 
 /// A stable, readable summary of a failing run for snapshot tests: the
@@ -283,6 +427,72 @@ mod tests {
             .collect();
         let d = mermaid(&lines, "t", 10);
         assert_eq!(d.matches("a->>b").count(), 10);
-        assert!(d.contains("The first 90 steps are left out"));
+        assert!(d.contains("10 of 100 steps are shown"), "{d}");
+        assert!(
+            d.contains("Note over a,b: 90 steps left out (90 req GET)"),
+            "{d}"
+        );
+        assert!(d.contains("a->>b: req GET (24 B) @99.000 ms"), "{d}");
+        assert!(!d.contains("@89.000 ms"), "{d}");
+    }
+
+    #[test]
+    fn rare_steps_long_before_the_end_are_kept_and_gaps_say_what_is_left_out() {
+        let mut lines = vec![
+            "[     1.000] ns DEBUG faultline::net: frame conn=1 from=ns to=kv-2 label=req:DCP_ADD_STREAM len=28".to_string(),
+            "[     2.000] - DEBUG faultline::fault: partition ns kv-1".to_string(),
+        ];
+        for i in 0..200 {
+            let label = if i % 2 == 0 { "req:SET" } else { "res:SET" };
+            lines.push(format!(
+                "[ {}.000] kv-1 DEBUG faultline::net: frame conn=2 from=loader to=kv-1 label={label} len=40",
+                3 + i
+            ));
+        }
+        lines.push("[   300.000] kv-1 DEBUG faultline::net: frame conn=3 from=kv-1 to=ns label=req:DCP_STREAM_END len=24".to_string());
+        for i in 0..50 {
+            lines.push(format!(
+                "[ {}.000] kv-1 DEBUG faultline::net: frame conn=2 from=loader to=kv-1 label=req:GET len=40",
+                301 + i
+            ));
+        }
+        lines.push(
+            "[  4000.000] ns INFO faultline::oracle: oracle fired oracle=liveness setup vb 2"
+                .to_string(),
+        );
+        let d = mermaid(&lines, "hang", 20);
+        // The story: set-up, the fault, the stream end, the oracle.
+        assert!(
+            d.contains("ns->>kv_2: req DCP_ADD_STREAM (28 B) @1.000 ms"),
+            "{d}"
+        );
+        assert!(
+            d.contains("Note over ns,kv_1: fault partition ns kv-1 @2.000 ms"),
+            "{d}"
+        );
+        assert!(
+            d.contains("kv_1->>ns: req DCP_STREAM_END (24 B) @300.000 ms"),
+            "{d}"
+        );
+        assert!(
+            d.contains("Note over ns: oracle liveness fired @4000.000 ms"),
+            "{d}"
+        );
+        // Routine traffic is summed up where it was left out.
+        assert!(
+            d.contains("200 steps left out (100 req SET, 100 res SET)"),
+            "{d}"
+        );
+        let arrows_and_notes = d
+            .lines()
+            .filter(|l| {
+                l.starts_with("    ") && !l.contains("participant") && !l.contains("left out")
+            })
+            .count();
+        assert_eq!(arrows_and_notes, 20, "{d}");
+        // In order of time: the stream end comes before the last GETs.
+        let end = d.find("DCP_STREAM_END").unwrap();
+        let last_get = d.find("@350.000 ms").unwrap();
+        assert!(end < last_get, "{d}");
     }
 }

@@ -12,6 +12,13 @@ fn faultline(args: &[&str]) -> Output {
         .expect("the faultline binary runs")
 }
 
+/// A fresh directory for one test's files, removed by the test at its end.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("faultline-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn last_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -172,8 +179,7 @@ fn sweep_and_determinism_summaries() {
 
 #[test]
 fn shrink_reduces_a_failing_plan_to_the_send_buffer_and_the_plan_replays() {
-    let dir = std::env::temp_dir().join(format!("faultline-shrink-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("shrink");
     let plan = dir.join("plan.toml");
     let plan_arg = plan.to_str().unwrap();
     // Seed 2 draws three faults; only the send buffer matters.
@@ -239,8 +245,7 @@ fn shrink_reduces_a_failing_plan_to_the_send_buffer_and_the_plan_replays() {
 
 #[test]
 fn a_failing_run_writes_a_diagram_that_tells_the_story_of_the_failure() {
-    let dir = std::env::temp_dir().join(format!("faultline-diagram-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("diagram");
     let diagram = dir.join("mb-53445.md");
     // MB-53445's recorded hang: the set-up messages happen in the first
     // 100 ms, the oracle fires 4 s later after hundreds of routine messages.
@@ -295,8 +300,7 @@ fn json_line(output: &Output) -> serde_json::Value {
 fn two_shards_of_a_sweep_run_exactly_the_seeds_of_the_range_and_merge_into_one_summary() {
     // Every seed of the buggy echo scenario fails, and with --keep-going
     // each shard lists every seed it ran among its failing seeds.
-    let dir = std::env::temp_dir().join(format!("faultline-shards-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("shards");
     let mut files = Vec::new();
     let mut seen: Vec<u64> = Vec::new();
     for shard in ["1/2", "2/2"] {

@@ -73,7 +73,8 @@ struct Step {
     /// What kind of step it is, for counting: a frame's label, "connect",
     /// "short write", a fault's kind. Rare kinds are the story of a run.
     kind: String,
-    /// Shown whatever the budget: the oracle that fired, scheduled faults.
+    /// Part of the story however often it happens: the oracle that fired,
+    /// scheduled faults.
     always: bool,
 }
 
@@ -110,7 +111,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
         }
         let Some(line) = parse(raw) else { continue };
         let f = |k: &str| line.fields.get(k).copied().unwrap_or("?");
-        let step = |text: String, kind: String| Step {
+        let plain = |text: String, kind: String| Step {
             text,
             kind,
             always: false,
@@ -120,7 +121,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
                 let from = note_participant(f("from"), &mut participants);
                 let to = note_participant(f("to"), &mut participants);
                 let label = text(f("label"));
-                Some(step(
+                Some(plain(
                     format!(
                         "{from}->>{to}: {label} ({} B) @{} ms",
                         f("len"),
@@ -132,7 +133,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
             ("faultline::net", "accept") => {
                 let from = note_participant(f("from"), &mut participants);
                 let to = note_participant(f("to"), &mut participants);
-                Some(step(
+                Some(plain(
                     format!(
                         "{from}-){to}: connect (conn {}) @{} ms",
                         f("conn"),
@@ -143,7 +144,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
             }
             ("faultline::net", "short write") => {
                 let host = note_participant(line.host, &mut participants);
-                Some(step(
+                Some(plain(
                     format!(
                         "Note over {host}: short write {} of {} B (conn {}) @{} ms",
                         f("sent"),
@@ -156,7 +157,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
             }
             ("faultline::fault", "frame held") => {
                 let to = note_participant(f("to"), &mut participants);
-                Some(step(
+                Some(plain(
                     format!(
                         "Note over {to}: fault holds {} until {} @{} ms",
                         text(f("label")),
@@ -168,7 +169,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
             }
             ("faultline::fault", "frame delayed") => {
                 let to = note_participant(f("to"), &mut participants);
-                Some(step(
+                Some(plain(
                     format!(
                         "Note over {to}: fault delays {} by {} ms @{} ms",
                         text(f("label")),
@@ -180,7 +181,7 @@ pub fn mermaid(lines: &[String], title: &str, max_steps: usize) -> String {
             }
             ("faultline::fault", "switch on") => {
                 let host = note_participant(f("host"), &mut participants);
-                Some(step(
+                Some(plain(
                     format!(
                         "Note over {host}: fault switch {} @{} ms",
                         text(f("switch")),
@@ -291,10 +292,7 @@ fn rare_max(max_steps: usize) -> usize {
 /// always-shown ones (the latest of them, in up to half the budget), then
 /// the last steps until the budget is spent.
 fn select(steps: &[Step], max_steps: usize) -> Vec<usize> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for step in steps {
-        *counts.entry(step.kind.as_str()).or_default() += 1;
-    }
+    let counts = count_kinds(steps);
     let rare = rare_max(max_steps);
     let salient: Vec<usize> = (0..steps.len())
         .filter(|&i| steps[i].always || counts[steps[i].kind.as_str()] <= rare)
@@ -316,13 +314,18 @@ fn select(steps: &[Step], max_steps: usize) -> Vec<usize> {
     shown.into_iter().collect()
 }
 
-/// "412 steps left out (230 res SET, 150 req GET, 32 more)"
-fn gap_note(left_out: &[Step]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for step in left_out {
+/// How many steps of each kind.
+fn count_kinds(steps: &[Step]) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for step in steps {
         *counts.entry(step.kind.as_str()).or_default() += 1;
     }
-    let mut kinds: Vec<(&str, usize)> = counts.into_iter().collect();
+    counts
+}
+
+/// "412 steps left out (230 res SET, 150 req GET, 32 more)"
+fn gap_note(left_out: &[Step]) -> String {
+    let mut kinds: Vec<(&str, usize)> = count_kinds(left_out).into_iter().collect();
     // The most frequent first; equal counts in name order (deterministic).
     kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let named: Vec<String> = kinds

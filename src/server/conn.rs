@@ -43,6 +43,12 @@ pub enum Flow {
     Close,
 }
 
+/// How long a new connection's first request may take to arrive, in ms:
+/// the idle timeout runs between requests (a keep-alive timeout, as the
+/// backend's `timeout http-keep-alive` in the HAProxy report), and a
+/// request on a connection just opened is on its way.
+pub const FIRST_REQUEST_TIMEOUT_MS: u64 = 5000;
+
 /// One client connection.
 pub struct Conn<S> {
     pub id: u64,
@@ -54,6 +60,8 @@ pub struct Conn<S> {
     out: VecDeque<Piece>,
     /// Set by `DCP_OPEN`.
     dcp: Option<DcpConn>,
+    /// A request was answered: the idle timeout applies from now on.
+    served: bool,
 }
 
 /// Serves `stream` until the peer closes it or it fails.
@@ -69,6 +77,7 @@ pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u6
         write: None,
         out: VecDeque::new(),
         dcp: None,
+        served: false,
     };
     match conn.run().await {
         Ok(()) => tracing::debug!(target: "faultline::kv", conn = id, "closed"),
@@ -91,12 +100,13 @@ impl<S: ServerStream> Conn<S> {
             };
             let flow = commands::execute(self, packet).await;
             self.transmit().await?;
+            self.served = true;
             if flow == Flow::Close {
                 return Ok(());
             }
             if let Some(dcp) = self.dcp.clone() {
                 let result = self.run_dcp(&dcp).await;
-                dcp.close(&self.node, self.id);
+                dcp.close(&self.node, self.id).await;
                 return result;
             }
         }
@@ -128,7 +138,7 @@ impl<S: ServerStream> Conn<S> {
             // Every whole packet already read, before anything is sent.
             loop {
                 match self.buffered_packet().await {
-                    Ok(Some(packet)) => dcp.handle(&self.node, packet),
+                    Ok(Some(packet)) => dcp.handle(&self.node, packet).await,
                     Ok(None) => break,
                     Err(ConnError::Io(e)) => return Err(e),
                     Err(ConnError::Protocol(header, e)) => return self.refuse(header, e).await,
@@ -268,7 +278,12 @@ impl<S: ServerStream> Conn<S> {
         // timeout is for client connections only.
         let idle_timeout_ms = match self.dcp {
             Some(_) => None,
-            None => self.node.config.idle_timeout_ms,
+            None if self.served => self.node.config.idle_timeout_ms,
+            None => self
+                .node
+                .config
+                .idle_timeout_ms
+                .map(|ms| ms.max(FIRST_REQUEST_TIMEOUT_MS)),
         };
         match idle_timeout_ms {
             None => ready.await.map_err(ConnError::Io)?,

@@ -59,8 +59,9 @@ pub struct KvConfig {
     pub write_buffer_bytes: usize,
     /// Free buffers a pool keeps.
     pub pool_max_free_buffers: usize,
-    /// Close a connection idle for this long (memcached's idle timeout);
-    /// never when `None`.
+    /// Close a connection idle for this long between requests (memcached's
+    /// idle timeout, as a keep-alive timeout: a new connection's first
+    /// request has [`conn::FIRST_REQUEST_TIMEOUT_MS`]); never when `None`.
     pub idle_timeout_ms: Option<u64>,
     /// Extra `STAT` entries (`detail_N`), to make the response large.
     pub stat_detail_entries: usize,

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,27 +120,27 @@ fn server_addr() -> SocketAddr {
 /// One connection of the proxy's layers over a simulated socket.
 struct Harness {
     sys: Sys,
-    table: RefCell<FdTable>,
+    table: FdTable,
     conn: RefCell<Connection>,
     ep: i32,
     bugs: Bugs,
 }
 
 impl Harness {
-    fn connect(bugs: Bugs) -> Harness {
+    async fn connect(bugs: Bugs) -> Harness {
         let sys = Sys::new();
-        let mut table = FdTable::new(1, bugs.clone());
+        let table = FdTable::new(1, bugs.clone());
         let ep = sys.epoll_create().unwrap();
         let fd = sys.socket().unwrap();
         let mut conn = Connection::new(1, 0);
         let started = sys.connect(fd, server_addr());
         assert_eq!(started, Err(faultline_harness::Errno::EINPROGRESS));
-        conn.ctrl_init(&mut table, fd, bit(0));
+        conn.ctrl_init(&table, fd, bit(0)).await;
         conn.xprt_init();
         conn.flags |= CO_FL_WAIT_L4_CONN;
         Harness {
             sys,
-            table: RefCell::new(table),
+            table,
             conn: RefCell::new(conn),
             ep,
             bugs,
@@ -163,16 +163,19 @@ impl Harness {
             .epoll_ctl(self.ep, EpollOp::Add, fd, events, generation, false)
             .unwrap();
         let got = self.sys.epoll_wait(self.ep, 8, None).await.unwrap();
-        let report = fd::update_events(&self.table, fd, 0, got[0].events, generation).await;
+        let report = self
+            .table
+            .update_events(fd, 0, got[0].events, generation, &|_| {})
+            .await;
         assert_eq!(report, fd::Report::Handle);
-        self.table.borrow_mut().release(fd, 0);
+        self.table.done_events(fd, 0, &|_| {}).await;
         got[0].events
     }
 
     fn recv(&self, buf: &mut Buffer, count: usize) -> usize {
         rcv_buf(
             &self.sys,
-            &mut self.table.borrow_mut(),
+            &self.table,
             &mut self.conn.borrow_mut(),
             buf,
             count,
@@ -183,7 +186,7 @@ impl Harness {
     fn send(&self, data: &[u8]) -> usize {
         snd_buf(
             &self.sys,
-            &mut self.table.borrow_mut(),
+            &self.table,
             &mut self.conn.borrow_mut(),
             data,
             &self.bugs,
@@ -293,7 +296,7 @@ enum Answer {
 }
 
 async fn speculative_io_during_connect(bugs: Bugs, log: Log) {
-    let h = Harness::connect(bugs);
+    let h = Harness::connect(bugs).await;
     let mut buf = Buffer::new(64);
     // Right after connect(): both directions are tried at once.
     let sent = h.send(b"request");
@@ -343,7 +346,7 @@ fn enotconn_during_a_connect_waits_for_readiness_and_was_fatal_before_the_fix() 
 /// Connects, sends the 7-byte request, then waits and reads until the
 /// stream ended or failed (at most 3 reads).
 async fn read_answer(bugs: Bugs, wait_ms: u64, log: Log) {
-    let h = Harness::connect(bugs);
+    let h = Harness::connect(bugs).await;
     h.wait(Events::OUT).await;
     h.conn.borrow_mut().flags &= !CO_FL_WAIT_L4_CONN;
     assert_eq!(h.send(b"request"), 7);
@@ -353,7 +356,7 @@ async fn read_answer(bugs: Bugs, wait_ms: u64, log: Log) {
         let ready = h.wait(Events::IN | Events::RDHUP).await;
         let room = buf.room();
         let n = h.recv(&mut buf, room);
-        let ready_after = h.table.borrow().recv_ready(h.fd());
+        let ready_after = h.table.recv_ready(h.fd());
         note(
             &log,
             format!(
@@ -421,7 +424,7 @@ fn a_full_read_stays_ready_and_a_short_one_waits_for_the_poller() {
 /// Reads a 3000-byte answer that arrives in segments into a 1024-byte
 /// buffer, asking for the buffer's whole size each time (as the checks do).
 async fn fill_check_buffer(bugs: Bugs, log: Log) {
-    let h = Harness::connect(bugs);
+    let h = Harness::connect(bugs).await;
     h.wait(Events::OUT).await;
     h.conn.borrow_mut().flags &= !CO_FL_WAIT_L4_CONN;
     assert_eq!(h.send(b"request"), 7);
@@ -455,33 +458,36 @@ fn a_receive_is_bounded_by_the_free_space_and_overflowed_it_before_the_fix() {
 fn a_proxy_thread_forgets_an_fd_that_migrated_once_it_reports_late() {
     // Thread 0 registered the fd; thread 1 takes it over; a report on
     // thread 0 programs an update that removes it from thread 0's poller.
-    let table = Rc::new(RefCell::new(FdTable::new(2, Bugs::fixed())));
+    let table = FdTable::new(2, Bugs::fixed());
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     rt.block_on(async {
-        let generation = {
-            let mut t = table.borrow_mut();
-            let g = t.insert(11, fd::Owner::Conn(3), bit(0));
-            t.want_recv(11, 0);
-            assert_eq!(t.take_updates(0), vec![11]);
-            assert_eq!(t.consume_update(11, 0), Some(Events::IN | Events::RDHUP));
-            t.set_registered(11, 0, Some(Events::IN | Events::RDHUP));
-            assert!(t.takeover(11, 1, fd::Owner::Conn(3)));
-            g
-        };
-        let report = fd::update_events(&table, 11, 0, Events::IN, generation).await;
-        assert_eq!(report, fd::Report::NotOurs);
-        {
-            let mut t = table.borrow_mut();
-            assert_eq!(t.take_updates(0), vec![11]);
-            assert!(t.grab(11, 0));
-            assert_eq!(t.consume_update(11, 0), None, "deregister on thread 0");
-            t.release(11, 0);
-            assert_eq!(t.masks(11), Some((bit(1), 0, bit(1))));
-        }
+        let generation = table.insert(11, fd::Owner::Conn(3), bit(0)).await;
+        table.want_recv(11, 0).await;
+        assert_eq!(table.take_updates(0), vec![11]);
+        let e = table.entry(11);
+        e.update_mask.fetch_and(!bit(0)).await;
+        assert_eq!(
+            table.interest(&e, 0).await,
+            Some(Events::IN | Events::RDHUP)
+        );
+        e.set_registered(0, Some(Events::IN | Events::RDHUP));
+        assert!(table.takeover(11, 1, fd::Owner::Conn(3)).await);
+        let report = table
+            .update_events(11, 0, Events::IN, generation, &|_| {})
+            .await;
+        assert_eq!(report, fd::Report::Migrated);
+        assert_eq!(table.take_updates(0), vec![11]);
+        assert!(table.grab_tgid(&e).await);
+        e.update_mask.fetch_and(!bit(0)).await;
+        assert_eq!(table.interest(&e, 0).await, None, "deregister on thread 0");
+        table.drop_tgid(&e).await;
+        assert_eq!(e.masks(), (bit(1), 0, bit(1)));
         // A report for an earlier use of the number is dropped.
-        let stale = fd::update_events(&table, 11, 1, Events::IN, generation + 100).await;
+        let stale = table
+            .update_events(11, 1, Events::IN, generation + 100, &|_| {})
+            .await;
         assert_eq!(stale, fd::Report::Closed);
     });
 }

@@ -3,8 +3,8 @@
 //! turmoil runs every host of a simulation on the calling thread, so the
 //! context is a thread-local, set by the runner for the length of one run
 //! (as turmoil's own `World` is). Code of the system under test reaches it
-//! through the free functions of this crate (`race_point`, `switch`,
-//! `probe`, `event`, the oracles); outside a simulation they cost one
+//! through the free functions of this crate (`switch`, `probe`, `event`,
+//! the oracles) and the primitives of `sync`; outside a simulation they cost one
 //! thread-local read and do nothing.
 
 use std::cell::{Cell, RefCell};
@@ -17,7 +17,7 @@ use rand::Rng;
 use crate::faults::{FaultPlan, glob_match};
 use crate::net::NetState;
 use crate::oracle::OracleState;
-use crate::race::RaceState;
+use crate::schedule::Scheduler;
 use crate::seed::{self, SimRng};
 use crate::trace::TraceSink;
 
@@ -77,7 +77,7 @@ pub(crate) struct RunCtx {
     streams: RefCell<BTreeMap<String, SimRng>>,
     pub(crate) coverage: RefCell<BTreeMap<String, u64>>,
     pub(crate) oracles: RefCell<OracleState>,
-    pub(crate) race: RefCell<RaceState>,
+    pub(crate) schedule: RefCell<Scheduler>,
     pub(crate) net: RefCell<NetState>,
     pub(crate) events: RefCell<Events>,
     pub(crate) trace: RefCell<TraceSink>,
@@ -100,7 +100,7 @@ impl RunCtx {
     pub(crate) fn new(seed: u64, plan: FaultPlan, trace: TraceSink) -> RunCtx {
         RunCtx {
             seed,
-            race: RefCell::new(RaceState::new(seed, &plan)),
+            schedule: RefCell::new(Scheduler::new(seed, &plan)),
             plan,
             streams: RefCell::new(BTreeMap::new()),
             coverage: RefCell::new(BTreeMap::new()),

@@ -32,7 +32,7 @@ pub struct FaultPlan {
     /// Which platform's errno a host's syscall view answers with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errno: Vec<Errno>,
-    /// Seeded yields at race points.
+    /// Where tasks give way at preemption points (see [`crate::schedule`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub race: Vec<Race>,
     /// Network partitions between two sets of hosts.
@@ -136,12 +136,15 @@ pub struct Errno {
     pub personality: Personality,
 }
 
-/// A race-point strategy: where the current task yields and for how long.
+/// A schedule for the preemption points whose name matches `point` (a
+/// glob over `primitive.operation`; `*` is every point): where tasks give
+/// way, and for how long (see [`crate::schedule`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "strategy", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Race {
     /// At each hit of a matching point, with `probability`, yield 1..=max_yields
-    /// times or (half of those times) sleep 1..=max_sleep_us.
+    /// times or (half of those times, when `max_sleep_us` > 0) pause
+    /// 1..=max_sleep_us of simulated time.
     Random {
         point: String,
         probability: f64,
@@ -150,17 +153,20 @@ pub enum Race {
         #[serde(default)]
         max_sleep_us: u64,
     },
-    /// PCT-style: `depth` priority-change points drawn among the first
-    /// `horizon` hits of matching points; at a change point the task loses
-    /// its priority: it sleeps `sleep_us`, letting every other task run.
+    /// PCT (Burckhardt et al.): a seeded priority per task, `depth - 1`
+    /// priority change points drawn among the first `horizon` hits of
+    /// matching points; a task goes on at a point only when no task of its
+    /// host with a higher priority is ready. A demoted task first pauses
+    /// `sleep_us` (0: none), letting time pass.
     Pct {
         point: String,
         depth: u32,
         horizon: u32,
+        #[serde(default)]
         sleep_us: u64,
     },
-    /// At the n-th hit (1-based) of the point, yield `yields` times, then
-    /// sleep `sleep_us`.
+    /// At the n-th hit (1-based) of each matching point, yield `yields`
+    /// times, then pause `sleep_us`.
     Targeted {
         point: String,
         nth: u32,
@@ -507,7 +513,7 @@ pub struct ErrnoSpace {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaceSpace {
-    /// Race point names (globs).
+    /// Preemption point names (globs over `primitive.operation`; `*`: all).
     pub points: Vec<String>,
     /// Which strategies may be drawn: `random`, `pct`, `targeted`.
     #[serde(default = "all_strategies")]

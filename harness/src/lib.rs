@@ -10,7 +10,9 @@
 //! * [`net`]: simulated TCP with tiny send buffers, segmentation and frame
 //!   delays; [`sys`]: a non-blocking syscall view with errno personalities
 //!   and an epoll-like poller;
-//! * [`race_point`]: seeded yields where racing wake-ups matter;
+//! * [`sync`]: locks, condition variables and atomics whose every
+//!   operation is a preemption point; [`schedule`]: where the seed makes
+//!   tasks give way there (random, PCT, targeted);
 //! * [`oracle`]: how a run decides it failed;
 //! * [`trace`]: the canonical trace and its hash;
 //! * [`runner`]: run, sweep, determinism check, shrink;
@@ -21,11 +23,12 @@ pub mod ctx;
 pub mod faults;
 pub mod net;
 pub mod oracle;
-pub mod race;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod schedule;
 pub mod seed;
+pub mod sync;
 pub mod sys;
 pub mod testing;
 pub mod trace;
@@ -35,7 +38,6 @@ pub use ctx::{
 };
 pub use faults::{FaultPlan, FaultSpace, Personality};
 pub use net::{SimListener, SimSocket, SimStream};
-pub use race::race_point;
 pub use runner::{Faults, Outcome, RunOptions, Variant, Verdict};
 pub use scenario::{
     FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,

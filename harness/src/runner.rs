@@ -163,7 +163,9 @@ pub struct Outcome {
     pub wall_time: Duration,
     /// The faults that were active.
     pub plan: FaultPlan,
-    /// Fault points, race points and probes reached, with hit counts.
+    /// Fault points, preemption points (`race:NAME`, and `race-yield:NAME`
+    /// for the times a task gave way there) and probes reached, with hit
+    /// counts.
     pub coverage: BTreeMap<String, u64>,
     pub latencies: BTreeMap<String, LatencySummary>,
 }
@@ -512,7 +514,8 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
             .note("-", format!("verdict fail oracle={oracle}: {message}"));
     }
     let latencies = run_ctx.oracles.borrow().latency_summary();
-    let coverage = run_ctx.coverage.borrow().clone();
+    let mut coverage = run_ctx.coverage.borrow().clone();
+    coverage.extend(run_ctx.schedule.borrow().coverage());
     drop(dispatch);
     drop(guard);
     let run_ctx = Rc::try_unwrap(run_ctx)
@@ -705,8 +708,11 @@ pub struct SweepReport {
     pub passed: u64,
     /// Failing runs, by seed.
     pub failures: Vec<Outcome>,
-    /// Per fault point, race point and probe: how many runs reached it.
+    /// Per fault point, preemption point and probe: how many runs reached it.
     pub coverage: BTreeMap<String, u64>,
+    /// Per point: hits summed over the runs (for `race-yield:NAME`, the
+    /// times a task gave way there).
+    pub hits: BTreeMap<String, u64>,
     /// Sum of simulated time over the runs.
     pub sim_time: Duration,
     pub wall_time: Duration,
@@ -794,8 +800,9 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
     for outcome in outcomes {
         report.seeds_run += 1;
         report.sim_time += outcome.sim_time;
-        for point in outcome.coverage.keys() {
+        for (point, hits) in &outcome.coverage {
             *report.coverage.entry(point.clone()).or_insert(0) += 1;
+            *report.hits.entry(point.clone()).or_insert(0) += hits;
         }
         if outcome.verdict.is_pass() {
             report.passed += 1;

@@ -344,6 +344,7 @@ impl Kernel {
     /// time passing, fires the `busy-loop` oracle and unwinds the spinning
     /// task (the run's verdict stays `busy-loop`).
     fn count_call(&mut self, call: &str, fd: Fd) {
+        ctx::with(|c| c.schedule.borrow_mut().note_activity());
         let now = ctx::now();
         if self.spin.0 != now {
             self.spin = (now, 0);

@@ -1,19 +1,18 @@
-//! Race points, switches, scheduled faults, shrinking, and determinism with
-//! every fault kind active.
+//! Preemption at synchronization points, switches, scheduled faults,
+//! shrinking, and determinism with every fault kind active.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
+use faultline_harness::sync::{Atomic, Condvar, Mutex as SimMutex};
 use faultline_harness::sys::{EpollOp, Events, Sys};
 use faultline_harness::{
     FaultPlan, FrameInfo, Framer, Scenario, SimListener, SimStream, Variant, Verdict, oracle,
-    race_point, scenario_from_fn,
+    scenario_from_fn,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
 
 fn with_plan(plan: &str) -> Faults {
     Faults::Plan {
@@ -22,13 +21,13 @@ fn with_plan(plan: &str) -> Faults {
     }
 }
 
-/// The lost-wakeup toy. A worker checks for work, then waits for a
-/// notification; a producer adds work every 3 ms and notifies whoever is
-/// waiting at that moment. The buggy worker decides to sleep before a
-/// window (the race point) and sleeps without looking again; a wake-up that
-/// lands in the window finds no sleeper and is lost until the 2 s fallback.
-/// The fixed worker registers for the notification and looks again right
-/// before it waits. Oracle: how late work is handled (`latency`).
+/// The lost-wakeup toy. A worker looks for work under a lock, then waits on
+/// a condition variable; a producer adds work every 3 ms under the lock
+/// and notifies whoever waits. The buggy worker lets go of the lock after
+/// finding nothing and takes it again to wait, without looking again: a
+/// wake-up that lands in between finds no waiter and is lost until the
+/// 2 s fallback. The fixed worker waits in the same section that looked.
+/// Oracle: how late work is handled (`latency`).
 fn lost_wakeup_toy(extra_toml: &str) -> Scenario {
     let toml = format!(
         "summary = \"lost wakeup toy\"\n{extra_toml}\n[[oracles.latency]]\nmetric = \"toy.wakeup\"\npercentile = 100.0\nmax_ms = 100\n"
@@ -36,42 +35,35 @@ fn lost_wakeup_toy(extra_toml: &str) -> Scenario {
     scenario_from_fn("toy", &toml, |sim, run| {
         let buggy = run.variant == Variant::Buggy;
         sim.client("toy", async move {
-            let pending: Rc<Cell<Option<Duration>>> = Rc::default();
-            let notify = Rc::new(Notify::new());
-            let (p, n) = (pending.clone(), notify.clone());
+            let work: Rc<(SimMutex<Option<Duration>>, Condvar)> =
+                Rc::new((SimMutex::new("toy.work", None), Condvar::new("toy.work")));
+            let shared = work.clone();
             let worker = tokio::task::spawn_local(async move {
+                let (pending, cond) = &*shared;
+                let fallback = Duration::from_secs(2);
+                let mut queue = pending.lock().await;
                 loop {
-                    if let Some(since) = p.take() {
+                    if let Some(since) = queue.take() {
                         oracle::record_latency("toy.wakeup", faultline_harness::now() - since);
                         continue;
                     }
                     if buggy {
-                        race_point("toy.check-then-sleep").await;
-                        tokio::select! {
-                            _ = n.notified() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        }
-                    } else {
-                        race_point("toy.check-then-sleep").await;
-                        let notified = n.notified();
-                        tokio::pin!(notified);
-                        notified.as_mut().enable();
-                        if p.get().is_some() {
-                            continue;
-                        }
-                        tokio::select! {
-                            _ = notified => {}
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        }
+                        // Decided to sleep; lets go and takes the lock again.
+                        drop(queue);
+                        queue = pending.lock().await;
                     }
+                    queue = cond.wait_timeout(queue, fallback).await.0;
                 }
             });
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(3)).await;
-                if pending.get().is_none() {
-                    pending.set(Some(faultline_harness::now()));
+                {
+                    let mut queue = work.0.lock().await;
+                    if queue.is_none() {
+                        *queue = Some(faultline_harness::now());
+                    }
                 }
-                notify.notify_waiters();
+                work.1.notify_all().await;
             }
             // Let the last wake-up be handled (or lost).
             tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -97,7 +89,7 @@ fn failing_seeds(scenario: &Scenario, variant: Variant, faults: Faults, seeds: u
 const RANDOM_RACE: &str = "[[race]]\nstrategy = \"random\"\npoint = \"toy.*\"\nprobability = 0.3\nmax_yields = 2\nmax_sleep_us = 3000\n";
 
 #[test]
-fn the_race_point_exposes_the_lost_wakeup_on_some_seeds_and_never_without_it() {
+fn preemption_exposes_the_lost_wakeup_on_some_seeds_and_never_without_it() {
     let toy = lost_wakeup_toy("");
     let exposed = failing_seeds(&toy, Variant::Buggy, with_plan(RANDOM_RACE), 30);
     assert!(!exposed.is_empty(), "no seed exposed the lost wake-up");
@@ -107,7 +99,7 @@ fn the_race_point_exposes_the_lost_wakeup_on_some_seeds_and_never_without_it() {
     );
     assert!(
         failing_seeds(&toy, Variant::Buggy, Faults::Off, 30).is_empty(),
-        "without the race point no wake-up is lost"
+        "without preemption no wake-up is lost"
     );
     assert!(
         failing_seeds(&toy, Variant::Fixed, with_plan(RANDOM_RACE), 30).is_empty(),
@@ -139,34 +131,26 @@ fn strategies_decide_where_tasks_yield() {
             1,
             &RunOptions::new(Variant::Fixed).faults(with_plan(plan)),
         );
+        assert!(outcome.verdict.is_pass(), "{}", outcome.report());
+        let count = |key: &str| outcome.coverage.get(key).copied().unwrap_or(0);
         (
-            outcome
-                .coverage
-                .get("race:toy.check-then-sleep")
-                .copied()
-                .unwrap_or(0),
-            outcome
-                .coverage
-                .get("race-yield:toy.check-then-sleep")
-                .copied()
-                .unwrap_or(0),
+            count("race:toy.work.lock"),
+            count("race-yield:toy.work.lock")
+                + count("race-yield:toy.work.wait")
+                + count("race-yield:toy.work.notify_all"),
         )
     };
     let (hits, none) =
         yields("[[race]]\nstrategy = \"random\"\npoint = \"toy.*\"\nprobability = 0.0\n");
-    assert!(hits >= 100, "the point is hit at every wake-up ({hits})");
+    assert!(hits >= 100, "the lock is taken at every wake-up ({hits})");
     assert_eq!(none, 0);
     let (_, targeted) = yields(
-        "[[race]]\nstrategy = \"targeted\"\npoint = \"toy.check-then-sleep\"\nnth = 5\nyields = 3\n",
+        "[[race]]\nstrategy = \"targeted\"\npoint = \"toy.work.lock\"\nnth = 5\nyields = 3\n",
     );
-    assert_eq!(targeted, 1);
-    let (_, pct) = yields(
-        "[[race]]\nstrategy = \"pct\"\npoint = \"toy.*\"\ndepth = 3\nhorizon = 50\nsleep_us = 500\n",
-    );
-    assert!(
-        (1..=3).contains(&pct),
-        "PCT yields at its change points only ({pct})"
-    );
+    assert_eq!(targeted, 1, "the 5th hit of the point, once");
+    let (_, random) =
+        yields("[[race]]\nstrategy = \"random\"\npoint = \"toy.*\"\nprobability = 0.5\n");
+    assert!(random > 50, "about half of the hits ({random})");
     let (_, other) =
         yields("[[race]]\nstrategy = \"targeted\"\npoint = \"other.*\"\nnth = 1\nyields = 1\n");
     assert_eq!(other, 0, "a strategy acts only on the points it names");
@@ -399,8 +383,9 @@ impl Framer for TinyFrames {
 }
 
 /// Every fault kind has something to act on: framed request/response
-/// traffic over SimStream, an event loop over the syscall view, race
-/// points, a switch, and hosts to crash, partition and slow down.
+/// traffic over SimStream, an event loop over the syscall view, locks and
+/// atomics to preempt at, a switch, and hosts to crash, partition and slow
+/// down.
 fn every_fault() -> Scenario {
     let space = r#"
 summary = "every fault kind at once"
@@ -451,8 +436,10 @@ rate = [0.1, 0.5]
         sim.set_framer(Rc::new(TinyFrames));
         sim.host("server", || async {
             let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+            let replies = Rc::new(SimMutex::new("server.replies", 0u64));
             loop {
                 let (mut stream, _) = listener.accept().await?;
+                let replies = replies.clone();
                 tokio::task::spawn_local(async move {
                     let mut head = [0u8; 2];
                     while stream.read_exact(&mut head).await.is_ok() {
@@ -460,7 +447,7 @@ rate = [0.1, 0.5]
                         if stream.read_exact(&mut body).await.is_err() {
                             break;
                         }
-                        race_point("server.before-reply").await;
+                        *replies.lock().await += 1;
                         if faultline_harness::switch("server.slow") {
                             tokio::time::sleep(Duration::from_millis(3)).await;
                         }
@@ -482,6 +469,7 @@ rate = [0.1, 0.5]
         sim.host("looper", || async {
             // An event loop over the syscall view: connect, send, poll, receive.
             let sys = Sys::new();
+            let received = Atomic::new("looper.received", 0usize);
             let ep = sys.epoll_create().map_err(|e| e.to_string())?;
             for round in 0..20u8 {
                 let fd = sys.socket().map_err(|e| e.to_string())?;
@@ -519,10 +507,12 @@ rate = [0.1, 0.5]
                     }
                     match sys.recv(fd, &mut buf) {
                         Ok(0) => break,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Ok(n) => {
+                            got.extend_from_slice(&buf[..n]);
+                            received.fetch_add(n).await;
+                        }
                         Err(_) => {}
                     }
-                    race_point("looper.after-recv").await;
                 }
                 tracing::debug!(round, got = got.len(), "round done");
                 sys.close(fd).map_err(|e| e.to_string())?;
@@ -532,6 +522,7 @@ rate = [0.1, 0.5]
         });
         for c in 0..2 {
             sim.client(&format!("client-{c}"), async move {
+                let rounds = Atomic::new("client.rounds", 0u8);
                 for round in 0..15u8 {
                     let outcome = tokio::time::timeout(Duration::from_millis(300), async {
                         let mut s = SimStream::connect(("server", 80)).await?;
@@ -552,7 +543,7 @@ rate = [0.1, 0.5]
                         ok = matches!(outcome, Ok(Ok(()))),
                         "round"
                     );
-                    race_point("client.between-rounds").await;
+                    rounds.fetch_add(1).await;
                 }
                 Ok(())
             });
@@ -596,8 +587,8 @@ fn determinism_holds_with_every_fault_kind_active() {
         "scheduled:partition",
         "scheduled:latency",
         "switch:server.slow",
-        "race-yield:server.before-reply",
-        "race-yield:looper.after-recv",
+        "race-yield:server.replies.lock",
+        "race-yield:looper.received.add",
     ] {
         assert!(
             sweep.coverage.get(point).copied().unwrap_or(0) > 0,
@@ -735,25 +726,26 @@ fn a_holding_partition_delays_a_connection_and_a_dropping_one_loses_it() {
 }
 
 #[test]
-fn a_task_waking_from_a_race_point_pause_goes_behind_what_became_ready_meanwhile() {
-    // A pauses 0.5 ms at a race point; B sleeps 1 ms. Both wake in the same
-    // simulated tick, A's deadline first; A still finds B's work done.
+fn a_task_waking_from_a_pause_goes_behind_what_became_ready_meanwhile() {
+    // A pauses 1.5 ms at its first lock; B sleeps 2 ms. Both wake in the
+    // same simulated tick, A's deadline first; A still finds B's work done.
     let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
     let out = order.clone();
     let scenario = scenario_from_fn("race-pause", "summary = \"t\"\n", move |sim, _| {
         let order = out.clone();
         sim.client("host", async move {
+            let lock = Rc::new(SimMutex::new("toy.pause", ()));
             let a = {
-                let order = order.clone();
+                let (order, lock) = (order.clone(), lock.clone());
                 tokio::task::spawn_local(async move {
-                    race_point("toy.pause").await;
+                    let _held = lock.lock().await;
                     order.lock().unwrap().push("A");
                 })
             };
             let b = {
                 let order = order.clone();
                 tokio::task::spawn_local(async move {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                     order.lock().unwrap().push("B");
                 })
             };
@@ -764,7 +756,7 @@ fn a_task_waking_from_a_race_point_pause_goes_behind_what_became_ready_meanwhile
         Ok(())
     });
     let plan =
-        "[[race]]\nstrategy = \"targeted\"\npoint = \"toy.pause\"\nnth = 1\nsleep_us = 500\n";
+        "[[race]]\nstrategy = \"targeted\"\npoint = \"toy.pause.lock\"\nnth = 1\nsleep_us = 1500\n";
     let outcome = runner::run(
         &scenario,
         0,

@@ -84,9 +84,13 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
         .collect();
     failing.sort_unstable();
     let mut coverage: BTreeMap<String, u64> = BTreeMap::new();
+    let mut hits: BTreeMap<String, u64> = BTreeMap::new();
     for (_, s) in &summaries {
         for (point, n) in &s.coverage {
             *coverage.entry(point.clone()).or_insert(0) += n;
+        }
+        for (point, n) in &s.hits {
+            *hits.entry(point.clone()).or_insert(0) += n;
         }
     }
     let missing: Vec<u64> = (1..=first.shard.count)
@@ -97,7 +101,7 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
         .filter(|(_, s)| s.seeds_run < s.shard_seeds)
         .count();
     let mut stdout = std::io::stdout();
-    let _ = print_coverage(&mut stdout, &coverage, seeds_run);
+    let _ = print_coverage(&mut stdout, &coverage, &hits, seeds_run);
     if let Some(f) = summaries
         .iter()
         .filter_map(|(_, s)| s.first_failure.as_ref())

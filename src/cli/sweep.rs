@@ -74,8 +74,12 @@ pub struct SweepSummary {
     pub failing_seeds: Vec<u64>,
     /// The first failure: its oracle, message and replay command.
     pub first_failure: Option<FailureSummary>,
-    /// Per fault point, race point and probe: runs that reached it.
+    /// Per fault point, preemption point and probe: runs that reached it.
     pub coverage: BTreeMap<String, u64>,
+    /// Per point: hits summed over the runs (`race-yield:NAME`: the times
+    /// a task gave way there).
+    #[serde(default)]
+    pub hits: BTreeMap<String, u64>,
     pub sim_ms: u128,
     pub wall_ms: u128,
 }
@@ -105,7 +109,7 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
         Box::new(std::io::stdout())
     };
     let out = &mut human;
-    let _ = print_coverage(out, &report.coverage, report.seeds_run);
+    let _ = print_coverage(out, &report.coverage, &report.hits, report.seeds_run);
     if let Some(first) = report.failures.first() {
         let _ = write!(out, "{}", first.report());
         if report.failures.len() > 1 {
@@ -144,6 +148,7 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
                 replay: o.replay_command(),
             }),
             coverage: report.coverage.clone(),
+            hits: report.hits.clone(),
             sim_ms: report.sim_time.as_millis(),
             wall_ms: report.wall_time.as_millis(),
         };
@@ -159,21 +164,45 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
     })
 }
 
-/// Per fault point, race point and probe: how many runs reached it.
+/// Per fault point, preemption point and probe: how many runs reached it. A
+/// preemption point's line (`race:NAME`) also says how often it was hit
+/// and how often a task gave way there, over all runs, and in how many
+/// runs it did.
 pub fn print_coverage(
     out: &mut dyn Write,
     coverage: &BTreeMap<String, u64>,
+    hits: &BTreeMap<String, u64>,
     runs: u64,
 ) -> std::io::Result<()> {
     if coverage.is_empty() {
         return writeln!(
             out,
-            "coverage: no fault point, race point or probe was reached"
+            "coverage: no fault point, preemption point or probe was reached"
         );
     }
     writeln!(out, "coverage (runs that reached each point, of {runs}):")?;
+    let mut points = 0;
     for (point, count) in coverage {
-        writeln!(out, "    {count:>7}  {point}")?;
+        if point.starts_with("race-yield:") {
+            continue; // On its point's line.
+        }
+        match point.strip_prefix("race:") {
+            Some(name) => {
+                points += 1;
+                let yield_key = format!("race-yield:{name}");
+                writeln!(
+                    out,
+                    "    {count:>7}  {point}  ({} hits; gave way {} times, in {} runs)",
+                    hits.get(point).copied().unwrap_or(0),
+                    hits.get(&yield_key).copied().unwrap_or(0),
+                    coverage.get(&yield_key).copied().unwrap_or(0),
+                )?;
+            }
+            None => writeln!(out, "    {count:>7}  {point}")?,
+        }
+    }
+    if points > 0 {
+        writeln!(out, "preemption points reached: {points}")?;
     }
     Ok(())
 }

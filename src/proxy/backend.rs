@@ -1,9 +1,9 @@
 //! Backends: where a key goes (its vbucket, then the node active for it),
-//! each node's health, and its pool of idle connections.
+//! and each node's health (its idle connections are the proxy's
+//! `idle` pools).
 
 use std::net::SocketAddr;
 
-use super::conn::ConnId;
 use crate::server::VbRange;
 
 /// The vbuckets node `index` of `nodes` is active for: the bucket split in
@@ -35,8 +35,6 @@ pub struct Server {
     pub streak: u32,
     pub checks_passed: u64,
     pub checks_failed: u64,
-    /// Idle connections, oldest first; any thread may take one.
-    pub idle: Vec<ConnId>,
 }
 
 impl Server {
@@ -48,7 +46,6 @@ impl Server {
             streak: 0,
             checks_passed: 0,
             checks_failed: 0,
-            idle: Vec::new(),
         }
     }
 

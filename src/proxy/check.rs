@@ -70,7 +70,7 @@ pub fn judge(buf: &[u8], full: bool) -> Verdict {
 }
 
 /// Starts the checks that are due (thread 0).
-pub fn start_due_checks<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize) {
+pub async fn start_due_checks<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize) {
     let now = Instant::now();
     let due: Vec<usize> = {
         let st = px.state.borrow();
@@ -81,14 +81,18 @@ pub fn start_due_checks<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize) {
     for server in due {
         let interval = Duration::from_millis(px.config.check.interval_ms);
         px.state.borrow_mut().next_check[server] = now + interval;
-        if let Err(errno) = start(px, tid, server) {
+        if let Err(errno) = start(px, tid, server).await {
             tracing::debug!(target: "faultline::proxy", server, error = %errno, "check could not start");
             record(px, server, false);
         }
     }
 }
 
-fn start<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, server: usize) -> Result<(), Errno> {
+async fn start<S: Syscalls + 'static>(
+    px: &Proxy<S>,
+    tid: usize,
+    server: usize,
+) -> Result<(), Errno> {
     let addr = px.state.borrow().servers[server].addr;
     let fd = px.sys.socket()?;
     let in_progress = match px.sys.connect(fd, addr) {
@@ -99,11 +103,11 @@ fn start<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, server: usize) -> Res
             return Err(e);
         }
     };
-    let mut st = px.state.borrow_mut();
-    let id = st.new_conn_id();
+    let id = px.state.borrow_mut().new_conn_id();
     let mut c = Connection::new(id, tid);
-    c.ctrl_init(&mut px.fdtab.borrow_mut(), fd, bit(tid));
+    c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
     c.xprt_init();
+    let mut st = px.state.borrow_mut();
     if in_progress {
         c.flags |= CO_FL_WAIT_L4_CONN;
     }
@@ -143,13 +147,13 @@ fn record<S: Syscalls + 'static>(px: &Proxy<S>, server: usize, ok: bool) {
 }
 
 /// The check connection's handler.
-pub fn process_check<S: Syscalls + 'static>(
+pub async fn process_check<S: Syscalls + 'static>(
     px: &Proxy<S>,
     _tid: usize,
     id: ConnId,
     events: Option<Events>,
 ) -> bool {
-    let (server, verdict, progress) = {
+    let (server, verdict, progress, wanted) = {
         let mut st = px.state.borrow_mut();
         let Some(conn) = st.conns.get_mut(&id) else {
             return false;
@@ -164,7 +168,7 @@ pub fn process_check<S: Syscalls + 'static>(
         if check.sent < check.request.len() && !c.has(CO_FL_ERROR) {
             let n = snd_buf(
                 &px.sys,
-                &mut px.fdtab.borrow_mut(),
+                &px.fdtab,
                 c,
                 &check.request[check.sent..],
                 &px.bugs,
@@ -176,14 +180,7 @@ pub fn process_check<S: Syscalls + 'static>(
             // Asks for the buffer's whole size (both variants): rcv_buf
             // bounds it by the free space (the old one trusted its caller).
             let size = check.buf.size();
-            let n = rcv_buf(
-                &px.sys,
-                &mut px.fdtab.borrow_mut(),
-                c,
-                &mut check.buf,
-                size,
-                &px.bugs,
-            );
+            let n = rcv_buf(&px.sys, &px.fdtab, c, &mut check.buf, size, &px.bugs);
             progress |= n > 0;
         }
         progress |= c.flags != flags_before;
@@ -194,18 +191,21 @@ pub fn process_check<S: Syscalls + 'static>(
         if verdict == Verdict::Incomplete && c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH) {
             verdict = Verdict::Fail;
         }
-        if verdict == Verdict::Incomplete {
-            let mut t = px.fdtab.borrow_mut();
+        let wanted = (verdict == Verdict::Incomplete).then(|| {
             let sending = check.sent < check.request.len() || c.has(CO_FL_WAIT_L4_CONN);
-            t.want_recv(c.fd, c.thread);
-            if sending {
-                t.want_send(c.fd, c.thread);
-            } else {
-                t.stop_send(c.fd, c.thread);
-            }
-        }
-        (check.server, verdict, progress)
+            (c.fd, c.thread, sending)
+        });
+        (check.server, verdict, progress, wanted)
     };
+    if let Some((fd, thread, sending)) = wanted {
+        let t = &px.fdtab;
+        t.want_recv(fd, thread).await;
+        if sending {
+            t.want_send(fd, thread).await;
+        } else {
+            t.stop_send(fd, thread).await;
+        }
+    }
     if verdict != Verdict::Incomplete {
         if verdict == Verdict::Fail {
             let errno = px.state.borrow().conns.get(&id).and_then(|c| c.c.errno);

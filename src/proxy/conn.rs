@@ -89,7 +89,7 @@ impl Connection {
 
     /// Registers `fd` in the table for this connection (owned by the
     /// threads of `mask`).
-    pub fn ctrl_init(&mut self, table: &mut FdTable, fd: Fd, mask: ThreadMask) {
+    pub async fn ctrl_init(&mut self, table: &FdTable, fd: Fd, mask: ThreadMask) {
         assert!(
             !self.ctrl_ready(),
             "conn {} ctrl initialised twice",
@@ -101,7 +101,7 @@ impl Connection {
             self.id
         );
         self.fd = fd;
-        self.generation = table.insert(fd, Owner::Conn(self.id), mask);
+        self.generation = table.insert(fd, Owner::Conn(self.id), mask).await;
         self.flags |= CO_FL_CTRL_READY;
     }
 
@@ -151,9 +151,12 @@ mod tests {
 
     #[test]
     fn layers_come_up_control_first_and_go_down_transport_first() {
-        let mut table = FdTable::new(2, Bugs::fixed());
+        let table = FdTable::new(2, Bugs::fixed());
         let mut c = Connection::new(1, 0);
-        c.ctrl_init(&mut table, 4, bit(0));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(c.ctrl_init(&table, 4, bit(0)));
         assert!(c.ctrl_ready() && !c.xprt_ready());
         assert!(table.is_open(4));
         c.xprt_init();

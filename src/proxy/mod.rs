@@ -22,8 +22,11 @@
 //! * [`check`]: health checks into a fixed-size buffer.
 //!
 //! Threads are tasks of one host: they interleave only where the code
-//! awaits (an fd deletion waiting, the race points), as real threads would
-//! interleave anywhere.
+//! awaits. Everything they share that HAProxy updates atomically or under
+//! a lock (the fd table's masks and tgid, the update lists, the idle
+//! connection pools) is a harness synchronization primitive, so every such
+//! operation is a point where the seed may switch threads, as real threads
+//! would interleave anywhere.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -254,7 +257,8 @@ impl State {
         }
     }
 
-    /// Schedules `id` for closing (its thread does it).
+    /// Schedules `id` for closing (its thread does it). An idle backend
+    /// connection must have left its pool first.
     pub fn close(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get_mut(&id) {
             if !conn.closing {
@@ -262,9 +266,6 @@ impl State {
                 let thread = conn.c.thread;
                 self.threads[thread].closing.push(id);
             }
-        }
-        for server in &mut self.servers {
-            server.idle.retain(|c| *c != id);
         }
     }
 
@@ -287,7 +288,10 @@ pub struct Proxy<S: Syscalls> {
     pub config: ProxyConfig,
     pub bugs: Bugs,
     pub limits: Limits,
-    pub fdtab: RefCell<FdTable>,
+    pub fdtab: FdTable,
+    /// Per server: its idle backend connections, oldest first; any thread
+    /// may take one (HAProxy's `idle_conns` under their lock).
+    pub idle: Vec<faultline_harness::sync::Mutex<Vec<ConnId>>>,
     pub state: RefCell<State>,
 }
 
@@ -332,7 +336,10 @@ impl<S: Syscalls + 'static> Proxy<S> {
             next_accept_thread: 0,
         };
         Ok(Rc::new(Proxy {
-            fdtab: RefCell::new(FdTable::new(config.threads, config.bugs.clone())),
+            fdtab: FdTable::new(config.threads, config.bugs.clone()),
+            idle: (0..config.backends.len())
+                .map(|_| faultline_harness::sync::Mutex::new("proxy.server.idle_conns", Vec::new()))
+                .collect(),
             state: RefCell::new(state),
             bugs: config.bugs.clone(),
             limits: config.limits(),
@@ -344,9 +351,10 @@ impl<S: Syscalls + 'static> Proxy<S> {
     /// Listens on the configured port; every thread polls the listener.
     pub async fn listen(&self) -> Result<(), Errno> {
         let lfd = self.sys.listen(self.config.listen_port).await?;
-        let mut table = self.fdtab.borrow_mut();
-        table.insert(lfd, Owner::Listener, all_threads(self.config.threads));
-        table.want_recv(lfd, 0);
+        self.fdtab
+            .insert(lfd, Owner::Listener, all_threads(self.config.threads))
+            .await;
+        self.fdtab.want_recv(lfd, 0).await;
         self.state.borrow_mut().listener = Some(lfd);
         tracing::debug!(target: "faultline::proxy", fd = lfd, port = self.config.listen_port, "listening");
         Ok(())
@@ -374,14 +382,15 @@ impl<S: Syscalls + 'static> Proxy<S> {
             let st = self.state.borrow();
             (st.threads[tid].epfd, st.threads[tid].notify.clone())
         };
+        let close = |fd: Fd| self.close_fd(fd);
         loop {
-            self.run_timers(tid);
+            self.run_timers(tid).await;
             if tid == 0 && self.config.check.enabled {
-                check::start_due_checks(&self, tid);
+                check::start_due_checks(&self, tid).await;
             }
-            self.run_wakes(tid);
+            self.run_wakes(tid).await;
             self.run_closes(tid).await;
-            self.apply_updates(tid);
+            self.apply_updates(tid).await;
             let timeout = {
                 let st = self.state.borrow();
                 let th = &st.threads[tid];
@@ -413,19 +422,20 @@ impl<S: Syscalls + 'static> Proxy<S> {
             };
             let busy = !events.is_empty();
             for event in events {
-                let report =
-                    fd::update_events(&self.fdtab, event.fd, tid, event.events, event.data).await;
+                let report = self
+                    .fdtab
+                    .update_events(event.fd, tid, event.events, event.data, &close)
+                    .await;
                 if report != Report::Handle {
                     continue;
                 }
-                let owner = self.fdtab.borrow().get(event.fd).and_then(|e| e.owner);
-                match owner {
-                    Some(Owner::Listener) => self.accept(tid, event.fd),
-                    Some(Owner::Conn(id)) => self.io_handler(tid, id, event.events),
+                match self.fdtab.entry(event.fd).owner() {
+                    Some(Owner::Listener) => self.accept(tid, event.fd).await,
+                    Some(Owner::Conn(id)) => self.io_handler(tid, id, event.events).await,
                     None => {}
                 }
-                self.fdtab.borrow_mut().release(event.fd, tid);
-                self.run_wakes(tid);
+                self.fdtab.done_events(event.fd, tid, &close).await;
+                self.run_wakes(tid).await;
                 self.run_closes(tid).await;
             }
             if busy {
@@ -436,18 +446,25 @@ impl<S: Syscalls + 'static> Proxy<S> {
         }
     }
 
+    /// Closes an fd that left the table.
+    fn close_fd(&self, fd: Fd) {
+        if let Err(e) = self.sys.close(fd) {
+            tracing::warn!(target: "faultline::proxy", fd, error = %e, "close failed");
+        }
+    }
+
     /// A poller reported `events` for connection `id`.
-    fn io_handler(&self, tid: usize, id: ConnId, events: Events) {
+    async fn io_handler(&self, tid: usize, id: ConnId, events: Events) {
         let key = format!("proxy conn {id}");
         faultline_harness::oracle::busy_wakeup(&key);
-        let progress = self.process(tid, id, Some(events));
+        let progress = self.process(tid, id, Some(events)).await;
         if progress {
             faultline_harness::oracle::busy_progress(&key);
         }
     }
 
     /// Runs a connection's handler. Answers whether it made progress.
-    pub fn process(&self, tid: usize, id: ConnId, events: Option<Events>) -> bool {
+    pub async fn process(&self, tid: usize, id: ConnId, events: Option<Events>) -> bool {
         let kind = {
             let st = self.state.borrow();
             match st.conns.get(&id) {
@@ -456,23 +473,23 @@ impl<S: Syscalls + 'static> Proxy<S> {
             }
         };
         match kind {
-            session::Kind::Client => session::process_client(self, tid, id),
-            session::Kind::Server => session::process_server(self, tid, id, events),
-            session::Kind::Check => check::process_check(self, tid, id, events),
+            session::Kind::Client => session::process_client(self, tid, id).await,
+            session::Kind::Server => session::process_server(self, tid, id, events).await,
+            session::Kind::Check => check::process_check(self, tid, id, events).await,
         }
     }
 
-    fn run_wakes(&self, tid: usize) {
+    async fn run_wakes(&self, tid: usize) {
         for _ in 0..MAX_WAKES_PER_PASS {
             let next = self.state.borrow_mut().threads[tid].wake.pop_first();
             let Some(id) = next else {
                 return;
             };
-            self.process(tid, id, None);
+            self.process(tid, id, None).await;
         }
     }
 
-    fn run_timers(&self, tid: usize) {
+    async fn run_timers(&self, tid: usize) {
         let now = Instant::now();
         loop {
             let expired = {
@@ -498,7 +515,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             };
             match kind {
                 Some(session::Kind::Check) => check::on_timeout(self, tid, id),
-                Some(_) => session::on_timeout(self, tid, id),
+                Some(_) => session::on_timeout(self, tid, id).await,
                 None => {}
             }
         }
@@ -507,6 +524,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
     /// Closes the connections scheduled for closing: transport first, then
     /// the control layer (the fd leaves the table and is closed).
     async fn run_closes(&self, tid: usize) {
+        let close = |fd: Fd| self.close_fd(fd);
         loop {
             let next = self.state.borrow_mut().threads[tid].closing.pop();
             let Some(id) = next else {
@@ -523,13 +541,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
                 conn.c.must_close_ctrl().then_some(conn.c.fd)
             };
             if let Some(fd) = fd {
-                let sys = self.sys.clone();
-                fd::delete(&self.fdtab, fd, tid, move |fd| {
-                    if let Err(e) = sys.close(fd) {
-                        tracing::warn!(target: "faultline::proxy", fd, error = %e, "close failed");
-                    }
-                })
-                .await;
+                self.fdtab.delete(fd, tid, &close).await;
             }
             let mut st = self.state.borrow_mut();
             if let Some(mut conn) = st.conns.remove(&id) {
@@ -541,54 +553,72 @@ impl<S: Syscalls + 'static> Proxy<S> {
         }
     }
 
-    /// Applies this thread's pending polling updates to its poller.
-    fn apply_updates(&self, tid: usize) {
+    /// Applies this thread's pending polling updates to its poller: its own
+    /// list, then the shared one (HAProxy's `_do_poll` before it waits).
+    async fn apply_updates(&self, tid: usize) {
         let epfd = self.state.borrow().threads[tid].epfd;
-        let updates = self.fdtab.borrow_mut().take_updates(tid);
-        for fdn in updates {
-            let mut table = self.fdtab.borrow_mut();
-            if !table.grab(fdn, tid) {
-                // Closed meanwhile: nothing to poll (its bit stays until the
-                // fd is deleted again).
-                tracing::trace!(target: "faultline::proxy", thread = tid, fd = fdn, "update of a closed fd dropped");
+        for fd in self.fdtab.take_updates(tid) {
+            let e = self.fdtab.entry(fd);
+            if !self.fdtab.grab_tgid(&e).await {
+                // Closed meanwhile: nothing to poll (its bit stays until
+                // the fd is deleted again).
+                tracing::trace!(target: "faultline::proxy", thread = tid, fd, "update of a closed fd dropped");
                 continue;
             }
-            let interest = table.consume_update(fdn, tid);
-            let entry = table.get(fdn).expect("grabbed");
-            let registered = entry.registered.get(&tid).copied();
-            let generation = entry.generation;
-            let op = match (interest, registered) {
-                (None, Some(_)) => Some((EpollOp::Del, Events::NONE)),
-                (None, None) => None,
-                (Some(i), Some(r)) if i == r => None,
-                (Some(i), Some(_)) => Some((EpollOp::Mod, i)),
-                (Some(i), None) if i.is_empty() => None,
-                (Some(i), None) => Some((EpollOp::Add, i)),
-            };
-            if let Some((op, events)) = op {
-                tracing::trace!(target: "faultline::proxy", thread = tid, fd = fdn, ?op, ?events, "poll update");
-                match self.sys.epoll_ctl(epfd, op, fdn, events, generation, false) {
-                    Ok(()) => {
-                        let now = if op == EpollOp::Del {
-                            None
-                        } else {
-                            Some(events)
-                        };
-                        table.set_registered(fdn, tid, now);
-                    }
-                    Err(e) => {
-                        tracing::warn!(target: "faultline::proxy", thread = tid, fd = fdn, ?op, error = %e, "epoll_ctl failed");
-                    }
-                }
+            e.update_mask.fetch_and(!bit(tid)).await;
+            if e.owner().is_some() {
+                self.update_fd(tid, epfd, fd, &e).await;
             }
-            table.release(fdn, tid);
+            self.fdtab.drop_tgid(&e).await;
+        }
+        for fd in self.fdtab.shared_updates().await {
+            let e = self.fdtab.entry(fd);
+            if !self.fdtab.grab_tgid(&e).await {
+                continue;
+            }
+            if e.update_mask.load().await & bit(tid) == 0 {
+                self.fdtab.drop_tgid(&e).await;
+                continue;
+            }
+            self.fdtab.done_update_polling(&e, fd, tid).await;
+            if e.owner().is_some() {
+                self.update_fd(tid, epfd, fd, &e).await;
+            }
+            self.fdtab.drop_tgid(&e).await;
+        }
+    }
+
+    /// Brings thread `tid`'s poller in line with what `fd` wants now.
+    async fn update_fd(&self, tid: usize, epfd: Fd, fd: Fd, e: &fd::FdEntry) {
+        let interest = self.fdtab.interest(e, tid).await;
+        let registered = e.registered(tid);
+        let op = match (interest, registered) {
+            (None, Some(_)) => Some((EpollOp::Del, Events::NONE)),
+            (None, None) => None,
+            (Some(i), Some(r)) if i == r => None,
+            (Some(i), Some(_)) => Some((EpollOp::Mod, i)),
+            (Some(i), None) if i.is_empty() => None,
+            (Some(i), None) => Some((EpollOp::Add, i)),
+        };
+        let Some((op, events)) = op else {
+            return;
+        };
+        tracing::trace!(target: "faultline::proxy", thread = tid, fd, ?op, ?events, "poll update");
+        match self
+            .sys
+            .epoll_ctl(epfd, op, fd, events, e.generation(), false)
+        {
+            Ok(()) => e.set_registered(tid, (op != EpollOp::Del).then_some(events)),
+            Err(err) => {
+                tracing::warn!(target: "faultline::proxy", thread = tid, fd, ?op, error = %err, "epoll_ctl failed");
+            }
         }
     }
 
     /// The listener is readable on thread `tid`: accept what is pending.
     /// Each new connection goes to the next thread in turn (which may be
     /// another one: it is woken).
-    fn accept(&self, tid: usize, lfd: Fd) {
+    async fn accept(&self, tid: usize, lfd: Fd) {
         for _ in 0..self.config.max_accept {
             match self.sys.accept(lfd) {
                 Ok((fd, peer)) => {
@@ -596,27 +626,27 @@ impl<S: Syscalls + 'static> Proxy<S> {
                         let mut st = self.state.borrow_mut();
                         let owner = st.next_accept_thread;
                         st.next_accept_thread = (owner + 1) % self.config.threads;
-                        let id = st.new_conn_id();
-                        let mut c = Connection::new(id, owner);
-                        c.ctrl_init(&mut self.fdtab.borrow_mut(), fd, bit(owner));
-                        c.xprt_init();
-                        st.conns.insert(
-                            id,
-                            Conn {
-                                c,
-                                role: session::Role::Client(session::ClientSide::new(
-                                    self.config.buffer_bytes,
-                                )),
-                                expire: None,
-                                closing: false,
-                            },
-                        );
-                        let expire =
-                            Instant::now() + Duration::from_millis(self.config.client_timeout_ms);
-                        st.set_timer(id, Some(expire));
-                        st.wake(id);
-                        (id, owner)
+                        (st.new_conn_id(), owner)
                     };
+                    let mut c = Connection::new(id, owner);
+                    c.ctrl_init(&self.fdtab, fd, bit(owner)).await;
+                    c.xprt_init();
+                    let mut st = self.state.borrow_mut();
+                    st.conns.insert(
+                        id,
+                        Conn {
+                            c,
+                            role: session::Role::Client(session::ClientSide::new(
+                                self.config.buffer_bytes,
+                            )),
+                            expire: None,
+                            closing: false,
+                        },
+                    );
+                    let expire =
+                        Instant::now() + Duration::from_millis(self.config.client_timeout_ms);
+                    st.set_timer(id, Some(expire));
+                    st.wake(id);
                     tracing::debug!(target: "faultline::proxy", thread = tid, owner, conn = id, fd, %peer, "accepted");
                 }
                 Err(Errno::EAGAIN) => return,

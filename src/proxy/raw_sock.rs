@@ -30,7 +30,7 @@ fn read0(conn: &mut Connection) {
 /// the connection's flags say whether the stream ended or failed.
 pub fn rcv_buf<S: Syscalls>(
     sys: &S,
-    table: &mut FdTable,
+    table: &FdTable,
     conn: &mut Connection,
     buf: &mut Buffer,
     count: usize,
@@ -127,7 +127,7 @@ pub fn rcv_buf<S: Syscalls>(
 /// Sends as much of `data` as the socket takes. Returns the bytes sent.
 pub fn snd_buf<S: Syscalls>(
     sys: &S,
-    table: &mut FdTable,
+    table: &FdTable,
     conn: &mut Connection,
     data: &[u8],
     bugs: &Bugs,

@@ -16,8 +16,10 @@
 //! then, or after a timeout once the request was sent, the client gets
 //! `ETMPFAIL`.
 //!
-//! Every handler runs without awaiting, on its connection's thread, and
-//! ends by deciding the connection's polling (what it waits for).
+//! Every handler runs on its connection's thread and ends by deciding the
+//! connection's polling (what it waits for). It borrows the shared state
+//! only between awaits: where it awaits (the fd table's atomic operations,
+//! the idle pool's lock), other threads may run.
 
 use std::time::Duration;
 
@@ -149,12 +151,20 @@ pub fn check_connect<S: Syscalls>(sys: &S, c: &mut Connection, events: Option<Ev
     }
 }
 
-/// Updates an fd's polling from what the connection waits for.
-fn set_polling<S: Syscalls>(px: &Proxy<S>, c: &Connection, recv: bool, send: bool) {
+/// What a connection's fd must poll for.
+#[derive(Clone, Copy, Debug)]
+pub struct Polling {
+    fd: faultline_harness::Fd,
+    thread: usize,
+    recv: bool,
+    send: bool,
+}
+
+/// The polling a connection waits for (`None` without a control layer).
+pub fn polling(c: &Connection, recv: bool, send: bool) -> Option<Polling> {
     if !c.ctrl_ready() {
-        return;
+        return None;
     }
-    let mut t = px.fdtab.borrow_mut();
     let (recv, send) = if c.has(CO_FL_ERROR) {
         (false, false)
     } else {
@@ -163,15 +173,29 @@ fn set_polling<S: Syscalls>(px: &Proxy<S>, c: &Connection, recv: bool, send: boo
             send && !c.has(CO_FL_SOCK_WR_SH),
         )
     };
-    if recv {
-        t.want_recv(c.fd, c.thread);
+    Some(Polling {
+        fd: c.fd,
+        thread: c.thread,
+        recv,
+        send,
+    })
+}
+
+/// Updates an fd's polling.
+pub async fn set_polling<S: Syscalls>(px: &Proxy<S>, polling: Option<Polling>) {
+    let Some(p) = polling else {
+        return;
+    };
+    let t = &px.fdtab;
+    if p.recv {
+        t.want_recv(p.fd, p.thread).await;
     } else {
-        t.stop_recv(c.fd, c.thread);
+        t.stop_recv(p.fd, p.thread).await;
     }
-    if send {
-        t.want_send(c.fd, c.thread);
+    if p.send {
+        t.want_send(p.fd, p.thread).await;
     } else {
-        t.stop_send(c.fd, c.thread);
+        t.stop_send(p.fd, p.thread).await;
     }
 }
 
@@ -180,116 +204,120 @@ fn set_polling<S: Syscalls>(px: &Proxy<S>, c: &Connection, recv: bool, send: boo
 // ---------------------------------------------------------------------------
 
 /// The client connection's handler. Answers whether it made progress.
-pub fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) -> bool {
+pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) -> bool {
     let mut progress = false;
-    let mut st = px.state.borrow_mut();
-    let st = &mut *st;
-    let Some(conn) = st.conns.get_mut(&id) else {
-        return false;
-    };
-    let flags_before = conn.c.flags;
-    // Send what is pending.
     {
-        let Conn { c, role, .. } = conn;
-        let Role::Client(cl) = role else {
-            unreachable!()
+        let mut st = px.state.borrow_mut();
+        let st = &mut *st;
+        let Some(conn) = st.conns.get_mut(&id) else {
+            return false;
         };
-        if !cl.out.is_empty() {
-            let n = snd_buf(&px.sys, &mut px.fdtab.borrow_mut(), c, &cl.out, &px.bugs);
-            cl.out.drain(..n);
-            progress |= n > 0;
-        }
-        // Receive while there is room: ask for the free space.
-        cl.inbuf.compact();
-        if cl.inbuf.room() > 0 {
-            let room = cl.inbuf.room();
-            let n = rcv_buf(
-                &px.sys,
-                &mut px.fdtab.borrow_mut(),
-                c,
-                &mut cl.inbuf,
-                room,
-                &px.bugs,
-            );
-            progress |= n > 0;
-        }
-    }
-    progress |= conn.c.flags != flags_before;
-    if conn.c.has(CO_FL_ERROR) {
-        tracing::debug!(target: "faultline::proxy", conn = id, errno = ?conn.c.errno, "client connection failed");
-        abort_client(st, id);
-        return true;
-    }
-    // Handle the requests that arrived, one at a time.
-    loop {
-        let conn = st.conns.get_mut(&id).expect("present");
-        let cl = client_of(conn);
-        if cl.request.is_some() || cl.close_after_flush {
-            break;
-        }
-        let parsed = Packet::try_parse(cl.inbuf.data(), &px.limits);
-        match parsed {
-            Ok(Some((packet, used))) => {
-                cl.inbuf.consume(used);
-                progress = true;
-                dispatch(px, st, tid, id, packet);
+        let flags_before = conn.c.flags;
+        // Send what is pending.
+        {
+            let Conn { c, role, .. } = conn;
+            let Role::Client(cl) = role else {
+                unreachable!()
+            };
+            if !cl.out.is_empty() {
+                let n = snd_buf(&px.sys, &px.fdtab, c, &cl.out, &px.bugs);
+                cl.out.drain(..n);
+                progress |= n > 0;
             }
-            Ok(None) => {
-                if cl.inbuf.is_full() {
-                    // A packet larger than the buffer: refused.
-                    let header = peek_header(cl.inbuf.data());
-                    refuse(cl, header, Status::E2BIG);
-                    progress = true;
-                }
-                break;
-            }
-            Err(e) => {
-                let status = match e {
-                    ProtocolError::BodyTooLarge { .. } => Status::E2BIG,
-                    _ => Status::EINVAL,
-                };
-                let header = peek_header(cl.inbuf.data());
-                tracing::debug!(target: "faultline::proxy", conn = id, error = %e, "malformed request");
-                refuse(cl, header, status);
-                progress = true;
-                break;
+            // Receive while there is room: ask for the free space.
+            cl.inbuf.compact();
+            if cl.inbuf.room() > 0 {
+                let room = cl.inbuf.room();
+                let n = rcv_buf(&px.sys, &px.fdtab, c, &mut cl.inbuf, room, &px.bugs);
+                progress |= n > 0;
             }
         }
-    }
-    let conn = st.conns.get_mut(&id).expect("present");
-    let Conn { c, role, .. } = conn;
-    let Role::Client(cl) = role else {
-        unreachable!()
-    };
-    // Send what the requests produced (speculatively).
-    if !cl.out.is_empty() {
-        let n = snd_buf(&px.sys, &mut px.fdtab.borrow_mut(), c, &cl.out, &px.bugs);
-        cl.out.drain(..n);
-        progress |= n > 0;
-        if c.has(CO_FL_ERROR) {
+        progress |= conn.c.flags != flags_before;
+        if conn.c.has(CO_FL_ERROR) {
+            tracing::debug!(target: "faultline::proxy", conn = id, errno = ?conn.c.errno, "client connection failed");
             abort_client(st, id);
             return true;
         }
     }
-    let idle = cl.request.is_none() && cl.out.is_empty();
-    let done_reading = c.has(CO_FL_SOCK_RD_SH) || cl.close_after_flush;
-    if idle && done_reading {
-        // The client closed (what is left of its input can never become
-        // a packet) or must be closed, and nothing is pending.
-        st.close(id);
-        return true;
+    // Handle the requests that arrived, one at a time.
+    loop {
+        let packet = {
+            let mut st = px.state.borrow_mut();
+            let conn = st.conns.get_mut(&id).expect("present");
+            let cl = client_of(conn);
+            if cl.request.is_some() || cl.close_after_flush {
+                break;
+            }
+            match Packet::try_parse(cl.inbuf.data(), &px.limits) {
+                Ok(Some((packet, used))) => {
+                    cl.inbuf.consume(used);
+                    packet
+                }
+                Ok(None) => {
+                    if cl.inbuf.is_full() {
+                        // A packet larger than the buffer: refused.
+                        let header = peek_header(cl.inbuf.data());
+                        refuse(cl, header, Status::E2BIG);
+                        progress = true;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let status = match e {
+                        ProtocolError::BodyTooLarge { .. } => Status::E2BIG,
+                        _ => Status::EINVAL,
+                    };
+                    let header = peek_header(cl.inbuf.data());
+                    tracing::debug!(target: "faultline::proxy", conn = id, error = %e, "malformed request");
+                    refuse(cl, header, status);
+                    progress = true;
+                    break;
+                }
+            }
+        };
+        progress = true;
+        dispatch(px, tid, id, packet).await;
     }
-    let want_recv = !cl.inbuf.is_full() && !cl.close_after_flush;
-    let want_send = !cl.out.is_empty();
-    set_polling(px, c, want_recv, want_send);
-    if idle {
-        let expire = Instant::now() + ms(px.config.client_timeout_ms);
-        if progress || conn.expire.is_none() {
-            st.set_timer(id, Some(expire));
+    let wanted = {
+        let mut st = px.state.borrow_mut();
+        let st = &mut *st;
+        let conn = st.conns.get_mut(&id).expect("present");
+        let Conn { c, role, .. } = conn;
+        let Role::Client(cl) = role else {
+            unreachable!()
+        };
+        // Send what the requests produced (speculatively).
+        if !cl.out.is_empty() {
+            let n = snd_buf(&px.sys, &px.fdtab, c, &cl.out, &px.bugs);
+            cl.out.drain(..n);
+            progress |= n > 0;
+            if c.has(CO_FL_ERROR) {
+                abort_client(st, id);
+                return true;
+            }
         }
-    } else if st.conns[&id].expire.is_some() {
-        st.set_timer(id, None);
-    }
+        let idle = cl.request.is_none() && cl.out.is_empty();
+        let done_reading = c.has(CO_FL_SOCK_RD_SH) || cl.close_after_flush;
+        if idle && done_reading {
+            // The client closed (what is left of its input can never
+            // become a packet) or must be closed, and nothing is pending.
+            st.close(id);
+            return true;
+        }
+        let want_recv = !cl.inbuf.is_full() && !cl.close_after_flush;
+        let want_send = !cl.out.is_empty();
+        let wanted = polling(c, want_recv, want_send);
+        if idle {
+            let expire = Instant::now() + ms(px.config.client_timeout_ms);
+            if progress || conn.expire.is_none() {
+                st.set_timer(id, Some(expire));
+            }
+        } else if st.conns[&id].expire.is_some() {
+            st.set_timer(id, None);
+        }
+        wanted
+    };
+    set_polling(px, wanted).await;
     progress
 }
 
@@ -325,18 +353,25 @@ fn abort_client(st: &mut super::State, id: ConnId) {
 }
 
 /// Handles one request packet of client connection `id`.
-fn dispatch<S: Syscalls + 'static>(
+async fn dispatch<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId, packet: Packet) {
+    if accept_request(px, &mut px.state.borrow_mut(), id, packet) {
+        attach(px, tid, id, false).await;
+    }
+}
+
+/// Answers what the proxy answers itself; a keyed request becomes the
+/// client's request (answers whether it must go to a backend).
+fn accept_request<S: Syscalls + 'static>(
     px: &Proxy<S>,
     st: &mut super::State,
-    tid: usize,
     id: ConnId,
     packet: Packet,
-) {
+) -> bool {
     let h = packet.header;
     let cl = client_of(st.conns.get_mut(&id).expect("present"));
     if !h.is_request() {
         refuse(cl, Some(h), Status::EINVAL);
-        return;
+        return false;
     }
     let opcode = h.opcode.loud();
     if opcode == Opcode::STAT {
@@ -344,25 +379,25 @@ fn dispatch<S: Syscalls + 'static>(
         client_of(st.conns.get_mut(&id).expect("present"))
             .out
             .extend_from_slice(&answer);
-        return;
+        return false;
     }
     match opcode {
         Opcode::NOOP => {
             Packet::response(&h, Status::SUCCESS).encode_into(&mut cl.out);
-            return;
+            return false;
         }
         Opcode::VERSION => {
             Packet::response(&h, Status::SUCCESS)
                 .value(VERSION.as_bytes().to_vec())
                 .encode_into(&mut cl.out);
-            return;
+            return false;
         }
         Opcode::QUIT => {
             if !h.opcode.is_quiet() {
                 Packet::response(&h, Status::SUCCESS).encode_into(&mut cl.out);
             }
             cl.close_after_flush = true;
-            return;
+            return false;
         }
         Opcode::GET
         | Opcode::GETK
@@ -376,19 +411,19 @@ fn dispatch<S: Syscalls + 'static>(
         | Opcode::DECREMENT => {}
         _ => {
             Packet::response(&h, Status::NOT_SUPPORTED).encode_into(&mut cl.out);
-            return;
+            return false;
         }
     }
     if packet.key.is_empty() {
         Packet::response(&h, Status::EINVAL).encode_into(&mut cl.out);
-        return;
+        return false;
     }
     let vb = vbucket_of(&packet.key, px.config.vbuckets);
     let server = st.vbmap[usize::from(vb)];
     if !st.servers[server].up {
         faultline_harness::probe("proxy:server-down");
         Packet::response(&h, Status::ETMPFAIL).encode_into(&mut cl.out);
-        return;
+        return false;
     }
     let mut forwarded = packet.clone();
     forwarded.header.opcode = opcode;
@@ -402,7 +437,7 @@ fn dispatch<S: Syscalls + 'static>(
         retries_left: px.config.retries,
         moves_left: (st.servers.len() - 1) as u32,
     });
-    attach(px, st, tid, id, false);
+    true
 }
 
 /// The proxy's own statistics (STAT without a group): one packet per
@@ -442,72 +477,84 @@ fn stats<S: Syscalls + 'static>(
 }
 
 /// Gives client `id`'s request a backend connection and starts sending it.
-fn attach<S: Syscalls + 'static>(
-    px: &Proxy<S>,
-    st: &mut super::State,
+/// (Boxed: a retry attaches again.)
+fn attach<'a, S: Syscalls + 'static>(
+    px: &'a Proxy<S>,
     tid: usize,
     id: ConnId,
     force_new: bool,
-) {
-    let (server, bytes) = {
-        let r = client_of(st.conns.get_mut(&id).expect("present"))
-            .request
-            .as_ref()
-            .expect("a request to attach");
-        (r.server, r.forwarded.clone())
-    };
-    let sid = match server_conn(px, st, tid, server, force_new) {
-        Ok(sid) => sid,
-        Err(errno) => {
-            tracing::debug!(target: "faultline::proxy", conn = id, server, error = %errno, "no backend connection");
-            request_failed(st, id);
-            return;
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    Box::pin(async move {
+        let server = {
+            let mut st = px.state.borrow_mut();
+            client_of(st.conns.get_mut(&id).expect("present"))
+                .request
+                .as_ref()
+                .expect("a request to attach")
+                .server
+        };
+        let sid = match server_conn(px, tid, server, force_new).await {
+            Ok(sid) => sid,
+            Err(errno) => {
+                tracing::debug!(target: "faultline::proxy", conn = id, server, error = %errno, "no backend connection");
+                request_failed(&mut px.state.borrow_mut(), id);
+                return;
+            }
+        };
+        let mut st = px.state.borrow_mut();
+        let st = &mut *st;
+        let bytes = {
+            let r = client_of(st.conns.get_mut(&id).expect("present"))
+                .request
+                .as_mut()
+                .expect("a request to attach");
+            r.server_conn = Some(sid);
+            r.forwarded.clone()
+        };
+        {
+            let s = server_of(st.conns.get_mut(&sid).expect("present"));
+            s.state = ServerState::Busy(id);
+            s.out = bytes;
+            s.sent = 0;
+            s.response_started = false;
+            s.inbuf.clear();
         }
-    };
-    {
-        let s = server_of(st.conns.get_mut(&sid).expect("present"));
-        s.state = ServerState::Busy(id);
-        s.out = bytes;
-        s.sent = 0;
-        s.response_started = false;
-        s.inbuf.clear();
-    }
-    if let Some(r) = client_of(st.conns.get_mut(&id).expect("present"))
-        .request
-        .as_mut()
-    {
-        r.server_conn = Some(sid);
-    }
-    let waiting = st.conns[&sid].c.has(CO_FL_WAIT_L4_CONN);
-    let timeout = if waiting {
-        px.config.connect_timeout_ms
-    } else {
-        px.config.server_timeout_ms
-    };
-    st.set_timer(sid, Some(Instant::now() + ms(timeout)));
-    st.wake(sid);
+        let waiting = st.conns[&sid].c.has(CO_FL_WAIT_L4_CONN);
+        let timeout = if waiting {
+            px.config.connect_timeout_ms
+        } else {
+            px.config.server_timeout_ms
+        };
+        st.set_timer(sid, Some(Instant::now() + ms(timeout)));
+        st.wake(sid);
+    })
 }
 
 /// A backend connection for `server` on thread `tid`: an idle one of this
-/// thread, else one taken over from another thread, else a new one.
-fn server_conn<S: Syscalls + 'static>(
+/// thread, else one taken over from another thread, else a new one. The
+/// pool stays locked while a takeover is tried, as HAProxy's idle
+/// connections lock does: a connection leaves it only once.
+async fn server_conn<S: Syscalls + 'static>(
     px: &Proxy<S>,
-    st: &mut super::State,
     tid: usize,
     server: usize,
     force_new: bool,
 ) -> Result<ConnId, Errno> {
     if !force_new {
-        let idle = &st.servers[server].idle;
-        if let Some(pos) = idle.iter().rposition(|c| st.conns[c].c.thread == tid) {
-            let sid = st.servers[server].idle.remove(pos);
-            return Ok(sid);
+        let mut idle = px.idle[server].lock().await;
+        let own = {
+            let st = px.state.borrow();
+            idle.iter().rposition(|c| st.conns[c].c.thread == tid)
+        };
+        if let Some(pos) = own {
+            return Ok(idle.remove(pos));
         }
-        for pos in (0..st.servers[server].idle.len()).rev() {
-            let sid = st.servers[server].idle[pos];
-            let fd = st.conns[&sid].c.fd;
-            if px.fdtab.borrow_mut().takeover(fd, tid, Owner::Conn(sid)) {
-                st.servers[server].idle.remove(pos);
+        for pos in (0..idle.len()).rev() {
+            let sid = idle[pos];
+            let fd = px.state.borrow().conns[&sid].c.fd;
+            if px.fdtab.takeover(fd, tid, Owner::Conn(sid)).await {
+                idle.remove(pos);
+                let mut st = px.state.borrow_mut();
                 let from = st.conns[&sid].c.thread;
                 st.migrate(sid, tid);
                 faultline_harness::probe("proxy:takeover");
@@ -516,7 +563,7 @@ fn server_conn<S: Syscalls + 'static>(
             }
         }
     }
-    let addr = st.servers[server].addr;
+    let addr = px.state.borrow().servers[server].addr;
     let fd = px.sys.socket()?;
     let in_progress = match px.sys.connect(fd, addr) {
         Ok(()) => false,
@@ -527,15 +574,15 @@ fn server_conn<S: Syscalls + 'static>(
             return Err(e);
         }
     };
-    let sid = st.new_conn_id();
+    let sid = px.state.borrow_mut().new_conn_id();
     let mut c = Connection::new(sid, tid);
-    c.ctrl_init(&mut px.fdtab.borrow_mut(), fd, bit(tid));
+    c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
     c.xprt_init();
     if in_progress {
         c.flags |= CO_FL_WAIT_L4_CONN;
     }
     tracing::debug!(target: "faultline::proxy", thread = tid, conn = sid, fd, %addr, "connecting");
-    st.conns.insert(
+    px.state.borrow_mut().conns.insert(
         sid,
         Conn {
             c,
@@ -554,6 +601,19 @@ fn server_conn<S: Syscalls + 'static>(
     Ok(sid)
 }
 
+/// Takes backend connection `sid` out of its server's idle pool; answers
+/// whether it was there (else another thread took it over).
+async fn take_idle<S: Syscalls + 'static>(px: &Proxy<S>, server: usize, sid: ConnId) -> bool {
+    let mut idle = px.idle[server].lock().await;
+    match idle.iter().position(|c| *c == sid) {
+        Some(pos) => {
+            idle.remove(pos);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Client `id`'s request cannot be served: `ETMPFAIL`.
 fn request_failed(st: &mut super::State, id: ConnId) {
     let Some(conn) = st.conns.get_mut(&id) else {
@@ -568,14 +628,15 @@ fn request_failed(st: &mut super::State, id: ConnId) {
 
 /// The backend connection carrying client `id`'s request failed.
 /// `before_response`: no byte of the response arrived (a retry is safe).
-fn backend_failed<S: Syscalls + 'static>(
+async fn backend_failed<S: Syscalls + 'static>(
     px: &Proxy<S>,
-    st: &mut super::State,
     tid: usize,
     id: ConnId,
     before_response: bool,
 ) {
     let retry = {
+        let mut st = px.state.borrow_mut();
+        let st = &mut *st;
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
         };
@@ -583,18 +644,17 @@ fn backend_failed<S: Syscalls + 'static>(
             return;
         };
         r.server_conn = None;
-        if before_response && r.retries_left > 0 {
+        let retry = before_response && r.retries_left > 0;
+        if retry {
             r.retries_left -= 1;
-            true
         } else {
-            false
+            request_failed(st, id);
         }
+        retry
     };
     if retry {
         faultline_harness::probe("proxy:retry");
-        attach(px, st, tid, id, true);
-    } else {
-        request_failed(st, id);
+        attach(px, tid, id, true).await;
     }
 }
 
@@ -603,242 +663,287 @@ fn backend_failed<S: Syscalls + 'static>(
 // ---------------------------------------------------------------------------
 
 /// The backend connection's handler. Answers whether it made progress.
-pub fn process_server<S: Syscalls + 'static>(
+pub async fn process_server<S: Syscalls + 'static>(
     px: &Proxy<S>,
     tid: usize,
     sid: ConnId,
     events: Option<Events>,
 ) -> bool {
     let mut progress = false;
-    let mut st = px.state.borrow_mut();
-    let st = &mut *st;
-    let Some(conn) = st.conns.get_mut(&sid) else {
-        return false;
-    };
-    let flags_before = conn.c.flags;
-    let sent_all;
-    {
+    let (state, server, failed, ended, started, sent_all) = {
+        let mut st = px.state.borrow_mut();
+        let Some(conn) = st.conns.get_mut(&sid) else {
+            return false;
+        };
+        let flags_before = conn.c.flags;
         let Conn { c, role, .. } = conn;
         let Role::Server(s) = role else {
             unreachable!()
         };
         check_connect(&px.sys, c, events);
         if s.sent < s.out.len() && !c.has(CO_FL_ERROR) {
-            let n = snd_buf(
-                &px.sys,
-                &mut px.fdtab.borrow_mut(),
-                c,
-                &s.out[s.sent..],
-                &px.bugs,
-            );
+            let n = snd_buf(&px.sys, &px.fdtab, c, &s.out[s.sent..], &px.bugs);
             s.sent += n;
             progress |= n > 0;
         }
-        sent_all = s.sent == s.out.len();
+        let sent_all = s.sent == s.out.len();
         if !c.has(CO_FL_ERROR) {
             let room = s.inbuf.room();
-            let n = rcv_buf(
-                &px.sys,
-                &mut px.fdtab.borrow_mut(),
-                c,
-                &mut s.inbuf,
-                room,
-                &px.bugs,
-            );
+            let n = rcv_buf(&px.sys, &px.fdtab, c, &mut s.inbuf, room, &px.bugs);
             if n > 0 {
                 s.response_started = true;
                 progress = true;
             }
         }
-    }
-    progress |= conn.c.flags != flags_before;
-    let (state, failed, ended, started) = {
-        let (failed, ended) = (conn.c.has(CO_FL_ERROR), conn.c.has(CO_FL_SOCK_RD_SH));
-        let s = server_of(conn);
-        (s.state, failed, ended, s.response_started)
+        progress |= c.flags != flags_before;
+        let (failed, ended) = (c.has(CO_FL_ERROR), c.has(CO_FL_SOCK_RD_SH));
+        (
+            s.state,
+            s.server,
+            failed,
+            ended,
+            s.response_started,
+            sent_all,
+        )
     };
     match state {
         ServerState::Idle => {
-            let s = server_of(st.conns.get_mut(&sid).expect("present"));
-            if failed || ended || !s.inbuf.is_empty() {
+            let unexpected = {
+                let mut st = px.state.borrow_mut();
+                failed
+                    || ended
+                    || !server_of(st.conns.get_mut(&sid).expect("present"))
+                        .inbuf
+                        .is_empty()
+            };
+            if unexpected {
                 // Closed by the server, failed, or unexpected bytes.
-                st.close(sid);
+                if take_idle(px, server, sid).await {
+                    px.state.borrow_mut().close(sid);
+                }
                 return true;
             }
-            let c = &st.conns[&sid].c;
-            set_polling(px, c, true, false);
+            let wanted = polling(&px.state.borrow().conns[&sid].c, true, false);
+            set_polling(px, wanted).await;
         }
         ServerState::Busy(client_id) => {
             let parsed = {
+                let mut st = px.state.borrow_mut();
                 let s = server_of(st.conns.get_mut(&sid).expect("present"));
-                Packet::try_parse(s.inbuf.data(), &px.limits)
+                match Packet::try_parse(s.inbuf.data(), &px.limits) {
+                    Ok(Some((response, used))) => {
+                        s.inbuf.consume(used);
+                        Ok(Some(response))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
             };
             match parsed {
-                Ok(Some((response, used))) => {
-                    server_of(st.conns.get_mut(&sid).expect("present"))
-                        .inbuf
-                        .consume(used);
-                    deliver(px, st, tid, sid, client_id, response);
+                Ok(Some(response)) => {
+                    deliver(px, tid, sid, client_id, response).await;
                     return true;
                 }
                 Ok(None) => {
-                    let full = server_of(st.conns.get_mut(&sid).expect("present"))
-                        .inbuf
-                        .is_full();
-                    if failed || ended || full {
-                        if full {
-                            tracing::debug!(target: "faultline::proxy", conn = sid, "response larger than the buffer");
+                    let full = {
+                        let mut st = px.state.borrow_mut();
+                        let full = server_of(st.conns.get_mut(&sid).expect("present"))
+                            .inbuf
+                            .is_full();
+                        if failed || ended || full {
+                            if full {
+                                tracing::debug!(target: "faultline::proxy", conn = sid, "response larger than the buffer");
+                            }
+                            tracing::debug!(target: "faultline::proxy", conn = sid, errno = ?st.conns[&sid].c.errno, started, "backend connection failed");
+                            st.close(sid);
                         }
-                        tracing::debug!(target: "faultline::proxy", conn = sid, errno = ?st.conns[&sid].c.errno, started, "backend connection failed");
-                        st.close(sid);
-                        backend_failed(px, st, tid, client_id, !started && !full);
+                        full
+                    };
+                    if failed || ended || full {
+                        backend_failed(px, tid, client_id, !started && !full).await;
                         return true;
                     }
                 }
                 Err(e) => {
                     tracing::debug!(target: "faultline::proxy", conn = sid, error = %e, "malformed response");
-                    st.close(sid);
-                    backend_failed(px, st, tid, client_id, false);
+                    px.state.borrow_mut().close(sid);
+                    backend_failed(px, tid, client_id, false).await;
                     return true;
                 }
             }
-            let conn = &st.conns[&sid];
-            let waiting_connect = conn.c.has(CO_FL_WAIT_L4_CONN);
-            set_polling(px, &conn.c, true, !sent_all || waiting_connect);
-            if sent_all && !waiting_connect && progress {
-                // Sent and connected: the server timeout runs from now.
-                let expire = Instant::now() + ms(px.config.server_timeout_ms);
-                st.set_timer(sid, Some(expire));
-            }
+            let wanted = {
+                let mut st = px.state.borrow_mut();
+                let conn = &st.conns[&sid];
+                let waiting_connect = conn.c.has(CO_FL_WAIT_L4_CONN);
+                let wanted = polling(&conn.c, true, !sent_all || waiting_connect);
+                if sent_all && !waiting_connect && progress {
+                    // Sent and connected: the server timeout runs from now.
+                    let expire = Instant::now() + ms(px.config.server_timeout_ms);
+                    st.set_timer(sid, Some(expire));
+                }
+                wanted
+            };
+            set_polling(px, wanted).await;
         }
     }
     progress
 }
 
 /// A whole response arrived on backend connection `sid` for client `cid`.
-fn deliver<S: Syscalls + 'static>(
+async fn deliver<S: Syscalls + 'static>(
     px: &Proxy<S>,
-    st: &mut super::State,
     tid: usize,
     sid: ConnId,
     cid: ConnId,
     response: Packet,
 ) {
-    let request = st
-        .conns
-        .get_mut(&cid)
-        .and_then(|c| client_of(c).request.take());
-    let Some(mut request) = request else {
-        st.close(sid);
-        return;
-    };
-    let h = response.header;
-    let forwarded_opcode = request.header.opcode.loud();
-    if h.magic != MAGIC_RESPONSE
-        || h.opcode != forwarded_opcode
-        || h.opaque != request.header.opaque
-    {
-        tracing::debug!(target: "faultline::proxy", conn = sid, opcode = %h.opcode, opaque = h.opaque, "a response that does not answer the request");
-        st.close(sid);
-        let cl = client_of(st.conns.get_mut(&cid).expect("present"));
-        Packet::response(&request.header, Status::EINTERNAL).encode_into(&mut cl.out);
-        st.wake(cid);
-        return;
-    }
-    let status = h.status();
-    if status == Status::NOT_MY_VBUCKET && request.moves_left > 0 {
-        // The vbucket moved (a rebalance): try the next server, and
-        // remember where it answered.
-        let next = (request.server + 1) % st.servers.len();
-        tracing::debug!(target: "faultline::proxy", conn = cid, vb = request.vb, from = request.server, to = next, "not my vbucket: trying the next server");
-        faultline_harness::probe("proxy:not-my-vbucket");
-        st.vbmap[usize::from(request.vb)] = next;
-        request.server = next;
-        request.server_conn = None;
-        request.moves_left -= 1;
-        request.retries_left = px.config.retries;
-        client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
-        release_backend(px, st, sid);
-        attach(px, st, tid, cid, false);
-        return;
-    }
-    // Quiet commands: GETQ/GETKQ answer hits only, the others failures only.
-    let quiet = request.header.opcode.is_quiet();
-    let silent = quiet
-        && match forwarded_opcode {
-            Opcode::GET | Opcode::GETK => !status.is_success(),
-            _ => status.is_success(),
+    let moved = {
+        let mut st = px.state.borrow_mut();
+        let st = &mut *st;
+        let request = st
+            .conns
+            .get_mut(&cid)
+            .and_then(|c| client_of(c).request.take());
+        let Some(mut request) = request else {
+            st.close(sid);
+            return;
         };
-    {
-        let cl = client_of(st.conns.get_mut(&cid).expect("present"));
-        if !silent {
-            let mut back = response;
-            back.header.opcode = request.header.opcode;
-            back.encode_into(&mut cl.out);
+        let h = response.header;
+        let forwarded_opcode = request.header.opcode.loud();
+        if h.magic != MAGIC_RESPONSE
+            || h.opcode != forwarded_opcode
+            || h.opaque != request.header.opaque
+        {
+            tracing::debug!(target: "faultline::proxy", conn = sid, opcode = %h.opcode, opaque = h.opaque, "a response that does not answer the request");
+            st.close(sid);
+            let cl = client_of(st.conns.get_mut(&cid).expect("present"));
+            Packet::response(&request.header, Status::EINTERNAL).encode_into(&mut cl.out);
+            st.wake(cid);
+            return;
         }
+        let status = h.status();
+        if status == Status::NOT_MY_VBUCKET && request.moves_left > 0 {
+            // The vbucket moved (a rebalance): try the next server, and
+            // remember where it answered.
+            let next = (request.server + 1) % st.servers.len();
+            tracing::debug!(target: "faultline::proxy", conn = cid, vb = request.vb, from = request.server, to = next, "not my vbucket: trying the next server");
+            faultline_harness::probe("proxy:not-my-vbucket");
+            st.vbmap[usize::from(request.vb)] = next;
+            request.server = next;
+            request.server_conn = None;
+            request.moves_left -= 1;
+            request.retries_left = px.config.retries;
+            client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
+            true
+        } else {
+            // Quiet commands: GETQ/GETKQ answer hits only, the others
+            // failures only.
+            let quiet = request.header.opcode.is_quiet();
+            let silent = quiet
+                && match forwarded_opcode {
+                    Opcode::GET | Opcode::GETK => !status.is_success(),
+                    _ => status.is_success(),
+                };
+            let cl = client_of(st.conns.get_mut(&cid).expect("present"));
+            if !silent {
+                let mut back = response;
+                back.header.opcode = request.header.opcode;
+                back.encode_into(&mut cl.out);
+            }
+            st.wake(cid);
+            false
+        }
+    };
+    release_backend(px, sid).await;
+    if moved {
+        attach(px, tid, cid, false).await;
     }
-    st.wake(cid);
-    release_backend(px, st, sid);
 }
 
 /// A backend connection whose response was delivered goes back to the
-/// pool if it is clean, else it is closed.
-fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, st: &mut super::State, sid: ConnId) {
-    let conn = st.conns.get_mut(&sid).expect("present");
-    let reusable = !conn
-        .c
-        .any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH)
-        && server_of(conn).inbuf.is_empty();
-    if !reusable {
-        st.close(sid);
-        return;
-    }
-    let server_index = {
-        let s = server_of(conn);
-        s.state = ServerState::Idle;
-        s.out.clear();
-        s.sent = 0;
-        s.response_started = false;
-        s.server
+/// pool if it is clean, else it is closed. It is made ready (timer,
+/// polling) before it is published in the pool: from then on another
+/// thread may take it over.
+async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
+    let (server, wanted) = {
+        let mut st = px.state.borrow_mut();
+        let conn = st.conns.get_mut(&sid).expect("present");
+        let reusable = !conn
+            .c
+            .any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH)
+            && server_of(conn).inbuf.is_empty();
+        if !reusable {
+            st.close(sid);
+            return;
+        }
+        let server = {
+            let s = server_of(conn);
+            s.state = ServerState::Idle;
+            s.out.clear();
+            s.sent = 0;
+            s.response_started = false;
+            s.server
+        };
+        let wanted = polling(&conn.c, true, false);
+        let expire = Instant::now() + ms(px.config.keepalive_timeout_ms);
+        st.set_timer(sid, Some(expire));
+        (server, wanted)
     };
-    set_polling(px, &conn.c, true, false);
-    st.servers[server_index].idle.push(sid);
-    let expire = Instant::now() + ms(px.config.keepalive_timeout_ms);
-    st.set_timer(sid, Some(expire));
+    set_polling(px, wanted).await;
+    px.idle[server].lock().await.push(sid);
 }
 
 /// A client or backend connection's timer fired.
-pub fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) {
-    let mut st = px.state.borrow_mut();
-    let st = &mut *st;
-    let Some(conn) = st.conns.get_mut(&id) else {
-        return;
+pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) {
+    enum Then {
+        Nothing,
+        CloseIdle(usize),
+        Failed { client: ConnId, retry: bool },
+    }
+    let then = {
+        let mut st = px.state.borrow_mut();
+        let st = &mut *st;
+        let Some(conn) = st.conns.get_mut(&id) else {
+            return;
+        };
+        match &mut conn.role {
+            Role::Client(cl) => {
+                if cl.request.is_none() {
+                    tracing::debug!(target: "faultline::proxy", conn = id, "client timeout");
+                    st.close(id);
+                }
+                Then::Nothing
+            }
+            Role::Server(s) => match s.state {
+                ServerState::Idle => Then::CloseIdle(s.server),
+                ServerState::Busy(cid) => {
+                    let connecting = conn.c.has(CO_FL_WAIT_L4_CONN);
+                    let started = server_of(conn).response_started;
+                    tracing::debug!(target: "faultline::proxy", conn = id, connecting, "backend timeout");
+                    faultline_harness::probe(if connecting {
+                        "proxy:connect-timeout"
+                    } else {
+                        "proxy:server-timeout"
+                    });
+                    st.close(id);
+                    // A connect that timed out never carried the request.
+                    Then::Failed {
+                        client: cid,
+                        retry: connecting && !started,
+                    }
+                }
+            },
+            Role::Check(_) => unreachable!("checks have their own timeout"),
+        }
     };
-    match &mut conn.role {
-        Role::Client(cl) => {
-            if cl.request.is_none() {
-                tracing::debug!(target: "faultline::proxy", conn = id, "client timeout");
-                st.close(id);
+    match then {
+        Then::Nothing => {}
+        Then::CloseIdle(server) => {
+            // Unless another thread took it over meanwhile.
+            if take_idle(px, server, id).await {
+                px.state.borrow_mut().close(id);
             }
         }
-        Role::Server(s) => match s.state {
-            ServerState::Idle => {
-                st.close(id);
-            }
-            ServerState::Busy(cid) => {
-                let connecting = conn.c.has(CO_FL_WAIT_L4_CONN);
-                let started = server_of(conn).response_started;
-                tracing::debug!(target: "faultline::proxy", conn = id, connecting, "backend timeout");
-                faultline_harness::probe(if connecting {
-                    "proxy:connect-timeout"
-                } else {
-                    "proxy:server-timeout"
-                });
-                st.close(id);
-                // A connect that timed out never carried the request.
-                backend_failed(px, st, tid, cid, connecting && !started);
-            }
-        },
-        Role::Check(_) => unreachable!("checks have their own timeout"),
+        Then::Failed { client, retry } => backend_failed(px, tid, client, retry).await,
     }
 }

@@ -12,6 +12,12 @@
 //! durable_percent = 70     # of the writes
 //! read_percent = 20        # of the operations
 //! durability_timeout_ms = 10000
+//! write_deadline_ms = 5000 # liveness: every durable write answers in time
+//!
+//! [params.executor]        # both nodes' background task executor
+//! auxio_threads = 1        # also reader_threads, writer_threads, nonio_threads
+//! fallback_sleep_ms = 2000 # a sleeping thread looks at its queue this often
+//! fallback_sleep = true    # false: only a wake-up or a due task wakes it
 //! ```
 //!
 //! Oracles: `store-model` (every read agrees with the writes: acknowledged
@@ -39,6 +45,7 @@ use crate::protocol::McbpFramer;
 use crate::protocol::client::{Client, ClientError};
 use crate::protocol::{Durability, Opcode, Status, vbucket_of};
 use crate::server::KV_PORT;
+use crate::server::executor::{DEFAULT_FALLBACK_SLEEP_MS, ExecutorConfig};
 
 const MAX_CLIENTS: u32 = 256;
 const MAX_OPS: u32 = 100_000;
@@ -68,6 +75,53 @@ struct Params {
     max_value_bytes: u32,
     #[serde(default = "default_durability_timeout_ms")]
     durability_timeout_ms: u64,
+    /// Liveness: a durable write not answered this long after it was sent
+    /// fails the run (none when absent).
+    #[serde(default)]
+    write_deadline_ms: Option<u64>,
+    #[serde(default)]
+    executor: ExecutorParams,
+}
+
+/// The nodes' executor: worker threads per task type and the fallback
+/// sleep (the engine's `MIN_SLEEP_TIME`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ExecutorParams {
+    reader_threads: usize,
+    writer_threads: usize,
+    auxio_threads: usize,
+    nonio_threads: usize,
+    fallback_sleep_ms: u64,
+    /// `false`: no fallback, a sleeping thread waits until it is woken or
+    /// its next task is due.
+    fallback_sleep: bool,
+}
+
+impl Default for ExecutorParams {
+    fn default() -> Self {
+        let d = ExecutorConfig::default();
+        ExecutorParams {
+            reader_threads: d.reader_threads,
+            writer_threads: d.writer_threads,
+            auxio_threads: d.auxio_threads,
+            nonio_threads: d.nonio_threads,
+            fallback_sleep_ms: DEFAULT_FALLBACK_SLEEP_MS,
+            fallback_sleep: true,
+        }
+    }
+}
+
+impl ExecutorParams {
+    fn config(&self) -> ExecutorConfig {
+        ExecutorConfig {
+            reader_threads: self.reader_threads,
+            writer_threads: self.writer_threads,
+            auxio_threads: self.auxio_threads,
+            nonio_threads: self.nonio_threads,
+            fallback_sleep_ms: self.fallback_sleep.then_some(self.fallback_sleep_ms),
+        }
+    }
 }
 
 fn default_vbuckets() -> u16 {
@@ -133,7 +187,16 @@ impl Params {
                 "params.durability_timeout_ms must be positive",
             ));
         }
-        Ok(())
+        if self.write_deadline_ms == Some(0) {
+            return Err(ParamError::new(
+                "write_deadline_ms",
+                "params.write_deadline_ms must be positive",
+            ));
+        }
+        self.executor
+            .config()
+            .validate()
+            .map_err(|why| ParamError::new("executor", format!("params.executor: {why}")))
     }
 }
 
@@ -154,8 +217,11 @@ impl Workload for DurableWrites {
         setup.set_framer(Rc::new(McbpFramer));
         let mut active = node_config(p.vbuckets, true, bugs.clone());
         active.durability_timeout_ms = p.durability_timeout_ms;
+        active.executor = p.executor.config();
         kv_host(setup, "kv-1", active);
-        kv_host(setup, "kv-2", node_config(p.vbuckets, false, bugs.clone()));
+        let mut replica = node_config(p.vbuckets, false, bugs.clone());
+        replica.executor = p.executor.config();
+        kv_host(setup, "kv-2", replica);
         let vbuckets = p.vbuckets;
         setup.host("ns", move || replicate_everything(vbuckets, bugs.clone()));
         let model = Rc::new(RefCell::new(KvModel::new()));
@@ -168,6 +234,7 @@ impl Workload for DurableWrites {
                 durable_percent: p.durable_percent,
                 read_percent: p.read_percent,
                 max_value_bytes: p.max_value_bytes,
+                write_deadline: p.write_deadline_ms.map(Duration::from_millis),
                 model: model.clone(),
             };
             setup.client(&format!("client-{index}"), async move {
@@ -212,6 +279,7 @@ struct Writer {
     durable_percent: u32,
     read_percent: u32,
     max_value_bytes: u32,
+    write_deadline: Option<Duration>,
     model: Rc<RefCell<KvModel>>,
 }
 
@@ -285,6 +353,12 @@ impl Writer {
         if durable {
             store = store.durability(Durability::Majority);
         }
+        let _deadline = self.write_deadline.filter(|_| durable).map(|within| {
+            oracle::pending_within(
+                format!("client-{} durable SET {}", self.index, oracle::show(key)),
+                within,
+            )
+        });
         for _ in 0..MAX_IMPOSSIBLE_RETRIES {
             match client.store(&store).await {
                 Ok(_) => {

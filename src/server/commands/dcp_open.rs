@@ -9,7 +9,7 @@ use crate::server::dcp::{DcpConn, MAX_PRODUCERS};
 /// Longest connection name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
 
-pub fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let (Ok(producer), Ok(name)) = (
         dcp::open_is_producer(request),
@@ -29,7 +29,7 @@ pub fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
         conn.respond(Packet::response(h, Status::ENOMEM));
         return Flow::Continue;
     }
-    let dcp = DcpConn::open(&node, conn.id, name.to_string(), producer);
+    let dcp = DcpConn::open(&node, conn.id, name.to_string(), producer).await;
     conn.respond(Packet::response(h, Status::SUCCESS));
     conn.start_dcp(dcp);
     Flow::Continue

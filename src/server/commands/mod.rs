@@ -111,7 +111,7 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         Opcode::VERSION => misc::version(conn, &packet),
         Opcode::QUIT => misc::quit(conn, &packet),
         Opcode::STAT => stat::stat(conn, &packet),
-        Opcode::DCP_OPEN => dcp_open::dcp_open(conn, &packet),
+        Opcode::DCP_OPEN => dcp_open::dcp_open(conn, &packet).await,
         Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(conn, &packet),
         _ => unreachable!("every shaped opcode is dispatched"),
     };
@@ -119,7 +119,8 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         // Replication streams of the vbucket have something to send.
         conn.node
             .dcp
-            .notify_vbucket(&conn.node, packet.header.vbucket());
+            .notify_vbucket(&conn.node, packet.header.vbucket())
+            .await;
     }
     flow
 }

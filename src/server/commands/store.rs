@@ -121,7 +121,7 @@ async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flag
         .borrow_mut()
         .track(vb, seqno, request.key.clone());
     // The prepare goes out with the vbucket's next snapshot.
-    node.dcp.notify_vbucket(&node, vb);
+    node.dcp.notify_vbucket(&node, vb).await;
     let timeout = Duration::from_millis(node.config.durability_timeout_ms);
     let response = match tokio::time::timeout(timeout, outcome).await {
         Ok(Ok(Ok(cas))) => Packet::response(h, Status::SUCCESS).cas(cas),

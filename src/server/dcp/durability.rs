@@ -99,7 +99,7 @@ impl DurabilityMonitor {
 
 /// The replica holds every prepare of `vb` up to `seqno`: commit them, in
 /// seqno order, and tell their writers.
-pub fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
+pub async fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
     let durable = node.dcp.durability.borrow_mut().take_through(vb, seqno);
     if durable.is_empty() {
         return;
@@ -118,7 +118,7 @@ pub fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
         }
     }
     // The commits go to the replica too.
-    node.dcp.notify_vbucket(node, vb);
+    node.dcp.notify_vbucket(node, vb).await;
 }
 
 #[cfg(test)]

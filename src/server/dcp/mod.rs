@@ -84,13 +84,13 @@ impl Dcp {
     }
 
     /// A vbucket's log grew: every stream on it has something to send.
-    pub fn notify_vbucket(&self, node: &Node, vb: u16) {
+    pub async fn notify_vbucket(&self, node: &Node, vb: u16) {
         let high_seqno = match node.store.borrow().vbucket(vb) {
             Some(v) => v.high_seqno,
             None => return,
         };
         for producer in self.producers() {
-            producer.notify(node, vb, high_seqno);
+            producer.notify(node, vb, high_seqno).await;
         }
     }
 
@@ -119,9 +119,9 @@ pub enum DcpConn {
 
 impl DcpConn {
     /// A connection opened with `DCP_OPEN`.
-    pub fn open(node: &Rc<Node>, conn: u64, name: String, producer: bool) -> DcpConn {
+    pub async fn open(node: &Rc<Node>, conn: u64, name: String, producer: bool) -> DcpConn {
         if producer {
-            let p = Producer::start(node, conn, name);
+            let p = Producer::start(node, conn, name).await;
             node.dcp
                 .producers
                 .borrow_mut()
@@ -149,9 +149,9 @@ impl DcpConn {
 
     /// Handles one packet from the peer. Answers (and everything else for
     /// the peer) are taken with [`DcpConn::step`].
-    pub fn handle(&self, node: &Rc<Node>, packet: Packet) {
+    pub async fn handle(&self, node: &Rc<Node>, packet: Packet) {
         match self {
-            DcpConn::Producer(p) => p.handle(node, packet),
+            DcpConn::Producer(p) => p.handle(node, packet).await,
             DcpConn::Consumer(c) => c.handle(node, packet),
         }
     }
@@ -166,11 +166,11 @@ impl DcpConn {
     }
 
     /// The connection is gone: its streams close.
-    pub fn close(&self, node: &Node, conn: u64) {
+    pub async fn close(&self, node: &Node, conn: u64) {
         match self {
             DcpConn::Producer(p) => {
                 node.dcp.producers.borrow_mut().remove(&conn);
-                p.close(node);
+                p.close(node).await;
             }
             DcpConn::Consumer(c) => c.close(),
         }

@@ -2,12 +2,14 @@
 //!
 //! A stream request on an active vbucket opens an [`ActiveStream`] whose
 //! cursor starts at the requested seqno. Whenever the vbucket's log grows,
-//! the stream is put on the producer's work queue (once) and the
-//! checkpoint-processor task is woken on the executor's aux-io queue. The
-//! task moves the log's new entries into the stream's ready queue as a
-//! snapshot (a marker, then the entries) and wakes the connection, which
-//! sends them. Outgoing replication therefore waits for the executor:
-//! a wake-up the executor loses delays every replica (MB-35649).
+//! the stream is put on the checkpoint processor's work queue (once, under
+//! the queue's lock) and, unless it was notified already (an atomic flag),
+//! the checkpoint-processor task is woken on the executor's aux-io queue,
+//! as kv_engine's `ActiveStreamCheckpointProcessorTask` does. The task
+//! moves the log's new entries into the stream's ready queue as a snapshot
+//! (a marker, then the entries) and wakes the connection, which sends
+//! them. Outgoing replication therefore waits for the executor: a wake-up
+//! the executor loses delays every replica (MB-35649).
 //!
 //! A takeover stream, once its cursor reaches the vbucket's high seqno,
 //! makes the vbucket dead here (no more writes), sends
@@ -19,13 +21,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use faultline_harness::sync::{Atomic, Mutex};
 use tokio::sync::Notify;
 
 use super::{durability, refuse};
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::Node;
-use crate::server::executor::{Next, Task, TaskId, TaskType};
+use crate::server::executor::{Next, Task, TaskFuture, TaskId, TaskType};
 use crate::server::store::{Mutation, VbState};
 
 /// Most log entries one snapshot carries.
@@ -61,12 +64,20 @@ pub struct Producer {
     node: Weak<Node>,
     streams: RefCell<BTreeMap<u16, ActiveStream>>,
     /// Streams with log entries for the checkpoint processor, each once.
-    work: RefCell<VecDeque<u16>>,
-    queued: RefCell<BTreeSet<u16>>,
+    work: Mutex<WorkQueue>,
+    /// The processor was woken and has not started on its work yet.
+    notified: Atomic<bool>,
     task: Cell<Option<TaskId>>,
     /// Responses and stream ends, in order, before any stream's messages.
     out: RefCell<VecDeque<Packet>>,
     pub(crate) writer: Rc<Notify>,
+}
+
+/// The checkpoint processor's work: vbuckets in order, each at most once.
+#[derive(Default)]
+struct WorkQueue {
+    order: VecDeque<u16>,
+    queued: BTreeSet<u16>,
 }
 
 /// The task that prepares outgoing DCP messages (the engine's
@@ -81,38 +92,43 @@ impl Task for CheckpointProcessor {
         &self.name
     }
 
-    fn run(&self) -> Next {
-        let Some(producer) = self.producer.upgrade() else {
-            return Next::Done;
-        };
-        let Some(node) = producer.node.upgrade() else {
-            return Next::Done;
-        };
-        producer.process(&node)
+    fn run(&self) -> TaskFuture<'_> {
+        Box::pin(async move {
+            let Some(producer) = self.producer.upgrade() else {
+                return Next::Done;
+            };
+            let Some(node) = producer.node.upgrade() else {
+                return Next::Done;
+            };
+            producer.process(&node).await
+        })
     }
 }
 
 impl Producer {
     /// A producer and its checkpoint processor, scheduled on aux-io.
-    pub(crate) fn start(node: &Rc<Node>, conn: u64, name: String) -> Rc<Producer> {
+    pub(crate) async fn start(node: &Rc<Node>, conn: u64, name: String) -> Rc<Producer> {
         let producer = Rc::new(Producer {
             name,
             conn,
             node: Rc::downgrade(node),
             streams: RefCell::default(),
-            work: RefCell::default(),
-            queued: RefCell::default(),
+            work: Mutex::new("dcp.checkpoint_processor.work_queue", WorkQueue::default()),
+            notified: Atomic::new("dcp.checkpoint_processor.notified", false),
             task: Cell::new(None),
             out: RefCell::default(),
             writer: Rc::new(Notify::new()),
         });
-        let task = node.executor.schedule(
-            Rc::new(CheckpointProcessor {
-                name: format!("checkpoint processor for {}", producer.name),
-                producer: Rc::downgrade(&producer),
-            }),
-            TaskType::AuxIo,
-        );
+        let task = node
+            .executor
+            .schedule(
+                Rc::new(CheckpointProcessor {
+                    name: format!("checkpoint processor for {}", producer.name),
+                    producer: Rc::downgrade(&producer),
+                }),
+                TaskType::AuxIo,
+            )
+            .await;
         producer.task.set(Some(task));
         tracing::debug!(target: "faultline::dcp", conn, name = producer.name.as_str(), "producer opened");
         producer
@@ -123,7 +139,7 @@ impl Producer {
         self.writer.notify_one();
     }
 
-    pub(crate) fn handle(&self, node: &Rc<Node>, packet: Packet) {
+    pub(crate) async fn handle(&self, node: &Rc<Node>, packet: Packet) {
         let opcode = packet.header.opcode;
         if !packet.header.is_request() {
             if opcode == Opcode::DCP_SET_VBUCKET_STATE {
@@ -134,10 +150,12 @@ impl Producer {
             return;
         }
         match opcode {
-            Opcode::DCP_STREAM_REQ => self.stream_req(node, &packet),
+            Opcode::DCP_STREAM_REQ => self.stream_req(node, &packet).await,
             Opcode::DCP_CLOSE_STREAM => self.close_stream(&packet),
             Opcode::DCP_SEQNO_ACKNOWLEDGED => match dcp::seqno_acknowledged_seqno(&packet) {
-                Ok(seqno) => durability::seqno_acknowledged(node, packet.header.vbucket(), seqno),
+                Ok(seqno) => {
+                    durability::seqno_acknowledged(node, packet.header.vbucket(), seqno).await
+                }
                 Err(e) => {
                     tracing::debug!(target: "faultline::dcp", conn = self.conn, error = %e, "bad seqno ack");
                     self.send(refuse(&packet, Status::EINVAL));
@@ -148,7 +166,7 @@ impl Producer {
         }
     }
 
-    fn stream_req(&self, node: &Rc<Node>, packet: &Packet) {
+    async fn stream_req(&self, node: &Rc<Node>, packet: &Packet) {
         let vb = packet.header.vbucket();
         let opaque = packet.header.opaque;
         let req = match dcp::StreamReq::parse(packet) {
@@ -203,7 +221,7 @@ impl Producer {
         );
         // The backfill (or, for a takeover with nothing to send, the hand
         // over) starts on the checkpoint processor.
-        self.queue(node, vb);
+        self.queue(node, vb).await;
     }
 
     fn close_stream(&self, packet: &Packet) {
@@ -241,27 +259,34 @@ impl Producer {
         self.send(dcp::stream_end(vb, status).opaque(opaque));
     }
 
-    /// Puts a stream on the work queue (once) and wakes the processor.
-    fn queue(&self, node: &Node, vb: u16) {
-        if !self.queued.borrow_mut().insert(vb) {
-            // Already queued: the processor was woken for it.
-            return;
+    /// Puts a stream on the work queue (once) and wakes the processor,
+    /// unless it was notified already (the engine's `schedule`).
+    async fn queue(&self, node: &Node, vb: u16) {
+        self.push_unique(vb).await;
+        if self.notified.compare_exchange(false, true).await.is_ok() {
+            if let Some(task) = self.task.get() {
+                node.executor.wake(task).await;
+            }
         }
-        self.work.borrow_mut().push_back(vb);
-        if let Some(task) = self.task.get() {
-            node.executor.wake(task);
+    }
+
+    /// Puts a stream on the work queue unless it is there.
+    async fn push_unique(&self, vb: u16) {
+        let mut work = self.work.lock().await;
+        if work.queued.insert(vb) {
+            work.order.push_back(vb);
         }
     }
 
     /// The vbucket's log reached `high_seqno`.
-    pub(crate) fn notify(&self, node: &Node, vb: u16, high_seqno: u64) {
+    pub(crate) async fn notify(&self, node: &Node, vb: u16, high_seqno: u64) {
         let behind = self
             .streams
             .borrow()
             .get(&vb)
             .is_some_and(|s| s.phase == Phase::InMemory && s.cursor < high_seqno);
         if behind {
-            self.queue(node, vb);
+            self.queue(node, vb).await;
         }
     }
 
@@ -285,16 +310,30 @@ impl Producer {
         }
     }
 
-    /// One run of the checkpoint processor.
-    fn process(&self, node: &Rc<Node>) -> Next {
+    /// One run of the checkpoint processor (the engine's `run`): it sleeps
+    /// forever once done, unless it was notified meanwhile or work is left.
+    async fn process(&self, node: &Rc<Node>) -> Next {
+        self.notified.store(false).await;
         let mut handed_over = Vec::new();
         let mut moved = false;
         for _ in 0..MAX_STREAMS_PER_RUN {
-            let Some(vb) = self.work.borrow_mut().pop_front() else {
+            let next = {
+                let mut work = self.work.lock().await;
+                let vb = work.order.pop_front();
+                if let Some(vb) = vb {
+                    work.queued.remove(&vb);
+                }
+                vb
+            };
+            let Some(vb) = next else {
                 break;
             };
-            self.queued.borrow_mut().remove(&vb);
-            moved |= self.process_stream(node, vb, &mut handed_over);
+            let (queued, more) = self.process_stream(node, vb, &mut handed_over);
+            moved |= queued;
+            if more {
+                // More than one snapshot's worth: come back for the rest.
+                self.push_unique(vb).await;
+            }
         }
         for vb in handed_over {
             // No write reaches the vbucket here any more.
@@ -303,26 +342,30 @@ impl Producer {
         if moved {
             self.writer.notify_one();
         }
-        if self.work.borrow().is_empty() {
-            Next::Forever
-        } else {
+        let notified = self.notified.compare_exchange(true, false).await.is_ok();
+        let left = !self.work.lock().await.order.is_empty();
+        if notified || left {
+            // Run again at once, letting the other tasks have a go first.
             Next::After(Duration::ZERO)
+        } else {
+            Next::Forever
         }
     }
 
-    /// Moves one stream's new log entries into its ready queue. Returns
-    /// whether anything was queued for the connection.
-    fn process_stream(&self, node: &Node, vb: u16, handed_over: &mut Vec<u16>) -> bool {
+    /// Moves one stream's new log entries into its ready queue. Answers
+    /// whether anything was queued for the connection, and whether the
+    /// stream has more to move.
+    fn process_stream(&self, node: &Node, vb: u16, handed_over: &mut Vec<u16>) -> (bool, bool) {
         let store = node.store.borrow();
         let Some(v) = store.vbucket(vb) else {
-            return false;
+            return (false, false);
         };
         let mut streams = self.streams.borrow_mut();
         let Some(stream) = streams.get_mut(&vb) else {
-            return false; // Closed meanwhile.
+            return (false, false); // Closed meanwhile.
         };
         if stream.phase != Phase::InMemory {
-            return false;
+            return (false, false);
         }
         let Some(entries) = v.mutations_after(stream.cursor, MAX_ITEMS_PER_SNAPSHOT) else {
             // The log no longer reaches the cursor: this stream cannot
@@ -332,7 +375,7 @@ impl Producer {
             self.out
                 .borrow_mut()
                 .push_back(dcp::stream_end(vb, end_status::TOO_SLOW).opaque(stream.opaque));
-            return true;
+            return (true, false);
         };
         let mut moved = false;
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
@@ -353,11 +396,7 @@ impl Producer {
             moved = true;
         }
         if stream.cursor < v.high_seqno {
-            // More than one snapshot's worth: come back for the rest.
-            drop(streams);
-            drop(store);
-            self.queue(node, vb);
-            return moved;
+            return (moved, true);
         }
         if stream.takeover {
             stream.ready.push_back(
@@ -368,7 +407,7 @@ impl Producer {
             tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, seqno = stream.cursor, "takeover: vbucket handed over");
             moved = true;
         }
-        moved
+        (moved, false)
     }
 
     /// Hands up to `max` messages to `send`: responses and stream ends
@@ -399,9 +438,9 @@ impl Producer {
         streams.values().any(|s| !s.ready.is_empty())
     }
 
-    pub(crate) fn close(&self, node: &Node) {
+    pub(crate) async fn close(&self, node: &Node) {
         if let Some(task) = self.task.take() {
-            node.executor.cancel(task);
+            node.executor.cancel(task).await;
         }
         let streams = std::mem::take(&mut *self.streams.borrow_mut());
         tracing::debug!(target: "faultline::dcp", conn = self.conn, streams = streams.len(), "producer closed");

@@ -1,0 +1,49 @@
+//! `random`: at every hit, with a probability, the task gives way: it
+//! yields a drawn number of times or (half of those times, when pauses are
+//! allowed) pauses a drawn simulated time.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{Action, Hit, Strategy, draw_count};
+
+pub struct Random {
+    probability: f64,
+    max_yields: u32,
+    max_pause_us: u64,
+}
+
+impl Random {
+    pub fn new(probability: f64, max_yields: u32, max_pause_us: u64) -> Random {
+        assert!(
+            (0.0..=1.0).contains(&probability),
+            "a probability within 0..=1"
+        );
+        Random {
+            probability,
+            max_yields,
+            max_pause_us,
+        }
+    }
+}
+
+impl Strategy for Random {
+    fn decide(&mut self, hit: Hit<'_>) -> Action {
+        if !hit.rng.random_bool(self.probability) {
+            return Action::Continue;
+        }
+        if self.max_pause_us > 0 && hit.rng.random_bool(0.5) {
+            let us = hit.rng.random_range(1..=self.max_pause_us);
+            Action::Give {
+                yields: 0,
+                pause: Duration::from_micros(us),
+            }
+        } else {
+            Action::Give {
+                yields: draw_count(hit.rng, self.max_yields),
+                pause: Duration::ZERO,
+            }
+        }
+    }
+}

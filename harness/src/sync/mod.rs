@@ -1,0 +1,61 @@
+//! Synchronization for code whose threads are tasks of one simulated host,
+//! where every operation is a preemption point.
+//!
+//! Real threads interleave anywhere; the tasks of a simulated host
+//! interleave only where they await. These primitives put an await, a
+//! [preemption point](crate::schedule), before each of their operations, so
+//! that the run's plan (the `race` fault) can switch tasks exactly where
+//! real code synchronizes: taking a lock, an atomic read-modify-write, a
+//! wait, a wake-up. The code under test says only which primitive it uses;
+//! the seed chooses the schedule.
+//!
+//! * [`Mutex`]: the section between `lock().await` and the guard's drop is
+//!   atomic with respect to other tasks taking the same lock; a task that
+//!   finds it held waits, in order of arrival. Point: `NAME.lock`.
+//! * [`Condvar`]: `wait` releases the lock and waits for a notification
+//!   (with a timeout, for `wait_timeout`), then takes the lock again. A
+//!   notification wakes only tasks already waiting: one that finds nobody
+//!   is lost, as a condition variable's is. Points: `NAME.wait`,
+//!   `NAME.notify_one`, `NAME.notify_all`.
+//! * [`Atomic`]: a shared value whose loads, stores, swaps,
+//!   compare-exchanges and arithmetic/bit operations are each indivisible.
+//!   Points: `NAME.load`, `NAME.store`, `NAME.swap`, `NAME.cas`,
+//!   `NAME.update`, `NAME.add`, `NAME.sub`, `NAME.or`, `NAME.and`,
+//!   `NAME.bts`, `NAME.btr`.
+//! * [`spin_loop`]: the hint inside a spin-wait: always yields (a task
+//!   spinning on a cooperative runtime would otherwise never let the task
+//!   it waits for run), and lets simulated time pass when it spins long.
+//!
+//! Outside a simulation the points cost a thread-local read and never
+//! yield. The primitives are for the tasks of one thread (`!Send`), which
+//! is what a simulated host is.
+
+mod atomic;
+mod condvar;
+mod mutex;
+
+pub use atomic::Atomic;
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mutex::{Mutex, MutexGuard};
+
+use std::time::Duration;
+
+use crate::ctx;
+
+/// Spins one task may make at one simulated instant before each further
+/// spin lets [`SPIN_CPU_TIME`] pass: the task it waits for may be paused.
+pub const SPINS_PER_INSTANT: u64 = 256;
+
+/// The simulated CPU time of one spin beyond [`SPINS_PER_INSTANT`].
+pub const SPIN_CPU_TIME: Duration = Duration::from_micros(1);
+
+/// The hint inside a spin-wait loop (`while flag.load().await { spin_loop().await }`).
+/// See the module docs.
+pub async fn spin_loop() {
+    let spins = ctx::with(|ctx| ctx.schedule.borrow_mut().spin(ctx.host(), ctx.now()));
+    match spins {
+        None => tokio::task::yield_now().await,
+        Some(spins) if spins > SPINS_PER_INSTANT => tokio::time::sleep(SPIN_CPU_TIME).await,
+        Some(_) => crate::schedule::yield_now().await,
+    }
+}

@@ -1,0 +1,70 @@
+//! HAP-FDRACE does not hang on one timing: with the scenario's 1-3 ms links
+//! and seeded client pauses, the buggy variant fails within 200 seeds for
+//! every kv idle timeout in 2..8 ms and with 3 or 4 proxy threads (the
+//! report's trigger was a request rate near 1/keep-alive, with at least 3
+//! threads). Preemption comes from the synchronization points only: the
+//! scenario names no point of the bug's window.
+
+use faultline_harness::Variant;
+use faultline_harness::runner::{self, RunOptions, SweepOptions};
+
+const SCENARIO: &str = "HAP-FDRACE-late-update-vs-close";
+
+/// Seeds within which the buggy variant must fail, per configuration.
+const SEEDS: u64 = 200;
+
+/// The scenario file with `key = value` lines of `[params]` replaced.
+fn variant(text: &str, idle_ms: u64, threads: usize) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("kv_idle_timeout_ms = ") {
+                format!("kv_idle_timeout_ms = {idle_ms}")
+            } else if line.starts_with("threads = ") {
+                format!("threads = {threads}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_buggy_variant_fails_for_every_idle_timeout_and_thread_count() {
+    let path = faultline::default_scenarios_dir().join(format!("{SCENARIO}.toml"));
+    let text = std::fs::read_to_string(&path).expect("the scenario file");
+    assert!(
+        !text.contains("fd-late-update") && !text.contains("fd-delete"),
+        "the scenario names no point of the bug's window"
+    );
+    let registry = faultline::registry();
+    let seeds: Vec<u64> = (0..SEEDS).collect();
+    let mut found = Vec::new();
+    for idle_ms in 2..=8 {
+        for threads in [3, 4] {
+            let changed = variant(&text, idle_ms, threads);
+            assert!(
+                changed.contains(&format!("\nkv_idle_timeout_ms = {idle_ms}\n"))
+                    && changed.contains(&format!("\nthreads = {threads}\n")),
+                "the parameters were replaced"
+            );
+            let scenario = registry
+                .load_str(SCENARIO, None, &changed)
+                .expect("a valid variation");
+            let mut options = SweepOptions::new(RunOptions::new(Variant::Buggy));
+            options.jobs = runner::default_jobs();
+            let report = runner::sweep(&scenario, &seeds, &options);
+            let first = report.failures.first().unwrap_or_else(|| {
+                panic!("idle {idle_ms} ms, {threads} threads: no failure in {SEEDS} seeds")
+            });
+            let oracle = first.verdict.oracle().unwrap_or_default();
+            assert!(
+                ["throughput", "liveness"].contains(&oracle),
+                "idle {idle_ms} ms, {threads} threads: {}",
+                first.report()
+            );
+            found.push(format!("{idle_ms}ms/{threads}t: seed {}", first.seed));
+        }
+    }
+    println!("first failing seeds: {}", found.join(", "));
+}

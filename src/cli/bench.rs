@@ -158,8 +158,14 @@ fn measure_jobs(scenarios: &[Scenario], seeds: u64) -> Result<f64> {
 /// Simulated over wall time per scenario (fixed variant, faults drawn).
 fn measure_speed(scenarios: &[Scenario], seeds: u64) -> f64 {
     println!("simulation speed (fixed variant, faults on, {seeds} seeds each):");
+    let width = scenarios
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("scenario".len());
     println!(
-        "    {:<40} {:>10} {:>10} {:>10}",
+        "    {:<width$} {:>10} {:>10} {:>10}",
         "scenario", "sim s", "wall s", "sim/wall"
     );
     let mut headline: Option<(bool, f64)> = None;
@@ -172,7 +178,7 @@ fn measure_speed(scenarios: &[Scenario], seeds: u64) -> f64 {
         }
         let speed = sim.as_secs_f64() / wall.as_secs_f64().max(1e-9);
         println!(
-            "    {:<40} {:>10.2} {:>10.3} {:>9.1}x",
+            "    {:<width$} {:>10.2} {:>10.3} {:>9.1}x",
             scenario.name,
             sim.as_secs_f64(),
             wall.as_secs_f64(),

@@ -1,8 +1,8 @@
-//! A connection's read and write buffers, taken from the worker's pool.
+//! A connection's read and write buffers, lent by its worker thread.
 
 use bytes::Bytes;
 
-use super::pool::{BufferPool, Memory, Slice};
+use super::thread_buffers::{Kind, Memory, Slice, ThreadBuffers};
 use crate::bugs::{Bugs, MB_24634};
 
 /// Where received bytes wait to be parsed.
@@ -49,11 +49,14 @@ impl ReadBuffer {
 ///
 /// MB-24634: the buffer tracks how many bytes were formatted into it
 /// (`produced`) and how many of those were sent (`consumed`); it may be
-/// given back to the pool only when both agree. Before the fix, "empty"
-/// meant "no bytes stored", and the header path did not count the bytes it
-/// stored, so a buffer with unsent header bytes could look empty.
+/// given back to the thread only when both agree. Before the fix (the
+/// original, kv_engine's `mcbp_add_header`, formatted each response header
+/// into the write buffer without counting it), "empty" meant "no bytes
+/// counted", so a buffer with unsent header bytes looked empty.
 pub struct WriteBuffer {
     pub memory: Memory,
+    /// Where the next bytes go.
+    end: usize,
     produced: usize,
     consumed: usize,
     bugs: Bugs,
@@ -63,6 +66,7 @@ impl WriteBuffer {
     pub fn new(memory: Memory, bugs: Bugs) -> WriteBuffer {
         WriteBuffer {
             memory,
+            end: 0,
             produced: 0,
             consumed: 0,
             bugs,
@@ -71,25 +75,15 @@ impl WriteBuffer {
 
     /// Free bytes after what was formatted.
     pub fn space(&self) -> usize {
-        self.memory.borrow().len() - self.produced
+        self.memory.borrow().len() - self.end
     }
 
-    /// Copies a small response in whole; it counts what it stores.
-    pub fn format(&mut self, bytes: &[u8]) -> Slice {
-        let at = self.produced;
-        self.memory.borrow_mut()[at..at + bytes.len()].copy_from_slice(bytes);
-        self.produced += bytes.len();
-        Slice {
-            memory: self.memory.clone(),
-            offset: at,
-            len: bytes.len(),
-        }
-    }
-
-    /// Formats the header of a response whose value is sent from the item.
+    /// Formats a response's header (with its extras and key) for a
+    /// scatter/gather send; the value goes out from elsewhere.
     pub fn format_header(&mut self, header: &[u8]) -> Slice {
-        let at = self.produced;
+        let at = self.end;
         self.memory.borrow_mut()[at..at + header.len()].copy_from_slice(header);
+        self.end += header.len();
         // MB-24634: the old header path stored the bytes without counting them.
         if !self.bugs.is_buggy(MB_24634) {
             self.produced += header.len();
@@ -130,6 +124,7 @@ impl WriteBuffer {
                 "everything formatted was sent"
             );
         }
+        self.end = 0;
         self.produced = 0;
         self.consumed = 0;
     }
@@ -171,18 +166,19 @@ impl Piece {
     }
 }
 
-/// Gives a connection's buffers back when they hold nothing pending.
-/// Returns whether the write buffer went back.
-pub fn release_idle(
-    pool: &mut BufferPool,
+/// Gives a connection's buffers back to its thread when they hold nothing
+/// pending (memcached's `conn_return_buffers`). Returns whether the write
+/// buffer went back.
+pub fn give_back_idle(
+    thread: &mut ThreadBuffers,
     read: &mut Option<ReadBuffer>,
     write: &mut Option<WriteBuffer>,
 ) -> bool {
     if read.as_ref().is_some_and(ReadBuffer::is_empty) {
-        pool.release(read.take().expect("checked").memory);
+        thread.give_back(Kind::Read, read.take().expect("checked").memory);
     }
     if write.as_ref().is_some_and(WriteBuffer::is_empty) {
-        pool.release(write.take().expect("checked").memory);
+        thread.give_back(Kind::Write, write.take().expect("checked").memory);
         return true;
     }
     false

@@ -1,8 +1,9 @@
 //! A connection, served like memcached serves one.
 //!
 //! The loop: wait until the socket is readable (holding no buffer: an idle
-//! connection gives its buffers back to the worker's pool), read into a
-//! read buffer taken from the pool, parse a whole packet (a packet larger
+//! connection gives its buffers back to its worker thread, which keeps one
+//! spare of each kind), read into a read buffer the thread lends, parse a
+//! whole packet (a packet larger
 //! than the read buffer has its body read straight into its own memory, as
 //! memcached reads a value into its item), execute it, then send the
 //! response with one scatter/gather write per attempt: the header from the
@@ -14,7 +15,8 @@
 //! After `DCP_OPEN` the connection is a DCP connection (`dcp/`): duplex,
 //! it waits for the peer's bytes *or* for the node to have messages for
 //! the peer, handles every whole packet it has read, then sends what the
-//! node prepared.
+//! node prepared. A DCP connection keeps its buffers once it has them, as
+//! memcached's did.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,8 +29,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
-use super::buffers::{Piece, ReadBuffer, WriteBuffer, release_idle};
+use super::buffers::{Piece, ReadBuffer, WriteBuffer, give_back_idle};
 use super::dcp::{DcpConn, MAX_MESSAGES_PER_STEP};
+use super::thread_buffers::Kind;
 use super::{Node, ServerStream, commands};
 use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError, Status};
 
@@ -270,7 +273,7 @@ impl<S: ServerStream> Conn<S> {
     /// idle timeout closed the connection.
     async fn wait_readable(&mut self) -> Result<bool, ConnError> {
         if self.read.as_ref().is_none_or(ReadBuffer::is_empty) {
-            self.idle();
+            let _ = self.idle();
         }
         let stream = &mut self.stream;
         let ready = poll_fn(|cx| stream.poll_read_ready(cx));
@@ -298,11 +301,11 @@ impl<S: ServerStream> Conn<S> {
         Ok(true)
     }
 
-    /// Reads what the socket has into the read buffer (taken from the pool
+    /// Reads what the socket has into the read buffer (lent by the thread
     /// if the connection gave it back). Returns the bytes read.
     async fn fill(&mut self) -> Result<usize, ConnError> {
         if self.read.is_none() {
-            let memory = self.node.pool(self.worker).borrow_mut().acquire();
+            let memory = self.node.buffers(self.worker).borrow_mut().lend(Kind::Read);
             self.read = Some(ReadBuffer::new(memory));
         }
         let read = self.read.as_mut().expect("some");
@@ -367,45 +370,42 @@ impl<S: ServerStream> Conn<S> {
     }
 
     /// Gives back the buffers that hold nothing pending (memcached's
-    /// "steal the buffers of idle connections").
-    fn idle(&mut self) {
-        let mut pool = self.node.pool(self.worker).borrow_mut();
-        let _ = release_idle(&mut pool, &mut self.read, &mut self.write);
+    /// "steal the buffers of idle connections"), except on a DCP
+    /// connection: those kept theirs once allocated.
+    fn idle(&mut self) -> bool {
+        if self.dcp.is_some() {
+            return false;
+        }
+        let mut thread = self.node.buffers(self.worker).borrow_mut();
+        give_back_idle(&mut thread, &mut self.read, &mut self.write)
     }
 
     fn give_back_buffers(&mut self) {
-        let mut pool = self.node.pool(self.worker).borrow_mut();
+        let mut thread = self.node.buffers(self.worker).borrow_mut();
         if let Some(read) = self.read.take() {
-            pool.release(read.memory);
+            thread.give_back(Kind::Read, read.memory);
         }
         if let Some(write) = self.write.take() {
-            pool.release(write.memory);
+            thread.give_back(Kind::Write, write.memory);
         }
     }
 
     fn write_buffer(&mut self) -> &mut WriteBuffer {
         if self.write.is_none() {
-            let memory = self.node.pool(self.worker).borrow_mut().acquire();
+            let memory = self
+                .node
+                .buffers(self.worker)
+                .borrow_mut()
+                .lend(Kind::Write);
             self.write = Some(WriteBuffer::new(memory, self.node.config.bugs.clone()));
         }
         self.write.as_mut().expect("set above")
     }
 
-    /// Queues a response, copied whole into the write buffer when it fits.
+    /// Queues a response: the header (with extras and key) formatted into
+    /// the write buffer, then the value straight from where it lives (an
+    /// item's value goes out without a copy).
     pub fn respond(&mut self, packet: Packet) {
-        let bytes = packet.encode();
-        let buffer = self.write_buffer();
-        let piece = if bytes.len() <= buffer.space() {
-            Piece::Buffer(buffer.format(&bytes))
-        } else {
-            Piece::Owned(Bytes::from(bytes))
-        };
-        self.out.push_back(piece);
-    }
-
-    /// Queues a response whose value goes out straight from the item: the
-    /// header (with extras and key) from the write buffer, then the value.
-    pub fn respond_with_value(&mut self, packet: Packet) {
         let value = packet.value.clone();
         let header = {
             let mut without_value = packet.clone();
@@ -454,13 +454,11 @@ impl<S: ServerStream> Conn<S> {
                 let result = Pin::new(&mut self.stream).poll_write_vectored(cx, &slices);
                 drop(slices);
                 drop(borrowed);
-                if result.is_pending() {
-                    // Waiting for the socket to drain: the connection looks idle.
-                    let mut pool = self.node.pool(self.worker).borrow_mut();
-                    if release_idle(&mut pool, &mut self.read, &mut self.write) {
-                        let queued_bytes: usize = self.out.iter().map(Piece::len).sum();
-                        tracing::debug!(target: "faultline::kv", conn = self.id, queued_bytes, "write buffer back to the pool while the socket drains");
-                    }
+                if result.is_pending() && self.idle() {
+                    // Waiting for the socket to drain, the connection looks
+                    // idle: the buffers that look empty went back.
+                    let queued_bytes: usize = self.out.iter().map(Piece::len).sum();
+                    tracing::debug!(target: "faultline::kv", conn = self.id, queued_bytes, "write buffer back to the thread while the socket drains");
                 }
                 result
             })

@@ -4,7 +4,7 @@
 //! simulated streams) and on real sockets ([`serve`] with tokio's, for
 //! `faultline serve`). One node holds one bucket split in vbuckets; its
 //! connections are served like memcached's (`conn.rs`: a state machine,
-//! buffers from a pool shared by the worker's connections, scatter/gather
+//! buffers a worker thread lends its connections, scatter/gather
 //! sends, idle connections giving their buffers back), its background
 //! tasks run on an executor like the engine's (`executor.rs`), and it
 //! replicates over DCP (`dcp/`).
@@ -30,12 +30,12 @@ pub mod commands;
 pub mod conn;
 pub mod dcp;
 pub mod executor;
-pub mod pool;
 pub mod store;
+pub mod thread_buffers;
 
 use executor::{Executor, ExecutorConfig};
-use pool::BufferPool;
 use store::{Store, VbState};
+use thread_buffers::ThreadBuffers;
 
 /// The port kv nodes listen on.
 pub const KV_PORT: u16 = 11210;
@@ -52,13 +52,11 @@ pub struct KvConfig {
     /// Which vbuckets are active here; the others start as replicas.
     pub active: VbRange,
     pub limits: Limits,
-    /// Worker "threads": each has its own buffer pool; connections are
-    /// assigned round-robin.
+    /// Worker "threads": each lends its connections a spare read and write
+    /// buffer; connections are assigned round-robin.
     pub workers: usize,
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
-    /// Free buffers a pool keeps.
-    pub pool_max_free_buffers: usize,
     /// Close a connection idle for this long between requests (memcached's
     /// idle timeout, as a keep-alive timeout: a new connection's first
     /// request has [`conn::FIRST_REQUEST_TIMEOUT_MS`]); never when `None`.
@@ -102,7 +100,6 @@ impl Default for KvConfig {
             workers: 1,
             read_buffer_bytes: 8 * 1024,
             write_buffer_bytes: 2 * 1024,
-            pool_max_free_buffers: 64,
             idle_timeout_ms: None,
             stat_detail_entries: 0,
             durability_timeout_ms: 30_000,
@@ -156,7 +153,8 @@ pub struct Node {
     pub executor: Executor,
     /// Replication streams and synchronous writes.
     pub dcp: dcp::Dcp,
-    pools: Vec<RefCell<BufferPool>>,
+    /// Per worker thread: its spare buffers.
+    buffers: Vec<RefCell<ThreadBuffers>>,
     pub stats: RefCell<Stats>,
     next_conn: Cell<u64>,
     /// The node clock's zero.
@@ -187,11 +185,11 @@ impl Node {
             config.limits.max_value_bytes,
             host_seed,
         );
-        let pools = (0..config.workers)
+        let buffers = (0..config.workers)
             .map(|_| {
-                RefCell::new(BufferPool::new(
-                    config.read_buffer_bytes.max(config.write_buffer_bytes),
-                    config.pool_max_free_buffers,
+                RefCell::new(ThreadBuffers::new(
+                    config.read_buffer_bytes,
+                    config.write_buffer_bytes,
                 ))
             })
             .collect();
@@ -200,7 +198,7 @@ impl Node {
             store: RefCell::new(store),
             executor,
             dcp: dcp::Dcp::default(),
-            pools,
+            buffers,
             stats: RefCell::default(),
             next_conn: Cell::new(1),
             started: tokio::time::Instant::now(),
@@ -235,8 +233,8 @@ impl Node {
         Some(old)
     }
 
-    pub fn pool(&self, worker: usize) -> &RefCell<BufferPool> {
-        &self.pools[worker]
+    pub fn buffers(&self, worker: usize) -> &RefCell<ThreadBuffers> {
+        &self.buffers[worker]
     }
 
     fn next_conn_id(&self) -> u64 {

@@ -25,7 +25,7 @@ pub fn get<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
             if with_key {
                 response = response.key(request.key.clone());
             }
-            conn.respond_with_value(response);
+            conn.respond(response);
         }
         Ok(None) => {
             count(conn, |s| s.get_misses += 1);

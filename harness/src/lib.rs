@@ -17,6 +17,7 @@
 //! * [`trace`]: the canonical trace and its hash;
 //! * [`runner`]: run, sweep, determinism check, shrink;
 //! * [`scenario`]: scenario files and the [`Workload`] trait;
+//! * [`stats`]: failure rates with their 95% interval, seeds that prove a fix;
 //! * [`testing`]: `cargo test` helpers.
 
 pub mod ctx;
@@ -28,6 +29,7 @@ pub mod runner;
 pub mod scenario;
 pub mod schedule;
 pub mod seed;
+pub mod stats;
 pub mod sync;
 pub mod sys;
 pub mod testing;

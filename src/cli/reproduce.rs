@@ -2,14 +2,18 @@
 //!
 //! For each bug scenario: replay its recorded seeds with the buggy variant
 //! (each must fail with its recorded oracle), sweep the buggy variant with
-//! faults off (must pass: the bug stays latent), sweep the fixed variant
-//! with faults on (must pass). Then one table row per bug.
+//! faults on (how often it fails: the rate with its 95% interval, and the
+//! clean seeds of the fixed variant that would prove the fix with 95%
+//! confidence), sweep the buggy variant with faults off (must pass: the
+//! bug stays latent), sweep the fixed variant with faults on (must pass;
+//! at least the seeds that proof needs). Then one table row per scenario.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
+use faultline_harness::stats::FailureRate;
 use faultline_harness::{Scenario, Variant, Verdict};
 use serde::Serialize;
 
@@ -25,7 +29,9 @@ pub struct ReproduceArgs {
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Seeds for the fixed variant's sweep (default: each scenario's `expect.fixed_seeds`).
+    /// Seeds for the fixed variant's sweep (default: each scenario's
+    /// `expect.fixed_seeds`, or more when the bug's failure rate needs more
+    /// for 95% confidence).
     #[arg(long)]
     fixed_seeds: Option<u64>,
 }
@@ -42,10 +48,16 @@ struct Row {
     seed: Option<u64>,
     sim_ms_to_failure: Option<u128>,
     trace: Option<String>,
+    /// The buggy variant with faults on, over the latent sweep's seeds.
+    failure_rate: Option<FailureRate>,
+    /// Clean fixed seeds for 95% confidence that the fix holds.
+    seeds_for_95: Option<u64>,
     latent_seeds_passed: u64,
     latent_seeds: u64,
     fixed_seeds_passed: u64,
     fixed_seeds: u64,
+    /// The fixed sweep ran fewer seeds than `seeds_for_95`.
+    fixed_fewer_than_needed: bool,
     wall_ms: u128,
     problems: Vec<String>,
 }
@@ -147,10 +159,13 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
         seed: None,
         sim_ms_to_failure: None,
         trace: None,
+        failure_rate: None,
+        seeds_for_95: None,
         latent_seeds_passed: 0,
         latent_seeds: expect.latent_seeds,
         fixed_seeds_passed: 0,
         fixed_seeds: fixed_override.unwrap_or(expect.fixed_seeds),
+        fixed_fewer_than_needed: false,
         wall_ms: 0,
         problems: Vec::new(),
     };
@@ -181,6 +196,22 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
                 recorded.oracle,
                 outcome.replay_command()
             )),
+        }
+    }
+    let found = sweep(
+        scenario,
+        Variant::Buggy,
+        Faults::Drawn,
+        row.latent_seeds,
+        jobs,
+    );
+    let rate = FailureRate::new(found.failed(), found.seeds_run);
+    row.seeds_for_95 = rate.seeds_for_95();
+    row.failure_rate = Some(rate);
+    if let Some(needed) = row.seeds_for_95 {
+        match fixed_override {
+            Some(given) => row.fixed_fewer_than_needed = given < needed,
+            None => row.fixed_seeds = row.fixed_seeds.max(needed),
         }
     }
     let latent = sweep(
@@ -229,35 +260,44 @@ fn sweep(
     let seeds: Vec<u64> = (0..seeds).collect();
     let mut options = SweepOptions::new(RunOptions::new(variant).faults(faults));
     options.jobs = jobs;
+    options.keep_going = true;
     runner::sweep(scenario, &seeds, &options)
 }
 
 fn print_table(rows: &[Row]) {
     let header = [
         "bug",
-        "component",
-        "trigger",
+        "scenario",
         "oracle",
         "seed",
         "sim ms",
+        "buggy fails (95% CI)",
         "latent",
         "fixed",
+        "for 95%",
         "wall s",
     ];
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
                 r.bug.clone(),
-                r.component.clone(),
-                r.trigger.clone(),
+                r.scenario.clone(),
                 r.oracle.clone(),
                 r.seed.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                 r.sim_ms_to_failure
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
+                r.failure_rate
+                    .map(|f| format!("{}/{} {}", f.failed, f.runs, f.display()))
+                    .unwrap_or_else(|| "-".into()),
                 format!("{}/{}", r.latent_seeds_passed, r.latent_seeds),
                 format!("{}/{}", r.fixed_seeds_passed, r.fixed_seeds),
+                match (r.seeds_for_95, r.fixed_fewer_than_needed) {
+                    (Some(n), true) => format!("{n} (ran fewer)"),
+                    (Some(n), false) => n.to_string(),
+                    (None, _) => "-".into(),
+                },
                 format!(
                     "{:.1}",
                     Duration::from_millis(r.wall_ms as u64).as_secs_f64()

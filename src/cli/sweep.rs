@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use faultline_harness::Variant;
 use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
 use faultline_harness::seed::SeedRange;
+use faultline_harness::stats::FailureRate;
 
 use super::{Result, VariantArgs, load_one, parse_seeds};
 
@@ -80,6 +81,14 @@ pub struct SweepSummary {
     /// a task gave way there).
     #[serde(default)]
     pub hits: BTreeMap<String, u64>,
+    /// With `--keep-going`: the failures over the seeds run, with the 95%
+    /// interval of the rate.
+    #[serde(default)]
+    pub failure_rate: Option<FailureRate>,
+    /// Clean seeds of a fixed variant that would give 95% confidence the
+    /// bug behind these failures is gone.
+    #[serde(default)]
+    pub seeds_for_95: Option<u64>,
     pub sim_ms: u128,
     pub wall_ms: u128,
 }
@@ -119,6 +128,18 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
         let _ = writeln!(out, "first failing seed: {}", first.seed);
         let _ = writeln!(out, "replay: {}", first.replay_command());
     }
+    let rate = args
+        .keep_going
+        .then(|| FailureRate::new(report.failed(), report.seeds_run));
+    if let Some(rate) = rate.filter(|r| r.failed > 0) {
+        let _ = writeln!(
+            out,
+            "failure rate: {} of {} seeds; {} clean seeds of a fix give 95% confidence",
+            rate.display(),
+            rate.runs,
+            rate.seeds_for_95().unwrap_or(0)
+        );
+    }
     let _ = writeln!(
         out,
         "seeds/s: {:.1} (wall {:.2} s, {} jobs)",
@@ -149,6 +170,8 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
             }),
             coverage: report.coverage.clone(),
             hits: report.hits.clone(),
+            failure_rate: rate,
+            seeds_for_95: rate.and_then(|r| r.seeds_for_95()),
             sim_ms: report.sim_time.as_millis(),
             wall_ms: report.wall_time.as_millis(),
         };

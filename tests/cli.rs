@@ -45,6 +45,10 @@ fn list_prints_name_bug_and_summary() {
         .expect("the echo scenario is listed");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[1], "-", "the echo scenario has no bug id: {line}");
+    assert!(
+        text.lines().last().unwrap().ends_with("docs/bugs.md"),
+        "list points at the catalog: {text}"
+    );
 }
 
 #[test]

@@ -224,6 +224,9 @@ fn list(dir: &Option<PathBuf>) -> Result<ExitCode> {
             s.spec.summary
         );
     }
+    if scenarios.iter().any(|s| s.bug().is_some()) {
+        println!("the bug catalog (origins, old and new lines, figures): docs/bugs.md");
+    }
     for e in &errors {
         eprintln!("error: {e}");
     }

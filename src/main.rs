@@ -8,12 +8,5 @@ use std::process::ExitCode;
 mod cli;
 
 fn main() -> ExitCode {
-    let args = <cli::Cli as clap::Parser>::parse();
-    match cli::dispatch(args) {
-        Ok(code) => code,
-        Err(cli::Error::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-    }
+    cli::main()
 }

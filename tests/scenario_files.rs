@@ -285,3 +285,71 @@ fn a_bad_file_in_the_directory_is_reported_by_list_with_exit_2() {
     assert!(err.contains("broken.toml:2:"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_host_glob_that_matches_no_host_is_an_error_naming_the_file_line_column_and_the_hosts() {
+    let dir = temp_dir("typo-host");
+    let original = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/MB-24634-write-buffer-reuse.toml"
+    ))
+    .unwrap();
+    // A typo for `kv`: the fault would silently never apply.
+    let typo = original.replace("hosts = [\"kv\"]", "hosts = [\"kvv\"]");
+    assert_ne!(typo, original);
+    let file = dir.join("typo.toml");
+    std::fs::write(&file, &typo).unwrap();
+    let line = typo
+        .lines()
+        .position(|l| l.contains("\"kvv\""))
+        .expect("the typo's line")
+        + 1;
+    for args in [
+        &["run", "typo", "--seed", "0"][..],
+        &["sweep", "typo", "--seeds", "0..3"][..],
+    ] {
+        let out = faultline(&dir, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!(
+                "typo.toml:{line}:11: faults.send_buffer.hosts: `kvv` matches no host"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("(hosts: kv, client-0"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_sweep_that_never_reaches_a_required_point_fails_with_a_clear_line() {
+    let dir = temp_dir("reaches");
+    let unreachable = GOOD.replace(
+        "[expect]\n",
+        "[expect]\nreaches = [\"send_buffer:short_write\", \"probe:never-reached\"]\n",
+    );
+    std::fs::write(dir.join("unreachable.toml"), &unreachable).unwrap();
+    let out = faultline(&dir, &["sweep", "unreachable", "--seeds", "0..3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("reaches: no run of unreachable reached `probe:never-reached`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("`send_buffer:short_write`"),
+        "that one was reached: {text}"
+    );
+    assert!(
+        text.ends_with("sweep: 3 passed, 0 failed, 1 required point(s) never reached\n"),
+        "{text}"
+    );
+    // Without faults nothing is required.
+    let off = faultline(
+        &dir,
+        &["sweep", "unreachable", "--seeds", "0..3", "--faults", "off"],
+    );
+    assert_eq!(off.status.code(), Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}

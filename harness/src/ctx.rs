@@ -231,7 +231,11 @@ pub fn switch(name: &str) -> bool {
         let host = host.as_deref().unwrap_or("");
         let mut on = false;
         for (index, s) in ctx.plan.switch.iter().enumerate() {
-            if s.name != name || !glob_match(&s.host, host) {
+            if s.name != name {
+                continue;
+            }
+            ctx.cover(&format!("applied:switch:{name}"));
+            if !glob_match(&s.host, host) {
                 continue;
             }
             let asked = {

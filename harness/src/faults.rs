@@ -285,6 +285,43 @@ impl FaultPlan {
         self.len() == 0
     }
 
+    /// Every host glob of the plan: (kind, glob).
+    pub fn host_globs(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        for f in &self.send_buffer {
+            out.push(("send_buffer", f.host.as_str()));
+            if let Some(peer) = &f.peer {
+                out.push(("send_buffer", peer.as_str()));
+            }
+        }
+        for f in &self.segmentation {
+            out.push(("segmentation", f.from.as_str()));
+            out.push(("segmentation", f.to.as_str()));
+        }
+        for f in &self.frame_delay {
+            out.push(("frame_delay", f.from.as_str()));
+            out.push(("frame_delay", f.to.as_str()));
+        }
+        for f in &self.errno {
+            out.push(("errno", f.host.as_str()));
+        }
+        for f in &self.partition {
+            out.push(("partition", f.a.as_str()));
+            out.push(("partition", f.b.as_str()));
+        }
+        for f in &self.latency {
+            out.push(("latency", f.a.as_str()));
+            out.push(("latency", f.b.as_str()));
+        }
+        for f in &self.crash {
+            out.push(("crash", f.host.as_str()));
+        }
+        for f in &self.switch {
+            out.push(("switch", f.host.as_str()));
+        }
+        out
+    }
+
     /// A one-line summary for tables and logs.
     pub fn summary(&self) -> String {
         if self.is_empty() {
@@ -385,6 +422,14 @@ impl FaultPlan {
         }
         Ok(())
     }
+}
+
+/// The coverage key a frame-delay rule leaves when a frame matches it.
+pub(crate) fn applied_frame_delay(rule: &FrameDelay) -> String {
+    format!(
+        "applied:frame_delay:{}->{}:{}",
+        rule.from, rule.to, rule.frame
+    )
 }
 
 /// Glob match for host names and labels (`*` and `?`). A malformed pattern
@@ -756,6 +801,97 @@ impl FaultSpace {
             check_probability("faults.switch", s.probability)?;
         }
         Ok(())
+    }
+
+    /// The faults of the space whose application shows only at run time
+    /// (a preemption point glob, a frame label, a switch name), each with
+    /// the coverage key a run leaves when it applies: (what, key). A sweep
+    /// lists those no run applied.
+    pub fn applied_keys(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for s in &self.race {
+            for point in &s.points {
+                out.push((
+                    format!("[[faults.race]] points `{point}`: no preemption point matched"),
+                    format!("applied:race:{point}"),
+                ));
+            }
+        }
+        for s in &self.frame_delay {
+            let rule = FrameDelay {
+                from: s.from.clone(),
+                to: s.to.clone(),
+                frame: s.frame.clone(),
+                nth: None,
+                delay_ms: 0,
+                hold_until: None,
+                max_hold_ms: 0,
+            };
+            out.push((
+                format!(
+                    "[[faults.frame_delay]] `{}` {} -> {}: no such frame passed",
+                    s.frame, s.from, s.to
+                ),
+                applied_frame_delay(&rule),
+            ));
+        }
+        for s in &self.switch {
+            out.push((
+                format!(
+                    "[[faults.switch]] `{}`: the code under test never asked for it",
+                    s.name
+                ),
+                format!("applied:switch:{}", s.name),
+            ));
+        }
+        out
+    }
+
+    /// Every host glob of the space: (table, index of the table among its
+    /// kind's, key, glob). Pairs give both hosts under `pairs`.
+    pub fn host_globs(&self) -> Vec<(&'static str, usize, &'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.send_buffer {
+            out.extend(
+                s.hosts
+                    .iter()
+                    .map(|h| ("send_buffer", 0, "hosts", h.as_str())),
+            );
+        }
+        if let Some(s) = &self.segmentation {
+            out.extend(
+                s.from
+                    .iter()
+                    .map(|h| ("segmentation", 0, "from", h.as_str())),
+            );
+            out.extend(s.to.iter().map(|h| ("segmentation", 0, "to", h.as_str())));
+        }
+        for (i, s) in self.frame_delay.iter().enumerate() {
+            out.push(("frame_delay", i, "from", s.from.as_str()));
+            out.push(("frame_delay", i, "to", s.to.as_str()));
+        }
+        if let Some(s) = &self.errno {
+            out.extend(s.hosts.iter().map(|h| ("errno", 0, "hosts", h.as_str())));
+        }
+        if let Some(s) = &self.partition {
+            for [a, b] in &s.pairs {
+                out.push(("partition", 0, "pairs", a.as_str()));
+                out.push(("partition", 0, "pairs", b.as_str()));
+            }
+        }
+        if let Some(s) = &self.latency {
+            for [a, b] in &s.pairs {
+                out.push(("latency", 0, "pairs", a.as_str()));
+                out.push(("latency", 0, "pairs", b.as_str()));
+            }
+        }
+        if let Some(s) = &self.crash {
+            out.extend(s.hosts.iter().map(|h| ("crash", 0, "hosts", h.as_str())));
+        }
+        for (i, s) in self.switch.iter().enumerate() {
+            out.push(("switch", i, "host", s.host.as_str()));
+        }
+        out
     }
 
     /// The proptest strategy that draws plans from this space.

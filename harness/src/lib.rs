@@ -20,6 +20,7 @@
 //! * [`stats`]: failure rates with their 95% interval, seeds that prove a fix;
 //! * [`testing`]: `cargo test` helpers.
 
+pub mod cli;
 pub mod ctx;
 pub mod faults;
 pub mod net;
@@ -51,3 +52,19 @@ pub use trace::TraceMode;
 /// Whether this build has `--cfg tokio_unstable`, without which turmoil
 /// cannot seed tokio's own random choices (`select!` branch order).
 pub const TOKIO_UNSTABLE: bool = cfg!(tokio_unstable);
+
+/// What a build without `--cfg tokio_unstable` is told at its first run.
+pub const TOKIO_UNSTABLE_MISSING: &str = "this build lacks `--cfg tokio_unstable`: without it turmoil cannot seed tokio's own random choices (the branch order of `select!`), and a seed would not replay. Add to `.cargo/config.toml` at your workspace's root:\n\n    [build]\n    rustflags = [\"--cfg\", \"tokio_unstable\"]\n\n(and do not override it with a RUSTFLAGS variable)";
+
+/// Fails with [`TOKIO_UNSTABLE_MISSING`] when the build lacks the flag.
+pub fn require_tokio_unstable() -> Result<(), String> {
+    check_tokio_unstable(TOKIO_UNSTABLE)
+}
+
+fn check_tokio_unstable(present: bool) -> Result<(), String> {
+    if present {
+        Ok(())
+    } else {
+        Err(TOKIO_UNSTABLE_MISSING.to_string())
+    }
+}

@@ -762,6 +762,7 @@ fn decide(
             if !glob_match(&rule.frame, &frame.info.label) {
                 continue;
             }
+            ctx.cover(&crate::faults::applied_frame_delay(rule));
             let hits = net.rule_hits.entry(*index).or_insert(0);
             *hits += 1;
             if rule.nth.is_some_and(|nth| nth != *hits) {

@@ -94,19 +94,52 @@ impl Faults {
     }
 }
 
+/// How a failure's replay command reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// A command line built with [`crate::cli`]: `PREFIX run SCENARIO
+    /// --seed N --variant V …`.
+    Cli {
+        /// How the command starts: the binary, or `cargo run --release --`.
+        prefix: String,
+    },
+    /// A `cargo test` command that runs the failing test again.
+    Test {
+        /// `cargo test … NAME -- --exact …`.
+        command: String,
+        /// Prefix it with `FAULTLINE_SEED=N` (a sweep's failing seed; a
+        /// recorded seed is the test's own).
+        seed_env: bool,
+    },
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay::Cli {
+            prefix: REPLAY_PREFIX.to_string(),
+        }
+    }
+}
+
 /// How to run one seed.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// Which lines of the bug's fix run.
     pub variant: Variant,
+    /// Where the run's faults come from.
     pub faults: Faults,
+    /// How much of the trace to keep.
     pub trace: TraceMode,
     /// What to echo to stderr as the run goes (`RUST_LOG`-style).
     pub echo: Option<Targets>,
     /// The bug whose variant is chosen; the scenario's own when `None`.
     pub bug: Option<String>,
+    /// How a failure's replay command reads.
+    pub replay: Replay,
 }
 
 impl RunOptions {
+    /// Options for `variant`: faults drawn from the seed, trace tails kept.
     pub fn new(variant: Variant) -> RunOptions {
         RunOptions {
             variant,
@@ -114,6 +147,7 @@ impl RunOptions {
             trace: TraceMode::Tails,
             echo: None,
             bug: None,
+            replay: Replay::default(),
         }
     }
 
@@ -167,10 +201,13 @@ pub struct Outcome {
     /// for the times a task gave way there) and probes reached, with hit
     /// counts.
     pub coverage: BTreeMap<String, u64>,
+    /// Per latency metric: what the run recorded.
     pub latencies: BTreeMap<String, LatencySummary>,
+    /// How the replay command reads.
+    pub replay: Replay,
 }
 
-/// How a replay command starts; the CLI's binary.
+/// How a replay command starts by default: a CLI run with cargo.
 pub const REPLAY_PREFIX: &str = "cargo run --release --";
 
 impl Outcome {
@@ -193,18 +230,35 @@ impl Outcome {
 
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        let bug = self
-            .bug
-            .as_ref()
-            .map(|b| format!(" --bug {b}"))
-            .unwrap_or_default();
-        format!(
-            "{REPLAY_PREFIX} run {} --seed {} --variant {}{bug}{}",
-            self.scenario,
-            self.seed,
-            self.variant,
-            self.faults.flag()
-        )
+        match &self.replay {
+            Replay::Cli { prefix } => {
+                let bug = self
+                    .bug
+                    .as_ref()
+                    .map(|b| format!(" --bug {b}"))
+                    .unwrap_or_default();
+                format!(
+                    "{prefix} run {} --seed {} --variant {}{bug}{}",
+                    self.scenario,
+                    self.seed,
+                    self.variant,
+                    self.faults.flag()
+                )
+            }
+            Replay::Test { command, seed_env } if *seed_env => {
+                format!("FAULTLINE_SEED={} {command}", self.seed)
+            }
+            Replay::Test { command, .. } => command.clone(),
+        }
+    }
+
+    /// The message of a run that could not start (a bad scenario, a build
+    /// without `tokio_unstable`): a usage error rather than a failure.
+    pub fn setup_error(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Fail { oracle, message } if oracle == "setup" => Some(message),
+            _ => None,
+        }
     }
 
     /// A failure report people can read: seed, variant, plan, the oracle's
@@ -496,7 +550,10 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
         }
     }
     if let Some(error) = setup_error {
-        run_ctx.oracles.borrow_mut().fail("setup", error, sim_time);
+        // A run that could not start says so, whatever fired before.
+        let mut oracles = run_ctx.oracles.borrow_mut();
+        oracles.failure = None;
+        oracles.fail("setup", error, sim_time);
     }
 
     let failure: Option<Failure> = run_ctx.oracles.borrow().failure.clone();
@@ -537,6 +594,7 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
         plan,
         coverage,
         latencies,
+        replay: options.replay.clone(),
     }
 }
 
@@ -549,6 +607,9 @@ fn simulate(
     plan: &FaultPlan,
     run_ctx: &RunCtx,
 ) -> (Duration, Option<String>) {
+    if let Err(message) = crate::require_tokio_unstable() {
+        return (Duration::ZERO, Some(message));
+    }
     let config = &scenario.spec.sim;
     let tick = Duration::from_millis(config.tick_ms);
     let limit = Duration::from_millis(config.duration_ms);
@@ -594,6 +655,13 @@ fn simulate(
         .chain(setup.clients.iter())
         .cloned()
         .collect();
+    // A fault whose host glob matches nobody would be a silent no-op.
+    if let Err(error) = scenario.check_hosts(&everyone) {
+        return (Duration::ZERO, Some(error));
+    }
+    if let Err(error) = check_plan_hosts(plan, &everyone, &options.faults) {
+        return (Duration::ZERO, Some(error));
+    }
     let mut actions = scheduled_actions(plan, &hosts, &everyone)
         .into_iter()
         .peekable();
@@ -666,6 +734,26 @@ fn simulate(
     (now, None)
 }
 
+/// A given plan's host globs must match hosts of the run too.
+fn check_plan_hosts(plan: &FaultPlan, hosts: &[String], faults: &Faults) -> Result<(), String> {
+    let Faults::Plan { source, .. } = faults else {
+        return Ok(()); // Drawn plans come from the space, checked above.
+    };
+    let shown = source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the plan".to_string());
+    for (kind, glob) in plan.host_globs() {
+        if !hosts.iter().any(|h| glob_match(glob, h)) {
+            return Err(format!(
+                "{shown}: [[{kind}]] `{glob}` matches no host of this run (hosts: {})",
+                hosts.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Sweeps.
 // ---------------------------------------------------------------------------
@@ -715,17 +803,50 @@ pub struct SweepReport {
     pub hits: BTreeMap<String, u64>,
     /// Sum of simulated time over the runs.
     pub sim_time: Duration,
+    /// Wall time of the whole sweep.
     pub wall_time: Duration,
+    /// The scenario's `expect.reaches` points no run reached (judged only
+    /// when faults were on).
+    pub unreached: Vec<String>,
+    /// The faults of the scenario's space that no run applied (a point
+    /// glob, a frame label or a switch name nothing matched), described.
+    pub unapplied: Vec<String>,
 }
 
 impl SweepReport {
+    /// How many runs failed.
     pub fn failed(&self) -> u64 {
         self.failures.len() as u64
     }
 
+    /// Whether every run passed and every required point was reached.
+    pub fn is_pass(&self) -> bool {
+        self.failures.is_empty() && self.unreached.is_empty()
+    }
+
     /// The last line of `faultline sweep`.
     pub fn summary_line(&self) -> String {
-        format!("sweep: {} passed, {} failed", self.passed, self.failed())
+        let mut line = format!("sweep: {} passed, {} failed", self.passed, self.failed());
+        if !self.unreached.is_empty() {
+            line.push_str(&format!(
+                ", {} required point(s) never reached",
+                self.unreached.len()
+            ));
+        }
+        line
+    }
+
+    /// One line per `expect.reaches` point no run reached.
+    pub fn unreached_lines(&self) -> Vec<String> {
+        self.unreached
+            .iter()
+            .map(|point| {
+                format!(
+                    "reaches: no run of {} reached `{point}` (expect.reaches): the sweep never tested that place",
+                    self.scenario
+                )
+            })
+            .collect()
     }
 }
 
@@ -812,6 +933,32 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
     }
     report.failures.sort_by_key(|o| o.seed);
     report.wall_time = wall_start.elapsed();
+    let faults_on = !matches!(options.run.faults, Faults::Off);
+    // A sweep that stopped early judged fewer runs; a setup error reached
+    // nothing at all.
+    let complete = report.seeds_run == seeds.len() as u64;
+    let setup = report.failures.iter().any(|o| o.setup_error().is_some());
+    let drawn = matches!(options.run.faults, Faults::Drawn | Faults::Swarm);
+    if drawn && complete && !setup {
+        report.unapplied = scenario
+            .spec
+            .faults
+            .applied_keys()
+            .into_iter()
+            .filter(|(_, key)| !report.coverage.contains_key(key))
+            .map(|(what, _)| what)
+            .collect();
+    }
+    if faults_on && complete && !setup {
+        report.unreached = scenario
+            .spec
+            .expect
+            .reaches
+            .iter()
+            .filter(|want| !report.coverage.keys().any(|got| glob_match(want, got)))
+            .cloned()
+            .collect();
+    }
     report
 }
 

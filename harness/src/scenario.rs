@@ -117,6 +117,12 @@ pub struct Expect {
     /// Seeds per check in `cargo test` (FAULTLINE_SEEDS widens it).
     #[serde(default = "default_test_seeds")]
     pub test_seeds: u64,
+    /// Coverage points (globs: `probe:proxy:late-report`,
+    /// `race-yield:executor.*`) that some run of every sweep with faults
+    /// must reach, as FoundationDB's code probes: a sweep in which none
+    /// did fails, since it never tested the place that matters.
+    #[serde(default)]
+    pub reaches: Vec<String>,
 }
 
 impl Default for Expect {
@@ -126,6 +132,7 @@ impl Default for Expect {
             fixed_seeds: default_fixed_seeds(),
             latent_seeds: default_latent_seeds(),
             test_seeds: default_test_seeds(),
+            reaches: Vec::new(),
         }
     }
 }
@@ -173,12 +180,18 @@ pub struct ScenarioSpec {
 /// A loaded scenario: its file and the workload it runs.
 #[derive(Clone)]
 pub struct Scenario {
+    /// Its name (the file's stem).
     pub name: String,
     /// The workload's parameters (`[params]`, empty when absent).
     pub params: toml::Table,
+    /// The file it came from, if any.
     pub path: Option<PathBuf>,
+    /// What the file says.
     pub spec: ScenarioSpec,
+    /// The workload that builds its simulations.
     pub workload: Arc<dyn Workload>,
+    /// The file's text, to point at a field in later errors.
+    text: String,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -191,6 +204,29 @@ impl std::fmt::Debug for Scenario {
 }
 
 impl Scenario {
+    /// Every host glob of the fault space must match a host of the run
+    /// (`hosts`): a typo would make its fault a silent no-op. The error
+    /// names the file, line and column of the glob, and the hosts.
+    pub fn check_hosts(&self, hosts: &[String]) -> Result<(), String> {
+        let shown = self
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("{}.toml", self.name));
+        for (table, nth, key, glob) in self.spec.faults.host_globs() {
+            if hosts.iter().any(|h| crate::faults::glob_match(glob, h)) {
+                continue;
+            }
+            let at = locate_value(&self.text, &format!("faults.{table}"), nth, key, glob);
+            return Err(format!(
+                "{shown}:{at}: faults.{table}.{key}: `{glob}` matches no host of this run (hosts: {})",
+                hosts.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The scenario's bug id, if it has one.
     pub fn bug(&self) -> Option<&str> {
         self.spec.bug.as_deref()
     }
@@ -450,6 +486,7 @@ impl Registry {
             path: path.map(Path::to_path_buf),
             spec,
             workload,
+            text: text.to_string(),
         })
     }
 
@@ -517,6 +554,72 @@ fn locate(text: &str, path: &str) -> String {
         }
     }
     find_key(text, key, 0..text.len()).unwrap_or_else(|| "1:1".to_string())
+}
+
+/// `LINE:COLUMN` of the string `value` of `key` in the `nth` (0-based)
+/// table named `table` (`[table]` or `[[table]]`); of the key, or of the
+/// table, when the value is not found as written.
+fn locate_value(text: &str, table: &str, nth: usize, key: &str, value: &str) -> String {
+    let Some(range) = nth_table_range(text, table, nth) else {
+        return locate(text, &format!("{table}.{key}"));
+    };
+    let quoted = format!("\"{value}\"");
+    let mut offset = 0;
+    let mut in_key = false;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        if start < range.start || start >= range.end {
+            continue;
+        }
+        let trimmed = line.trim_start();
+        if trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            in_key = true;
+        } else if in_key && trimmed.contains('=') {
+            in_key = false;
+        }
+        if in_key {
+            if let Some(at) = line.find(&quoted) {
+                return line_col(text, start + at + 1);
+            }
+        }
+    }
+    find_key(text, key, range.clone()).unwrap_or_else(|| line_col(text, range.start))
+}
+
+/// The byte range of the `nth` (0-based) table named `name`.
+fn nth_table_range(text: &str, name: &str, nth: usize) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    let mut seen = 0;
+    let mut start = None;
+    for line in text.split_inclusive('\n') {
+        let here = offset;
+        offset += line.len();
+        let trimmed = line.trim();
+        if !trimmed.starts_with('[') {
+            continue;
+        }
+        if start.is_some() {
+            return start.map(|s| s..here);
+        }
+        let header = trimmed
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim();
+        if header == name {
+            if seen == nth {
+                start = Some(here);
+            }
+            seen += 1;
+        }
+    }
+    start.map(|s| s..text.len())
 }
 
 fn locate_in(text: &str, key: &str, range: std::ops::Range<usize>) -> String {

@@ -26,11 +26,15 @@
 //!   runs tests in parallel).
 //!
 //! A failing check panics with the failure report, whose last line is the
-//! command that replays it.
+//! command that replays it in `cargo test`, e.g.
+//! `FAULTLINE_SEED=3 cargo test -p my-crate --test external a_users_test --
+//! --exact --include-ignored`: the package, test target and test name as
+//! cargo names them (read from the test process), the variant and plan as
+//! the test sets them.
 
 use std::ops::Range;
 
-use crate::runner::{self, Faults, RunOptions, SweepOptions, Variant, Verdict};
+use crate::runner::{self, Faults, Replay, RunOptions, SweepOptions, Variant, Verdict};
 use crate::scenario::Scenario;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -41,27 +45,82 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
-/// A check of one scenario over seeds.
+/// A check of one scenario over seeds (see the module docs).
 pub struct Check<'a> {
     scenario: &'a Scenario,
     options: RunOptions,
     seeds: Range<u64>,
 }
 
+/// The `cargo test` command that runs the current test again: the package
+/// (`CARGO_PKG_NAME`, set by cargo for the test process), the target (an
+/// integration test, an example or the library, from the test binary's
+/// name) and the test (libtest names the thread after it).
+pub fn cargo_test_command() -> String {
+    let mut command = "cargo test".to_string();
+    if let Ok(package) = std::env::var("CARGO_PKG_NAME") {
+        command.push_str(&format!(" -p {package}"));
+    }
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .map(strip_hash);
+    let in_examples = exe
+        .as_ref()
+        .and_then(|p| p.parent())
+        .and_then(|p| p.file_name())
+        .is_some_and(|d| d == "examples");
+    let library = std::env::var("CARGO_PKG_NAME")
+        .ok()
+        .map(|p| p.replace('-', "_"));
+    match stem {
+        Some(stem) if in_examples => command.push_str(&format!(" --example {stem}")),
+        Some(stem) if Some(stem) == library.as_deref() => command.push_str(" --lib"),
+        Some(stem) => command.push_str(&format!(" --test {stem}")),
+        None => {}
+    }
+    if let Some(test) = std::thread::current().name().filter(|n| *n != "main") {
+        command.push_str(&format!(" {test}"));
+    }
+    command.push_str(" -- --exact --include-ignored");
+    command
+}
+
+/// `name-0123456789abcdef` (cargo's hash suffix) -> `name`.
+fn strip_hash(stem: &str) -> &str {
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => stem,
+    }
+}
+
 impl<'a> Check<'a> {
+    /// A check of `scenario`: the fixed variant, faults drawn, the
+    /// scenario's `expect.test_seeds` seeds.
     pub fn new(scenario: &'a Scenario) -> Check<'a> {
+        let mut options = RunOptions::new(Variant::Fixed);
+        options.replay = Replay::Test {
+            command: cargo_test_command(),
+            seed_env: true,
+        };
         Check {
             scenario,
-            options: RunOptions::new(Variant::Fixed),
+            options,
             seeds: 0..scenario.spec.expect.test_seeds,
         }
     }
 
+    /// Which lines of the bug's fix run.
     pub fn variant(mut self, variant: Variant) -> Self {
         self.options.variant = variant;
         self
     }
 
+    /// Where the faults come from (drawn, off, swarm, a plan).
     pub fn faults(mut self, faults: Faults) -> Self {
         self.options.faults = faults;
         self
@@ -90,12 +149,23 @@ impl<'a> Check<'a> {
         }
     }
 
-    /// Every seed must pass. Returns the number of seeds run.
+    /// Every seed must pass, and every `expect.reaches` point be reached
+    /// by some run. Returns the number of seeds run.
     pub fn expect_pass(self) -> u64 {
         let seeds = self.effective_seeds();
         let mut options = SweepOptions::new(self.options.clone());
         options.jobs = env_u64("FAULTLINE_JOBS").map(|j| j as usize).unwrap_or(1);
         let report = runner::sweep(self.scenario, &seeds, &options);
+        if let Some(message) = report.failures.iter().find_map(|o| o.setup_error()) {
+            panic!("{}: cannot run: {message}", self.scenario.name);
+        }
+        if !report.unreached.is_empty() && env_u64("FAULTLINE_SEED").is_none() {
+            panic!(
+                "{}\nreplay: {}",
+                report.unreached_lines().join("\n"),
+                cargo_test_command()
+            );
+        }
         if let Some(failure) = report.failures.first() {
             panic!(
                 "{} {} failed on seed {} ({} of {} seeds failed)\n{}",
@@ -112,8 +182,15 @@ impl<'a> Check<'a> {
 
     /// The recorded `seed` must fail with `oracle`. (`FAULTLINE_SEED` does
     /// not apply: a recorded seed is a fact about that seed.)
-    pub fn expect_fail(self, seed: u64, oracle: &str) -> runner::Outcome {
+    pub fn expect_fail(mut self, seed: u64, oracle: &str) -> runner::Outcome {
+        self.options.replay = Replay::Test {
+            command: cargo_test_command(),
+            seed_env: false,
+        };
         let outcome = runner::run(self.scenario, seed, &self.options);
+        if let Some(message) = outcome.setup_error() {
+            panic!("{}: cannot run: {message}", self.scenario.name);
+        }
         match &outcome.verdict {
             Verdict::Fail { oracle: got, .. } if got == oracle => outcome,
             Verdict::Fail {

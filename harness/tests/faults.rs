@@ -232,6 +232,7 @@ fn switches_answer_by_name_host_rate_and_nth() {
                 .push(faultline_harness::switch("kv.other"));
             Ok(())
         });
+        sim.client("proxy", async { Ok(()) });
         Ok(())
     });
     let asked = |plan: &str| {
@@ -250,7 +251,21 @@ fn switches_answer_by_name_host_rate_and_nth() {
     );
     assert_eq!(
         asked("[[switch]]\nname = \"kv.skip_response\"\nhost = \"proxy\"\n"),
-        vec![false; 7]
+        vec![false; 7],
+        "a switch answers only on its hosts"
+    );
+    // A host that is not in the run is a mistake, not a silent no-op.
+    let typo = runner::run(
+        &scenario,
+        0,
+        &RunOptions::new(Variant::Fixed).faults(with_plan(
+            "[[switch]]\nname = \"kv.skip_response\"\nhost = \"kv-9\"\n",
+        )),
+    );
+    let message = typo.setup_error().expect("a setup error");
+    assert!(
+        message.contains("[[switch]] `kv-9` matches no host of this run (hosts: kv-1, proxy)"),
+        "{message}"
     );
     let all = asked("[[switch]]\nname = \"kv.skip_response\"\n");
     assert_eq!(all, vec![true, true, true, true, true, true, false]);

@@ -12,7 +12,6 @@
 //!
 //! The last line is `bench: overhead=R.RRx jobs_speedup=R.RRx sim_speed=R.Rx`.
 
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use faultline::bench::{EchoLoad, bare_echo};
 use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
 use faultline_harness::{Registry, Scenario, Variant};
 
-use super::{Error, Result, load_all};
+use super::{Error, Result};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -36,8 +35,13 @@ struct Budget {
     speed_seeds: u64,
 }
 
-pub fn bench(dir: &Option<PathBuf>, args: BenchArgs) -> Result<ExitCode> {
-    let (registry, scenarios) = load_all(dir)?;
+pub fn bench(
+    app: &faultline_harness::cli::App,
+    dir: Option<&std::path::Path>,
+    args: BenchArgs,
+) -> Result<ExitCode> {
+    let scenarios = app.load_all(dir)?;
+    let registry = app.registry();
     let budget = if args.quick {
         Budget {
             overhead_seeds: 12,
@@ -60,7 +64,7 @@ pub fn bench(dir: &Option<PathBuf>, args: BenchArgs) -> Result<ExitCode> {
             "release"
         }
     );
-    let overhead = measure_overhead(&registry, budget.overhead_seeds)?;
+    let overhead = measure_overhead(registry, budget.overhead_seeds)?;
     let jobs_speedup = measure_jobs(&scenarios, budget.jobs_seeds)?;
     let sim_speed = measure_speed(&scenarios, budget.speed_seeds);
     measure_memory(&scenarios);

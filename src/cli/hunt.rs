@@ -10,7 +10,6 @@
 //! the same seed and plan with every fix in: if that fails too, it was not
 //! the bug (a false alarm, reported) and the hunt goes on.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use faultline_harness::seed::SeedRange;
 use faultline_harness::{Scenario, Variant, Verdict};
 use serde::Serialize;
 
-use super::{Result, load_one, parse_seeds};
+use super::{Result, parse_seeds};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HuntArgs {
@@ -54,8 +53,12 @@ struct Finding {
     wall_ms: u128,
 }
 
-pub fn hunt(dir: &Option<PathBuf>, args: HuntArgs) -> Result<ExitCode> {
-    let scenario = load_one(dir, &args.scenario)?;
+pub fn hunt(
+    app: &faultline_harness::cli::App,
+    dir: Option<&std::path::Path>,
+    args: HuntArgs,
+) -> Result<ExitCode> {
+    let scenario = app.load_one(dir, &args.scenario)?;
     let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
     let ids: Vec<String> = if args.bugs.is_empty() {
         bugs::ALL.iter().map(|s| s.to_string()).collect()

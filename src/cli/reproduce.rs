@@ -8,7 +8,6 @@
 //! bug stays latent), sweep the fixed variant with faults on (must pass;
 //! at least the seeds that proof needs). Then one table row per scenario.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use faultline_harness::stats::FailureRate;
 use faultline_harness::{Scenario, Variant, Verdict};
 use serde::Serialize;
 
-use super::{Error, Result, load_all};
+use super::{Error, Result};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReproduceArgs {
@@ -62,8 +61,12 @@ struct Row {
     problems: Vec<String>,
 }
 
-pub fn reproduce(dir: &Option<PathBuf>, args: ReproduceArgs) -> Result<ExitCode> {
-    let (_, scenarios) = load_all(dir)?;
+pub fn reproduce(
+    app: &faultline_harness::cli::App,
+    dir: Option<&std::path::Path>,
+    args: ReproduceArgs,
+) -> Result<ExitCode> {
+    let scenarios = app.load_all(dir)?;
     let targets: Vec<&Scenario> = if args.ids.is_empty() {
         let bugs: Vec<&Scenario> = scenarios.iter().filter(|s| s.bug().is_some()).collect();
         if bugs.is_empty() {
@@ -237,6 +240,8 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
         jobs,
     );
     row.fixed_seeds_passed = fixed.passed;
+    problems.extend(found.unreached_lines());
+    problems.extend(fixed.unreached_lines());
     if let Some(f) = fixed.failures.first() {
         problems.push(format!(
             "fixed failed on seed {}: {}",

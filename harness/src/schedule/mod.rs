@@ -291,9 +291,14 @@ impl Scheduler {
     }
 
     /// Per point: `race:NAME` hits and `race-yield:NAME` times a task gave
-    /// way there.
+    /// way there; per rule that matched a point, `applied:race:GLOB`.
     pub(crate) fn coverage(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
+        for (rule, hits) in self.rules.iter().zip(&self.rule_hits) {
+            if *hits > 0 {
+                out.push((format!("applied:race:{}", rule.point()), *hits));
+            }
+        }
         for point in self.points.values() {
             out.push((format!("race:{}", point.name), point.hits));
             if point.yields > 0 {

@@ -1,19 +1,19 @@
-//! `faultline sweep`, `check-determinism` and `shrink`.
+//! `sweep`, `check-determinism` and `shrink`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
-use faultline_harness::Variant;
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
-use faultline_harness::seed::SeedRange;
-use faultline_harness::stats::FailureRate;
+use super::{App, Result, VariantArgs, parse_seeds};
+use crate::Variant;
+use crate::runner::{self, Faults, RunOptions, SweepOptions};
+use crate::seed::SeedRange;
+use crate::stats::FailureRate;
 
-use super::{Result, VariantArgs, load_one, parse_seeds};
-
+/// `sweep`: a range of seeds.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SweepArgs {
     scenario: String,
@@ -41,7 +41,9 @@ pub struct SweepArgs {
 /// Part K (1-based) of N of a seed range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
+    /// K, 1-based.
     pub index: u64,
+    /// N.
     pub count: u64,
 }
 
@@ -101,9 +103,9 @@ pub struct FailureSummary {
     pub replay: String,
 }
 
-pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
-    let scenario = load_one(dir, &args.scenario)?;
-    let run_options = args.variant.options()?;
+pub(super) fn sweep(app: &App, dir: Option<&Path>, args: SweepArgs) -> Result<ExitCode> {
+    let scenario = app.load_one(dir, &args.scenario)?;
+    let run_options = app.options(&args.variant)?;
     let shard = args.shard.unwrap_or(Shard { index: 1, count: 1 });
     let seeds = args.seeds.shard(shard.index - 1, shard.count);
     let mut options = SweepOptions::new(run_options);
@@ -111,6 +113,9 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
     options.keep_going = args.keep_going;
     options.progress = true;
     let report = runner::sweep(&scenario, &seeds, &options);
+    if let Some(message) = report.failures.iter().find_map(|o| o.setup_error()) {
+        return Err(super::Error::Usage(message.to_string()));
+    }
     // With --json the human report goes to stderr, the JSON line to stdout.
     let mut human: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())
@@ -147,6 +152,12 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
         report.wall_time.as_secs_f64(),
         options.jobs
     );
+    for what in &report.unapplied {
+        let _ = writeln!(out, "fault never applied in this sweep: {what}");
+    }
+    for line in report.unreached_lines() {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "{}", report.summary_line());
     if args.json {
         let summary = SweepSummary {
@@ -163,8 +174,8 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
                 seed: o.seed,
                 oracle: o.verdict.oracle().unwrap_or_default().to_string(),
                 message: match &o.verdict {
-                    faultline_harness::Verdict::Fail { message, .. } => message.clone(),
-                    faultline_harness::Verdict::Pass => String::new(),
+                    crate::Verdict::Fail { message, .. } => message.clone(),
+                    crate::Verdict::Pass => String::new(),
                 },
                 replay: o.replay_command(),
             }),
@@ -180,7 +191,7 @@ pub fn sweep(dir: &Option<PathBuf>, args: SweepArgs) -> Result<ExitCode> {
             serde_json::to_string(&summary).expect("a summary serialises")
         );
     }
-    Ok(if report.failures.is_empty() {
+    Ok(if report.is_pass() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -230,6 +241,7 @@ pub fn print_coverage(
     Ok(())
 }
 
+/// `check-determinism`: each seed twice.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeterminismArgs {
     scenario: String,
@@ -241,11 +253,19 @@ pub struct DeterminismArgs {
     jobs: Option<usize>,
 }
 
-pub fn check_determinism(dir: &Option<PathBuf>, args: DeterminismArgs) -> Result<ExitCode> {
-    let scenario = load_one(dir, &args.scenario)?;
-    let options = args.variant.options()?;
+pub(super) fn check_determinism(
+    app: &App,
+    dir: Option<&Path>,
+    args: DeterminismArgs,
+) -> Result<ExitCode> {
+    let scenario = app.load_one(dir, &args.scenario)?;
+    let options = app.options(&args.variant)?;
     let seeds: Vec<u64> = args.seeds.iter().collect();
     let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
+    let first = runner::run(&scenario, seeds.first().copied().unwrap_or(0), &options);
+    if let Some(message) = first.setup_error() {
+        return Err(super::Error::Usage(message.to_string()));
+    }
     let report = runner::check_determinism(&scenario, &seeds, &options, jobs, true);
     for m in &report.mismatches {
         println!("seed {}: trace {} vs {}", m.seed, m.hashes.0, m.hashes.1);
@@ -263,6 +283,7 @@ pub fn check_determinism(dir: &Option<PathBuf>, args: DeterminismArgs) -> Result
     })
 }
 
+/// `shrink`: a failing run's smallest plan.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShrinkArgs {
     scenario: String,
@@ -281,18 +302,22 @@ pub struct ShrinkArgs {
     #[arg(long, default_value = "on", value_parser = ["on", "swarm"])]
     faults: String,
     /// Run this bug's old lines instead of the scenario's own bug's.
-    #[arg(long, value_name = "ID", value_parser = super::parse_bug)]
+    #[arg(long, value_name = "ID")]
     bug: Option<String>,
 }
 
-pub fn shrink(dir: &Option<PathBuf>, args: ShrinkArgs) -> Result<ExitCode> {
-    let scenario = load_one(dir, &args.scenario)?;
+pub(super) fn shrink(app: &App, dir: Option<&Path>, args: ShrinkArgs) -> Result<ExitCode> {
+    let scenario = app.load_one(dir, &args.scenario)?;
     let mut options = RunOptions::new(args.variant);
-    options.bug = args.bug.clone();
+    options.bug = args.bug.as_deref().map(|b| app.bug(b)).transpose()?;
+    options.replay = app.replay();
     if args.faults == "swarm" {
         options.faults = Faults::Swarm;
     }
     match runner::shrink(&scenario, args.seed, &options, args.max_runs) {
+        Err(outcome) if outcome.setup_error().is_some() => Err(super::Error::Usage(
+            outcome.setup_error().unwrap_or_default().to_string(),
+        )),
         Err(outcome) => {
             println!("seed {} does not fail: nothing to shrink", args.seed);
             println!("{}", outcome.verdict_line());
@@ -307,10 +332,13 @@ pub fn shrink(dir: &Option<PathBuf>, args: ShrinkArgs) -> Result<ExitCode> {
             if let Some(path) = &args.out {
                 std::fs::write(path, &toml).map_err(|e| format!("{}: {e}", path.display()))?;
                 println!("plan written to {}", path.display());
-                let bug = args.bug.map(|b| format!(" --bug {b}")).unwrap_or_default();
+                let bug = options
+                    .bug
+                    .map(|b| format!(" --bug {b}"))
+                    .unwrap_or_default();
                 println!(
                     "replay: {} run {} --seed {} --variant {}{bug} --plan {}",
-                    runner::REPLAY_PREFIX,
+                    app.replay_prefix,
                     scenario.name,
                     args.seed,
                     args.variant,

@@ -1,4 +1,4 @@
-//! `faultline merge`: one summary from the `sweep --json` results of
+//! `merge`: one summary from the `sweep --json` results of
 //! several shards, e.g. the jobs of a CI matrix or of a Kubernetes Indexed
 //! Job. It checks that the shards belong to one sweep and says whether,
 //! together, they covered its whole seed range.
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use super::sweep::{SweepSummary, print_coverage};
 use super::{Error, Result};
 
+/// `merge`: shards' results.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MergeArgs {
     /// Files written by `faultline sweep … --shard K/N --json > FILE`.
@@ -36,7 +37,7 @@ fn read_summary(path: &PathBuf) -> Result<SweepSummary> {
         .map_err(|e| Error::Usage(format!("{}: not a sweep summary: {e}", path.display())))
 }
 
-pub fn merge(args: MergeArgs) -> Result<ExitCode> {
+pub(super) fn merge(args: MergeArgs) -> Result<ExitCode> {
     let summaries: Vec<(PathBuf, SweepSummary)> = args
         .files
         .iter()

@@ -1,13 +1,13 @@
-//! `faultline run` and `faultline replay`.
+//! `run` and `replay`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use faultline_harness::runner::{self, Outcome};
-use faultline_harness::{TraceMode, Verdict};
+use super::{App, Result, VariantArgs};
+use crate::runner::{self, Outcome};
+use crate::{TraceMode, Verdict};
 
-use super::{Result, VariantArgs, load_one};
-
+/// `run` and `replay`: one seed of one scenario.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The scenario's name (or the path of a scenario file).
@@ -30,19 +30,23 @@ const DIAGRAM_STEPS: usize = 80;
 /// Where failure artefacts go when no path is given.
 pub const OUT_DIR: &str = "faultline-out";
 
-pub fn run(dir: &Option<PathBuf>, args: RunArgs, show_trace: bool) -> Result<ExitCode> {
-    let scenario = load_one(dir, &args.scenario)?;
-    let mut options = args.variant.options()?;
+pub(super) fn run(
+    app: &App,
+    dir: Option<&Path>,
+    args: RunArgs,
+    show_trace: bool,
+) -> Result<ExitCode> {
+    let scenario = app.load_one(dir, &args.scenario)?;
+    let mut options = app.options(&args.variant)?;
     if show_trace {
-        options.echo = Some(faultline_harness::trace::record_filter());
+        options.echo = Some(crate::trace::record_filter());
     }
     if args.trace.is_some() || args.diagram.is_some() {
         options.trace = TraceMode::Full;
     }
     let outcome = runner::run(&scenario, args.seed, &options);
-    if outcome.verdict.oracle() == Some("setup") {
-        println!("{}", outcome.verdict_line());
-        return Ok(ExitCode::from(2));
+    if let Some(message) = outcome.setup_error() {
+        return Err(super::Error::Usage(message.to_string()));
     }
     if let Some(path) = &args.trace {
         write_trace(path, &outcome)?;
@@ -118,7 +122,7 @@ fn write_diagram(path: &Path, outcome: &Outcome) -> Result<()> {
         "{} seed {} ({})",
         outcome.scenario, outcome.seed, outcome.variant
     );
-    let text = faultline_harness::report::mermaid(lines, &title, DIAGRAM_STEPS);
+    let text = crate::report::mermaid(lines, &title, DIAGRAM_STEPS);
     write_file(path, &text)
 }
 

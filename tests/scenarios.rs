@@ -34,30 +34,35 @@ fn main() {
         let scenario = Arc::new(scenario);
         for recorded in scenario.spec.expect.fails.clone() {
             let s = scenario.clone();
-            trials.push(Trial::test(
-                format!("{}::recorded-seed-{}", s.name, recorded.seed),
-                move || {
-                    catch(|| {
-                        Check::new(&s)
-                            .variant(Variant::Buggy)
-                            .expect_fail(recorded.seed, &recorded.oracle);
-                    })
-                },
-            ));
+            let name = format!("{}::recorded-seed-{}", s.name, recorded.seed);
+            trials.push(Trial::test(name.clone(), move || {
+                catch(|| {
+                    Check::new(&s)
+                        .test_name(&name)
+                        .variant(Variant::Buggy)
+                        .expect_fail(recorded.seed, &recorded.oracle);
+                })
+            }));
         }
         let s = scenario.clone();
-        trials.push(Trial::test(format!("{}::latent", s.name), move || {
+        let name = format!("{}::latent", s.name);
+        trials.push(Trial::test(name.clone(), move || {
             catch(|| {
                 Check::new(&s)
+                    .test_name(&name)
                     .variant(Variant::Buggy)
                     .faults(Faults::Off)
                     .expect_pass();
             })
         }));
         let s = scenario.clone();
-        trials.push(Trial::test(format!("{}::fixed", s.name), move || {
+        let name = format!("{}::fixed", s.name);
+        trials.push(Trial::test(name.clone(), move || {
             catch(|| {
-                Check::new(&s).variant(Variant::Fixed).expect_pass();
+                Check::new(&s)
+                    .test_name(&name)
+                    .variant(Variant::Fixed)
+                    .expect_pass();
             })
         }));
     }

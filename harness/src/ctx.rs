@@ -33,9 +33,14 @@ pub trait Framer {
     fn parse(&self, header: &[u8]) -> Option<FrameInfo>;
 }
 
+/// What [`Framer::parse`] learns from a frame's header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameInfo {
+    /// The frame's whole length in bytes, header included (at least
+    /// [`Framer::header_len`]).
     pub total_len: usize,
+    /// The frame's label, e.g. `res:ADD_STREAM`: what frame-delay rules match
+    /// and traces name.
     pub label: String,
 }
 

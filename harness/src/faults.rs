@@ -50,6 +50,10 @@ pub struct FaultPlan {
     pub switch: Vec<Switch>,
 }
 
+/// A small send buffer on some hosts' sockets (`[[send_buffer]]` in a plan): a
+/// write accepts at most the free space, then waits until the peer's
+/// application has read. When several entries match a connection, the smallest
+/// buffer applies.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendBuffer {
@@ -62,6 +66,10 @@ pub struct SendBuffer {
     pub bytes: u32,
 }
 
+/// Splits what writers on some hosts send to readers on others into segments of
+/// seeded sizes (`[[segmentation]]`); the reader receives whatever has arrived,
+/// coalesced, and the byte stream is unchanged. When several entries match, the
+/// smallest `max_segment_bytes` applies.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Segmentation {
@@ -73,6 +81,10 @@ pub struct Segmentation {
     pub max_segment_bytes: u32,
 }
 
+/// Delays a frame on its way to the reader, or holds it until an event
+/// (`[[frame_delay]]`): a rule with `hold_until` holds, one without delays by
+/// `delay_ms`. As TCP keeps order, what follows the frame on its connection
+/// waits with it. Frames are found by the scenario's [`Framer`](crate::Framer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrameDelay {
@@ -114,12 +126,14 @@ pub enum Personality {
 }
 
 impl Personality {
+    /// Every personality, in the order `linux`, `illumos`, `openbsd`.
     pub const ALL: [Personality; 3] = [
         Personality::Linux,
         Personality::Illumos,
         Personality::Openbsd,
     ];
 
+    /// The personality's name as scenario files and plans write it.
     pub fn name(self) -> &'static str {
         match self {
             Personality::Linux => "linux",
@@ -129,10 +143,15 @@ impl Personality {
     }
 }
 
+/// The errno personality of some hosts (`[[errno]]` in a plan). The first entry
+/// whose glob matches a host wins; a host no entry matches answers as `linux`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Errno {
+    /// Hosts whose syscall view ([`crate::sys::Sys`]) takes the personality
+    /// (glob).
     pub host: String,
+    /// The platform whose answers they give.
     pub personality: Personality,
 }
 
@@ -146,10 +165,18 @@ pub enum Race {
     /// times or (half of those times, when `max_sleep_us` > 0) pause
     /// 1..=max_sleep_us of simulated time.
     Random {
+        /// Preemption points the rule acts on (glob over `primitive.operation`;
+        /// `*` is every point).
         point: String,
+        /// Chance, within 0..=1, that one hit of a matching point makes the
+        /// task give way.
         probability: f64,
+        /// Most yields when the task gives way; the count is drawn in 1..=this
+        /// (default 4).
         #[serde(default = "default_max_yields")]
         max_yields: u32,
+        /// Longest pause, in simulated µs; the pause is drawn in 1..=this. 0
+        /// (the default): the task only yields.
         #[serde(default)]
         max_sleep_us: u64,
     },
@@ -159,19 +186,33 @@ pub enum Race {
     /// host with a higher priority is ready. A demoted task first pauses
     /// `sleep_us` (0: none), letting time pass.
     Pct {
+        /// Preemption points the rule acts on (glob over `primitive.operation`;
+        /// `*` is every point).
         point: String,
+        /// The bug depth `d` PCT aims at: `d - 1` priority change points (0 is
+        /// taken as 1: no change points).
         depth: u32,
+        /// The change points are drawn among the first `horizon` hits of
+        /// matching points (0 is taken as 1).
         horizon: u32,
+        /// Pause of a demoted task, in simulated µs, before it waits for
+        /// priority (default 0: none).
         #[serde(default)]
         sleep_us: u64,
     },
     /// At the n-th hit (1-based) of each matching point, yield `yields`
     /// times, then pause `sleep_us`.
     Targeted {
+        /// Preemption points the rule acts on (glob over `primitive.operation`;
+        /// `*` is every point).
         point: String,
+        /// Which hit of each matching point to act at (1-based; 0 is rejected).
         nth: u32,
+        /// Yields at that hit (default 0).
         #[serde(default)]
         yields: u32,
+        /// Pause after the yields, in simulated µs (default 0). With neither
+        /// yields nor a pause the rule does nothing.
         #[serde(default)]
         sleep_us: u64,
     },
@@ -182,6 +223,7 @@ fn default_max_yields() -> u32 {
 }
 
 impl Race {
+    /// The glob of the points the rule acts on, whatever its strategy.
     pub fn point(&self) -> &str {
         match self {
             Race::Random { point, .. } | Race::Pct { point, .. } | Race::Targeted { point, .. } => {
@@ -191,15 +233,23 @@ impl Race {
     }
 }
 
+/// A network partition between every host matching `a` and every host matching
+/// `b` (`[[partition]]` in a plan), from `at_ms` until `heal_ms`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Partition {
+    /// One side (glob over the names of hosts and clients).
     pub a: String,
+    /// The other side (glob); a name matching both sides is not cut off from
+    /// itself.
     pub b: String,
+    /// When the partition starts, in simulated ms since the run's start.
     pub at_ms: u64,
     /// When the partition heals; never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heal_ms: Option<u64>,
+    /// What happens to the messages between the sides; `drop` (the default) is
+    /// left out of serialised plans.
     #[serde(default, skip_serializing_if = "PartitionMode::is_drop")]
     pub mode: PartitionMode,
 }
@@ -223,26 +273,39 @@ impl PartitionMode {
     }
 }
 
+/// A new maximum message latency on the links between every host matching `a`
+/// and every host matching `b`, from `at_ms` on (`[[latency]]` in a plan).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
+    /// One end of the links (glob over the names of hosts and clients).
     pub a: String,
+    /// The other end (glob).
     pub b: String,
+    /// When the new latency takes effect, in simulated ms since the run's
+    /// start.
     pub at_ms: u64,
     /// New maximum message latency on the links, in milliseconds.
     pub max_ms: u64,
 }
 
+/// A crash of the hosts matching `host` (`[[crash]]` in a plan): turmoil stops
+/// the host's software; a restart builds it again from its factory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Crash {
+    /// Hosts to crash (glob over host names; clients never crash).
     pub host: String,
+    /// When the host crashes, in simulated ms since the run's start.
     pub at_ms: u64,
     /// Restart (turmoil's bounce) at this time; stays down when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_ms: Option<u64>,
 }
 
+/// A named misbehaviour of the system under test switched on (`[[switch]]` in a
+/// plan): [`crate::switch`] answers `true` when asked for `name` on a matching
+/// host, at `rate`, or only at the `nth` ask.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Switch {
@@ -281,6 +344,7 @@ impl FaultPlan {
             + self.switch.len()
     }
 
+    /// Whether the plan injects no fault at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -373,6 +437,7 @@ impl FaultPlan {
         parts.join(", ")
     }
 
+    /// The plan as TOML, the form `--plan FILE` reads back.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a fault plan always serialises")
     }
@@ -484,60 +549,92 @@ fn default_probability() -> f64 {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpace {
+    /// `[faults.send_buffer]`: tiny send buffers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_buffer: Option<SendBufferSpace>,
+    /// `[faults.segmentation]`: byte streams split into small segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<SegmentationSpace>,
+    /// `[[faults.frame_delay]]`: frame delays and holds, one rule per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frame_delay: Vec<FrameDelaySpace>,
+    /// `[faults.errno]`: errno personalities of the syscall view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<ErrnoSpace>,
+    /// `[[faults.race]]`: schedules for preemption points, one rule per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub race: Vec<RaceSpace>,
+    /// `[faults.partition]`: network partitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PairSpace>,
+    /// `[faults.latency]`: changes of link latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencySpace>,
+    /// `[faults.crash]`: host crashes and restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash: Option<CrashSpace>,
+    /// `[[faults.switch]]`: named misbehaviours, one per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switch: Vec<SwitchSpace>,
 }
 
+/// `[faults.send_buffer]`: a drawn plan gets one [`SendBuffer`], on one of
+/// `hosts`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendBufferSpace {
+    /// Hosts to draw from (globs; one is drawn; must not be empty).
     pub hosts: Vec<String>,
+    /// Range of the buffer's capacity, in bytes; `lo` is at least 1.
     pub bytes: Range2,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
 
+/// `[faults.segmentation]`: a drawn plan gets one [`Segmentation`], from one of
+/// `from` to one of `to`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentationSpace {
+    /// Writing hosts to draw from (globs; one is drawn; must not be empty).
     pub from: Vec<String>,
+    /// Reading hosts to draw from (globs; one is drawn; must not be empty).
     pub to: Vec<String>,
+    /// Range of the largest segment, in bytes; `lo` is at least 1.
     pub max_segment_bytes: Range2,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
 
+/// One `[[faults.frame_delay]]` rule: a drawn plan gets one [`FrameDelay`] with
+/// these hosts, label, event and bound, and a drawn `nth` and `delay_ms`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrameDelaySpace {
+    /// Frames sent by these hosts (glob).
     pub from: String,
+    /// To these hosts (glob).
     pub to: String,
+    /// Frame label (glob) as the scenario's framer names it, e.g.
+    /// `res:DCP_ADD_STREAM`.
     pub frame: String,
     /// Draw `nth` from this range; every matching frame when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nth: Option<Range2>,
+    /// Range of the delay, in simulated ms (default `[0, 0]`); unused when
+    /// `hold_until` is set.
     #[serde(default = "zero_range")]
     pub delay_ms: Range2,
+    /// Hold the frame until this event instead of delaying it (see
+    /// [`FrameDelay::hold_until`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<String>,
+    /// Upper bound of a hold, in simulated ms (default 10000).
     #[serde(default = "default_max_hold_ms")]
     pub max_hold_ms: u64,
+    /// Chance, within 0..=1, that a run's plan has this rule (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
@@ -546,15 +643,23 @@ fn zero_range() -> Range2 {
     [0, 0]
 }
 
+/// `[faults.errno]`: a drawn plan gives one of `hosts` one of `personalities`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrnoSpace {
+    /// Hosts to draw from (globs; one is drawn; must not be empty).
     pub hosts: Vec<String>,
+    /// Personalities to draw from (`linux`, `illumos`, `openbsd`; must not be
+    /// empty).
     pub personalities: Vec<Personality>,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
 
+/// One `[[faults.race]]` rule: a drawn plan gets one [`Race`] on one of
+/// `points`, with one of `strategies` and its parameters drawn from the ranges
+/// below.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaceSpace {
@@ -566,8 +671,12 @@ pub struct RaceSpace {
     /// For `random`: the probability of yielding at a hit.
     #[serde(default = "default_race_probability")]
     pub yield_probability: [f64; 2],
+    /// Range of yields (default `[1, 8]`): `random`'s `max_yields`,
+    /// `targeted`'s `yields`.
     #[serde(default = "default_yields")]
     pub yields: Range2,
+    /// Range of pauses, in simulated µs (default `[0, 2000]`): `random`'s
+    /// `max_sleep_us`, the `sleep_us` of `pct` and `targeted`.
     #[serde(default = "default_sleep_us")]
     pub sleep_us: Range2,
     /// For `targeted`: which hit.
@@ -576,8 +685,10 @@ pub struct RaceSpace {
     /// For `pct`.
     #[serde(default = "default_depth")]
     pub depth: Range2,
+    /// For `pct`: range of the horizon (default `[10, 500]`).
     #[serde(default = "default_horizon")]
     pub horizon: Range2,
+    /// Chance, within 0..=1, that a run's plan has this rule (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
@@ -604,51 +715,81 @@ fn default_horizon() -> Range2 {
     [10, 500]
 }
 
+/// `[faults.partition]`: a drawn plan gets one [`Partition`] between one of
+/// `pairs`, which heals after a drawn duration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PairSpace {
+    /// Pairs of hosts to draw from, `[a, b]` (globs; one pair is drawn; must
+    /// not be empty).
     pub pairs: Vec<[String; 2]>,
+    /// Range of the partition's start, in simulated ms since the run's start.
     pub at_ms: Range2,
+    /// Range of how long the partition lasts, in simulated ms; a drawn
+    /// partition always heals.
     pub duration_ms: Range2,
     /// `drop` (default) or `hold`.
     #[serde(default, skip_serializing_if = "PartitionMode::is_drop")]
     pub mode: PartitionMode,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
 
+/// `[faults.latency]`: a drawn plan gets one [`Latency`] change, on one of
+/// `pairs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencySpace {
+    /// Pairs of hosts to draw from, `[a, b]` (globs; one pair is drawn; must
+    /// not be empty).
     pub pairs: Vec<[String; 2]>,
+    /// Range of when the change takes effect, in simulated ms since the run's
+    /// start.
     pub at_ms: Range2,
+    /// Range of the new maximum message latency, in ms.
     pub max_ms: Range2,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
 
+/// `[faults.crash]`: a drawn plan crashes one of `hosts`, and restarts it after
+/// a drawn down time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrashSpace {
+    /// Hosts to draw from (globs; one is drawn; must not be empty).
     pub hosts: Vec<String>,
+    /// Range of the crash time, in simulated ms since the run's start.
     pub at_ms: Range2,
     /// Down time before the restart; absent: no restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_ms: Option<Range2>,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
 
+/// One `[[faults.switch]]` table: a drawn plan gets one [`Switch`] named
+/// `name`, with a drawn `rate` and `nth`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchSpace {
+    /// The name the system under test asks for (see [`crate::switch`]).
     pub name: String,
+    /// On these hosts (glob; default `*`, every host).
     #[serde(default = "any_host")]
     pub host: String,
+    /// Range of the chance that one ask answers yes, within 0..=1 (default
+    /// `[1.0, 1.0]`).
     #[serde(default = "unit_rate")]
     pub rate: [f64; 2],
+    /// Draw `nth` from this range: only that ask (1-based) answers yes,
+    /// whatever the rate; every ask may when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nth: Option<Range2>,
+    /// Chance, within 0..=1, that a run's plan has this switch (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
 }
@@ -1093,12 +1234,18 @@ pub struct PlanTree {
 }
 
 impl PlanTree {
+    /// The plan as it stands: the drawn one, or a simpler one after
+    /// [`PlanTree::simplify`].
     pub fn current(&self) -> FaultPlan {
         self.tree.current()
     }
+    /// Moves to a simpler plan (fewer faults, smaller values); `false` when the
+    /// plan did not change.
     pub fn simplify(&mut self) -> bool {
         self.tree.simplify()
     }
+    /// Partly undoes the last simplification, after the simpler plan stopped
+    /// failing; `false` when the plan did not change.
     pub fn complicate(&mut self) -> bool {
         self.tree.complicate()
     }

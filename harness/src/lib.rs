@@ -20,6 +20,8 @@
 //! * [`stats`]: failure rates with their 95% interval, seeds that prove a fix;
 //! * [`testing`]: `cargo test` helpers.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod ctx;
 pub mod faults;
@@ -48,6 +50,11 @@ pub use scenario::{
 };
 pub use sys::{Errno, Events, Fd, Sys, Syscalls};
 pub use trace::TraceMode;
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// Whether this build has `--cfg tokio_unstable`, without which turmoil
 /// cannot seed tokio's own random choices (`select!` branch order).

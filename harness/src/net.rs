@@ -12,7 +12,7 @@
 //! * **segmentation**: accepted bytes leave in segments of seeded sizes, and
 //!   a reader receives whatever has arrived, coalesced. The byte stream is
 //!   unchanged.
-//! * **frame delays and holds**: with a [`Framer`](crate::Framer) the reader
+//! * **frame delays and holds**: with a [`Framer`] the reader
 //!   side finds message frames in the byte stream and holds back a matching
 //!   frame (and, as TCP keeps order, everything after it) for a simulated
 //!   time or until a named event. Every delivered frame is traced, which is
@@ -363,10 +363,12 @@ impl SimSocket {
         self.shared.id
     }
 
+    /// This end's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    /// The other end's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
@@ -902,12 +904,15 @@ pub struct SimListener {
 }
 
 impl SimListener {
+    /// Binds a listener to `addr` (e.g. `("0.0.0.0", port)`).
     pub async fn bind(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimListener> {
         Ok(SimListener {
             inner: turmoil::net::TcpListener::bind(addr).await?,
         })
     }
 
+    /// Waits for the next connection: a stream with the run's faults, and its
+    /// peer's address.
     pub async fn accept(&self) -> io::Result<(SimStream, SocketAddr)> {
         let (socket, peer) = self.accept_socket().await?;
         Ok((SimStream { socket }, peer))
@@ -921,6 +926,7 @@ impl SimListener {
         Ok((SimSocket::new(inner, shared, Side::Acceptor)?, peer))
     }
 
+    /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
@@ -934,20 +940,26 @@ pub struct SimStream {
 }
 
 impl SimStream {
+    /// Connects to `addr` (a `host:port` turmoil resolves); the run's faults
+    /// apply to the new stream.
     pub async fn connect(addr: impl turmoil::ToSocketAddrs) -> io::Result<SimStream> {
         Ok(SimStream {
             socket: connect_socket(addr).await?,
         })
     }
 
+    /// The connection's id in this run (stable across replays), as traces name
+    /// it (`conn=`).
     pub fn conn_id(&self) -> u64 {
         self.socket.conn_id()
     }
 
+    /// This end's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr()
     }
 
+    /// The other end's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.socket.peer_addr()
     }

@@ -33,8 +33,10 @@ pub struct OracleConfig {
     /// Wake-ups without progress allowed per handler per simulated ms.
     #[serde(default = "default_busy")]
     pub busy_loop_max_per_ms: u32,
+    /// `[[oracles.latency]]`: percentile thresholds of latency metrics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<LatencyThreshold>,
+    /// `[[oracles.throughput]]`: minimum completions per simulated second.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throughput: Vec<ThroughputThreshold>,
 }
@@ -57,6 +59,8 @@ fn default_busy() -> u32 {
     100
 }
 
+/// One `[[oracles.latency]]` table: at the end of a run the `latency` oracle
+/// fires when the metric's percentile exceeds `max_ms`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyThreshold {
@@ -64,6 +68,7 @@ pub struct LatencyThreshold {
     pub metric: String,
     /// e.g. 99.9; 100 is the maximum.
     pub percentile: f64,
+    /// The largest allowed value of that percentile, in simulated ms.
     pub max_ms: u64,
     /// Fewer samples than this: not judged.
     #[serde(default = "default_min_samples")]
@@ -74,18 +79,25 @@ fn default_min_samples() -> u64 {
     1
 }
 
+/// One `[[oracles.throughput]]` table: the `throughput` oracle fires when a
+/// simulated second of the window completes fewer than `min_per_s`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThroughputThreshold {
+    /// The metric name the system under test counts (see [`count`]).
     pub metric: String,
     /// Completions every simulated second must reach.
     pub min_per_s: u64,
     /// The steady-load window, in simulated ms.
     pub from_ms: u64,
+    /// End of the window, in simulated ms (after `from_ms`); only whole seconds
+    /// within `from_ms..until_ms` are judged.
     pub until_ms: u64,
 }
 
 impl OracleConfig {
+    /// Checks the values serde's types cannot express; the message names the
+    /// key.
     pub fn validate(&self) -> Result<(), String> {
         if self.liveness_deadline_ms == 0 {
             return Err("oracles.liveness_deadline_ms must be positive".into());
@@ -116,8 +128,11 @@ impl OracleConfig {
 /// The failure that ended a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// The oracle's name, as in the verdict line.
     pub oracle: String,
+    /// What the oracle found.
     pub message: String,
+    /// When it fired, in simulated time since the run's start.
     pub at: Duration,
 }
 
@@ -267,10 +282,15 @@ impl OracleState {
 /// Percentiles of one latency metric, in simulated microseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LatencySummary {
+    /// How many samples were recorded.
     pub samples: u64,
+    /// The median.
     pub p50_us: u64,
+    /// The 99th percentile.
     pub p99_us: u64,
+    /// The 99.9th percentile.
     pub p999_us: u64,
+    /// The largest sample (like the percentiles, to 3 significant digits).
     pub max_us: u64,
 }
 
@@ -403,6 +423,7 @@ struct KeyState {
 }
 
 impl KvModel {
+    /// An empty model: every key is absent.
     pub fn new() -> KvModel {
         KvModel::default()
     }
@@ -447,10 +468,12 @@ impl KvModel {
         ))
     }
 
+    /// How many keys hold a certain (acknowledged) value.
     pub fn len(&self) -> usize {
         self.keys.values().filter(|s| s.acked.is_some()).count()
     }
 
+    /// Whether no key holds a certain value.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

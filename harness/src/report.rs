@@ -84,7 +84,7 @@ struct Step {
 /// A failing run's last messages are often routine traffic (a hang shows
 /// nothing at all), while the messages that tell its story happened once
 /// or twice, long before. So the diagram keeps every step of a rare kind
-/// (one seen at most [`rare_max`] times in the whole run), every scheduled
+/// (one seen at most `rare_max` times in the whole run), every scheduled
 /// fault and the oracle, in up to half the budget, and fills the rest with
 /// the last steps before the end. A note in each gap says how many steps
 /// were left out there, and of which kinds.

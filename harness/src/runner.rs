@@ -38,6 +38,7 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// The variant's name, as `--variant` takes it (`buggy`, `fixed`).
     pub fn name(self) -> &'static str {
         match self {
             Variant::Buggy => "buggy",
@@ -75,7 +76,10 @@ pub enum Faults {
     Swarm,
     /// This plan (`--plan FILE`).
     Plan {
+        /// The plan to run.
         plan: Box<FaultPlan>,
+        /// The file it was read from, named in the replay command; `None` for a
+        /// plan made in code (the replay then says `--plan PLAN.toml`).
         source: Option<PathBuf>,
     },
 }
@@ -151,11 +155,13 @@ impl RunOptions {
         }
     }
 
+    /// Sets where the run's faults come from.
     pub fn faults(mut self, faults: Faults) -> RunOptions {
         self.faults = faults;
         self
     }
 
+    /// Sets how much of the trace to keep.
     pub fn trace(mut self, trace: TraceMode) -> RunOptions {
         self.trace = trace;
         self
@@ -165,15 +171,25 @@ impl RunOptions {
 /// Pass, or the oracle that failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// No oracle fired.
     Pass,
-    Fail { oracle: String, message: String },
+    /// An oracle fired: the run's first failure.
+    Fail {
+        /// The oracle's name, e.g. `liveness`, `host-crash`, `setup` or one of
+        /// the workload's own.
+        oracle: String,
+        /// What the oracle found.
+        message: String,
+    },
 }
 
 impl Verdict {
+    /// Whether the run passed.
     pub fn is_pass(&self) -> bool {
         matches!(self, Verdict::Pass)
     }
 
+    /// The name of the oracle that failed; `None` for a pass.
     pub fn oracle(&self) -> Option<&str> {
         match self {
             Verdict::Pass => None,
@@ -185,15 +201,24 @@ impl Verdict {
 /// Everything one run produced.
 #[derive(Clone, Debug)]
 pub struct Outcome {
+    /// The scenario's name.
     pub scenario: String,
+    /// The run's seed.
     pub seed: u64,
+    /// Which lines of the bug's fix ran.
     pub variant: Variant,
+    /// Where the run's faults came from (as the options said).
     pub faults: Faults,
     /// The bug whose lines the variant chose, when not the scenario's own.
     pub bug: Option<String>,
+    /// Pass, or the oracle that failed.
     pub verdict: Verdict,
+    /// The trace's hash and line count, each host's last lines and, when kept,
+    /// every line.
     pub trace: TraceRecord,
+    /// The simulated time the run reached.
     pub sim_time: Duration,
+    /// The real time the run took.
     pub wall_time: Duration,
     /// The faults that were active.
     pub plan: FaultPlan,
@@ -761,6 +786,7 @@ fn check_plan_hosts(plan: &FaultPlan, hosts: &[String], faults: &Faults) -> Resu
 /// How to sweep.
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
+    /// How to run each seed.
     pub run: RunOptions,
     /// Worker threads, one simulation each at a time.
     pub jobs: usize,
@@ -771,6 +797,8 @@ pub struct SweepOptions {
 }
 
 impl SweepOptions {
+    /// Options for a sweep of `run`: one worker per core, stopping at the first
+    /// failure, no progress bar.
     pub fn new(run: RunOptions) -> SweepOptions {
         SweepOptions {
             run,
@@ -791,8 +819,11 @@ pub fn default_jobs() -> usize {
 /// What a sweep found.
 #[derive(Clone, Debug, Default)]
 pub struct SweepReport {
+    /// The scenario's name.
     pub scenario: String,
+    /// Seeds that ran (fewer than asked when the sweep stopped at a failure).
     pub seeds_run: u64,
+    /// Runs that passed.
     pub passed: u64,
     /// Failing runs, by seed.
     pub failures: Vec<Outcome>,
@@ -985,19 +1016,25 @@ fn progress_bar(enabled: bool, len: u64, name: &str) -> Option<indicatif::Progre
 /// A seed whose two runs differed.
 #[derive(Clone, Debug)]
 pub struct Mismatch {
+    /// The seed.
     pub seed: u64,
+    /// The two runs' trace hashes, in hex.
     pub hashes: (String, String),
     /// (line number, first run's line, second run's line).
     pub first_difference: Option<(usize, String, String)>,
 }
 
+/// What the determinism check found.
 #[derive(Clone, Debug, Default)]
 pub struct DeterminismReport {
+    /// Seeds checked, each run twice.
     pub seeds: u64,
+    /// The seeds whose two runs left different traces.
     pub mismatches: Vec<Mismatch>,
 }
 
 impl DeterminismReport {
+    /// The last line of `faultline check-determinism`.
     pub fn summary_line(&self) -> String {
         format!(
             "determinism: {} seeds, {} mismatches",
@@ -1058,8 +1095,12 @@ pub fn check_determinism(
 /// The result of shrinking a failing run's plan.
 #[derive(Clone, Debug)]
 pub struct ShrinkReport {
+    /// The oracle the seed failed with; a smaller plan counts only when it
+    /// fails with the same one.
     pub oracle: String,
+    /// The plan drawn for the seed.
     pub before: FaultPlan,
+    /// The smallest plan found that still fails with `oracle`.
     pub after: FaultPlan,
     /// Runs spent.
     pub runs: u32,
@@ -1068,6 +1109,7 @@ pub struct ShrinkReport {
 }
 
 impl ShrinkReport {
+    /// The last line of `faultline shrink`: the fault counts before and after.
     pub fn summary_line(&self) -> String {
         format!(
             "shrink: {} faults -> {} faults",

@@ -32,8 +32,11 @@ pub struct SimConfig {
     /// The workload must finish within this simulated time.
     #[serde(default = "default_duration_ms")]
     pub duration_ms: u64,
+    /// Smallest network latency of a message, in simulated ms (default 0).
     #[serde(default)]
     pub min_latency_ms: u64,
+    /// Largest network latency of a message, in simulated ms (default 2; at
+    /// least `min_latency_ms`).
     #[serde(default = "default_max_latency_ms")]
     pub max_latency_ms: u64,
     /// turmoil's per-connection segment queue and accept backlog.
@@ -71,6 +74,8 @@ fn default_tcp_capacity() -> usize {
 }
 
 impl SimConfig {
+    /// Checks the values serde's types cannot express (a zero tick, duration or
+    /// capacity, latencies out of order); the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.tick_ms == 0 {
             return Err("sim.tick_ms must be at least 1".into());
@@ -92,6 +97,7 @@ impl SimConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordedFailure {
+    /// The seed that fails (buggy variant, faults on).
     pub seed: u64,
     /// The oracle that must fire on it.
     pub oracle: String,
@@ -164,15 +170,20 @@ pub struct ScenarioSpec {
     pub trigger: Option<String>,
     /// The registered workload that builds the simulation.
     pub workload: String,
+    /// `[sim]`: simulation settings (defaults when absent).
     #[serde(default)]
     pub sim: SimConfig,
     /// Parameters of the workload (checked by the workload).
     #[serde(default)]
     pub params: Option<toml::Spanned<toml::Table>>,
+    /// `[faults.*]`: the faults a run may draw (none when absent).
     #[serde(default)]
     pub faults: FaultSpace,
+    /// `[oracles]`: oracle thresholds (defaults when absent).
     #[serde(default)]
     pub oracles: OracleConfig,
+    /// `[expect]`: what `reproduce` and `cargo test` check (defaults when
+    /// absent).
     #[serde(default)]
     pub expect: Expect,
 }
@@ -231,6 +242,7 @@ impl Scenario {
         self.spec.bug.as_deref()
     }
 
+    /// The workload's parameters (`[params]`, empty when absent).
     pub fn params(&self) -> &toml::Table {
         &self.params
     }
@@ -241,10 +253,13 @@ impl Scenario {
 pub struct ParamError {
     /// The key, when the problem is one key's.
     pub key: Option<String>,
+    /// What is wrong, as printed after the file's `LINE:COLUMN`.
     pub message: String,
 }
 
 impl ParamError {
+    /// A problem with `key` (dotted for a nested table: `traffic.clients`),
+    /// which the error locates in the file.
     pub fn new(key: &str, message: impl Into<String>) -> ParamError {
         ParamError {
             key: Some(key.to_string()),
@@ -313,11 +328,16 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Resu
 
 /// What a workload's `build` gets for one run.
 pub struct RunSpec<'a> {
+    /// The scenario's name.
     pub scenario: &'a str,
+    /// The workload's parameters (`[params]`), already accepted by
+    /// [`Workload::check`].
     pub params: &'a toml::Table,
+    /// Which lines of the bug's fix run (see [`RunSpec::is_buggy`]).
     pub variant: Variant,
     /// The bug whose variant is chosen (the scenario's, or the one `hunt` switches on).
     pub bug: Option<&'a str>,
+    /// The run's seed.
     pub seed: u64,
 }
 
@@ -386,10 +406,13 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Registry {
         Registry::default()
     }
 
+    /// Adds a workload under its [`Workload::name`]; panics when that name is
+    /// taken.
     pub fn register(&mut self, workload: Arc<dyn Workload>) {
         let name = workload.name();
         assert!(
@@ -398,10 +421,12 @@ impl Registry {
         );
     }
 
+    /// The workload registered under `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Workload>> {
         self.workloads.get(name)
     }
 
+    /// The registered names, in alphabetical order.
     pub fn names(&self) -> Vec<&'static str> {
         self.workloads.keys().copied().collect()
     }
@@ -730,6 +755,7 @@ impl<F> FnWorkload<F>
 where
     F: Fn(&mut SimSetup<'_>, &RunSpec<'_>) -> Result<(), String> + Send + Sync,
 {
+    /// A workload named `name` whose `build` is the closure.
     pub fn new(name: &'static str, build: F) -> FnWorkload<F> {
         FnWorkload { name, build }
     }

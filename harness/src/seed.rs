@@ -54,19 +54,24 @@ pub fn stream(seed: u64, name: &str) -> SimRng {
 /// A half-open range of seeds, `start..end`, as the CLI writes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeedRange {
+    /// The first seed.
     pub start: u64,
+    /// One past the last seed.
     pub end: u64,
 }
 
 impl SeedRange {
+    /// How many seeds the range holds.
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
 
+    /// Whether the range holds no seed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The seeds, in order.
     pub fn iter(&self) -> std::ops::Range<u64> {
         self.start..self.end
     }

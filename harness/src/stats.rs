@@ -17,16 +17,20 @@ const Z_95: f64 = 1.959_963_984_540_054;
 /// Failures over runs, with the 95% Wilson interval of the rate.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailureRate {
+    /// Runs that failed.
     pub failed: u64,
+    /// Runs in all.
     pub runs: u64,
     /// `failed / runs`.
     pub rate: f64,
     /// The 95% interval's bounds.
     pub low: f64,
+    /// See `low`.
     pub high: f64,
 }
 
 impl FailureRate {
+    /// `failed` of `runs`, with the 95% Wilson interval.
     pub fn new(failed: u64, runs: u64) -> FailureRate {
         assert!(failed <= runs, "{failed} failures in {runs} runs");
         let (low, high) = wilson_95(failed, runs);

@@ -68,25 +68,51 @@ pub const SPIN_LIMIT_MS: u64 = 100;
 #[allow(clippy::upper_case_acronyms)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Errno {
+    /// Try again: nothing to receive, no room in the send buffer, no connection
+    /// to accept, or (`linux`) a recv or send while the connect is in progress.
     EAGAIN,
+    /// `connect` has started; the connection completes later (poll for `OUT`,
+    /// then read `SO_ERROR`).
     EINPROGRESS,
+    /// `connect` on a socket whose connect is already in progress.
     EALREADY,
+    /// `connect` on a socket that is already connected.
     EISCONN,
+    /// The socket is not connected: recv or send on a socket never connected or
+    /// whose connect failed; `shutdown`, `local_addr` or `peer_addr` of a
+    /// socket that is not connected; and, during a connect in progress, recv
+    /// under `illumos` and send under `openbsd`.
     ENOTCONN,
+    /// The peer reset the connection; reported once, by recv, send or
+    /// `SO_ERROR`.
     ECONNRESET,
+    /// Nobody listens at the address: a failed connect, reported by `SO_ERROR`
+    /// (or the next recv or send).
     ECONNREFUSED,
+    /// send after `shutdown` of the write side, or after the peer reset the
+    /// connection.
     EPIPE,
+    /// The fd is not open.
     EBADF,
+    /// Invalid argument: `connect` on a socket whose connect failed, `accept`
+    /// on an fd that is not a listener, an `epoll_*` call on an fd that is not
+    /// a poller, `resolve` outside a simulation.
     EINVAL,
+    /// recv, send or `SO_ERROR` on an fd that is not a socket.
     ENOTSOCK,
+    /// The host's file table is full ([`DEFAULT_MAX_FDS`] open files).
     EMFILE,
+    /// `listen` on a port already bound on this host.
     EADDRINUSE,
+    /// A connect timed out.
     ETIMEDOUT,
-    /// Anything else the OS answered (real sockets only).
+    /// Any other errno by number: what the OS answered on real sockets, and
+    /// `epoll_ctl`'s EEXIST (17) and ENOENT (2) here.
     Other(i32),
 }
 
 impl Errno {
+    /// The errno's name (`EAGAIN`), or `errno N` for [`Errno::Other`].
     pub fn name(self) -> String {
         match self {
             Errno::Other(n) => format!("errno {n}"),
@@ -121,19 +147,33 @@ impl std::fmt::Display for Errno {
 pub struct Events(pub u32);
 
 impl Events {
+    /// No event.
     pub const NONE: Events = Events(0);
+    /// `EPOLLIN`: readable: bytes to read, the end of the stream, or a
+    /// connection to accept.
     pub const IN: Events = Events(0x001);
+    /// `EPOLLOUT`: writable: the send buffer has room. A finished connect,
+    /// successful or not, reports it too.
     pub const OUT: Events = Events(0x004);
+    /// `EPOLLERR`: an error is pending (read it with [`Sys::take_error`]);
+    /// reported whatever the interest.
     pub const ERR: Events = Events(0x008);
+    /// `EPOLLHUP`: hang-up: the socket is unconnected, reset, or closed in both
+    /// directions; reported whatever the interest.
     pub const HUP: Events = Events(0x010);
+    /// `EPOLLRDHUP`: the peer has closed its side (end of stream) or reset the
+    /// connection.
     pub const RDHUP: Events = Events(0x2000);
 
+    /// Whether every bit of `other` is set.
     pub fn contains(self, other: Events) -> bool {
         self.0 & other.0 == other.0
     }
+    /// Whether any bit of `other` is set.
     pub fn intersects(self, other: Events) -> bool {
         self.0 & other.0 != 0
     }
+    /// Whether no bit is set.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -188,15 +228,25 @@ impl std::fmt::Debug for Events {
 /// `epoll_ctl` operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EpollOp {
+    /// `EPOLL_CTL_ADD`: adds the fd to the interest list (EEXIST, as
+    /// `Errno::Other(17)`, when it is there already).
     Add,
+    /// `EPOLL_CTL_MOD`: replaces the fd's interest and forgets what
+    /// edge-triggered reports said (ENOENT, as `Errno::Other(2)`, when it is
+    /// absent).
     Mod,
+    /// `EPOLL_CTL_DEL`: removes the fd from the interest list (ENOENT when it
+    /// is absent).
     Del,
 }
 
 /// What `epoll_wait` reports for one fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpollEvent {
+    /// The fd that is ready.
     pub fd: Fd,
+    /// The ready bits among its interest, `ERR` and `HUP` (edge-triggered: only
+    /// those newly ready).
     pub events: Events,
     /// The value given to `epoll_ctl`.
     pub data: u64,
@@ -205,8 +255,12 @@ pub struct EpollEvent {
 /// `shutdown` directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
+    /// `SHUT_RD`: every later recv answers 0 (end of stream).
     Read,
+    /// `SHUT_WR`: sends the end of stream to the peer; every later send answers
+    /// `EPIPE`.
     Write,
+    /// `SHUT_RDWR`: both directions.
     Both,
 }
 
@@ -432,6 +486,7 @@ impl Sys {
         }
     }
 
+    /// The errno personality this kernel answers with.
     pub fn personality(&self) -> Personality {
         self.kernel.borrow().personality
     }
@@ -701,6 +756,8 @@ impl Sys {
         }
     }
 
+    /// Shuts down one or both directions of a connected socket (`ENOTCONN` when
+    /// it is not connected).
     pub fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno> {
         let mut k = self.kernel.borrow_mut();
         let Some(File::Socket(sock)) = k.files.get_mut(&fd) else {
@@ -749,6 +806,7 @@ impl Sys {
         Ok(())
     }
 
+    /// The local address of a connected socket or of a listener.
     pub fn local_addr(&self, fd: Fd) -> Result<SocketAddr, Errno> {
         let k = self.kernel.borrow();
         match k.files.get(&fd) {
@@ -762,6 +820,7 @@ impl Sys {
         }
     }
 
+    /// The peer's address of a connected socket.
     pub fn peer_addr(&self, fd: Fd) -> Result<SocketAddr, Errno> {
         let k = self.kernel.borrow();
         match k.files.get(&fd) {
@@ -790,6 +849,7 @@ impl Sys {
     // Pollers.
     // -----------------------------------------------------------------
 
+    /// A new poller with an empty interest list.
     pub fn epoll_create(&self) -> Result<Fd, Errno> {
         let mut k = self.kernel.borrow_mut();
         Self::allocate(&mut k, File::Epoll(EpollFile::default()))
@@ -1041,21 +1101,36 @@ impl Drop for Kernel {
 /// kernel ([`Sys`]) and on the real one (an OS backend) alike.
 #[allow(async_fn_in_trait)]
 pub trait Syscalls: Clone {
+    /// A new, unconnected, non-blocking TCP socket.
     fn socket(&self) -> Result<Fd, Errno>;
     /// Starts a non-blocking connect: `Err(EINPROGRESS)` when under way.
     fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno>;
+    /// Listens on `port` of every address of the host.
     async fn listen(&self, port: u16) -> Result<Fd, Errno>;
+    /// Takes a pending connection and its peer's address, or `EAGAIN` when
+    /// there is none.
     fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno>;
+    /// Receives into `buf`: a byte count (0 at the end of the stream) or an
+    /// errno (`EAGAIN`: nothing yet).
     fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// Scatter/gather send: the bytes accepted (maybe fewer: a short write) or
+    /// an errno (`EAGAIN`: no room).
     fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno>;
+    /// Sends `buf`: the bytes accepted (maybe fewer: a short write) or an
+    /// errno.
     fn send(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
         self.sendv(fd, &[IoSlice::new(buf)])
     }
     /// `getsockopt(SO_ERROR)`: the pending error, cleared.
     fn take_error(&self, fd: Fd) -> Result<Option<Errno>, Errno>;
+    /// Shuts down one or both directions of a connection.
     fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno>;
+    /// Closes the fd; the number may be handed out again at once.
     fn close(&self, fd: Fd) -> Result<(), Errno>;
+    /// A new poller (`epoll_create`).
     fn epoll_create(&self) -> Result<Fd, Errno>;
+    /// Adds, changes or removes `fd`'s interest in `epfd`; `data` comes back
+    /// with each report, and `edge` asks for edge-triggered reports.
     fn epoll_ctl(
         &self,
         epfd: Fd,
@@ -1065,6 +1140,8 @@ pub trait Syscalls: Clone {
         data: u64,
         edge: bool,
     ) -> Result<(), Errno>;
+    /// Waits until an fd of `epfd` is ready (at most `max_events` reports) or
+    /// `timeout` passes (`None`: forever; zero: just look).
     async fn epoll_wait(
         &self,
         epfd: Fd,

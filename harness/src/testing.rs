@@ -50,13 +50,22 @@ pub struct Check<'a> {
     scenario: &'a Scenario,
     options: RunOptions,
     seeds: Range<u64>,
+    /// The test's name for the replay line, when the thread's is not it.
+    test_name: Option<String>,
 }
 
 /// The `cargo test` command that runs the current test again: the package
 /// (`CARGO_PKG_NAME`, set by cargo for the test process), the target (an
-/// integration test, an example or the library, from the test binary's
-/// name) and the test (libtest names the thread after it).
+/// integration test, an example, the library or the doctests, from the
+/// test binary's name) and the test (libtest names the thread after it).
 pub fn cargo_test_command() -> String {
+    let thread = std::thread::current();
+    cargo_test_command_for(thread.name().filter(|n| *n != "main"))
+}
+
+/// [`cargo_test_command`] for the test named `test` (none: the whole
+/// target).
+pub fn cargo_test_command_for(test: Option<&str>) -> String {
     let mut command = "cargo test".to_string();
     if let Ok(package) = std::env::var("CARGO_PKG_NAME") {
         command.push_str(&format!(" -p {package}"));
@@ -75,13 +84,17 @@ pub fn cargo_test_command() -> String {
     let library = std::env::var("CARGO_PKG_NAME")
         .ok()
         .map(|p| p.replace('-', "_"));
+    // rustdoc names a doctest's executable `rust_out`, or
+    // `doctest_bundle_*` when it merges an edition-2024 crate's doctests.
+    let doctest = stem.is_some_and(|s| s == "rust_out" || s.starts_with("doctest"));
     match stem {
+        Some(_) if doctest => command.push_str(" --doc"),
         Some(stem) if in_examples => command.push_str(&format!(" --example {stem}")),
         Some(stem) if Some(stem) == library.as_deref() => command.push_str(" --lib"),
         Some(stem) => command.push_str(&format!(" --test {stem}")),
         None => {}
     }
-    if let Some(test) = std::thread::current().name().filter(|n| *n != "main") {
+    if let Some(test) = test {
         command.push_str(&format!(" {test}"));
     }
     command.push_str(" -- --exact --include-ignored");
@@ -102,15 +115,25 @@ impl<'a> Check<'a> {
     /// A check of `scenario`: the fixed variant, faults drawn, the
     /// scenario's `expect.test_seeds` seeds.
     pub fn new(scenario: &'a Scenario) -> Check<'a> {
-        let mut options = RunOptions::new(Variant::Fixed);
-        options.replay = Replay::Test {
-            command: cargo_test_command(),
-            seed_env: true,
-        };
         Check {
             scenario,
-            options,
+            options: RunOptions::new(Variant::Fixed),
             seeds: 0..scenario.spec.expect.test_seeds,
+            test_name: None,
+        }
+    }
+
+    /// The test's name as `cargo test` filters it, for harnesses that do
+    /// not name the test's thread after it (libtest-mimic's trials).
+    pub fn test_name(mut self, name: &str) -> Self {
+        self.test_name = Some(name.to_string());
+        self
+    }
+
+    fn replay_command(&self) -> String {
+        match &self.test_name {
+            Some(name) => cargo_test_command_for(Some(name)),
+            None => cargo_test_command(),
         }
     }
 
@@ -151,8 +174,12 @@ impl<'a> Check<'a> {
 
     /// Every seed must pass, and every `expect.reaches` point be reached
     /// by some run. Returns the number of seeds run.
-    pub fn expect_pass(self) -> u64 {
+    pub fn expect_pass(mut self) -> u64 {
         let seeds = self.effective_seeds();
+        self.options.replay = Replay::Test {
+            command: self.replay_command(),
+            seed_env: true,
+        };
         let mut options = SweepOptions::new(self.options.clone());
         options.jobs = env_u64("FAULTLINE_JOBS").map(|j| j as usize).unwrap_or(1);
         let report = runner::sweep(self.scenario, &seeds, &options);
@@ -163,7 +190,7 @@ impl<'a> Check<'a> {
             panic!(
                 "{}\nreplay: {}",
                 report.unreached_lines().join("\n"),
-                cargo_test_command()
+                self.replay_command()
             );
         }
         if let Some(failure) = report.failures.first() {
@@ -184,7 +211,7 @@ impl<'a> Check<'a> {
     /// not apply: a recorded seed is a fact about that seed.)
     pub fn expect_fail(mut self, seed: u64, oracle: &str) -> runner::Outcome {
         self.options.replay = Replay::Test {
-            command: cargo_test_command(),
+            command: self.replay_command(),
             seed_env: false,
         };
         let outcome = runner::run(self.scenario, seed, &self.options);

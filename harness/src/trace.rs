@@ -109,7 +109,9 @@ impl TraceSink {
 /// What a finished run's trace left behind.
 #[derive(Clone, Debug, Default)]
 pub struct TraceRecord {
+    /// xxh3-64 over every line, each followed by `\n`: the run's trace hash.
     pub hash: u64,
+    /// How many lines the trace had, kept or not.
     pub line_count: u64,
     /// Every line, when the run kept them.
     pub lines: Option<Vec<String>>,
@@ -118,6 +120,7 @@ pub struct TraceRecord {
 }
 
 impl TraceRecord {
+    /// The hash as 16 hex digits, as verdict lines print it.
     pub fn hash_hex(&self) -> String {
         format!("{:016x}", self.hash)
     }
@@ -143,14 +146,16 @@ pub fn record_filter() -> Targets {
 /// Host name stored on turmoil's `node` spans.
 struct HostName(Arc<str>);
 
-/// The `tracing` layer that feeds the current run's [`TraceSink`] and tracks
-/// which host turmoil is running (from its `node{name=...}` span).
+/// The `tracing` layer that feeds the current run's trace (and its hash) and
+/// tracks which host turmoil is running (from its `node{name=...}` span).
 pub struct HarnessLayer {
     record: Targets,
     echo: Option<Targets>,
 }
 
 impl HarnessLayer {
+    /// A layer that records what [`record_filter`] enables and echoes to stderr
+    /// what `echo` enables (nothing when `None`).
     pub fn new(echo: Option<Targets>) -> HarnessLayer {
         HarnessLayer {
             record: record_filter(),

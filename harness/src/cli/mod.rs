@@ -61,6 +61,7 @@ pub struct Cli {
     /// Directory of scenario files (default: $FAULTLINE_SCENARIOS, or ./scenarios).
     #[arg(long, global = true, value_name = "DIR")]
     pub scenarios: Option<PathBuf>,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }

@@ -62,18 +62,24 @@ fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
 /// tell whether together they covered the range.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepSummary {
+    /// The scenario's name.
     pub scenario: String,
+    /// The variant swept.
     pub variant: Variant,
     /// `on`, `off`, or the plan file.
     pub faults: String,
     /// The whole range, `A..B`.
     pub seeds: String,
+    /// Which part of the range this sweep ran.
     pub shard: Shard,
     /// Seeds this shard was given, and how many it ran (fewer when it
     /// stopped at a failure).
     pub shard_seeds: u64,
+    /// Seeds run (see `shard_seeds`).
     pub seeds_run: u64,
+    /// Seeds that passed.
     pub passed: u64,
+    /// Seeds that failed, in order.
     pub failing_seeds: Vec<u64>,
     /// The first failure: its oracle, message and replay command.
     pub first_failure: Option<FailureSummary>,
@@ -91,15 +97,22 @@ pub struct SweepSummary {
     /// bug behind these failures is gone.
     #[serde(default)]
     pub seeds_for_95: Option<u64>,
+    /// Simulated time of all runs, in ms.
     pub sim_ms: u128,
+    /// Wall time of the sweep, in ms.
     pub wall_ms: u128,
 }
 
+/// A failure as `sweep --json` reports it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailureSummary {
+    /// The failing seed.
     pub seed: u64,
+    /// The oracle that fired.
     pub oracle: String,
+    /// What it said.
     pub message: String,
+    /// The command that replays it.
     pub replay: String,
 }
 

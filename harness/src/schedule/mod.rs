@@ -65,17 +65,28 @@ pub enum Action {
     Continue,
     /// Yield `yields` times (every other ready task runs first), then let
     /// `pause` of simulated time pass (then yield a few times more).
-    Give { yields: u32, pause: Duration },
+    Give {
+        /// Yields first.
+        yields: u32,
+        /// Then this much simulated time (zero: none; under
+        /// [`TIMER_GRAIN`]: until the host is quiet).
+        pause: Duration,
+    },
     /// Pause (possibly zero), then wait until no task of the host with a
     /// higher priority is ready (PCT).
-    Priority { pause: Duration },
+    Priority {
+        /// A pause first (a demoted task's), as in [`Action::Give`].
+        pause: Duration,
+    },
 }
 
 /// A task as the scheduler knows it: its host and the order in which the
 /// run first saw it (tokio's task ids differ between runs; this does not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TaskKey {
+    /// The host, by the order the run first saw it.
     pub host: usize,
+    /// The task, by the order the run first saw it (0: outside a task).
     pub index: u64,
 }
 

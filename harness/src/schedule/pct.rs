@@ -28,6 +28,7 @@ use rand::Rng;
 use super::{Action, Hit, Strategy, TaskKey};
 use crate::seed::SimRng;
 
+/// The PCT strategy's state (see the module docs).
 pub struct Pct {
     rng: SimRng,
     depth: u64,

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use super::{Action, Hit, Strategy, draw_count};
 
+/// The `random` strategy (see the module docs).
 pub struct Random {
     probability: f64,
     max_yields: u32,
@@ -15,6 +16,8 @@ pub struct Random {
 }
 
 impl Random {
+    /// Gives way at a hit with `probability`, yielding 1..=`max_yields`
+    /// times or pausing 1..=`max_pause_us` µs (0: no pauses).
     pub fn new(probability: f64, max_yields: u32, max_pause_us: u64) -> Random {
         assert!(
             (0.0..=1.0).contains(&probability),

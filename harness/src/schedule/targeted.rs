@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Action, Hit, Strategy};
 
+/// The `targeted` strategy (see the module docs).
 pub struct Targeted {
     nth: u64,
     yields: u32,
@@ -13,6 +14,7 @@ pub struct Targeted {
 }
 
 impl Targeted {
+    /// At the `nth` (1-based) hit of each point: `yields`, then `pause_us` µs.
     pub fn new(nth: u32, yields: u32, pause_us: u64) -> Targeted {
         assert!(nth >= 1, "nth is 1-based");
         Targeted {

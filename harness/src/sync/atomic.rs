@@ -27,11 +27,13 @@ impl<T: Copy> Atomic<T> {
         self.name
     }
 
+    /// Reads the value.
     pub async fn load(&self) -> T {
         preempt(self.name, "load").await;
         self.value.get()
     }
 
+    /// Writes the value.
     pub async fn store(&self, value: T) {
         preempt(self.name, "store").await;
         self.value.set(value);

@@ -27,6 +27,7 @@ struct Waiter {
 pub struct WaitTimeoutResult(bool);
 
 impl WaitTimeoutResult {
+    /// Whether the wait ended by its timeout (no notification came).
     pub fn timed_out(&self) -> bool {
         self.0
     }

@@ -53,6 +53,7 @@ impl<T> Mutex<T> {
         self.inner.get_mut()
     }
 
+    /// The value, the lock consumed.
     pub fn into_inner(self) -> T {
         self.inner.into_inner()
     }

@@ -15,9 +15,10 @@ pub const HAP_ENOTCONN: &str = "HAP-ENOTCONN";
 pub const HAP_RCVBUF: &str = "HAP-RCVBUF";
 pub const HAP_ERRHUP: &str = "HAP-ERRHUP";
 pub const HAP_FDRACE: &str = "HAP-FDRACE";
+pub const HAP_CONNERR: &str = "HAP-CONNERR";
 
 /// Every id of the catalog.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     MB_24634,
     MB_53445,
     MB_35649,
@@ -25,6 +26,7 @@ pub const ALL: [&str; 7] = [
     HAP_RCVBUF,
     HAP_ERRHUP,
     HAP_FDRACE,
+    HAP_CONNERR,
 ];
 
 /// The bugs whose old (pre-fix) lines run; empty means every fix is in.

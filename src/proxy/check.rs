@@ -16,7 +16,7 @@ use super::buffer::Buffer;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection};
 use super::fd::bit;
 use super::raw_sock::{rcv_buf, snd_buf};
-use super::session::{Role, check_connect};
+use super::session::{Role, check_connect, polling, set_polling};
 use super::{Conn, Proxy};
 use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};
 
@@ -193,19 +193,11 @@ pub async fn process_check<S: Syscalls + 'static>(
         }
         let wanted = (verdict == Verdict::Incomplete).then(|| {
             let sending = check.sent < check.request.len() || c.has(CO_FL_WAIT_L4_CONN);
-            (c.fd, c.thread, sending)
+            polling(c, true, sending)
         });
-        (check.server, verdict, progress, wanted)
+        (check.server, verdict, progress, wanted.flatten())
     };
-    if let Some((fd, thread, sending)) = wanted {
-        let t = &px.fdtab;
-        t.want_recv(fd, thread).await;
-        if sending {
-            t.want_send(fd, thread).await;
-        } else {
-            t.stop_send(fd, thread).await;
-        }
-    }
+    set_polling(px, wanted).await;
     if verdict != Verdict::Incomplete {
         if verdict == Verdict::Fail {
             let errno = px.state.borrow().conns.get(&id).and_then(|c| c.c.errno);

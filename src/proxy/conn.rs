@@ -34,6 +34,13 @@ pub const CO_FL_SOCK_RD_SH: u32 = 0x0010;
 pub const CO_FL_SOCK_WR_SH: u32 = 0x0020;
 /// At least one byte went out: the peer is reachable.
 pub const CO_FL_CONNECTED: u32 = 0x0040;
+/// The connection last asked its fd to poll for reading (HAProxy's
+/// `CO_FL_CURR_RD_ENA`): polling changes are computed against these two,
+/// not against the fd, so what the poller did to the fd behind the
+/// connection's back stays until the connection changes its mind.
+pub const CO_FL_CURR_RD_ENA: u32 = 0x0080;
+/// The connection last asked its fd to poll for writing.
+pub const CO_FL_CURR_WR_ENA: u32 = 0x0100;
 
 /// One connection's layers and flags.
 #[derive(Debug)]
@@ -118,6 +125,11 @@ impl Connection {
             self.id
         );
         self.flags |= CO_FL_XPRT_READY;
+    }
+
+    /// The fd's polling was reset (a takeover): nothing is asked any more.
+    pub fn polling_reset(&mut self) {
+        self.flags &= !(CO_FL_CURR_RD_ENA | CO_FL_CURR_WR_ENA);
     }
 
     /// Releases the transport; the control layer stays.

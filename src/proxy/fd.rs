@@ -536,6 +536,20 @@ impl FdTable {
             state |= READY_W;
         }
         e.state.set(state);
+        // A reported direction becomes a wanted one before the handler
+        // runs, so that a handler with nothing to do need not poll again:
+        // the "speculative" events of the pollers HAP-ERRHUP lived with
+        // (1.5-dev's ev_epoll, which still did this for ERR and HUP until
+        // HAProxy commit 26d7cfce3). The connection turns a direction off
+        // only when its own wish for it changes, or when it fails.
+        let mut wanted = 0;
+        if ev.intersects(Events::IN | Events::HUP | Events::ERR) {
+            wanted |= ACTIVE_R;
+        }
+        if ev.intersects(Events::OUT | Events::ERR) {
+            wanted |= ACTIVE_W;
+        }
+        self.set_state(fd, tid, wanted, 0).await;
         Report::Handle
     }
 
@@ -672,6 +686,32 @@ mod tests {
             );
             t.stop_send(7, 1).await;
             assert_eq!(t.take_updates(1), vec![7], "a new change queues again");
+        });
+    }
+
+    #[test]
+    fn an_error_report_makes_both_directions_wanted_until_someone_stops_them() {
+        block_on(async {
+            let t = FdTable::new(1, Bugs::fixed());
+            let generation = t.insert(4, Owner::Conn(1), bit(0)).await;
+            let e = t.entry(4);
+            assert_eq!(t.interest(&e, 0).await, Some(Events::NONE));
+            let report = t
+                .update_events(4, 0, Events::ERR | Events::HUP, generation, &no_close)
+                .await;
+            assert_eq!(report, Report::Handle);
+            // The poller's speculative events: reading and writing wanted,
+            // an update queued for the poller.
+            assert_eq!(
+                t.interest(&e, 0).await,
+                Some(Events::IN | Events::RDHUP | Events::OUT)
+            );
+            assert_eq!(t.take_updates(0), vec![4]);
+            t.done_events(4, 0, &no_close).await;
+            e.update_mask.fetch_and(!bit(0)).await;
+            // What a failed connection does (conn_stop_polling).
+            t.stop_both(4, 0).await;
+            assert_eq!(t.interest(&e, 0).await, Some(Events::NONE));
         });
     }
 

@@ -276,6 +276,8 @@ impl State {
         if let Some(conn) = self.conns.get_mut(&id) {
             let from = conn.c.thread;
             conn.c.thread = to;
+            // The takeover stopped the fd's polling.
+            conn.c.polling_reset();
             self.threads[from].wake.remove(&id);
         }
         self.set_timer(id, expire);
@@ -596,6 +598,10 @@ impl<S: Syscalls + 'static> Proxy<S> {
             (None, Some(_)) => Some((EpollOp::Del, Events::NONE)),
             (None, None) => None,
             (Some(i), Some(r)) if i == r => None,
+            // No direction wanted: out of the poller, as `_update_fd`
+            // does with EPOLL_CTL_DEL (a registration with an empty mask
+            // would still report ERR and HUP).
+            (Some(i), Some(_)) if i.is_empty() => Some((EpollOp::Del, Events::NONE)),
             (Some(i), Some(_)) => Some((EpollOp::Mod, i)),
             (Some(i), None) if i.is_empty() => None,
             (Some(i), None) => Some((EpollOp::Add, i)),

@@ -18,12 +18,23 @@ use super::conn::{
     CO_FL_CONNECTED, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, Connection,
 };
 use super::fd::FdTable;
-use crate::bugs::{Bugs, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF};
+use crate::bugs::{Bugs, HAP_CONNERR, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF};
 
-/// The read side reached the end of the stream.
-fn read0(conn: &mut Connection) {
+/// The read side reached the end of the stream (HAProxy's `read0`
+/// label), with `ev` the last poll report.
+fn read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
     conn.flags |= CO_FL_SOCK_RD_SH;
     conn.flags &= !CO_FL_WAIT_L4_CONN;
+    // HAP-ERRHUP (HAProxy commit debdc4b65): the end of stream may have
+    // been taken from HUP alone, and a reset queues ERR with HUP: without
+    // this check the error is never noticed, the connection is not marked
+    // failed and its polling is never stopped. HAP-CONNERR's old code
+    // predates this check (commit c0e98868f came two months earlier), so
+    // its variant lacks it too.
+    let checks_err = !bugs.is_buggy(HAP_ERRHUP) && !bugs.is_buggy(HAP_CONNERR);
+    if checks_err && ev.contains(Events::ERR) {
+        conn.fail(None);
+    }
 }
 
 /// Receives up to `count` bytes into `buf`. Returns the bytes received;
@@ -46,8 +57,16 @@ pub fn rcv_buf<S: Syscalls>(
     let ev = table.ev(fd);
     if !ev.contains(Events::IN) {
         // Nothing to read: a hangup alone is the end of the stream...
-        if ev.contains(Events::HUP) && !ev.contains(Events::ERR) {
-            read0(conn);
+        let hangup = if bugs.is_buggy(HAP_CONNERR) {
+            // HAP-CONNERR: a failed connect reported as OUT|ERR|HUP
+            // passed for an established connection that was closed.
+            ev.contains(Events::HUP)
+        } else {
+            // HAProxy commit c0e98868f: not when ERR came with it.
+            ev & (Events::ERR | Events::HUP) == Events::HUP
+        };
+        if hangup {
+            read0(conn, ev, bugs);
             return 0;
         }
         // ...and an error before the connection was established is its failure.
@@ -73,7 +92,7 @@ pub fn rcv_buf<S: Syscalls>(
         }
         match buf.fill_with(try_bytes, |dst| sys.recv(fd, dst)) {
             Ok(0) => {
-                read0(conn);
+                read0(conn, ev, bugs);
                 break;
             }
             Ok(n) => {
@@ -81,19 +100,12 @@ pub fn rcv_buf<S: Syscalls>(
                 if n < try_bytes {
                     // A short read: the socket is drained. If the poller
                     // saw the peer close, this is the end of the stream,
-                    // without another recv() to learn it.
-                    let hangup = if bugs.is_buggy(HAP_ERRHUP) {
-                        // HAP-ERRHUP: HUP alone was taken as the end; an
-                        // error reported with it (a reset) went unnoticed.
-                        ev.contains(Events::HUP)
-                    } else {
-                        ev & (Events::ERR | Events::HUP) == Events::HUP
-                    };
-                    if hangup {
-                        read0(conn);
+                    // without another recv() to learn it (an error
+                    // reported with the hangup is read0's to notice).
+                    if ev.contains(Events::HUP) {
+                        read0(conn, ev, bugs);
                         break;
                     }
-                    // With ERR, the next recv() reports the error.
                     table.done_recv(fd);
                     break;
                 }

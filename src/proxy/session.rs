@@ -29,7 +29,8 @@ use tokio::time::Instant;
 
 use super::buffer::Buffer;
 use super::conn::{
-    CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection,
+    CO_FL_CURR_RD_ENA, CO_FL_CURR_WR_ENA, CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH,
+    CO_FL_WAIT_L4_CONN, ConnId, Connection,
 };
 use super::fd::{Owner, bit};
 use super::raw_sock::{rcv_buf, snd_buf};
@@ -151,28 +152,44 @@ pub fn check_connect<S: Syscalls>(sys: &S, c: &mut Connection, events: Option<Ev
     }
 }
 
-/// What a connection's fd must poll for.
+/// The polling changes a connection asks of its fd (`None`: unchanged).
 #[derive(Clone, Copy, Debug)]
 pub struct Polling {
     fd: faultline_harness::Fd,
     thread: usize,
-    recv: bool,
-    send: bool,
+    recv: Option<bool>,
+    send: Option<bool>,
 }
 
-/// The polling a connection waits for (`None` without a control layer).
-pub fn polling(c: &Connection, recv: bool, send: bool) -> Option<Polling> {
+/// The polling a connection wants now, as changes to what it asked last
+/// (HAProxy's `conn_cond_update_polling`): a failed connection stops both
+/// directions whatever it asked (`conn_stop_polling`); otherwise only a
+/// direction whose wish changed is passed on. `None` without a control
+/// layer.
+pub fn polling(c: &mut Connection, recv: bool, send: bool) -> Option<Polling> {
     if !c.ctrl_ready() {
         return None;
     }
-    let (recv, send) = if c.has(CO_FL_ERROR) {
-        (false, false)
-    } else {
-        (
-            recv && !c.has(CO_FL_SOCK_RD_SH),
-            send && !c.has(CO_FL_SOCK_WR_SH),
-        )
+    if c.has(CO_FL_ERROR) {
+        c.polling_reset();
+        return Some(Polling {
+            fd: c.fd,
+            thread: c.thread,
+            recv: Some(false),
+            send: Some(false),
+        });
+    }
+    let recv = recv && !c.has(CO_FL_SOCK_RD_SH);
+    let send = send && !c.has(CO_FL_SOCK_WR_SH);
+    let mut change = |flag: u32, wanted: bool| {
+        if c.has(flag) == wanted {
+            return None;
+        }
+        c.flags ^= flag;
+        Some(wanted)
     };
+    let recv = change(CO_FL_CURR_RD_ENA, recv);
+    let send = change(CO_FL_CURR_WR_ENA, send);
     Some(Polling {
         fd: c.fd,
         thread: c.thread,
@@ -181,21 +198,21 @@ pub fn polling(c: &Connection, recv: bool, send: bool) -> Option<Polling> {
     })
 }
 
-/// Updates an fd's polling.
+/// Passes a connection's polling changes to its fd.
 pub async fn set_polling<S: Syscalls>(px: &Proxy<S>, polling: Option<Polling>) {
     let Some(p) = polling else {
         return;
     };
     let t = &px.fdtab;
-    if p.recv {
-        t.want_recv(p.fd, p.thread).await;
-    } else {
-        t.stop_recv(p.fd, p.thread).await;
+    match p.recv {
+        Some(true) => t.want_recv(p.fd, p.thread).await,
+        Some(false) => t.stop_recv(p.fd, p.thread).await,
+        None => {}
     }
-    if p.send {
-        t.want_send(p.fd, p.thread).await;
-    } else {
-        t.stop_send(p.fd, p.thread).await;
+    match p.send {
+        Some(true) => t.want_send(p.fd, p.thread).await,
+        Some(false) => t.stop_send(p.fd, p.thread).await,
+        None => {}
     }
 }
 
@@ -723,7 +740,17 @@ pub async fn process_server<S: Syscalls + 'static>(
                 }
                 return true;
             }
-            let wanted = polling(&px.state.borrow().conns[&sid].c, true, false);
+            let wanted = polling(
+                &mut px
+                    .state
+                    .borrow_mut()
+                    .conns
+                    .get_mut(&sid)
+                    .expect("present")
+                    .c,
+                true,
+                false,
+            );
             set_polling(px, wanted).await;
         }
         ServerState::Busy(client_id) => {
@@ -773,9 +800,9 @@ pub async fn process_server<S: Syscalls + 'static>(
             }
             let wanted = {
                 let mut st = px.state.borrow_mut();
-                let conn = &st.conns[&sid];
+                let conn = st.conns.get_mut(&sid).expect("present");
                 let waiting_connect = conn.c.has(CO_FL_WAIT_L4_CONN);
-                let wanted = polling(&conn.c, true, !sent_all || waiting_connect);
+                let wanted = polling(&mut conn.c, true, !sent_all || waiting_connect);
                 if sent_all && !waiting_connect && progress {
                     // Sent and connected: the server timeout runs from now.
                     let expire = Instant::now() + ms(px.config.server_timeout_ms);
@@ -884,7 +911,7 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
             s.response_started = false;
             s.server
         };
-        let wanted = polling(&conn.c, true, false);
+        let wanted = polling(&mut conn.c, true, false);
         let expire = Instant::now() + ms(px.config.keepalive_timeout_ms);
         st.set_timer(sid, Some(expire));
         (server, wanted)
@@ -945,5 +972,31 @@ pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Co
             }
         }
         Then::Failed { client, retry } => backend_failed(px, tid, client, retry).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_passes_on_changes_only_and_a_failure_stops_both() {
+        let mut c = Connection::new(1, 0);
+        c.fd = 5;
+        c.flags |= super::super::conn::CO_FL_CTRL_READY;
+        let p = polling(&mut c, true, false).expect("a control layer");
+        assert_eq!((p.recv, p.send), (Some(true), None));
+        let p = polling(&mut c, true, false).expect("a control layer");
+        assert_eq!((p.recv, p.send), (None, None), "nothing changed");
+        c.flags |= CO_FL_SOCK_RD_SH;
+        let p = polling(&mut c, true, false).expect("a control layer");
+        assert_eq!((p.recv, p.send), (Some(false), None), "read side shut");
+        c.fail(None);
+        let p = polling(&mut c, false, false).expect("a control layer");
+        assert_eq!(
+            (p.recv, p.send),
+            (Some(false), Some(false)),
+            "whatever was asked before"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! thread-local read and do nothing.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -88,6 +88,8 @@ pub(crate) struct RunCtx {
     pub(crate) trace: RefCell<TraceSink>,
     pub(crate) framer: RefCell<Option<Rc<dyn Framer>>>,
     switches: RefCell<Switches>,
+    /// Hosts whose software a process crash holds down.
+    processes_down: RefCell<BTreeSet<String>>,
     /// Simulated time at the last step boundary (runner-maintained); used
     /// when no host is running.
     pub(crate) step_elapsed: Cell<Duration>,
@@ -115,9 +117,20 @@ impl RunCtx {
             trace: RefCell::new(trace),
             framer: RefCell::new(None),
             switches: RefCell::new(Switches::default()),
+            processes_down: RefCell::new(BTreeSet::new()),
             step_elapsed: Cell::new(Duration::ZERO),
             current_host: RefCell::new(None),
             next_id: Cell::new(1),
+        }
+    }
+
+    /// Marks `host`'s software as held down by a process crash (or not).
+    pub(crate) fn set_process_down(&self, host: &str, down: bool) {
+        let mut set = self.processes_down.borrow_mut();
+        if down {
+            set.insert(host.to_string());
+        } else {
+            set.remove(host);
         }
     }
 
@@ -173,6 +186,11 @@ impl Drop for CtxGuard {
     fn drop(&mut self) {
         CTX.with(|c| c.borrow_mut().take());
     }
+}
+
+/// Whether a process crash holds `host`'s software down now.
+pub(crate) fn process_down(host: &str) -> bool {
+    with(|ctx| ctx.processes_down.borrow().contains(host)).unwrap_or(false)
 }
 
 /// Runs `f` with the current run context; `None` outside a simulation.

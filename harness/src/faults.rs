@@ -301,6 +301,30 @@ pub struct Crash {
     /// Restart (turmoil's bounce) at this time; stays down when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_ms: Option<u64>,
+    /// What goes down; `machine` (the default) is left out of serialised
+    /// plans.
+    #[serde(default, skip_serializing_if = "CrashMode::is_machine")]
+    pub mode: CrashMode,
+}
+
+/// What a crash takes down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrashMode {
+    /// The whole machine (turmoil's crash): messages to it are lost, so a
+    /// connect to it hangs until the caller's timeout.
+    #[default]
+    Machine,
+    /// Only the host's software: the machine stays up with nothing
+    /// listening, so its kernel refuses every connect at once (RST), as
+    /// when a server process dies or closes its port.
+    Process,
+}
+
+impl CrashMode {
+    fn is_machine(&self) -> bool {
+        *self == CrashMode::Machine
+    }
 }
 
 /// A named misbehaviour of the system under test switched on (`[[switch]]` in a
@@ -429,7 +453,11 @@ impl FaultPlan {
             ));
         }
         for f in &self.crash {
-            parts.push(format!("crash {}@{}ms", f.host, f.at_ms));
+            let what = match f.mode {
+                CrashMode::Machine => "",
+                CrashMode::Process => " (process)",
+            };
+            parts.push(format!("crash {}@{}ms{what}", f.host, f.at_ms));
         }
         for f in &self.switch {
             parts.push(format!("switch {}@{}", f.name, f.host));
@@ -766,6 +794,9 @@ pub struct CrashSpace {
     /// Down time before the restart; absent: no restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_ms: Option<Range2>,
+    /// What goes down: `machine` (default) or `process`.
+    #[serde(default)]
+    pub mode: CrashMode,
     /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
@@ -1120,6 +1151,7 @@ impl FaultSpace {
                 .boxed()
         });
         let crash = maybe(self.crash.as_ref(), |s| {
+            let mode = s.mode;
             let down: BoxedStrategy<Option<u64>> = match s.down_ms {
                 Some([lo, hi]) => (lo..=hi).prop_map(Some).boxed(),
                 None => Just(None).boxed(),
@@ -1129,10 +1161,11 @@ impl FaultSpace {
                 s.at_ms[0]..=s.at_ms[1],
                 down,
             )
-                .prop_map(|(host, at_ms, down)| Crash {
+                .prop_map(move |(host, at_ms, down)| Crash {
                     host,
                     at_ms,
                     restart_ms: down.map(|d| at_ms + d),
+                    mode,
                 })
                 .boxed()
         });

@@ -22,7 +22,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::ctx::{self, RunCtx};
-use crate::faults::{FaultPlan, PartitionMode, glob_match};
+use crate::faults::{CrashMode, FaultPlan, PartitionMode, glob_match};
 use crate::oracle::{Failure, LatencySummary, OracleState};
 use crate::scenario::{RunSpec, Scenario, SimSetup};
 use crate::trace::{HarnessLayer, TraceMode, TraceRecord, TraceSink};
@@ -401,6 +401,7 @@ enum Action {
     },
     Crash {
         host: String,
+        mode: CrashMode,
     },
     Restart {
         host: String,
@@ -465,7 +466,10 @@ fn scheduled_actions(
         for host in expand(&c.host, hosts) {
             actions.push((
                 Duration::from_millis(c.at_ms),
-                Action::Crash { host: host.clone() },
+                Action::Crash {
+                    host: host.clone(),
+                    mode: c.mode,
+                },
             ));
             if let Some(restart) = c.restart_ms {
                 actions.push((
@@ -518,11 +522,26 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             sim.set_link_max_message_latency(a.as_str(), b.as_str(), *max);
             format!("latency {a} {b} max_ms={}", max.as_millis())
         }
-        Action::Crash { host } => {
+        Action::Crash {
+            host,
+            mode: CrashMode::Machine,
+        } => {
             sim.crash(host.as_str());
             format!("crash {host}")
         }
+        Action::Crash {
+            host,
+            mode: CrashMode::Process,
+        } => {
+            // The machine comes back at once with its software held down
+            // (see `SimSetup::host`): nothing listens, connects are refused.
+            ctx.set_process_down(host, true);
+            sim.crash(host.as_str());
+            sim.bounce(host.as_str());
+            format!("crash {host} (process: connects refused)")
+        }
         Action::Restart { host } => {
+            ctx.set_process_down(host, false);
             sim.bounce(host.as_str());
             format!("restart {host}")
         }

@@ -376,7 +376,18 @@ impl SimSetup<'_> {
         Fut: Future<Output = turmoil::Result> + 'static,
     {
         self.hosts.push(name.to_string());
-        self.sim.host(name, software);
+        let host = name.to_string();
+        self.sim.host(name, move || {
+            // A process crash holds the software down while the machine
+            // stays up (`CrashMode::Process`).
+            let run = (!crate::ctx::process_down(&host)).then(&software);
+            async move {
+                match run {
+                    Some(software) => software.await,
+                    None => std::future::pending().await,
+                }
+            }
+        });
     }
 
     /// A client: the run ends when every client has finished.

@@ -780,3 +780,60 @@ fn a_task_waking_from_a_pause_goes_behind_what_became_ready_meanwhile() {
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
     assert_eq!(*order.lock().unwrap(), ["B", "A"]);
 }
+
+/// A server on `srv` and a client that connects once, 10 ms after the
+/// server's crash at 5 ms; the client's oracle `connect` says how the
+/// connect ended.
+fn crash_then_connect() -> Scenario {
+    scenario_from_fn("crash-connect", "summary = \"t\"\n", |sim, _| {
+        sim.host("srv", || async {
+            let listener = SimListener::bind(("0.0.0.0", 7)).await?;
+            loop {
+                let _ = listener.accept().await?;
+            }
+        });
+        sim.client("cli", async {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(500), SimStream::connect(("srv", 7)))
+                    .await;
+            match attempt {
+                Ok(Ok(_)) => oracle::fail("connect", "accepted"),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    oracle::fail("connect", "refused")
+                }
+                Ok(Err(e)) => oracle::fail("connect", format!("error {e}")),
+                Err(_) => oracle::fail("connect", "timed out"),
+            }
+            Ok(())
+        });
+        Ok(())
+    })
+}
+
+fn connect_result(plan: &str) -> String {
+    let options = RunOptions::new(Variant::Fixed).faults(with_plan(plan));
+    match runner::run(&crash_then_connect(), 0, &options).verdict {
+        Verdict::Fail { message, .. } => message,
+        Verdict::Pass => "no verdict".into(),
+    }
+}
+
+#[test]
+fn a_machine_crash_loses_connects_and_a_process_crash_refuses_them() {
+    assert_eq!(
+        connect_result("[[crash]]\nhost = \"srv\"\nat_ms = 5\n"),
+        "timed out"
+    );
+    assert_eq!(
+        connect_result("[[crash]]\nhost = \"srv\"\nat_ms = 5\nmode = \"process\"\n"),
+        "refused"
+    );
+    // A process restarted before the connect listens again.
+    assert_eq!(
+        connect_result(
+            "[[crash]]\nhost = \"srv\"\nat_ms = 5\nrestart_ms = 8\nmode = \"process\"\n"
+        ),
+        "accepted"
+    );
+}

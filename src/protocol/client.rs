@@ -274,6 +274,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(u64::from_be_bytes(bytes))
     }
 
+    /// STAT (the group `group`, empty for the default): every entry, in
+    /// the order sent, up to the empty packet that ends the answer. At most
+    /// `MAX_STAT_ENTRIES` entries are read.
+    pub async fn stats(&mut self, group: &[u8]) -> Result<Vec<(String, String)>, ClientError> {
+        const MAX_STAT_ENTRIES: usize = 10_000;
+        let opaque = self.next_opaque;
+        self.next_opaque = self.next_opaque.wrapping_add(1);
+        let request = Packet::request(Opcode::STAT)
+            .key(group.to_vec())
+            .opaque(opaque);
+        self.stream
+            .write_all(&request.encode())
+            .await
+            .map_err(ClientError::Io)?;
+        let mut entries = Vec::new();
+        loop {
+            let response = match read_packet(&mut self.stream, &self.limits).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(ClientError::Closed),
+                Err(e) => return Err(ClientError::Read(e)),
+            };
+            validate(&request, &response)?;
+            if !response.status_code().is_success() {
+                return Err(ClientError::Status(response.status_code()));
+            }
+            if response.key.is_empty() {
+                return Ok(entries);
+            }
+            if entries.len() == MAX_STAT_ENTRIES {
+                return Err(ClientError::Invalid(format!(
+                    "STAT answered more than {MAX_STAT_ENTRIES} entries"
+                )));
+            }
+            entries.push((
+                String::from_utf8_lossy(&response.key).into_owned(),
+                String::from_utf8_lossy(&response.value).into_owned(),
+            ));
+        }
+    }
+
     pub async fn noop(&mut self) -> Result<(), ClientError> {
         self.call_ok(Packet::request(Opcode::NOOP))
             .await

@@ -1,10 +1,15 @@
-//! Health checks: every `interval_ms`, thread 0 connects to each backend,
-//! sends `STAT` and reads the answer into a fixed-size check buffer. The
-//! check passes when the first packet is a successful `STAT` response; it
-//! is judged once the answer is complete (the empty terminating packet),
-//! the buffer is full (what fits is enough), or the server closed. A
-//! server goes down after `fall` failed checks in a row and up after
-//! `rise` passed ones.
+//! Health checks: every `interval_ms`, thread 0 connects to each backend.
+//! A connect check passes once the connection is established. A STAT check
+//! sends `STAT` and reads the answer into a fixed-size check buffer; it
+//! passes when the first packet is a successful `STAT` response, judged
+//! once the answer is complete (the empty terminating packet), the buffer
+//! is full (what fits is enough), or the server closed. A server goes down
+//! after `fall` failed checks in a row and up after `rise` passed ones.
+//!
+//! The handler runs as HAProxy's connection handler did: receive, send,
+//! then, while the connect is still pending, the connect probe
+//! (`SO_ERROR`). So a failed connect is first seen by the receive path's
+//! reading of the poll flags (HAP-CONNERR).
 
 use std::time::Duration;
 
@@ -17,7 +22,7 @@ use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, ConnId, Con
 use super::fd::bit;
 use super::raw_sock::{rcv_buf, snd_buf};
 use super::session::{Role, check_connect, polling, set_polling};
-use super::{Conn, Proxy};
+use super::{CheckKind, Conn, Proxy};
 use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};
 
 /// A check in progress.
@@ -118,7 +123,10 @@ async fn start<S: Syscalls + 'static>(
             role: Role::Check(CheckSide {
                 server,
                 buf: Buffer::new(px.config.check.buffer_bytes),
-                request: Packet::request(Opcode::STAT).opaque(0xc4ec).encode(),
+                request: match px.config.check.kind {
+                    CheckKind::Connect => Vec::new(),
+                    CheckKind::Stat => Packet::request(Opcode::STAT).opaque(0xc4ec).encode(),
+                },
                 sent: 0,
             }),
             expire: None,
@@ -164,7 +172,13 @@ pub async fn process_check<S: Syscalls + 'static>(
             unreachable!("a check connection")
         };
         let mut progress = false;
-        check_connect(&px.sys, c, events);
+        if !c.has(CO_FL_ERROR) && !check.buf.is_full() {
+            // Asks for the buffer's whole size (both variants): rcv_buf
+            // bounds it by the free space (the old one trusted its caller).
+            let size = check.buf.size();
+            let n = rcv_buf(&px.sys, &px.fdtab, c, &mut check.buf, size, &px.bugs);
+            progress |= n > 0;
+        }
         if check.sent < check.request.len() && !c.has(CO_FL_ERROR) {
             let n = snd_buf(
                 &px.sys,
@@ -176,15 +190,16 @@ pub async fn process_check<S: Syscalls + 'static>(
             check.sent += n;
             progress |= n > 0;
         }
-        if !c.has(CO_FL_ERROR) && !check.buf.is_full() {
-            // Asks for the buffer's whole size (both variants): rcv_buf
-            // bounds it by the free space (the old one trusted its caller).
-            let size = check.buf.size();
-            let n = rcv_buf(&px.sys, &px.fdtab, c, &mut check.buf, size, &px.bugs);
-            progress |= n > 0;
+        if !c.has(CO_FL_ERROR) {
+            check_connect(&px.sys, c, events);
         }
         progress |= c.flags != flags_before;
-        let mut verdict = judge(check.buf.data(), check.buf.is_full());
+        let mut verdict = match px.config.check.kind {
+            CheckKind::Connect if c.has(CO_FL_ERROR) => Verdict::Fail,
+            CheckKind::Connect if !c.has(CO_FL_WAIT_L4_CONN) => Verdict::Pass,
+            CheckKind::Connect => Verdict::Incomplete,
+            CheckKind::Stat => judge(check.buf.data(), check.buf.is_full()),
+        };
         if verdict == Verdict::Pass && check.buf.is_full() {
             faultline_harness::probe("proxy:check-judged-on-full-buffer");
         }

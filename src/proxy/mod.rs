@@ -74,6 +74,8 @@ pub struct BackendAddr {
 #[derive(Clone, Debug)]
 pub struct CheckConfig {
     pub enabled: bool,
+    /// What a check asks of a backend.
+    pub kind: CheckKind,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     /// Successes in a row that bring a down server up.
@@ -85,10 +87,21 @@ pub struct CheckConfig {
     pub buffer_bytes: usize,
 }
 
+/// What a health check asks of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A connection that gets established passes (HAProxy's default,
+    /// layer-4 check): nothing is sent.
+    Connect,
+    /// `STAT` must be answered successfully (a layer-7 check).
+    Stat,
+}
+
 impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
             enabled: true,
+            kind: CheckKind::Stat,
             interval_ms: 1000,
             timeout_ms: 1000,
             rise: 2,

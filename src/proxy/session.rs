@@ -483,6 +483,16 @@ fn stats<S: Syscalls + 'static>(
         ("backends", st.servers.len().to_string()),
         ("backends_up", up.to_string()),
     ];
+    let servers = st.servers.iter().map(|s| {
+        (
+            format!("server:{}", s.name),
+            if s.up { "up" } else { "down" },
+        )
+    });
+    let entries = entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(servers.map(|(k, v)| (k, v.to_string())));
     for (key, value) in entries {
         Packet::response(h, Status::SUCCESS)
             .key(key.as_bytes().to_vec())

@@ -7,6 +7,7 @@ use faultline_harness::Registry;
 
 pub mod durable;
 pub mod echo;
+pub mod health;
 pub mod kv;
 pub mod proxy;
 pub mod rebalance;

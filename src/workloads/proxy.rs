@@ -32,8 +32,10 @@ use crate::bugs::Bugs;
 use crate::protocol::client::{Client, Store};
 use crate::protocol::{Durability, McbpFramer, Opcode, Packet, Status};
 use crate::proxy::backend::active_range;
-use crate::proxy::{BackendAddr, CheckConfig, ProxyConfig, run_proxy};
+use crate::proxy::backend::node_of;
+use crate::proxy::{BackendAddr, CheckConfig, CheckKind, ProxyConfig, run_proxy};
 use crate::server::{KV_PORT, KvConfig, run_node};
+use crate::workloads::health::{self, Health, MonitorConfig, SharedHealth};
 
 /// The port the proxy listens on in simulations.
 pub const PROXY_PORT: u16 = 11211;
@@ -97,6 +99,15 @@ pub(crate) struct Params {
     check_fall: u32,
     #[serde(default = "d_check_buffer_bytes")]
     check_buffer_bytes: usize,
+    /// `stat` (a STAT must be answered) or `connect` (an established
+    /// connection passes, HAProxy's default check).
+    #[serde(default = "d_check_kind")]
+    check_kind: String,
+    /// A monitor probes the kv nodes this often and checks the proxy's
+    /// view of them (oracle `health-check`); clients then accept
+    /// `ETMPFAIL` for keys of a node it saw refusing connections.
+    #[serde(default)]
+    health_monitor_ms: Option<u64>,
     // The kv nodes.
     /// kv nodes close connections idle this long.
     #[serde(default)]
@@ -182,6 +193,9 @@ fn d_check_fall() -> u32 {
 fn d_check_buffer_bytes() -> usize {
     16 * 1024
 }
+fn d_check_kind() -> String {
+    "stat".into()
+}
 
 /// How often a client asks again after a temporary answer (a vbucket
 /// being moved, a durable write in flight), 1 ms apart.
@@ -214,6 +228,11 @@ impl Params {
             max_accept: 8,
             check: CheckConfig {
                 enabled: self.checks,
+                kind: if self.check_kind == "connect" {
+                    CheckKind::Connect
+                } else {
+                    CheckKind::Stat
+                },
                 interval_ms: self.check_interval_ms,
                 timeout_ms: self.check_timeout_ms,
                 rise: self.check_rise,
@@ -286,6 +305,15 @@ impl Params {
                 format!("must be at most {MAX_THINK_TIME_MS}"),
             );
         }
+        if p.check_kind != "stat" && p.check_kind != "connect" {
+            return bad(
+                "check_kind",
+                format!("is `stat` or `connect`, not `{}`", p.check_kind),
+            );
+        }
+        if p.health_monitor_ms == Some(0) {
+            return bad("health_monitor_ms", "must be positive".into());
+        }
         if p.max_value_bytes == 0 || p.max_value_bytes > MAX_VALUE_BYTES {
             return bad(
                 "max_value_bytes",
@@ -327,10 +355,29 @@ impl Params {
             let config = config.clone();
             async move { Ok(run_proxy(Sys::new(), config).await?) }
         });
+        let health = Health::new(self.nodes);
+        let running = Rc::new(std::cell::Cell::new(self.clients));
+        if let Some(interval_ms) = self.health_monitor_ms {
+            let config = MonitorConfig {
+                nodes: self.nodes,
+                interval_ms,
+                check_interval_ms: self.check_interval_ms,
+                check_timeout_ms: self.check_timeout_ms,
+                check_fall: self.check_fall,
+                proxy_port: PROXY_PORT,
+            };
+            let (health, running) = (health.clone(), running.clone());
+            setup.client("monitor", async move {
+                health::run_monitor(config, health, move || running.get() == 0).await;
+                Ok(())
+            });
+        }
         for id in 0..self.clients {
             let p = self.clone();
+            let (health, running) = (health.clone(), running.clone());
             setup.client(&format!("client-{id}"), async move {
-                run_client(id, p).await;
+                run_client(id, p, health).await;
+                running.set(running.get() - 1);
                 Ok(())
             });
         }
@@ -349,6 +396,9 @@ impl Params {
 enum Failed {
     /// An oracle already fired.
     Reported,
+    /// The key's node refused connections: the request was not served,
+    /// rightly.
+    Unavailable,
 }
 
 struct ClientRun {
@@ -357,15 +407,17 @@ struct ClientRun {
     model: KvModel,
     client: Option<Client<SimStream>>,
     counter: u32,
+    health: SharedHealth,
 }
 
-async fn run_client(id: u32, p: Params) {
+async fn run_client(id: u32, p: Params, health: SharedHealth) {
     let mut run = ClientRun {
         id,
         p,
         model: KvModel::new(),
         client: None,
         counter: 0,
+        health,
     };
     for n in 0..run.p.requests {
         if oracle::failed() {
@@ -377,8 +429,9 @@ async fn run_client(id: u32, p: Params) {
         if switch("client.abort") && run.abort().await.is_err() {
             return;
         }
-        if run.one_request(n).await.is_err() {
-            return;
+        match run.one_request(n).await {
+            Ok(()) | Err(Failed::Unavailable) => {}
+            Err(Failed::Reported) => return,
         }
         if run.p.think_time_ms > 0 {
             let pause_ms = with_rng(&run.rng_name(), |rng| {
@@ -390,8 +443,9 @@ async fn run_client(id: u32, p: Params) {
     // Every key reads back as the model says.
     let keys: Vec<Vec<u8>> = (0..run.p.keys).map(|k| run.key(k)).collect();
     for key in keys {
-        if run.read_check(&key).await.is_err() {
-            return;
+        match run.read_check(&key).await {
+            Ok(()) | Err(Failed::Unavailable) => {}
+            Err(Failed::Reported) => return,
         }
     }
 }
@@ -475,6 +529,7 @@ impl ClientRun {
         timeout: Duration,
     ) -> Result<Packet, Failed> {
         let id = self.id;
+        let request_key = request.key.to_vec();
         let client = self.connection().await?;
         let result = tokio::time::timeout(timeout, client.call(request)).await;
         let response = match result {
@@ -502,6 +557,15 @@ impl ClientRun {
             Ok(Ok(r)) => r,
         };
         if response.status_code() == Status::ETMPFAIL {
+            let vb = crate::protocol::vbucket_of(&request_key, self.p.vbuckets);
+            let node = node_of(vb, self.p.nodes, self.p.vbuckets);
+            let refusing = self.health.borrow().was_refusing(node)
+                || (self.p.health_monitor_ms.is_some()
+                    && health::refuses_now(&self.health, node, self.p.request_timeout_ms).await);
+            if refusing {
+                probe("client:node-down-tmpfail");
+                return Err(Failed::Unavailable);
+            }
             oracle::fail(
                 "proxy-availability",
                 format!(

@@ -14,6 +14,9 @@
 //!   operation is a preemption point; [`schedule`]: where the seed makes
 //!   tasks give way there (random, PCT, targeted);
 //! * [`oracle`]: how a run decides it failed;
+//! * [`linearizability`]: whether a concurrent history could come from a
+//!   sequential model (Wing & Gong with Lowe's memo, per partition), and
+//!   a few operations that explain a failure;
 //! * [`trace`]: the canonical trace and its hash;
 //! * [`runner`]: run, sweep, determinism check, shrink;
 //! * [`scenario`]: scenario files and the [`Workload`] trait;
@@ -25,6 +28,7 @@
 pub mod cli;
 pub mod ctx;
 pub mod faults;
+pub mod linearizability;
 pub mod net;
 pub mod oracle;
 pub mod report;

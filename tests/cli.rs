@@ -357,3 +357,43 @@ fn two_shards_of_a_sweep_run_exactly_the_seeds_of_the_range_and_merge_into_one_s
     assert!(String::from_utf8_lossy(&alone.stdout).contains("missing shards: 2/2"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn check_history_exits_0_linearizable_1_not_2_malformed() {
+    let dir = scratch_dir("check-history");
+    let ok = [
+        r#"{"process": 1, "key": "k", "op": "set", "args": {"value": "a"}, "result": {"cas": 3}, "invoke": 0, "complete": 10}"#,
+        r#"{"process": 2, "key": "k", "op": "get", "result": {"value": "a", "flags": 0, "cas": 3}, "invoke": 20, "complete": 30}"#,
+        r#"{"process": 3, "key": "k", "op": "cas", "args": {"value": "b", "cas": 3}, "result": {"cas": 4}, "invoke": 40, "complete": 50}"#,
+        r#"{"process": 4, "key": "k", "op": "cas", "args": {"value": "c", "cas": 3}, "result": "exists", "invoke": 41, "complete": 51}"#,
+        r#"{"process": 5, "key": "n", "op": "incr", "args": {"delta": 1, "initial": 0}, "invoke": 41, "complete": null}"#,
+    ]
+    .join("\n");
+    // The second CAS from the same read succeeds too: impossible.
+    let double_cas = ok.replace(r#""result": "exists""#, r#""result": {"cas": 5}"#);
+    let malformed = ok.replace(r#""invoke": 40"#, r#""invoke": "x""#);
+    let run = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        faultline(&["check-history", path.to_str().unwrap()])
+    };
+    let out = run("ok.jsonl", &ok);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(last_line(&out).starts_with("linearizable: 5 operations"));
+    let out = run("double-cas.jsonl", &double_cas);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("partition `k`"), "{stdout}");
+    assert!(
+        stdout.contains("cas k \"c\" if 3 -> stored (cas 5)"),
+        "{stdout}"
+    );
+    let out = run("malformed.jsonl", &malformed);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("malformed.jsonl:3: field `invoke`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -68,10 +68,34 @@ pub fn bench(
     let jobs_speedup = measure_jobs(&scenarios, budget.jobs_seeds)?;
     let sim_speed = measure_speed(&scenarios, budget.speed_seeds);
     measure_memory(&scenarios);
+    measure_linearizability();
     println!(
         "bench: overhead={overhead:.2}x jobs_speedup={jobs_speedup:.2}x sim_speed={sim_speed:.1}x"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The linearizability checker on a 10,000-operation memcached history of
+/// 8 clients on 100 keys (linearizable: the whole search runs).
+fn measure_linearizability() {
+    const OPS: u64 = 10_000;
+    const CLIENTS: u64 = 8;
+    const KEYS: u64 = 100;
+    let history = faultline::protocol::model::sequential_history(1, CLIENTS, KEYS, OPS);
+    let start = Instant::now();
+    let outcome = faultline_harness::linearizability::check(
+        &faultline::protocol::model::Memcached,
+        &history,
+        &faultline_harness::linearizability::CheckOptions::default(),
+    );
+    let elapsed = start.elapsed();
+    assert!(outcome.is_linearizable(), "{}", outcome.summary());
+    println!(
+        "linearizability: {OPS} ops, {} keys, {:.1} ms ({CLIENTS} clients, {} search steps)",
+        outcome.stats.partitions,
+        elapsed.as_secs_f64() * 1e3,
+        outcome.stats.steps
+    );
 }
 
 /// Harness wall time over bare turmoil wall time for the same echo load.

@@ -10,6 +10,7 @@ use faultline_harness::cli::{self as generic, App};
 pub use generic::{Error, Result, parse_seeds};
 
 mod bench;
+mod check_history;
 mod hunt;
 mod proxy;
 mod reproduce;
@@ -32,6 +33,8 @@ enum Command {
     Generic(generic::Command),
     /// Reproduce the catalog's bugs (all when no id is given) and print the table.
     Reproduce(reproduce::ReproduceArgs),
+    /// Check a recorded memcached history (JSON lines) for linearizability.
+    CheckHistory(check_history::CheckHistoryArgs),
     /// Find the catalog's bugs blind: one bug on at a time, swarm faults per seed.
     Hunt(hunt::HuntArgs),
     /// Measure simulation speed, sweep throughput, harness overhead and memory.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Reproduce(args) => reproduce::reproduce(&app, dir, args),
         Command::Bench(args) => bench::bench(&app, dir, args),
         Command::Hunt(args) => hunt::hunt(&app, dir, args),
+        Command::CheckHistory(args) => check_history::check_history(args),
         Command::Serve(args) => serve::serve(args),
         Command::Proxy(args) => proxy::proxy(args),
     })

@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod dcp;
+pub mod model;
 mod opcode;
 mod packet;
 mod status;

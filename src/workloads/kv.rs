@@ -125,10 +125,12 @@ impl Workload for KvClients {
             port: KV_PORT,
             vbuckets: p.node.vbuckets,
         };
+        let shared = traffic::SharedHistory::new(p.traffic.clients);
         for index in 0..p.traffic.clients {
             let (target, traffic, model) = (target.clone(), p.traffic.clone(), model.clone());
+            let shared = shared.clone();
             setup.client(&format!("client-{index}"), async move {
-                traffic::run_client(index, target, traffic, model).await;
+                traffic::run_client(index, target, traffic, model, shared).await;
                 Ok(())
             });
         }

@@ -24,7 +24,9 @@ use rand::Rng;
 use serde::Deserialize;
 
 use crate::protocol::client::{Client, ClientError, Item, Store};
+use crate::protocol::model::{Input, Memcached, Op, Output};
 use crate::protocol::{Durability, Opcode, Status, vbucket_of};
+use faultline_harness::linearizability::{self, CheckOptions, History, Linearizability, Operation};
 
 /// Upper bounds that keep a scenario file from asking for absurd runs.
 pub const MAX_CLIENTS: u32 = 256;
@@ -66,7 +68,26 @@ pub struct TrafficParams {
     /// Pause between two operations of a client: 0..=this, in µs.
     #[serde(default)]
     pub think_time_us: u64,
+    /// 0: each client owns its keys (checked by [`KvModel`]). Otherwise
+    /// every client draws from this many shared keys (and a quarter as
+    /// many shared counters), with GET, SET, CAS, ADD, DELETE, APPEND and
+    /// INCR; every operation goes into one history that must be
+    /// linearizable (oracle `linearizability`, when the last client ends).
+    #[serde(default)]
+    pub shared_keys: u32,
+    /// `false`: clients read packets without checking that a response
+    /// answers its request (opcode, opaque, key), as many clients do; the
+    /// other oracles judge what they then see.
+    #[serde(default = "default_true")]
+    pub validate_responses: bool,
 }
+
+fn default_true() -> bool {
+    true
+}
+
+/// Upper bound of `shared_keys`.
+pub const MAX_SHARED_KEYS: u32 = 10_000;
 
 fn default_clients() -> u32 {
     4
@@ -127,6 +148,12 @@ impl TrafficParams {
         within("durable_percent", self.durable_percent.into(), 0, 100)?;
         within("reply_timeout_ms", self.reply_timeout_ms, 1, 3_600_000)?;
         within("think_time_us", self.think_time_us, 0, 10_000_000)?;
+        within(
+            "shared_keys",
+            self.shared_keys.into(),
+            0,
+            MAX_SHARED_KEYS.into(),
+        )?;
         Ok(())
     }
 }
@@ -148,7 +175,14 @@ pub fn flags_of(value: &[u8]) -> u32 {
 
 /// One client's whole run. `index` sets the client's name (`client-N`),
 /// its keys, its random stream and where its opaques start.
-pub async fn run_client(index: u32, target: Target, p: TrafficParams, model: Rc<RefCell<KvModel>>) {
+pub async fn run_client(
+    index: u32,
+    target: Target,
+    p: TrafficParams,
+    model: Rc<RefCell<KvModel>>,
+    shared: Rc<RefCell<SharedHistory>>,
+) {
+    let _done = ClientDone(shared.clone());
     let name = format!("client-{index}");
     let stream = match SimStream::connect((target.host.as_str(), target.port)).await {
         Ok(s) => s,
@@ -161,6 +195,9 @@ pub async fn run_client(index: u32, target: Target, p: TrafficParams, model: Rc<
     };
     // Opaques of different clients never meet.
     let mut client = Client::with_first_opaque(stream, index.wrapping_mul(1 << 20).wrapping_add(1));
+    if !p.validate_responses {
+        client = client.trusting();
+    }
     let rng_name = format!("traffic/{name}");
     let mut versions = vec![0u32; p.keys as usize];
     for op in 0..p.ops {
@@ -177,6 +214,17 @@ pub async fn run_client(index: u32, target: Target, p: TrafficParams, model: Rc<
         });
         if pause_us > 0 {
             tokio::time::sleep(Duration::from_micros(pause_us)).await;
+        }
+        if p.shared_keys > 0 {
+            let _deadline = oracle::pending_within(
+                format!("{name} op {op}: shared"),
+                Duration::from_millis(p.reply_timeout_ms),
+            );
+            let result = shared_op(&mut client, &rng_name, index, roll, &target, &p, &shared).await;
+            if let Err(failure) = result {
+                return failure.report(&name, op);
+            }
+            continue;
         }
         let key = format!("{name}:k{key_index}").into_bytes();
         let vbucket = vbucket_of(&key, target.vbuckets);
@@ -361,5 +409,280 @@ async fn delete(
             Err(Failure::Validation(format!("DELETE answered {status}")))
         }
         Err(e) => Err(validation(e)),
+    }
+}
+
+// ---------------------------------------------------------------------
+// Shared keys: one history for every client, checked for linearizability.
+
+/// The operations of every client on shared keys, and how many clients
+/// still run: the last one to end checks the history.
+#[derive(Default)]
+pub struct SharedHistory {
+    history: History<Input, Output>,
+    clients_left: u32,
+    /// Per (client, key): the CAS of the client's last read.
+    seen_cas: std::collections::BTreeMap<(u32, String), u64>,
+}
+
+impl SharedHistory {
+    pub fn new(clients: u32) -> Rc<RefCell<SharedHistory>> {
+        Rc::new(RefCell::new(SharedHistory {
+            clients_left: clients,
+            ..SharedHistory::default()
+        }))
+    }
+
+    /// Checks the history (when it has any operation), failing oracle
+    /// `linearizability` with the key and the operations that cannot be
+    /// ordered, or when the search cannot decide.
+    fn check(&self) {
+        if self.history.is_empty() || oracle::failed() {
+            return;
+        }
+        let outcome = linearizability::check(&Memcached, &self.history, &CheckOptions::default());
+        match &outcome.verdict {
+            Linearizability::Linearizable => {
+                tracing::debug!(target: "faultline::traffic", "{}", outcome.summary());
+            }
+            Linearizability::NotLinearizable(v) => oracle::fail(
+                "linearizability",
+                format!("{}\n{}", outcome.summary(), v.timeline()),
+            ),
+            Linearizability::Unknown { .. } => oracle::fail("linearizability", outcome.summary()),
+        }
+    }
+}
+
+/// Counts a client out when it ends, however it ends; the last one checks.
+struct ClientDone(Rc<RefCell<SharedHistory>>);
+
+impl Drop for ClientDone {
+    fn drop(&mut self) {
+        let mut shared = self.0.borrow_mut();
+        assert!(shared.clients_left > 0, "more clients ended than started");
+        shared.clients_left -= 1;
+        if shared.clients_left == 0 {
+            shared.check();
+        }
+    }
+}
+
+/// Simulated time in µs, the history's unit.
+fn now_us() -> u64 {
+    faultline_harness::now().as_micros() as u64
+}
+
+/// One operation on a shared key: drawn, sent, and recorded with its
+/// answer (or as possibly applied when its outcome is unknown).
+async fn shared_op(
+    client: &mut Client<SimStream>,
+    rng_name: &str,
+    index: u32,
+    roll: u32,
+    target: &Target,
+    p: &TrafficParams,
+    shared: &Rc<RefCell<SharedHistory>>,
+) -> Result<(), Failure> {
+    let counters = (p.shared_keys / 4).max(1);
+    let (kind, key_index, counter_index, tag, durable) = with_rng(rng_name, |rng| {
+        (
+            rng.random_range(0..100u32),
+            rng.random_range(0..p.shared_keys),
+            rng.random_range(0..counters),
+            rng.random_range(0..1_000_000u32),
+            rng.random_range(0..100u32) < p.durable_percent,
+        )
+    });
+    let value = format!("c{index}-{tag}").into_bytes();
+    let key = format!("shared:k{key_index}");
+    let seen = shared
+        .borrow()
+        .seen_cas
+        .get(&(index, key.clone()))
+        .copied()
+        .unwrap_or(1);
+    let input = if roll < p.read_percent {
+        Input { key, op: Op::Get }
+    } else {
+        let op = match kind {
+            0..35 => Op::Set {
+                value,
+                flags: flags_of_tag(tag),
+                cas: 0,
+            },
+            35..55 => Op::Set {
+                value,
+                flags: 0,
+                cas: seen,
+            },
+            55..65 => Op::Add { value, flags: 1 },
+            65..75 => Op::Delete { cas: 0 },
+            75..85 => Op::Append { value },
+            _ => {
+                let key = format!("shared:n{counter_index}");
+                return record(
+                    client,
+                    Input {
+                        key,
+                        op: Op::Incr {
+                            delta: 1,
+                            initial: Some(0),
+                        },
+                    },
+                    index,
+                    target,
+                    false,
+                    shared,
+                )
+                .await;
+            }
+        };
+        Input { key, op }
+    };
+    let durable = durable && matches!(input.op, Op::Set { .. });
+    record(client, input, index, target, durable, shared).await
+}
+
+/// Flags drawn with a value (small: the model compares them).
+fn flags_of_tag(tag: u32) -> u32 {
+    tag % 4
+}
+
+/// Sends `input`, records it, and learns the CAS a read returns.
+async fn record(
+    client: &mut Client<SimStream>,
+    input: Input,
+    index: u32,
+    target: &Target,
+    durable: bool,
+    shared: &Rc<RefCell<SharedHistory>>,
+) -> Result<(), Failure> {
+    let vbucket = vbucket_of(input.key.as_bytes(), target.vbuckets);
+    let request = request_of(&input, vbucket, durable);
+    let invoked_at = now_us();
+    let answer = client.call(request).await;
+    let completed_at = now_us();
+    let mut shared = shared.borrow_mut();
+    let response = match answer {
+        Ok(response) => response,
+        Err(e) => {
+            // What the server did is unknown.
+            shared
+                .history
+                .push(Operation::ambiguous(index.into(), input, invoked_at))
+                .expect("an ambiguous operation always fits");
+            return Err(validation(e));
+        }
+    };
+    let status = response.status_code();
+    let output = match (&input.op, status) {
+        // Refused before anything happened: not part of the history.
+        (
+            _,
+            Status::NOT_MY_VBUCKET
+            | Status::ETMPFAIL
+            | Status::SYNC_WRITE_IN_PROGRESS
+            | Status::DURABILITY_IMPOSSIBLE,
+        ) => return Ok(()),
+        (_, Status::SYNC_WRITE_AMBIGUOUS) => None,
+        (Op::Get, Status::SUCCESS) => Some(Output::Found {
+            value: response.value.to_vec(),
+            flags: response.extras_u32(0).unwrap_or(0),
+            cas: response.header.cas,
+        }),
+        (Op::Delete { .. }, Status::SUCCESS) => Some(Output::Deleted),
+        (Op::Incr { .. } | Op::Decr { .. }, Status::SUCCESS) => {
+            let bytes: [u8; 8] = response.value[..].try_into().map_err(|_| {
+                Failure::Validation(format!(
+                    "INCREMENT answered {} bytes, not 8",
+                    response.value.len()
+                ))
+            })?;
+            Some(Output::Counter {
+                value: u64::from_be_bytes(bytes),
+                cas: response.header.cas,
+            })
+        }
+        (_, Status::SUCCESS) => Some(Output::Stored {
+            cas: response.header.cas,
+        }),
+        (_, Status::KEY_ENOENT) => Some(Output::NotFound),
+        (_, Status::KEY_EEXISTS) => Some(Output::Exists),
+        (_, Status::NOT_STORED) => Some(Output::NotStored),
+        (_, Status::DELTA_BADVAL) => Some(Output::NonNumeric),
+        (_, other) => {
+            return Err(Failure::Validation(format!(
+                "{:?} on {} answered {other}",
+                input.op, input.key
+            )));
+        }
+    };
+    if let Some(Output::Found { cas, .. }) = &output {
+        shared.seen_cas.insert((index, input.key.clone()), *cas);
+    }
+    let op = match output {
+        Some(output) => Operation::completed(index.into(), input, invoked_at, output, completed_at),
+        None => Operation::ambiguous(index.into(), input, invoked_at),
+    };
+    shared
+        .history
+        .push(op)
+        .expect("completion after invocation");
+    Ok(())
+}
+
+/// The request for a model input.
+fn request_of(input: &Input, vbucket: u16, durable: bool) -> crate::protocol::Packet {
+    use crate::protocol::Packet;
+    let key = input.key.as_bytes().to_vec();
+    let store = |opcode: Opcode, value: &[u8], flags: Option<u32>, cas: u64| {
+        let extras = match flags {
+            Some(flags) => [flags.to_be_bytes(), 0u32.to_be_bytes()].concat(),
+            None => Vec::new(),
+        };
+        let mut p = Packet::request(opcode)
+            .key(key.clone())
+            .extras(extras)
+            .value(value.to_vec())
+            .cas(cas)
+            .vbucket(vbucket);
+        if durable {
+            p = p.durability(Durability::Majority);
+        }
+        p
+    };
+    match &input.op {
+        Op::Get => Packet::request(Opcode::GET).key(key).vbucket(vbucket),
+        Op::Set { value, flags, cas } => store(Opcode::SET, value, Some(*flags), *cas),
+        Op::Add { value, flags } => store(Opcode::ADD, value, Some(*flags), 0),
+        Op::Replace { value, flags, cas } => store(Opcode::REPLACE, value, Some(*flags), *cas),
+        Op::Append { value } => store(Opcode::APPEND, value, None, 0),
+        Op::Prepend { value } => store(Opcode::PREPEND, value, None, 0),
+        Op::Delete { cas } => Packet::request(Opcode::DELETE)
+            .key(key)
+            .cas(*cas)
+            .vbucket(vbucket),
+        Op::Incr { delta, initial } | Op::Decr { delta, initial } => {
+            let opcode = if matches!(input.op, Op::Incr { .. }) {
+                Opcode::INCREMENT
+            } else {
+                Opcode::DECREMENT
+            };
+            let (initial, expiration) = match initial {
+                Some(i) => (*i, 0u32),
+                None => (0, u32::MAX),
+            };
+            let extras = [
+                &delta.to_be_bytes()[..],
+                &initial.to_be_bytes(),
+                &expiration.to_be_bytes(),
+            ]
+            .concat();
+            Packet::request(opcode)
+                .key(key)
+                .extras(extras)
+                .vbucket(vbucket)
+        }
     }
 }

@@ -533,10 +533,10 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             host,
             mode: CrashMode::Process,
         } => {
-            // The machine comes back at once with its software held down
-            // (see `SimSetup::host`): nothing listens, connects are refused.
+            // A restart (turmoil's bounce drops every task of the host)
+            // into software held down (see `SimSetup::host`): the machine
+            // stays up, nothing listens, connects are refused.
             ctx.set_process_down(host, true);
-            sim.crash(host.as_str());
             sim.bounce(host.as_str());
             format!("crash {host} (process: connects refused)")
         }

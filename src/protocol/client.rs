@@ -149,6 +149,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Sends `request` (with a fresh opaque) and reads and validates its response.
     pub async fn call(&mut self, request: Packet) -> Result<Packet, ClientError> {
+        let request = self.send(request).await?;
+        let response = self.receive().await?;
+        if self.validating {
+            validate(&request, &response)?;
+        }
+        Ok(response)
+    }
+
+    /// Writes `request` with a fresh opaque; returns it as sent.
+    async fn send(&mut self, request: Packet) -> Result<Packet, ClientError> {
         let opaque = self.next_opaque;
         self.next_opaque = self.next_opaque.wrapping_add(1);
         let request = request.opaque(opaque);
@@ -156,15 +166,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .write_all(&request.encode())
             .await
             .map_err(ClientError::Io)?;
-        let response = match read_packet(&mut self.stream, &self.limits).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Err(ClientError::Closed),
-            Err(e) => return Err(ClientError::Read(e)),
-        };
-        if self.validating {
-            validate(&request, &response)?;
+        Ok(request)
+    }
+
+    /// Reads one packet.
+    async fn receive(&mut self) -> Result<Packet, ClientError> {
+        match read_packet(&mut self.stream, &self.limits).await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(ClientError::Closed),
+            Err(e) => Err(ClientError::Read(e)),
         }
-        Ok(response)
     }
 
     async fn call_ok(&mut self, request: Packet) -> Result<Packet, ClientError> {
@@ -268,6 +279,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         initial: u64,
         vbucket: u16,
     ) -> Result<u64, ClientError> {
+        let (value, _cas) = self
+            .arith_with_cas(opcode, key, delta, initial, vbucket)
+            .await?;
+        Ok(value)
+    }
+
+    /// INCREMENT/DECREMENT: the new value and the item's new CAS.
+    pub async fn arith_with_cas(
+        &mut self,
+        opcode: Opcode,
+        key: &[u8],
+        delta: u64,
+        initial: u64,
+        vbucket: u16,
+    ) -> Result<(u64, u64), ClientError> {
         let mut extras = Vec::with_capacity(20);
         extras.extend_from_slice(&delta.to_be_bytes());
         extras.extend_from_slice(&initial.to_be_bytes());
@@ -286,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 response.value.len()
             ))
         })?;
-        Ok(u64::from_be_bytes(bytes))
+        Ok((u64::from_be_bytes(bytes), response.header.cas))
     }
 
     /// STAT (the group `group`, empty for the default): every entry, in
@@ -294,22 +320,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// `MAX_STAT_ENTRIES` entries are read.
     pub async fn stats(&mut self, group: &[u8]) -> Result<Vec<(String, String)>, ClientError> {
         const MAX_STAT_ENTRIES: usize = 10_000;
-        let opaque = self.next_opaque;
-        self.next_opaque = self.next_opaque.wrapping_add(1);
-        let request = Packet::request(Opcode::STAT)
-            .key(group.to_vec())
-            .opaque(opaque);
-        self.stream
-            .write_all(&request.encode())
-            .await
-            .map_err(ClientError::Io)?;
+        let request = self
+            .send(Packet::request(Opcode::STAT).key(group.to_vec()))
+            .await?;
         let mut entries = Vec::new();
         loop {
-            let response = match read_packet(&mut self.stream, &self.limits).await {
-                Ok(Some(p)) => p,
-                Ok(None) => return Err(ClientError::Closed),
-                Err(e) => return Err(ClientError::Read(e)),
-            };
+            let response = self.receive().await?;
             validate(&request, &response)?;
             if !response.status_code().is_success() {
                 return Err(ClientError::Status(response.status_code()));

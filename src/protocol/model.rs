@@ -72,6 +72,34 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// APPEND/PREPEND: the value once this one's is joined to `old`.
+    fn joined(&self, old: &[u8]) -> Vec<u8> {
+        match self {
+            Op::Append { value } => [old, value].concat(),
+            Op::Prepend { value } => [value, old].concat(),
+            other => unreachable!("{other:?} joins nothing"),
+        }
+    }
+
+    /// INCR/DECR over the stored value (`None`: no such key): the
+    /// counter's new value, or the refusal.
+    fn counted(&self, stored: Option<&[u8]>) -> Result<u64, Output> {
+        let (Op::Incr { delta, initial } | Op::Decr { delta, initial }) = self else {
+            unreachable!("{self:?} counts nothing")
+        };
+        let Some(stored) = stored else {
+            return initial.ok_or(Output::NotFound);
+        };
+        let current = counter_of(stored).ok_or(Output::NonNumeric)?;
+        Ok(if matches!(self, Op::Incr { .. }) {
+            current.wrapping_add(*delta)
+        } else {
+            current.saturating_sub(*delta)
+        })
+    }
+}
+
 /// The answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -199,16 +227,9 @@ impl Model for Memcached {
                 (_, Some(refusal)) => refused(refusal),
                 (Some(_), None) => stored(value.clone(), *flags),
             },
-            Op::Append { value } | Op::Prepend { value } => match existing {
+            Op::Append { .. } | Op::Prepend { .. } => match existing {
                 None => refused(Output::NotStored),
-                Some(item) => {
-                    let joined = if matches!(input.op, Op::Append { .. }) {
-                        [&item.value[..], value].concat()
-                    } else {
-                        [&value[..], &item.value[..]].concat()
-                    };
-                    stored(joined, item.flags)
-                }
+                Some(item) => stored(input.op.joined(&item.value), item.flags),
             },
             Op::Delete { cas } => match (existing, compare(*cas)) {
                 (None, _) => refused(Output::NotFound),
@@ -218,25 +239,12 @@ impl Model for Memcached {
                     Some(_) => None,
                 },
             },
-            Op::Incr { delta, initial } | Op::Decr { delta, initial } => {
-                let incr = matches!(input.op, Op::Incr { .. });
-                let (number, flags) = match existing {
-                    None => match initial {
-                        None => return refused(Output::NotFound),
-                        Some(initial) => (*initial, 0),
-                    },
-                    Some(item) => {
-                        let Some(current) = counter_of(&item.value) else {
-                            return refused(Output::NonNumeric);
-                        };
-                        let next = if incr {
-                            current.wrapping_add(*delta)
-                        } else {
-                            current.saturating_sub(*delta)
-                        };
-                        (next, item.flags)
-                    }
+            Op::Incr { .. } | Op::Decr { .. } => {
+                let number = match input.op.counted(existing.map(|i| &i.value[..])) {
+                    Ok(number) => number,
+                    Err(refusal) => return refused(refusal),
                 };
+                let flags = existing.map_or(0, |i| i.flags);
                 let value = number.to_string().into_bytes();
                 match output {
                     None => with(Some(Item {
@@ -569,18 +577,11 @@ fn execute(
                 cas: put(value.clone(), *flags),
             },
         },
-        Op::Append { value } | Op::Prepend { value } => match existing {
+        Op::Append { .. } | Op::Prepend { .. } => match existing {
             None => Output::NotStored,
-            Some((old, flags, _)) => {
-                let joined = if matches!(input.op, Op::Append { .. }) {
-                    [&old[..], value].concat()
-                } else {
-                    [&value[..], &old[..]].concat()
-                };
-                Output::Stored {
-                    cas: put(joined, flags),
-                }
-            }
+            Some((old, flags, _)) => Output::Stored {
+                cas: put(input.op.joined(&old), flags),
+            },
         },
         Op::Delete { cas } => match existing {
             None => Output::NotFound,
@@ -590,20 +591,12 @@ fn execute(
                 Output::Deleted
             }
         },
-        Op::Incr { delta, initial } | Op::Decr { delta, initial } => {
-            let (number, flags) = match &existing {
-                None => match initial {
-                    None => return Output::NotFound,
-                    Some(i) => (*i, 0),
-                },
-                Some((old, flags, _)) => match counter_of(old) {
-                    None => return Output::NonNumeric,
-                    Some(current) if matches!(input.op, Op::Incr { .. }) => {
-                        (current.wrapping_add(*delta), *flags)
-                    }
-                    Some(current) => (current.saturating_sub(*delta), *flags),
-                },
+        Op::Incr { .. } | Op::Decr { .. } => {
+            let number = match input.op.counted(existing.as_ref().map(|e| &e.0[..])) {
+                Ok(number) => number,
+                Err(refusal) => return refusal,
             };
+            let flags = existing.map_or(0, |e| e.1);
             let cas = put(number.to_string().into_bytes(), flags);
             Output::Counter { value: number, cas }
         }

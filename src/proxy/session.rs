@@ -476,23 +476,17 @@ fn stats<S: Syscalls + 'static>(
         .filter(|c| c.role.kind() == Kind::Client)
         .count();
     let up = st.servers.iter().filter(|s| s.up).count();
-    let entries = [
-        ("version", VERSION.to_string()),
-        ("threads", px.config.threads.to_string()),
-        ("curr_connections", clients.to_string()),
-        ("backends", st.servers.len().to_string()),
-        ("backends_up", up.to_string()),
+    let mut entries = vec![
+        ("version".to_string(), VERSION.to_string()),
+        ("threads".into(), px.config.threads.to_string()),
+        ("curr_connections".into(), clients.to_string()),
+        ("backends".into(), st.servers.len().to_string()),
+        ("backends_up".into(), up.to_string()),
     ];
-    let servers = st.servers.iter().map(|s| {
-        (
-            format!("server:{}", s.name),
-            if s.up { "up" } else { "down" },
-        )
-    });
-    let entries = entries
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .chain(servers.map(|(k, v)| (k, v.to_string())));
+    entries.extend(st.servers.iter().map(|s| {
+        let state = if s.up { "up" } else { "down" };
+        (format!("server:{}", s.name), state.to_string())
+    }));
     for (key, value) in entries {
         Packet::response(h, Status::SUCCESS)
             .key(key.as_bytes().to_vec())

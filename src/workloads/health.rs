@@ -52,18 +52,30 @@ impl Health {
 /// last probe may predate the crash). A probe that takes longer than
 /// `timeout_ms` counts as not refusing.
 pub async fn refuses_now(health: &SharedHealth, node: usize, timeout_ms: u64) -> bool {
-    let probe = tokio::time::timeout(
-        Duration::from_millis(timeout_ms),
+    probe(health, node, Duration::from_millis(timeout_ms)).await == Some(true)
+}
+
+/// Connects to kv node `node` and records what it saw: `Some(true)`
+/// refused, `Some(false)` accepted, `None` no answer within `timeout`.
+async fn probe(health: &SharedHealth, node: usize, timeout: Duration) -> Option<bool> {
+    let attempt = tokio::time::timeout(
+        timeout,
         SimStream::connect((format!("kv-{node}").as_str(), KV_PORT)),
     )
     .await;
-    let refused = matches!(probe, Ok(Err(_)));
-    if refused {
-        let mut h = health.borrow_mut();
-        h.ever_refused[node] = true;
-        h.refusing_since[node].get_or_insert_with(Instant::now);
+    let mut h = health.borrow_mut();
+    match attempt {
+        Ok(Ok(_stream)) => {
+            h.refusing_since[node] = None;
+            Some(false)
+        }
+        Ok(Err(_refused)) => {
+            h.ever_refused[node] = true;
+            h.refusing_since[node].get_or_insert_with(Instant::now);
+            Some(true)
+        }
+        Err(_slow) => None,
     }
-    refused
 }
 
 /// How the monitor runs.
@@ -96,20 +108,7 @@ pub async fn run_monitor(config: MonitorConfig, health: SharedHealth, done: impl
     while !done() && !oracle::failed() {
         tokio::time::sleep(interval).await;
         for i in 0..config.nodes {
-            let probe = tokio::time::timeout(
-                interval,
-                SimStream::connect((format!("kv-{i}").as_str(), KV_PORT)),
-            )
-            .await;
-            let mut h = health.borrow_mut();
-            match probe {
-                Ok(Ok(_stream)) => h.refusing_since[i] = None,
-                Ok(Err(_refused)) => {
-                    h.ever_refused[i] = true;
-                    h.refusing_since[i].get_or_insert_with(Instant::now);
-                }
-                Err(_slow) => {}
-            }
+            probe(&health, i, interval).await;
         }
         if proxy.is_none() {
             match SimStream::connect(("proxy", config.proxy_port)).await {

@@ -559,65 +559,40 @@ async fn record(
     shared: &Rc<RefCell<SharedHistory>>,
 ) -> Result<(), Failure> {
     let vbucket = vbucket_of(input.key.as_bytes(), target.vbuckets);
-    let request = request_of(&input, vbucket, durable);
     let invoked_at = now_us();
-    let answer = client.call(request).await;
+    let answer = send_op(client, &input, vbucket, durable).await;
     let completed_at = now_us();
-    let mut shared = shared.borrow_mut();
-    let response = match answer {
-        Ok(response) => response,
+    let output = match answer {
+        Ok(output) => Some(output),
+        Err(ClientError::Status(status)) => match status {
+            // Refused before anything happened: not part of the history.
+            Status::NOT_MY_VBUCKET
+            | Status::ETMPFAIL
+            | Status::SYNC_WRITE_IN_PROGRESS
+            | Status::DURABILITY_IMPOSSIBLE => return Ok(()),
+            Status::SYNC_WRITE_AMBIGUOUS => None,
+            Status::KEY_ENOENT => Some(Output::NotFound),
+            Status::KEY_EEXISTS => Some(Output::Exists),
+            Status::NOT_STORED => Some(Output::NotStored),
+            Status::DELTA_BADVAL => Some(Output::NonNumeric),
+            other => {
+                return Err(Failure::Validation(format!(
+                    "{:?} on {} answered {other}",
+                    input.op, input.key
+                )));
+            }
+        },
         Err(e) => {
             // What the server did is unknown.
             shared
+                .borrow_mut()
                 .history
                 .push(Operation::ambiguous(index.into(), input, invoked_at))
                 .expect("an ambiguous operation always fits");
             return Err(validation(e));
         }
     };
-    let status = response.status_code();
-    let output = match (&input.op, status) {
-        // Refused before anything happened: not part of the history.
-        (
-            _,
-            Status::NOT_MY_VBUCKET
-            | Status::ETMPFAIL
-            | Status::SYNC_WRITE_IN_PROGRESS
-            | Status::DURABILITY_IMPOSSIBLE,
-        ) => return Ok(()),
-        (_, Status::SYNC_WRITE_AMBIGUOUS) => None,
-        (Op::Get, Status::SUCCESS) => Some(Output::Found {
-            value: response.value.to_vec(),
-            flags: response.extras_u32(0).unwrap_or(0),
-            cas: response.header.cas,
-        }),
-        (Op::Delete { .. }, Status::SUCCESS) => Some(Output::Deleted),
-        (Op::Incr { .. } | Op::Decr { .. }, Status::SUCCESS) => {
-            let bytes: [u8; 8] = response.value[..].try_into().map_err(|_| {
-                Failure::Validation(format!(
-                    "INCREMENT answered {} bytes, not 8",
-                    response.value.len()
-                ))
-            })?;
-            Some(Output::Counter {
-                value: u64::from_be_bytes(bytes),
-                cas: response.header.cas,
-            })
-        }
-        (_, Status::SUCCESS) => Some(Output::Stored {
-            cas: response.header.cas,
-        }),
-        (_, Status::KEY_ENOENT) => Some(Output::NotFound),
-        (_, Status::KEY_EEXISTS) => Some(Output::Exists),
-        (_, Status::NOT_STORED) => Some(Output::NotStored),
-        (_, Status::DELTA_BADVAL) => Some(Output::NonNumeric),
-        (_, other) => {
-            return Err(Failure::Validation(format!(
-                "{:?} on {} answered {other}",
-                input.op, input.key
-            )));
-        }
-    };
+    let mut shared = shared.borrow_mut();
     if let Some(Output::Found { cas, .. }) = &output {
         shared.seen_cas.insert((index, input.key.clone()), *cas);
     }
@@ -632,57 +607,61 @@ async fn record(
     Ok(())
 }
 
-/// The request for a model input.
-fn request_of(input: &Input, vbucket: u16, durable: bool) -> crate::protocol::Packet {
-    use crate::protocol::Packet;
-    let key = input.key.as_bytes().to_vec();
-    let store = |opcode: Opcode, value: &[u8], flags: Option<u32>, cas: u64| {
-        let extras = match flags {
-            Some(flags) => [flags.to_be_bytes(), 0u32.to_be_bytes()].concat(),
-            None => Vec::new(),
-        };
-        let mut p = Packet::request(opcode)
-            .key(key.clone())
-            .extras(extras)
-            .value(value.to_vec())
+/// Sends a model input with the client's own requests; a refusal is
+/// `ClientError::Status`.
+async fn send_op(
+    client: &mut Client<SimStream>,
+    input: &Input,
+    vbucket: u16,
+    durable: bool,
+) -> Result<Output, ClientError> {
+    let key = input.key.as_bytes();
+    let store = match &input.op {
+        Op::Set { value, flags, cas } => Some((Opcode::SET, value, *flags, *cas)),
+        Op::Add { value, flags } => Some((Opcode::ADD, value, *flags, 0)),
+        Op::Replace { value, flags, cas } => Some((Opcode::REPLACE, value, *flags, *cas)),
+        Op::Append { value } => Some((Opcode::APPEND, value, 0, 0)),
+        Op::Prepend { value } => Some((Opcode::PREPEND, value, 0, 0)),
+        Op::Get | Op::Delete { .. } | Op::Incr { .. } | Op::Decr { .. } => None,
+    };
+    if let Some((opcode, value, flags, cas)) = store {
+        let mut store = Store::new(opcode, key, value)
+            .flags(flags)
             .cas(cas)
             .vbucket(vbucket);
         if durable {
-            p = p.durability(Durability::Majority);
+            store = store.durability(Durability::Majority);
         }
-        p
-    };
-    match &input.op {
-        Op::Get => Packet::request(Opcode::GET).key(key).vbucket(vbucket),
-        Op::Set { value, flags, cas } => store(Opcode::SET, value, Some(*flags), *cas),
-        Op::Add { value, flags } => store(Opcode::ADD, value, Some(*flags), 0),
-        Op::Replace { value, flags, cas } => store(Opcode::REPLACE, value, Some(*flags), *cas),
-        Op::Append { value } => store(Opcode::APPEND, value, None, 0),
-        Op::Prepend { value } => store(Opcode::PREPEND, value, None, 0),
-        Op::Delete { cas } => Packet::request(Opcode::DELETE)
-            .key(key)
-            .cas(*cas)
-            .vbucket(vbucket),
+        return Ok(Output::Stored {
+            cas: client.store(&store).await?,
+        });
+    }
+    Ok(match &input.op {
+        Op::Get => match client.get(key, vbucket).await? {
+            Some(item) => Output::Found {
+                value: item.value.to_vec(),
+                flags: item.flags,
+                cas: item.cas,
+            },
+            None => Output::NotFound,
+        },
+        Op::Delete { cas } => {
+            assert_eq!(*cas, 0, "the shared-key traffic deletes without a CAS");
+            client.delete(key, vbucket).await?;
+            Output::Deleted
+        }
         Op::Incr { delta, initial } | Op::Decr { delta, initial } => {
             let opcode = if matches!(input.op, Op::Incr { .. }) {
                 Opcode::INCREMENT
             } else {
                 Opcode::DECREMENT
             };
-            let (initial, expiration) = match initial {
-                Some(i) => (*i, 0u32),
-                None => (0, u32::MAX),
-            };
-            let extras = [
-                &delta.to_be_bytes()[..],
-                &initial.to_be_bytes(),
-                &expiration.to_be_bytes(),
-            ]
-            .concat();
-            Packet::request(opcode)
-                .key(key)
-                .extras(extras)
-                .vbucket(vbucket)
+            let initial = initial.expect("the shared-key traffic creates missing counters");
+            let (value, cas) = client
+                .arith_with_cas(opcode, key, *delta, initial, vbucket)
+                .await?;
+            Output::Counter { value, cas }
         }
-    }
+        _ => unreachable!("stores are sent above"),
+    })
 }

@@ -140,6 +140,18 @@ fn mutates(opcode: Opcode) -> bool {
     )
 }
 
+/// Whether `request`'s key has a durable write in flight. Until it commits
+/// or aborts, the key takes no other write of any kind (SET, ADD, DELETE,
+/// INCR, ...): each is answered SYNC_WRITE_IN_PROGRESS, as kv_engine does,
+/// so a write cannot slip in between a prepare and its commit.
+fn sync_write_in_progress(conn: &Conn<impl ServerStream>, request: &Packet) -> bool {
+    conn.node
+        .dcp
+        .durability
+        .borrow()
+        .in_progress(request.header.vbucket(), &request.key)
+}
+
 /// Answers a status, unless the request is quiet and succeeded.
 fn answer<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, response: Packet) -> Flow {
     let quiet = request.header.opcode.is_quiet();

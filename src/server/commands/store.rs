@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use faultline_harness::oracle;
 
-use super::{answer, count, status_of};
+use super::{answer, count, status_of, sync_write_in_progress};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
@@ -43,13 +43,7 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
         let response = durable_set(conn, request, flags).await;
         return answer(conn, request, response);
     }
-    if conn
-        .node
-        .dcp
-        .durability
-        .borrow()
-        .in_progress(h.vbucket(), &request.key)
-    {
+    if sync_write_in_progress(conn, request) {
         return answer(
             conn,
             request,

@@ -105,6 +105,50 @@ impl<'a> Store<'a> {
         self.durability = Some(level);
         self
     }
+
+    /// The request packet (opaque 0: the client sets it when sending).
+    pub fn packet(&self) -> Packet {
+        // APPEND and PREPEND carry no flags and no expiry.
+        let mut extras = Vec::with_capacity(8);
+        if !matches!(self.opcode.loud(), Opcode::APPEND | Opcode::PREPEND) {
+            extras.extend_from_slice(&self.flags.to_be_bytes());
+            extras.extend_from_slice(&self.exptime_s.to_be_bytes());
+        }
+        let request = Packet::request(self.opcode)
+            .key(self.key.to_vec())
+            .extras(extras)
+            .value(self.value.to_vec())
+            .cas(self.cas)
+            .vbucket(self.vbucket);
+        match self.durability {
+            Some(level) => request.durability(level),
+            None => request,
+        }
+    }
+}
+
+/// An INCREMENT/DECREMENT request: add `delta`, or create the counter
+/// with `initial` when the key is missing (`None`: answer NOT_FOUND, the
+/// protocol's expiration 0xffffffff).
+pub fn arith_packet(opcode: Opcode, key: &[u8], delta: u64, initial: Option<u64>) -> Packet {
+    const NO_CREATE: u32 = 0xffff_ffff;
+    let mut extras = Vec::with_capacity(20);
+    extras.extend_from_slice(&delta.to_be_bytes());
+    extras.extend_from_slice(&initial.unwrap_or(0).to_be_bytes());
+    let exptime: u32 = if initial.is_some() { 0 } else { NO_CREATE };
+    extras.extend_from_slice(&exptime.to_be_bytes());
+    Packet::request(opcode).key(key.to_vec()).extras(extras)
+}
+
+/// The counter's value in an INCREMENT/DECREMENT answer.
+pub fn counter_value(opcode: Opcode, response: &Packet) -> Result<u64, ClientError> {
+    let bytes: [u8; 8] = response.value[..].try_into().map_err(|_| {
+        ClientError::Invalid(format!(
+            "{opcode} answered {} bytes, not 8",
+            response.value.len()
+        ))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// A protocol client over any byte stream.
@@ -217,22 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// SET/ADD/REPLACE (and their quiet variants): the new CAS.
     pub async fn store(&mut self, store: &Store<'_>) -> Result<u64, ClientError> {
-        // APPEND and PREPEND carry no flags and no expiry.
-        let mut extras = Vec::with_capacity(8);
-        if !matches!(store.opcode.loud(), Opcode::APPEND | Opcode::PREPEND) {
-            extras.extend_from_slice(&store.flags.to_be_bytes());
-            extras.extend_from_slice(&store.exptime_s.to_be_bytes());
-        }
-        let mut request = Packet::request(store.opcode)
-            .key(store.key.to_vec())
-            .extras(extras)
-            .value(store.value.to_vec())
-            .cas(store.cas)
-            .vbucket(store.vbucket);
-        if let Some(level) = store.durability {
-            request = request.durability(level);
-        }
-        Ok(self.call_ok(request).await?.header.cas)
+        Ok(self.call_ok(store.packet()).await?.header.cas)
     }
 
     pub async fn set(
@@ -294,25 +323,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         initial: u64,
         vbucket: u16,
     ) -> Result<(u64, u64), ClientError> {
-        let mut extras = Vec::with_capacity(20);
-        extras.extend_from_slice(&delta.to_be_bytes());
-        extras.extend_from_slice(&initial.to_be_bytes());
-        extras.extend_from_slice(&0u32.to_be_bytes());
         let response = self
-            .call_ok(
-                Packet::request(opcode)
-                    .key(key.to_vec())
-                    .extras(extras)
-                    .vbucket(vbucket),
-            )
+            .call_ok(arith_packet(opcode, key, delta, Some(initial)).vbucket(vbucket))
             .await?;
-        let bytes: [u8; 8] = response.value[..].try_into().map_err(|_| {
-            ClientError::Invalid(format!(
-                "{opcode} answered {} bytes, not 8",
-                response.value.len()
-            ))
-        })?;
-        Ok((u64::from_be_bytes(bytes), response.header.cas))
+        Ok((counter_value(opcode, &response)?, response.header.cas))
     }
 
     /// STAT (the group `group`, empty for the default): every entry, in

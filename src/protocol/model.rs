@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use faultline_harness::linearizability::{HistoryLine, Model};
 use serde_json::{Value, json};
 
+use super::client::{ClientError, Store, arith_packet, counter_value};
+use super::{Opcode, Packet, Status};
+
 /// One key's item as the model knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Item {
@@ -100,23 +103,24 @@ impl Op {
     }
 }
 
-/// The answers.
+/// The answers. A `cas` of `None`: the answer's CAS is not known (a client
+/// library that does not return it); the model then does not learn it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// A read's item.
     Found {
         value: Vec<u8>,
         flags: u32,
-        cas: u64,
+        cas: Option<u64>,
     },
     /// A store took effect, with the item's new CAS.
     Stored {
-        cas: u64,
+        cas: Option<u64>,
     },
     /// A counter's new value and CAS.
     Counter {
         value: u64,
-        cas: u64,
+        cas: Option<u64>,
     },
     Deleted,
     /// KEY_ENOENT.
@@ -174,7 +178,7 @@ impl Model for Memcached {
             Some(Output::Stored { cas }) => with(Some(Item {
                 value,
                 flags,
-                cas: Some(*cas),
+                cas: *cas,
             })),
             Some(_) => None,
         };
@@ -203,13 +207,13 @@ impl Model for Memcached {
                     if *value != item.value || *flags != item.flags {
                         return None;
                     }
-                    match item.cas {
-                        Some(known) if known != *cas => None,
-                        Some(_) => Some(state.clone()),
-                        None => with(Some(Item {
-                            cas: Some(*cas),
+                    match (item.cas, cas) {
+                        (Some(known), Some(read)) if known != *read => None,
+                        (None, Some(read)) => with(Some(Item {
+                            cas: Some(*read),
                             ..item.clone()
                         })),
+                        _ => Some(state.clone()),
                     }
                 }
                 _ => None,
@@ -256,7 +260,7 @@ impl Model for Memcached {
                         with(Some(Item {
                             value,
                             flags,
-                            cas: Some(*cas),
+                            cas: *cas,
                         }))
                     }
                     Some(_) => None,
@@ -284,11 +288,15 @@ impl Model for Memcached {
             Op::Incr { delta, .. } => format!("incr {key} {delta}"),
             Op::Decr { delta, .. } => format!("decr {key} {delta}"),
         };
+        let with_cas = |what: String, cas: &Option<u64>| match cas {
+            Some(cas) => format!("{what} (cas {cas})"),
+            None => what,
+        };
         let answer = match output {
             None => "?".to_string(),
-            Some(Output::Found { value, cas, .. }) => format!("{} (cas {cas})", v(value)),
-            Some(Output::Stored { cas }) => format!("stored (cas {cas})"),
-            Some(Output::Counter { value, cas }) => format!("{value} (cas {cas})"),
+            Some(Output::Found { value, cas, .. }) => with_cas(v(value), cas),
+            Some(Output::Stored { cas }) => with_cas("stored".into(), cas),
+            Some(Output::Counter { value, cas }) => with_cas(value.to_string(), cas),
             Some(Output::Deleted) => "deleted".into(),
             Some(Output::NotFound) => "not_found".into(),
             Some(Output::Exists) => "exists".into(),
@@ -323,7 +331,7 @@ fn shorten(text: &str) -> String {
 // `delta`, `initial`); `result` `"not_found"`, `"exists"`,
 // `"not_stored"`, `"deleted"`, `"non_numeric"`, or an object (`value`,
 // `flags`, `cas` for a read; `cas` for a store; `value`, `cas` for a
-// counter).
+// counter; `cas` may be left out where the client did not see it).
 
 /// The model's input and answer of one history line; errors name the
 /// file, the line and the field.
@@ -449,6 +457,13 @@ fn output_of(op: &Op, result: &Value) -> Result<Output, String> {
             .and_then(Value::as_u64)
             .ok_or_else(|| format!("needs a whole number `{name}`"))
     };
+    // Left out (or null): not known.
+    let cas = || -> Result<Option<u64>, String> {
+        match map.get("cas") {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => number("cas").map(Some),
+        }
+    };
     match op {
         Op::Get => {
             let value = match map.get("value") {
@@ -461,17 +476,15 @@ fn output_of(op: &Op, result: &Value) -> Result<Output, String> {
             Ok(Output::Found {
                 value,
                 flags,
-                cas: number("cas")?,
+                cas: cas()?,
             })
         }
         Op::Incr { .. } | Op::Decr { .. } => Ok(Output::Counter {
             value: number("value")?,
-            cas: number("cas")?,
+            cas: cas()?,
         }),
         Op::Delete { .. } => Err("a delete's result is a string".into()),
-        _ => Ok(Output::Stored {
-            cas: number("cas")?,
-        }),
+        _ => Ok(Output::Stored { cas: cas()? }),
     }
 }
 
@@ -532,6 +545,72 @@ pub fn to_line(
 }
 
 // ---------------------------------------------------------------------
+// On the wire: the request that asks an input, and the answer a response
+// gives, so every client that records a history speaks one way.
+
+impl Input {
+    /// The request packet (vbucket 0, opaque 0: the sender sets them).
+    pub fn request(&self) -> Packet {
+        let key = self.key.as_bytes();
+        let store = |opcode: Opcode, value: &[u8], flags: u32, cas: u64| {
+            Store::new(opcode, key, value)
+                .flags(flags)
+                .cas(cas)
+                .packet()
+        };
+        match &self.op {
+            Op::Get => Packet::request(Opcode::GET).key(key.to_vec()),
+            Op::Set { value, flags, cas } => store(Opcode::SET, value, *flags, *cas),
+            Op::Add { value, flags } => store(Opcode::ADD, value, *flags, 0),
+            Op::Replace { value, flags, cas } => store(Opcode::REPLACE, value, *flags, *cas),
+            Op::Append { value } => store(Opcode::APPEND, value, 0, 0),
+            Op::Prepend { value } => store(Opcode::PREPEND, value, 0, 0),
+            Op::Delete { cas } => Packet::request(Opcode::DELETE).key(key.to_vec()).cas(*cas),
+            Op::Incr { delta, initial } => arith_packet(Opcode::INCREMENT, key, *delta, *initial),
+            Op::Decr { delta, initial } => arith_packet(Opcode::DECREMENT, key, *delta, *initial),
+        }
+    }
+}
+
+/// The model's answer in `response` to `input`'s request. A status the
+/// model has no answer for (a refusal before anything happened, or an
+/// error) is `ClientError::Status`; a response that cannot be such an
+/// answer is `ClientError::Invalid`.
+pub fn output_of_response(input: &Input, response: &Packet) -> Result<Output, ClientError> {
+    let cas = Some(response.header.cas);
+    match response.status_code() {
+        Status::SUCCESS => {}
+        Status::KEY_ENOENT => return Ok(Output::NotFound),
+        Status::KEY_EEXISTS => return Ok(Output::Exists),
+        Status::NOT_STORED => return Ok(Output::NotStored),
+        Status::DELTA_BADVAL => return Ok(Output::NonNumeric),
+        other => return Err(ClientError::Status(other)),
+    }
+    Ok(match &input.op {
+        Op::Get => Output::Found {
+            flags: response.extras_u32(0).ok_or_else(|| {
+                ClientError::Invalid(format!(
+                    "GET hit with {} bytes of extras",
+                    response.extras.len()
+                ))
+            })?,
+            value: response.value.to_vec(),
+            cas,
+        },
+        Op::Delete { .. } => Output::Deleted,
+        Op::Incr { .. } => Output::Counter {
+            value: counter_value(Opcode::INCREMENT, response)?,
+            cas,
+        },
+        Op::Decr { .. } => Output::Counter {
+            value: counter_value(Opcode::DECREMENT, response)?,
+            cas,
+        },
+        _ => Output::Stored { cas },
+    })
+}
+
+// ---------------------------------------------------------------------
 // Histories of a real sequential execution, for benchmarks and tests.
 
 /// A server with exact CAS values: answers `input` and applies it.
@@ -550,7 +629,11 @@ fn execute(
     let mismatch = |cas: u64| cas != 0 && existing.as_ref().is_some_and(|e| e.2 != cas);
     match &input.op {
         Op::Get => match existing {
-            Some((value, flags, cas)) => Output::Found { value, flags, cas },
+            Some((value, flags, cas)) => Output::Found {
+                value,
+                flags,
+                cas: Some(cas),
+            },
             None => Output::NotFound,
         },
         Op::Set { value, flags, cas } => {
@@ -560,27 +643,27 @@ fn execute(
                 Output::Exists
             } else {
                 Output::Stored {
-                    cas: put(value.clone(), *flags),
+                    cas: Some(put(value.clone(), *flags)),
                 }
             }
         }
         Op::Add { value, flags } => match existing {
             Some(_) => Output::Exists,
             None => Output::Stored {
-                cas: put(value.clone(), *flags),
+                cas: Some(put(value.clone(), *flags)),
             },
         },
         Op::Replace { value, flags, cas } => match existing {
             None => Output::NotFound,
             Some(_) if mismatch(*cas) => Output::Exists,
             Some(_) => Output::Stored {
-                cas: put(value.clone(), *flags),
+                cas: Some(put(value.clone(), *flags)),
             },
         },
         Op::Append { .. } | Op::Prepend { .. } => match existing {
             None => Output::NotStored,
             Some((old, flags, _)) => Output::Stored {
-                cas: put(input.op.joined(&old), flags),
+                cas: Some(put(input.op.joined(&old), flags)),
             },
         },
         Op::Delete { cas } => match existing {
@@ -598,7 +681,10 @@ fn execute(
             };
             let flags = existing.map_or(0, |e| e.1);
             let cas = put(number.to_string().into_bytes(), flags);
-            Output::Counter { value: number, cas }
+            Output::Counter {
+                value: number,
+                cas: Some(cas),
+            }
         }
     }
 }
@@ -673,7 +759,7 @@ pub fn sequential_history(
             }
         }
         let output = execute(&mut items, input, &mut next_cas);
-        if let Output::Found { cas, .. } = &output {
+        if let Output::Found { cas: Some(cas), .. } = &output {
             seen.insert((*client, input.key.clone()), *cas);
         }
         outputs[i] = Some(output);
@@ -714,6 +800,10 @@ mod tests {
     }
 
     fn found(value: &str, cas: u64) -> Output {
+        found_maybe(value, Some(cas))
+    }
+
+    fn found_maybe(value: &str, cas: Option<u64>) -> Output {
         Output::Found {
             value: value.into(),
             flags: 0,
@@ -751,11 +841,11 @@ mod tests {
             },
         };
         let s1 = m
-            .step(&s0, &add, Some(&Output::Stored { cas: 5 }))
+            .step(&s0, &add, Some(&Output::Stored { cas: Some(5) }))
             .expect("add of a missing key stores");
         assert!(m.step(&s1, &add, Some(&Output::Exists)).is_some());
         assert!(
-            m.step(&s1, &add, Some(&Output::Stored { cas: 6 }))
+            m.step(&s1, &add, Some(&Output::Stored { cas: Some(6) }))
                 .is_none()
         );
         let append = Input {
@@ -764,7 +854,7 @@ mod tests {
         };
         assert!(m.step(&s0, &append, Some(&Output::NotStored)).is_some());
         let s2 = m
-            .step(&s1, &append, Some(&Output::Stored { cas: 6 }))
+            .step(&s1, &append, Some(&Output::Stored { cas: Some(6) }))
             .expect("append");
         assert_eq!(s2["k"].value, b"ab");
         assert_eq!(s2["k"].flags, 7, "append keeps the flags");
@@ -777,7 +867,14 @@ mod tests {
         };
         assert!(m.step(&s2, &incr, Some(&Output::NonNumeric)).is_some());
         let c1 = m
-            .step(&s0, &incr, Some(&Output::Counter { value: 0, cas: 1 }))
+            .step(
+                &s0,
+                &incr,
+                Some(&Output::Counter {
+                    value: 0,
+                    cas: Some(1),
+                }),
+            )
             .expect("a missing counter is created with its initial value");
         let decr = Input {
             key: "k".into(),
@@ -787,8 +884,15 @@ mod tests {
             },
         };
         assert!(
-            m.step(&c1, &decr, Some(&Output::Counter { value: 0, cas: 2 }))
-                .is_some(),
+            m.step(
+                &c1,
+                &decr,
+                Some(&Output::Counter {
+                    value: 0,
+                    cas: Some(2),
+                })
+            )
+            .is_some(),
             "decr stops at 0"
         );
         assert!(m.step(&s0, &decr, Some(&Output::NotFound)).is_some());
@@ -814,17 +918,17 @@ mod tests {
         };
         assert!(m.step(&s2, &cas(8), Some(&Output::Exists)).is_some());
         assert!(
-            m.step(&s2, &cas(8), Some(&Output::Stored { cas: 10 }))
+            m.step(&s2, &cas(8), Some(&Output::Stored { cas: Some(10) }))
                 .is_none()
         );
         assert!(
-            m.step(&s2, &cas(9), Some(&Output::Stored { cas: 10 }))
+            m.step(&s2, &cas(9), Some(&Output::Stored { cas: Some(10) }))
                 .is_some()
         );
         // Against an unknown CAS either answer is possible.
         assert!(m.step(&s1, &cas(3), Some(&Output::Exists)).is_some());
         assert!(
-            m.step(&s1, &cas(3), Some(&Output::Stored { cas: 4 }))
+            m.step(&s1, &cas(3), Some(&Output::Stored { cas: Some(4) }))
                 .is_some()
         );
     }
@@ -841,7 +945,7 @@ mod tests {
         };
         let base = || {
             vec![
-                Operation::completed(0, set("k", "a"), 0, Output::Stored { cas: 3 }, 10),
+                Operation::completed(0, set("k", "a"), 0, Output::Stored { cas: Some(3) }, 10),
                 Operation::completed(1, get("k"), 20, found("a", 3), 30),
             ]
         };
@@ -850,14 +954,14 @@ mod tests {
             1,
             cas("b"),
             40,
-            Output::Stored { cas: 4 },
+            Output::Stored { cas: Some(4) },
             50,
         ));
         twice.push(Operation::completed(
             2,
             cas("c"),
             41,
-            Output::Stored { cas: 5 },
+            Output::Stored { cas: Some(5) },
             51,
         ));
         assert!(!linearizable(twice));
@@ -866,7 +970,7 @@ mod tests {
             1,
             cas("b"),
             40,
-            Output::Stored { cas: 4 },
+            Output::Stored { cas: Some(4) },
             50,
         ));
         once.push(Operation::completed(2, cas("c"), 41, Output::Exists, 51));
@@ -882,7 +986,10 @@ mod tests {
                 initial: Some(1),
             },
         };
-        let output = Output::Counter { value: 1, cas: 8 };
+        let output = Output::Counter {
+            value: 1,
+            cas: Some(8),
+        };
         let line = to_line(3, &input, Some(&output), 10, Some(20));
         let text = serde_json::to_string(&line).expect("json");
         let parsed = faultline_harness::linearizability::parse_history_lines(&text, "h.jsonl")
@@ -898,5 +1005,73 @@ mod tests {
             from_line(&lines[0], "h.jsonl").expect_err("bad value"),
             "h.jsonl:1: field `args`: `value` must be a string, found 5"
         );
+    }
+
+    #[test]
+    fn answers_without_a_cas_still_have_their_values_checked() {
+        // A client library that returns no CAS for stores.
+        let stored = Output::Stored { cas: None };
+        let run = |answers: Vec<(Input, Output)>| {
+            let ops = answers
+                .into_iter()
+                .enumerate()
+                .map(|(i, (input, output))| {
+                    let t = 10 * i as u64;
+                    Operation::completed(1, input, t, output, t + 5)
+                })
+                .collect();
+            linearizable(ops)
+        };
+        assert!(run(vec![
+            (set("k", "a"), stored.clone()),
+            (get("k"), found("a", 7)),
+            (get("k"), found_maybe("a", None)),
+        ]));
+        assert!(!run(vec![
+            (set("k", "a"), stored.clone()),
+            (get("k"), found_maybe("b", None)),
+        ]));
+        // A CAS learned from one read holds for the next.
+        assert!(!run(vec![
+            (set("k", "a"), stored),
+            (get("k"), found("a", 7)),
+            (get("k"), found("a", 8)),
+        ]));
+    }
+
+    #[test]
+    fn a_request_and_its_answer_round_trip_through_the_wire_shapes() {
+        let input = Input {
+            key: "n".into(),
+            op: Op::Incr {
+                delta: 2,
+                initial: None,
+            },
+        };
+        let request = input.request();
+        assert_eq!(request.opcode(), Opcode::INCREMENT);
+        assert_eq!(request.extras_u32(16), Some(0xffff_ffff), "no create");
+        let answer = Packet::response(&request.header, Status::SUCCESS)
+            .cas(9)
+            .value(5u64.to_be_bytes().to_vec());
+        assert_eq!(
+            output_of_response(&input, &answer).unwrap(),
+            Output::Counter {
+                value: 5,
+                cas: Some(9)
+            }
+        );
+        let refused = Packet::response(&request.header, Status::KEY_ENOENT);
+        assert_eq!(
+            output_of_response(&input, &refused).unwrap(),
+            Output::NotFound
+        );
+        let short = Packet::response(&request.header, Status::SUCCESS).value(vec![1]);
+        assert!(output_of_response(&input, &short).unwrap_err().is_invalid());
+        let busy = Packet::response(&request.header, Status::ETMPFAIL);
+        assert!(matches!(
+            output_of_response(&input, &busy),
+            Err(ClientError::Status(Status::ETMPFAIL))
+        ));
     }
 }

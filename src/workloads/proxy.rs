@@ -6,6 +6,9 @@
 //! * `response-validation`: an answer that does not belong to its request;
 //! * `store-model`: a read that disagrees with the client's model of the
 //!   store (`KvModel`; each client uses keys of its own);
+//! * `linearizability` (with `shared_keys`): the clients share keys, and
+//!   the history of all their operations has no order that memcached's
+//!   semantics explain;
 //! * `proxy-availability`: a request the proxy failed (`ETMPFAIL`, a
 //!   closed connection) although every kv node is up;
 //! * `liveness` (with `request_deadline_ms`): a request not answered
@@ -17,6 +20,7 @@
 //! without reading an answer that already arrived: the proxy sees the
 //! request, then a reset.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -29,13 +33,15 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::bugs::Bugs;
-use crate::protocol::client::{Client, Store};
+use crate::protocol::client::{Client, ClientError, Store, arith_packet};
+use crate::protocol::model::output_of_response;
 use crate::protocol::{Durability, McbpFramer, Opcode, Packet, Status};
 use crate::proxy::backend::active_range;
 use crate::proxy::backend::node_of;
 use crate::proxy::{BackendAddr, CheckConfig, CheckKind, ProxyConfig, run_proxy};
 use crate::server::{KV_PORT, KvConfig, run_node};
 use crate::workloads::health::{self, Health, MonitorConfig, SharedHealth};
+use crate::workloads::traffic::{self, ClientDone, SharedHistory, SharedMix};
 
 /// The port the proxy listens on in simulations.
 pub const PROXY_PORT: u16 = 11211;
@@ -128,6 +134,13 @@ pub(crate) struct Params {
     /// `NOT_MY_VBUCKET` answers, as after a rebalance.
     #[serde(default)]
     stale_map: bool,
+    /// 0: each client owns its keys (checked by `KvModel`). Otherwise the
+    /// clients draw from this many shared keys (GET, SET, CAS, ADD,
+    /// DELETE, APPEND, INCR), and the history of every client's operations
+    /// must be linearizable (oracle `linearizability`, when the last
+    /// client ends).
+    #[serde(default)]
+    shared_keys: u32,
 }
 
 fn d_nodes() -> usize {
@@ -200,6 +213,9 @@ fn d_check_kind() -> String {
 /// How often a client asks again after a temporary answer (a vbucket
 /// being moved, a durable write in flight), 1 ms apart.
 const MAX_OWNER_RETRIES: u32 = 3_000;
+
+/// Reads among shared-key operations, in percent (as in the own-key mix).
+const SHARED_READ_PERCENT: u32 = 30;
 
 /// Upper bounds that keep a scenario from asking for absurd runs.
 const MAX_THINK_TIME_MS: u64 = 60_000;
@@ -314,6 +330,12 @@ impl Params {
         if p.health_monitor_ms == Some(0) {
             return bad("health_monitor_ms", "must be positive".into());
         }
+        if p.shared_keys > traffic::MAX_SHARED_KEYS {
+            return bad(
+                "shared_keys",
+                format!("must be at most {}", traffic::MAX_SHARED_KEYS),
+            );
+        }
         if p.max_value_bytes == 0 || p.max_value_bytes > MAX_VALUE_BYTES {
             return bad(
                 "max_value_bytes",
@@ -372,11 +394,12 @@ impl Params {
                 Ok(())
             });
         }
+        let shared = SharedHistory::new(self.clients);
         for id in 0..self.clients {
             let p = self.clone();
-            let (health, running) = (health.clone(), running.clone());
+            let (health, running, shared) = (health.clone(), running.clone(), shared.clone());
             setup.client(&format!("client-{id}"), async move {
-                run_client(id, p, health).await;
+                run_client(id, p, health, shared).await;
                 running.set(running.get() - 1);
                 Ok(())
             });
@@ -408,9 +431,11 @@ struct ClientRun {
     client: Option<Client<SimStream>>,
     counter: u32,
     health: SharedHealth,
+    shared: Rc<RefCell<SharedHistory>>,
 }
 
-async fn run_client(id: u32, p: Params, health: SharedHealth) {
+async fn run_client(id: u32, p: Params, health: SharedHealth, shared: Rc<RefCell<SharedHistory>>) {
+    let _done = ClientDone::new(&shared);
     let mut run = ClientRun {
         id,
         p,
@@ -418,6 +443,7 @@ async fn run_client(id: u32, p: Params, health: SharedHealth) {
         client: None,
         counter: 0,
         health,
+        shared,
     };
     for n in 0..run.p.requests {
         if oracle::failed() {
@@ -429,7 +455,12 @@ async fn run_client(id: u32, p: Params, health: SharedHealth) {
         if switch("client.abort") && run.abort().await.is_err() {
             return;
         }
-        match run.one_request(n).await {
+        let done = if run.p.shared_keys > 0 {
+            run.shared_request().await
+        } else {
+            run.one_request(n).await
+        };
+        match done {
             Ok(()) | Err(Failed::Unavailable) => {}
             Err(Failed::Reported) => return,
         }
@@ -439,6 +470,9 @@ async fn run_client(id: u32, p: Params, health: SharedHealth) {
             });
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
+    }
+    if run.p.shared_keys > 0 {
+        return;
     }
     // Every key reads back as the model says.
     let keys: Vec<Vec<u8>> = (0..run.p.keys).map(|k| run.key(k)).collect();
@@ -627,9 +661,59 @@ impl ClientRun {
         })
     }
 
+    /// One operation on a shared key, recorded with its answer, or as
+    /// possibly applied when its outcome is unknown (no answer, a
+    /// connection lost, ETMPFAIL: the proxy may have forwarded it).
+    async fn shared_request(&mut self) -> Result<(), Failed> {
+        let mix = SharedMix {
+            keys: self.p.shared_keys,
+            read_percent: SHARED_READ_PERCENT,
+            durable_percent: self.p.durable_percent,
+        };
+        let (input, durable) = self.shared.borrow().draw(&self.rng_name(), self.id, &mix);
+        let mut request = input.request();
+        if durable {
+            request = request.durability(Durability::Majority);
+        }
+        let what = format!("{} {}", request.opcode(), input.key);
+        let invoked_at = traffic::now_us();
+        let result = self.call(&what, request).await;
+        let completed_at = traffic::now_us();
+        let output = match result.map(|response| output_of_response(&input, &response)) {
+            Ok(Ok(output)) => Some(output),
+            Ok(Err(ClientError::Status(Status::SYNC_WRITE_AMBIGUOUS))) => None,
+            // Refused before anything happened: not part of the history.
+            Ok(Err(ClientError::Status(
+                Status::DURABILITY_IMPOSSIBLE
+                | Status::NOT_MY_VBUCKET
+                | Status::SYNC_WRITE_IN_PROGRESS,
+            ))) => return Ok(()),
+            Ok(Err(ClientError::Status(other))) => {
+                return Err(self.model_error(format!("{what} answered {other}")));
+            }
+            Ok(Err(e)) => {
+                oracle::fail(
+                    "response-validation",
+                    format!("client-{} {what}: {e}", self.id),
+                );
+                return Err(Failed::Reported);
+            }
+            Err(failed) => {
+                self.shared
+                    .borrow_mut()
+                    .record(self.id, input, invoked_at, None, completed_at);
+                return Err(failed);
+            }
+        };
+        self.shared
+            .borrow_mut()
+            .record(self.id, input, invoked_at, output, completed_at);
+        Ok(())
+    }
+
     async fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
         let what = format!("SET {}", String::from_utf8_lossy(key));
-        let request = store_packet(&Store::new(Opcode::SET, key, value));
+        let request = Store::new(Opcode::SET, key, value).packet();
         let response = self.call(&what, request).await?;
         if response.status_code() != Status::SUCCESS {
             return Err(self.model_error(format!("{what} answered {}", response.status_code())));
@@ -641,8 +725,9 @@ impl ClientRun {
     /// A SET that the node answers once the vbucket's replica holds it.
     async fn durable_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
         let what = format!("durable SET {}", String::from_utf8_lossy(key));
-        let request =
-            store_packet(&Store::new(Opcode::SET, key, value)).durability(Durability::Majority);
+        let request = Store::new(Opcode::SET, key, value)
+            .packet()
+            .durability(Durability::Majority);
         let response = self.call(&what, request).await?;
         match response.status_code() {
             Status::SUCCESS => self.model.acked(key, Some(value)),
@@ -679,7 +764,7 @@ impl ClientRun {
 
     async fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
         let what = format!("ADD {}", String::from_utf8_lossy(key));
-        let request = store_packet(&Store::new(Opcode::ADD, key, value));
+        let request = Store::new(Opcode::ADD, key, value).packet();
         let response = self.call(&what, request).await?;
         match response.status_code() {
             Status::SUCCESS => {
@@ -702,7 +787,7 @@ impl ClientRun {
 
     async fn append(&mut self, key: &[u8], suffix: &[u8]) -> Result<(), Failed> {
         let what = format!("APPEND {}", String::from_utf8_lossy(key));
-        let request = store_packet(&Store::new(Opcode::APPEND, key, suffix));
+        let request = Store::new(Opcode::APPEND, key, suffix).packet();
         let response = self.call(&what, request).await?;
         match response.status_code() {
             Status::SUCCESS => {
@@ -726,13 +811,7 @@ impl ClientRun {
     async fn incr(&mut self) -> Result<(), Failed> {
         let key = self.counter_key();
         let what = format!("INCREMENT {}", String::from_utf8_lossy(&key));
-        let mut extras = Vec::with_capacity(20);
-        extras.extend_from_slice(&1u64.to_be_bytes());
-        extras.extend_from_slice(&0u64.to_be_bytes());
-        extras.extend_from_slice(&0u32.to_be_bytes());
-        let request = Packet::request(Opcode::INCREMENT)
-            .key(key.clone())
-            .extras(extras);
+        let request = arith_packet(Opcode::INCREMENT, &key, 1, Some(0));
         let response = self.call(&what, request).await?;
         if response.status_code() != Status::SUCCESS {
             return Err(self.model_error(format!("{what} answered {}", response.status_code())));
@@ -775,22 +854,11 @@ impl ClientRun {
         }
         // Not reading: the answer stays in the socket.
         tokio::time::sleep(think).await;
-        let set = store_packet(&Store::new(Opcode::SET, &key, b"abandoned")).opaque(0xab08);
+        let set = Store::new(Opcode::SET, &key, b"abandoned")
+            .packet()
+            .opaque(0xab08);
         let _ = stream.write_all(&set.encode()).await;
         self.client = None;
         Ok(())
     }
-}
-
-/// A store request packet, as the protocol client builds it.
-fn store_packet(store: &Store<'_>) -> Packet {
-    let mut extras = Vec::with_capacity(8);
-    if !matches!(store.opcode.loud(), Opcode::APPEND | Opcode::PREPEND) {
-        extras.extend_from_slice(&store.flags.to_be_bytes());
-        extras.extend_from_slice(&store.exptime_s.to_be_bytes());
-    }
-    Packet::request(store.opcode)
-        .key(store.key.to_vec())
-        .extras(extras)
-        .value(store.value.to_vec())
 }

@@ -24,7 +24,7 @@ use rand::Rng;
 use serde::Deserialize;
 
 use crate::protocol::client::{Client, ClientError, Item, Store};
-use crate::protocol::model::{Input, Memcached, Op, Output};
+use crate::protocol::model::{Input, Memcached, Op, Output, output_of_response};
 use crate::protocol::{Durability, Opcode, Status, vbucket_of};
 use faultline_harness::linearizability::{self, CheckOptions, History, Linearizability, Operation};
 
@@ -182,7 +182,7 @@ pub async fn run_client(
     model: Rc<RefCell<KvModel>>,
     shared: Rc<RefCell<SharedHistory>>,
 ) {
-    let _done = ClientDone(shared.clone());
+    let _done = ClientDone::new(&shared);
     let name = format!("client-{index}");
     let stream = match SimStream::connect((target.host.as_str(), target.port)).await {
         Ok(s) => s,
@@ -220,7 +220,7 @@ pub async fn run_client(
                 format!("{name} op {op}: shared"),
                 Duration::from_millis(p.reply_timeout_ms),
             );
-            let result = shared_op(&mut client, &rng_name, index, roll, &target, &p, &shared).await;
+            let result = shared_op(&mut client, &rng_name, index, &target, &p, &shared).await;
             if let Err(failure) = result {
                 return failure.report(&name, op);
             }
@@ -405,6 +405,9 @@ async fn delete(
             model.borrow_mut().acked(key, None);
             Ok(())
         }
+        // A durable write of the key is still in flight: refused, nothing
+        // deleted.
+        Err(ClientError::Status(Status::SYNC_WRITE_IN_PROGRESS)) => Ok(()),
         Err(ClientError::Status(status)) => {
             Err(Failure::Validation(format!("DELETE answered {status}")))
         }
@@ -455,7 +458,14 @@ impl SharedHistory {
 }
 
 /// Counts a client out when it ends, however it ends; the last one checks.
-struct ClientDone(Rc<RefCell<SharedHistory>>);
+pub struct ClientDone(Rc<RefCell<SharedHistory>>);
+
+impl ClientDone {
+    /// The guard of one of the clients [`SharedHistory::new`] counted.
+    pub fn new(shared: &Rc<RefCell<SharedHistory>>) -> ClientDone {
+        ClientDone(shared.clone())
+    }
+}
 
 impl Drop for ClientDone {
     fn drop(&mut self) {
@@ -469,8 +479,106 @@ impl Drop for ClientDone {
 }
 
 /// Simulated time in µs, the history's unit.
-fn now_us() -> u64 {
+pub fn now_us() -> u64 {
     faultline_harness::now().as_micros() as u64
+}
+
+/// What operations on shared keys a client draws.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedMix {
+    /// Keys `shared:k0..`; a quarter as many counters `shared:n0..`.
+    pub keys: u32,
+    pub read_percent: u32,
+    /// Share of SETs that are durable, in percent.
+    pub durable_percent: u32,
+}
+
+impl SharedHistory {
+    /// The next operation of client `process` (its random stream
+    /// `rng_name`), and whether it is a durable write: GET, SET, CAS from
+    /// the client's last read of the key, ADD, DELETE, APPEND, INCR.
+    pub fn draw(&self, rng_name: &str, process: u32, mix: &SharedMix) -> (Input, bool) {
+        assert!(mix.keys > 0, "shared-key traffic needs keys");
+        let counters = (mix.keys / 4).max(1);
+        let (roll, kind, key_index, counter_index, tag, durable) = with_rng(rng_name, |rng| {
+            (
+                rng.random_range(0..100u32),
+                rng.random_range(0..100u32),
+                rng.random_range(0..mix.keys),
+                rng.random_range(0..counters),
+                rng.random_range(0..1_000_000u32),
+                rng.random_range(0..100u32) < mix.durable_percent,
+            )
+        });
+        let value = format!("c{process}-{tag}").into_bytes();
+        let key = format!("shared:k{key_index}");
+        let seen = self
+            .seen_cas
+            .get(&(process, key.clone()))
+            .copied()
+            .unwrap_or(1);
+        let op = if roll < mix.read_percent {
+            Op::Get
+        } else {
+            match kind {
+                0..35 => Op::Set {
+                    value,
+                    flags: tag % 4,
+                    cas: 0,
+                },
+                35..55 => Op::Set {
+                    value,
+                    flags: 0,
+                    cas: seen,
+                },
+                55..65 => Op::Add { value, flags: 1 },
+                65..75 => Op::Delete { cas: 0 },
+                75..85 => Op::Append { value },
+                _ => {
+                    let input = Input {
+                        key: format!("shared:n{counter_index}"),
+                        op: Op::Incr {
+                            delta: 1,
+                            initial: Some(0),
+                        },
+                    };
+                    return (input, false);
+                }
+            }
+        };
+        let durable = durable && matches!(op, Op::Set { .. });
+        (Input { key, op }, durable)
+    }
+
+    /// Records one operation: answered (`output`, at `completed_at`), or
+    /// possibly applied (`None`: its outcome is unknown). Learns the CAS a
+    /// read returns, for the client's next CAS.
+    pub fn record(
+        &mut self,
+        process: u32,
+        input: Input,
+        invoked_at: u64,
+        output: Option<Output>,
+        completed_at: u64,
+    ) {
+        tracing::debug!(
+            target: "faultline::history",
+            process,
+            invoked_us = invoked_at,
+            "{}",
+            linearizability::Model::describe(&Memcached, &input, output.as_ref())
+        );
+        if let Some(Output::Found { cas: Some(cas), .. }) = &output {
+            self.seen_cas.insert((process, input.key.clone()), *cas);
+        }
+        let op = match output {
+            Some(output) => {
+                Operation::completed(process.into(), input, invoked_at, output, completed_at)
+            }
+            None => Operation::ambiguous(process.into(), input, invoked_at),
+        };
+        self.history.push(op).expect("completion after invocation");
+    }
 }
 
 /// One operation on a shared key: drawn, sent, and recorded with its
@@ -479,189 +587,54 @@ async fn shared_op(
     client: &mut Client<SimStream>,
     rng_name: &str,
     index: u32,
-    roll: u32,
     target: &Target,
     p: &TrafficParams,
     shared: &Rc<RefCell<SharedHistory>>,
 ) -> Result<(), Failure> {
-    let counters = (p.shared_keys / 4).max(1);
-    let (kind, key_index, counter_index, tag, durable) = with_rng(rng_name, |rng| {
-        (
-            rng.random_range(0..100u32),
-            rng.random_range(0..p.shared_keys),
-            rng.random_range(0..counters),
-            rng.random_range(0..1_000_000u32),
-            rng.random_range(0..100u32) < p.durable_percent,
-        )
-    });
-    let value = format!("c{index}-{tag}").into_bytes();
-    let key = format!("shared:k{key_index}");
-    let seen = shared
-        .borrow()
-        .seen_cas
-        .get(&(index, key.clone()))
-        .copied()
-        .unwrap_or(1);
-    let input = if roll < p.read_percent {
-        Input { key, op: Op::Get }
-    } else {
-        let op = match kind {
-            0..35 => Op::Set {
-                value,
-                flags: flags_of_tag(tag),
-                cas: 0,
-            },
-            35..55 => Op::Set {
-                value,
-                flags: 0,
-                cas: seen,
-            },
-            55..65 => Op::Add { value, flags: 1 },
-            65..75 => Op::Delete { cas: 0 },
-            75..85 => Op::Append { value },
-            _ => {
-                let key = format!("shared:n{counter_index}");
-                return record(
-                    client,
-                    Input {
-                        key,
-                        op: Op::Incr {
-                            delta: 1,
-                            initial: Some(0),
-                        },
-                    },
-                    index,
-                    target,
-                    false,
-                    shared,
-                )
-                .await;
-            }
-        };
-        Input { key, op }
+    let mix = SharedMix {
+        keys: p.shared_keys,
+        read_percent: p.read_percent,
+        durable_percent: p.durable_percent,
     };
-    let durable = durable && matches!(input.op, Op::Set { .. });
-    record(client, input, index, target, durable, shared).await
-}
-
-/// Flags drawn with a value (small: the model compares them).
-fn flags_of_tag(tag: u32) -> u32 {
-    tag % 4
-}
-
-/// Sends `input`, records it, and learns the CAS a read returns.
-async fn record(
-    client: &mut Client<SimStream>,
-    input: Input,
-    index: u32,
-    target: &Target,
-    durable: bool,
-    shared: &Rc<RefCell<SharedHistory>>,
-) -> Result<(), Failure> {
-    let vbucket = vbucket_of(input.key.as_bytes(), target.vbuckets);
+    let (input, durable) = shared.borrow().draw(rng_name, index, &mix);
+    let mut request = input
+        .request()
+        .vbucket(vbucket_of(input.key.as_bytes(), target.vbuckets));
+    if durable {
+        request = request.durability(Durability::Majority);
+    }
     let invoked_at = now_us();
-    let answer = send_op(client, &input, vbucket, durable).await;
+    let answer = match client.call(request).await {
+        Ok(response) => output_of_response(&input, &response),
+        Err(e) => Err(e),
+    };
     let completed_at = now_us();
     let output = match answer {
         Ok(output) => Some(output),
-        Err(ClientError::Status(status)) => match status {
-            // Refused before anything happened: not part of the history.
+        // Refused before anything happened: not part of the history.
+        Err(ClientError::Status(
             Status::NOT_MY_VBUCKET
             | Status::ETMPFAIL
             | Status::SYNC_WRITE_IN_PROGRESS
-            | Status::DURABILITY_IMPOSSIBLE => return Ok(()),
-            Status::SYNC_WRITE_AMBIGUOUS => None,
-            Status::KEY_ENOENT => Some(Output::NotFound),
-            Status::KEY_EEXISTS => Some(Output::Exists),
-            Status::NOT_STORED => Some(Output::NotStored),
-            Status::DELTA_BADVAL => Some(Output::NonNumeric),
-            other => {
-                return Err(Failure::Validation(format!(
-                    "{:?} on {} answered {other}",
-                    input.op, input.key
-                )));
-            }
-        },
+            | Status::DURABILITY_IMPOSSIBLE,
+        )) => return Ok(()),
+        Err(ClientError::Status(Status::SYNC_WRITE_AMBIGUOUS)) => None,
+        Err(ClientError::Status(other)) => {
+            return Err(Failure::Validation(format!(
+                "{:?} on {} answered {other}",
+                input.op, input.key
+            )));
+        }
         Err(e) => {
             // What the server did is unknown.
             shared
                 .borrow_mut()
-                .history
-                .push(Operation::ambiguous(index.into(), input, invoked_at))
-                .expect("an ambiguous operation always fits");
+                .record(index, input, invoked_at, None, completed_at);
             return Err(validation(e));
         }
     };
-    let mut shared = shared.borrow_mut();
-    if let Some(Output::Found { cas, .. }) = &output {
-        shared.seen_cas.insert((index, input.key.clone()), *cas);
-    }
-    let op = match output {
-        Some(output) => Operation::completed(index.into(), input, invoked_at, output, completed_at),
-        None => Operation::ambiguous(index.into(), input, invoked_at),
-    };
     shared
-        .history
-        .push(op)
-        .expect("completion after invocation");
+        .borrow_mut()
+        .record(index, input, invoked_at, output, completed_at);
     Ok(())
-}
-
-/// Sends a model input with the client's own requests; a refusal is
-/// `ClientError::Status`.
-async fn send_op(
-    client: &mut Client<SimStream>,
-    input: &Input,
-    vbucket: u16,
-    durable: bool,
-) -> Result<Output, ClientError> {
-    let key = input.key.as_bytes();
-    let store = match &input.op {
-        Op::Set { value, flags, cas } => Some((Opcode::SET, value, *flags, *cas)),
-        Op::Add { value, flags } => Some((Opcode::ADD, value, *flags, 0)),
-        Op::Replace { value, flags, cas } => Some((Opcode::REPLACE, value, *flags, *cas)),
-        Op::Append { value } => Some((Opcode::APPEND, value, 0, 0)),
-        Op::Prepend { value } => Some((Opcode::PREPEND, value, 0, 0)),
-        Op::Get | Op::Delete { .. } | Op::Incr { .. } | Op::Decr { .. } => None,
-    };
-    if let Some((opcode, value, flags, cas)) = store {
-        let mut store = Store::new(opcode, key, value)
-            .flags(flags)
-            .cas(cas)
-            .vbucket(vbucket);
-        if durable {
-            store = store.durability(Durability::Majority);
-        }
-        return Ok(Output::Stored {
-            cas: client.store(&store).await?,
-        });
-    }
-    Ok(match &input.op {
-        Op::Get => match client.get(key, vbucket).await? {
-            Some(item) => Output::Found {
-                value: item.value.to_vec(),
-                flags: item.flags,
-                cas: item.cas,
-            },
-            None => Output::NotFound,
-        },
-        Op::Delete { cas } => {
-            assert_eq!(*cas, 0, "the shared-key traffic deletes without a CAS");
-            client.delete(key, vbucket).await?;
-            Output::Deleted
-        }
-        Op::Incr { delta, initial } | Op::Decr { delta, initial } => {
-            let opcode = if matches!(input.op, Op::Incr { .. }) {
-                Opcode::INCREMENT
-            } else {
-                Opcode::DECREMENT
-            };
-            let initial = initial.expect("the shared-key traffic creates missing counters");
-            let (value, cas) = client
-                .arith_with_cas(opcode, key, *delta, initial, vbucket)
-                .await?;
-            Output::Counter { value, cas }
-        }
-        _ => unreachable!("stores are sent above"),
-    })
 }

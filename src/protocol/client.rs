@@ -308,25 +308,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         initial: u64,
         vbucket: u16,
     ) -> Result<u64, ClientError> {
-        let (value, _cas) = self
-            .arith_with_cas(opcode, key, delta, initial, vbucket)
-            .await?;
-        Ok(value)
-    }
-
-    /// INCREMENT/DECREMENT: the new value and the item's new CAS.
-    pub async fn arith_with_cas(
-        &mut self,
-        opcode: Opcode,
-        key: &[u8],
-        delta: u64,
-        initial: u64,
-        vbucket: u16,
-    ) -> Result<(u64, u64), ClientError> {
         let response = self
             .call_ok(arith_packet(opcode, key, delta, Some(initial)).vbucket(vbucket))
             .await?;
-        Ok((counter_value(opcode, &response)?, response.header.cas))
+        counter_value(opcode, &response)
     }
 
     /// STAT (the group `group`, empty for the default): every entry, in

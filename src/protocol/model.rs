@@ -598,12 +598,8 @@ pub fn output_of_response(input: &Input, response: &Packet) -> Result<Output, Cl
             cas,
         },
         Op::Delete { .. } => Output::Deleted,
-        Op::Incr { .. } => Output::Counter {
-            value: counter_value(Opcode::INCREMENT, response)?,
-            cas,
-        },
-        Op::Decr { .. } => Output::Counter {
-            value: counter_value(Opcode::DECREMENT, response)?,
+        Op::Incr { .. } | Op::Decr { .. } => Output::Counter {
+            value: counter_value(response.opcode(), response)?,
             cas,
         },
         _ => Output::Stored { cas },

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::bugs::Bugs;
-use crate::protocol::client::{Client, ClientError, Store, arith_packet};
+use crate::protocol::client::{Client, ClientError, Store, arith_packet, counter_value};
 use crate::protocol::model::output_of_response;
 use crate::protocol::{Durability, McbpFramer, Opcode, Packet, Status};
 use crate::proxy::backend::active_range;
@@ -679,25 +679,8 @@ impl ClientRun {
         let invoked_at = traffic::now_us();
         let result = self.call(&what, request).await;
         let completed_at = traffic::now_us();
-        let output = match result.map(|response| output_of_response(&input, &response)) {
-            Ok(Ok(output)) => Some(output),
-            Ok(Err(ClientError::Status(Status::SYNC_WRITE_AMBIGUOUS))) => None,
-            // Refused before anything happened: not part of the history.
-            Ok(Err(ClientError::Status(
-                Status::DURABILITY_IMPOSSIBLE
-                | Status::NOT_MY_VBUCKET
-                | Status::SYNC_WRITE_IN_PROGRESS,
-            ))) => return Ok(()),
-            Ok(Err(ClientError::Status(other))) => {
-                return Err(self.model_error(format!("{what} answered {other}")));
-            }
-            Ok(Err(e)) => {
-                oracle::fail(
-                    "response-validation",
-                    format!("client-{} {what}: {e}", self.id),
-                );
-                return Err(Failed::Reported);
-            }
+        let answer = match result {
+            Ok(response) => output_of_response(&input, &response),
             Err(failed) => {
                 self.shared
                     .borrow_mut()
@@ -705,10 +688,23 @@ impl ClientRun {
                 return Err(failed);
             }
         };
-        self.shared
-            .borrow_mut()
-            .record(self.id, input, invoked_at, output, completed_at);
-        Ok(())
+        let recorded =
+            self.shared
+                .borrow_mut()
+                .answered(self.id, input, invoked_at, answer, completed_at);
+        match recorded {
+            Ok(()) => Ok(()),
+            Err(ClientError::Status(other)) => {
+                Err(self.model_error(format!("{what} answered {other}")))
+            }
+            Err(e) => {
+                oracle::fail(
+                    "response-validation",
+                    format!("client-{} {what}: {e}", self.id),
+                );
+                Err(Failed::Reported)
+            }
+        }
     }
 
     async fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failed> {
@@ -816,14 +812,13 @@ impl ClientRun {
         if response.status_code() != Status::SUCCESS {
             return Err(self.model_error(format!("{what} answered {}", response.status_code())));
         }
-        let got: [u8; 8] = response.value[..].try_into().map_err(|_| {
+        let got = counter_value(Opcode::INCREMENT, &response).map_err(|e| {
             oracle::fail(
                 "response-validation",
-                format!("client-{} {what}: {} bytes", self.id, response.value.len()),
+                format!("client-{} {what}: {e}", self.id),
             );
             Failed::Reported
         })?;
-        let got = u64::from_be_bytes(got);
         // Absent, the counter is created with the initial value 0.
         let expected = u64::from(self.counter);
         if got != expected {

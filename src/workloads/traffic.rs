@@ -550,6 +550,39 @@ impl SharedHistory {
         (Input { key, op }, durable)
     }
 
+    /// Records an operation by what its request got back: an answer; a
+    /// refusal before anything happened (NOT_MY_VBUCKET, ETMPFAIL,
+    /// SYNC_WRITE_IN_PROGRESS, DURABILITY_IMPOSSIBLE: left out); an
+    /// outcome the server cannot tell (SYNC_WRITE_AMBIGUOUS) or a request
+    /// lost with its connection or its framing (possibly applied). Other
+    /// statuses, and every error, are returned for the caller's oracle.
+    pub fn answered(
+        &mut self,
+        process: u32,
+        input: Input,
+        invoked_at: u64,
+        answer: Result<Output, ClientError>,
+        completed_at: u64,
+    ) -> Result<(), ClientError> {
+        let output = match answer {
+            Ok(output) => Some(output),
+            Err(ClientError::Status(
+                Status::NOT_MY_VBUCKET
+                | Status::ETMPFAIL
+                | Status::SYNC_WRITE_IN_PROGRESS
+                | Status::DURABILITY_IMPOSSIBLE,
+            )) => return Ok(()),
+            Err(ClientError::Status(Status::SYNC_WRITE_AMBIGUOUS)) => None,
+            Err(e @ ClientError::Status(_)) => return Err(e),
+            Err(e) => {
+                self.record(process, input, invoked_at, None, completed_at);
+                return Err(e);
+            }
+        };
+        self.record(process, input, invoked_at, output, completed_at);
+        Ok(())
+    }
+
     /// Records one operation: answered (`output`, at `completed_at`), or
     /// possibly applied (`None`: its outcome is unknown). Learns the CAS a
     /// read returns, for the client's next CAS.
@@ -603,38 +636,17 @@ async fn shared_op(
     if durable {
         request = request.durability(Durability::Majority);
     }
+    let what = format!("{:?} on {}", input.op, input.key);
     let invoked_at = now_us();
     let answer = match client.call(request).await {
         Ok(response) => output_of_response(&input, &response),
         Err(e) => Err(e),
     };
-    let completed_at = now_us();
-    let output = match answer {
-        Ok(output) => Some(output),
-        // Refused before anything happened: not part of the history.
-        Err(ClientError::Status(
-            Status::NOT_MY_VBUCKET
-            | Status::ETMPFAIL
-            | Status::SYNC_WRITE_IN_PROGRESS
-            | Status::DURABILITY_IMPOSSIBLE,
-        )) => return Ok(()),
-        Err(ClientError::Status(Status::SYNC_WRITE_AMBIGUOUS)) => None,
-        Err(ClientError::Status(other)) => {
-            return Err(Failure::Validation(format!(
-                "{:?} on {} answered {other}",
-                input.op, input.key
-            )));
-        }
-        Err(e) => {
-            // What the server did is unknown.
-            shared
-                .borrow_mut()
-                .record(index, input, invoked_at, None, completed_at);
-            return Err(validation(e));
-        }
-    };
-    shared
+    let recorded = shared
         .borrow_mut()
-        .record(index, input, invoked_at, output, completed_at);
-    Ok(())
+        .answered(index, input, invoked_at, answer, now_us());
+    recorded.map_err(|e| match e {
+        ClientError::Status(other) => Failure::Validation(format!("{what} answered {other}")),
+        e => validation(e),
+    })
 }

@@ -2,7 +2,7 @@
 //! Extras: delta (8), initial value (8), expiry (4); an expiry of
 //! 0xffffffff means "do not create".
 
-use super::{answer, status_of, sync_write_in_progress};
+use super::{answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
@@ -10,13 +10,6 @@ use crate::server::store::expiry;
 
 pub fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
-    if sync_write_in_progress(conn, request) {
-        return answer(
-            conn,
-            request,
-            Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS),
-        );
-    }
     let delta = request
         .extras_u64(0)
         .expect("shape checked: 20 bytes of extras");

@@ -1,19 +1,12 @@
 //! DELETE, DELETEQ.
 
-use super::{answer, status_of, sync_write_in_progress};
+use super::{answer, status_of};
 use crate::protocol::{Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
 
 pub fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
-    if sync_write_in_progress(conn, request) {
-        return answer(
-            conn,
-            request,
-            Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS),
-        );
-    }
     let now = conn.node.now();
     let result = conn
         .node

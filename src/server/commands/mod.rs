@@ -99,6 +99,17 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         conn.respond(Packet::response(&packet.header, Status::EINVAL));
         return Flow::Continue;
     }
+    // A key whose durable write is in flight takes no other write until
+    // that write commits or aborts (a durable SET checks it among its own
+    // refusals, after the vbucket's and the replica's).
+    let durable = !matches!(packet.durability_requirement(), Ok(None));
+    if mutates(opcode) && !durable && sync_write_in_progress(conn, &packet) {
+        return answer(
+            conn,
+            &packet,
+            Packet::response(&packet.header, Status::SYNC_WRITE_IN_PROGRESS),
+        );
+    }
     let flow = match opcode.loud() {
         Opcode::GET | Opcode::GETK => get::get(conn, &packet),
         Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
@@ -143,7 +154,7 @@ fn mutates(opcode: Opcode) -> bool {
 /// Whether `request`'s key has a durable write in flight. Until it commits
 /// or aborts, the key takes no other write of any kind (SET, ADD, DELETE,
 /// INCR, ...): each is answered SYNC_WRITE_IN_PROGRESS, as kv_engine does,
-/// so a write cannot slip in between a prepare and its commit.
+/// so no write slips in between a prepare and its commit.
 fn sync_write_in_progress(conn: &Conn<impl ServerStream>, request: &Packet) -> bool {
     conn.node
         .dcp

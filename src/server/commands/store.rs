@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use faultline_harness::oracle;
 
-use super::{answer, count, status_of, sync_write_in_progress};
+use super::{answer, count, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
@@ -42,13 +42,6 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
     if durability.is_some() {
         let response = durable_set(conn, request, flags).await;
         return answer(conn, request, response);
-    }
-    if sync_write_in_progress(conn, request) {
-        return answer(
-            conn,
-            request,
-            Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS),
-        );
     }
     let now = conn.node.now();
     let expires_at = expiry(expiration_s, now, conn.node.unix_now_s());

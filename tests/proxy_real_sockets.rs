@@ -10,20 +10,16 @@ use std::process::Command;
 use common::{Running, client_python, client_script, start, start_kv_node};
 
 use faultline::protocol::client::{Client, ClientError, Store};
-use faultline::protocol::{Opcode, Status};
+use faultline::protocol::{Opcode, Packet, Status, vbucket_of};
 
-/// `faultline proxy` on a free port in front of the kv node.
-fn start_proxy(kv_port: u16) -> (Running, u16) {
-    let backend = format!("127.0.0.1:{kv_port}");
-    let (running, line) = start(&[
-        "proxy",
-        "--listen",
-        "0",
-        "--backend",
-        &backend,
-        "--threads",
-        "3",
-    ]);
+/// `faultline proxy` on a free port in front of the kv nodes.
+fn start_proxy(kv_ports: &[u16]) -> (Running, u16) {
+    let backends: Vec<String> = kv_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["proxy", "--listen", "0", "--threads", "3"];
+    for b in &backends {
+        args.extend(["--backend", b.as_str()]);
+    }
+    let (running, line) = start(&args);
     let port = line
         .strip_prefix("proxy: listening on port ")
         .and_then(|p| p.parse().ok())
@@ -34,7 +30,7 @@ fn start_proxy(kv_port: u16) -> (Running, u16) {
 #[test]
 fn a_binary_protocol_client_works_through_faultline_proxy_in_front_of_faultline_serve() {
     let (_kv, kv_port) = start_kv_node(&[]);
-    let (_proxy, port) = start_proxy(kv_port);
+    let (_proxy, port) = start_proxy(&[kv_port]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,7 +86,7 @@ fn a_binary_protocol_client_works_through_faultline_proxy_in_front_of_faultline_
 fn a_real_memcached_client_works_through_faultline_proxy() {
     let python = client_python();
     let (_kv, kv_port) = start_kv_node(&[]);
-    let (_proxy, port) = start_proxy(kv_port);
+    let (_proxy, port) = start_proxy(&[kv_port]);
     let output = Command::new(python)
         .arg(client_script())
         .arg(format!("127.0.0.1:{port}"))
@@ -116,4 +112,59 @@ fn a_real_memcached_client_works_through_faultline_proxy() {
         assert!(stdout.contains(check), "missing `{check}` in:\n{stdout}");
     }
     assert!(stdout.trim_end().ends_with("all checks passed"), "{stdout}");
+}
+
+/// A client connected to a loopback port.
+async fn connect(port: u16) -> Client<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the port accepts");
+    Client::new(stream)
+}
+
+#[test]
+fn flush_through_faultline_proxy_empties_every_backend() {
+    let (_kv_a, port_a) = start_kv_node(&[]);
+    let (_kv_b, port_b) = start_kv_node(&[]);
+    let (_proxy, port) = start_proxy(&[port_a, port_b]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let mut c = connect(port).await;
+        let keys: Vec<String> = (0..40).map(|i| format!("flush-key-{i}")).collect();
+        for key in &keys {
+            c.set(key.as_bytes(), b"v", 0).await.unwrap();
+        }
+        // The keys landed on both nodes (each node holds those of its
+        // vbuckets; asked directly, in the key's vbucket as the proxy
+        // forwards it).
+        let vb = |key: &str| vbucket_of(key.as_bytes(), 16);
+        let mut held = [0usize; 2];
+        for (node, kv_port) in [port_a, port_b].into_iter().enumerate() {
+            let mut direct = connect(kv_port).await;
+            for key in &keys {
+                if direct.get(key.as_bytes(), vb(key)).await.unwrap().is_some() {
+                    held[node] += 1;
+                }
+            }
+        }
+        assert_eq!(held[0] + held[1], keys.len(), "every key is on a node");
+        assert!(held[0] > 0 && held[1] > 0, "both nodes hold keys: {held:?}");
+        let answer = c.call(Packet::request(Opcode::FLUSH)).await.unwrap();
+        assert_eq!(answer.status_code(), Status::SUCCESS, "FLUSH answered");
+        for kv_port in [port_a, port_b] {
+            let mut direct = connect(kv_port).await;
+            for key in &keys {
+                assert_eq!(
+                    direct.get(key.as_bytes(), vb(key)).await.unwrap(),
+                    None,
+                    "{key} is gone from the node on port {kv_port}"
+                );
+            }
+        }
+        // And through the proxy.
+        assert_eq!(c.get(keys[0].as_bytes(), 0).await.unwrap(), None);
+    });
 }

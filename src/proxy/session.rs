@@ -2,7 +2,8 @@
 //!
 //! A client connection reads request packets into its buffer and handles
 //! one at a time: NOOP, VERSION and STAT are answered here, keyed commands go to
-//! the node active for the key's vbucket, the rest is refused. A keyed
+//! the node active for the key's vbucket, FLUSH to every node in turn, the
+//! rest is refused. A keyed
 //! request takes a backend connection: an idle one of this thread, else an
 //! idle one of another thread (its fd is taken over and migrates), else a
 //! new one. The request is sent at once (speculatively, even while the
@@ -95,6 +96,9 @@ pub struct Request {
     pub retries_left: u32,
     /// Other servers still to try when one answers `NOT_MY_VBUCKET`.
     pub moves_left: u32,
+    /// FLUSH goes to every server in turn: the servers still to flush
+    /// after this one. The client is answered once the last one answered.
+    pub flush_left: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -416,6 +420,7 @@ fn accept_request<S: Syscalls + 'static>(
             cl.close_after_flush = true;
             return false;
         }
+        Opcode::FLUSH => return flush_request(st, id, packet, px.config.retries),
         Opcode::GET
         | Opcode::GETK
         | Opcode::SET
@@ -453,6 +458,37 @@ fn accept_request<S: Syscalls + 'static>(
         server_conn: None,
         retries_left: px.config.retries,
         moves_left: (st.servers.len() - 1) as u32,
+        flush_left: 0,
+    });
+    true
+}
+
+/// FLUSH empties every server: it goes to the first, then, as each one
+/// answers success, to the next; the client hears the last answer (or the
+/// first failure). A server that is down cannot be flushed: `ETMPFAIL`
+/// before any is, so that a flush is never half done by choice.
+fn flush_request(st: &mut super::State, id: ConnId, packet: Packet, retries: u32) -> bool {
+    let h = packet.header;
+    let servers = st.servers.len();
+    assert!(servers > 0, "a proxy has at least one backend");
+    let all_up = st.servers.iter().all(|s| s.up);
+    let cl = client_of(st.conns.get_mut(&id).expect("present"));
+    if !all_up {
+        faultline_harness::probe("proxy:flush-server-down");
+        Packet::response(&h, Status::ETMPFAIL).encode_into(&mut cl.out);
+        return false;
+    }
+    let mut forwarded = packet;
+    forwarded.header.opcode = Opcode::FLUSH;
+    cl.request = Some(Request {
+        header: h,
+        forwarded: forwarded.encode(),
+        vb: 0,
+        server: 0,
+        server_conn: None,
+        retries_left: retries,
+        moves_left: 0,
+        flush_left: servers - 1,
     });
     true
 }
@@ -863,6 +899,18 @@ async fn deliver<S: Syscalls + 'static>(
             request.server = next;
             request.server_conn = None;
             request.moves_left -= 1;
+            request.retries_left = px.config.retries;
+            client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
+            true
+        } else if status.is_success() && request.flush_left > 0 {
+            // This server is flushed: the next one.
+            request.server += 1;
+            assert!(
+                request.server < st.servers.len(),
+                "flush_left counts servers"
+            );
+            request.server_conn = None;
+            request.flush_left -= 1;
             request.retries_left = px.config.retries;
             client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
             true

@@ -32,6 +32,9 @@ pub struct FaultPlan {
     /// Which platform's errno a host's syscall view answers with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errno: Vec<Errno>,
+    /// How many bytes the pipes a host's syscall view creates hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipe: Vec<Pipe>,
     /// Where tasks give way at preemption points (see [`crate::schedule`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub race: Vec<Race>,
@@ -123,14 +126,21 @@ pub enum Personality {
     Illumos,
     /// send on a socket whose connect is in progress: ENOTCONN.
     Openbsd,
+    /// A heavily patched Linux 2.6.35 whose splice() fails with EBADF
+    /// although every fd is valid (seen on 2.6.35.9); everything else
+    /// answers as `linux`.
+    #[serde(rename = "linux-2.6.35")]
+    Linux2635,
 }
 
 impl Personality {
-    /// Every personality, in the order `linux`, `illumos`, `openbsd`.
-    pub const ALL: [Personality; 3] = [
+    /// Every personality, in the order `linux`, `illumos`, `openbsd`,
+    /// `linux-2.6.35`.
+    pub const ALL: [Personality; 4] = [
         Personality::Linux,
         Personality::Illumos,
         Personality::Openbsd,
+        Personality::Linux2635,
     ];
 
     /// The personality's name as scenario files and plans write it.
@@ -139,6 +149,7 @@ impl Personality {
             Personality::Linux => "linux",
             Personality::Illumos => "illumos",
             Personality::Openbsd => "openbsd",
+            Personality::Linux2635 => "linux-2.6.35",
         }
     }
 }
@@ -153,6 +164,47 @@ pub struct Errno {
     pub host: String,
     /// The platform whose answers they give.
     pub personality: Personality,
+}
+
+/// Linux's pipe capacity: 16 pages of 4 KiB. A host no `[[pipe]]` entry
+/// matches gets pipes of this size.
+pub const DEFAULT_PIPE_CAPACITY_BYTES: u32 = 65_536;
+
+/// The largest pipe capacity a plan may ask for: Linux's default
+/// `/proc/sys/fs/pipe-max-size` (1 MiB), what an unprivileged `F_SETPIPE_SZ`
+/// may set.
+pub const MAX_PIPE_CAPACITY_BYTES: u32 = 1_048_576;
+
+/// The capacity of the pipes some hosts create (`[[pipe]]` in a plan): a
+/// `splice` into a pipe moves at most its free room, and one into a full pipe
+/// answers `EAGAIN`. The first entry whose glob matches a host wins; a host no
+/// entry matches gets [`DEFAULT_PIPE_CAPACITY_BYTES`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipe {
+    /// Hosts whose syscall view ([`crate::sys::Sys`]) creates such pipes
+    /// (glob).
+    pub host: String,
+    /// Capacity of each pipe, in bytes, within
+    /// 1..=[`MAX_PIPE_CAPACITY_BYTES`]. Checked while the plan is read, so a
+    /// bad value is reported at its line.
+    #[serde(deserialize_with = "pipe_capacity_bytes")]
+    pub capacity_bytes: u32,
+}
+
+fn pipe_capacity_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u64::deserialize(d)?;
+    check_pipe_capacity("capacity_bytes", n).map_err(serde::de::Error::custom)?;
+    Ok(n as u32)
+}
+
+fn check_pipe_capacity(name: &str, n: u64) -> Result<(), String> {
+    if n == 0 || n > u64::from(MAX_PIPE_CAPACITY_BYTES) {
+        return Err(format!(
+            "{name} must be within 1..={MAX_PIPE_CAPACITY_BYTES} bytes (1 MiB), not {n}"
+        ));
+    }
+    Ok(())
 }
 
 /// A schedule for the preemption points whose name matches `point` (a
@@ -361,6 +413,7 @@ impl FaultPlan {
             + self.segmentation.len()
             + self.frame_delay.len()
             + self.errno.len()
+            + self.pipe.len()
             + self.race.len()
             + self.partition.len()
             + self.latency.len()
@@ -392,6 +445,9 @@ impl FaultPlan {
         }
         for f in &self.errno {
             out.push(("errno", f.host.as_str()));
+        }
+        for f in &self.pipe {
+            out.push(("pipe", f.host.as_str()));
         }
         for f in &self.partition {
             out.push(("partition", f.a.as_str()));
@@ -439,6 +495,9 @@ impl FaultPlan {
         }
         for f in &self.errno {
             parts.push(format!("errno {}={}", f.host, f.personality.name()));
+        }
+        for f in &self.pipe {
+            parts.push(format!("pipe {}={}B", f.host, f.capacity_bytes));
         }
         for f in &self.race {
             parts.push(format!("race {}", f.point()));
@@ -492,6 +551,9 @@ impl FaultPlan {
             if f.max_segment_bytes == 0 {
                 return Err("segmentation.max_segment_bytes must be at least 1".into());
             }
+        }
+        for f in &self.pipe {
+            check_pipe_capacity("pipe.capacity_bytes", u64::from(f.capacity_bytes))?;
         }
         for f in &self.race {
             if let Race::Random { probability, .. } = f {
@@ -589,6 +651,9 @@ pub struct FaultSpace {
     /// `[faults.errno]`: errno personalities of the syscall view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<ErrnoSpace>,
+    /// `[faults.pipe]`: the capacity of the syscall view's pipes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<PipeSpace>,
     /// `[[faults.race]]`: schedules for preemption points, one rule per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub race: Vec<RaceSpace>,
@@ -677,9 +742,24 @@ fn zero_range() -> Range2 {
 pub struct ErrnoSpace {
     /// Hosts to draw from (globs; one is drawn; must not be empty).
     pub hosts: Vec<String>,
-    /// Personalities to draw from (`linux`, `illumos`, `openbsd`; must not be
-    /// empty).
+    /// Personalities to draw from (`linux`, `illumos`, `openbsd`,
+    /// `linux-2.6.35`; must not be empty).
     pub personalities: Vec<Personality>,
+    /// Chance, within 0..=1, that a run's plan has this fault (default 1).
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+/// `[faults.pipe]`: a drawn plan gives the pipes of one of `hosts` a capacity
+/// drawn from `capacity_bytes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipeSpace {
+    /// Hosts to draw from (globs; one is drawn; must not be empty).
+    pub hosts: Vec<String>,
+    /// Range of the pipes' capacity, in bytes, within
+    /// 1..=[`MAX_PIPE_CAPACITY_BYTES`].
+    pub capacity_bytes: Range2,
     /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
@@ -850,6 +930,9 @@ impl FaultSpace {
         if self.errno.is_some() {
             kinds.push("errno");
         }
+        if self.pipe.is_some() {
+            kinds.push("pipe");
+        }
         if !self.race.is_empty() {
             kinds.push("race");
         }
@@ -906,6 +989,13 @@ impl FaultSpace {
                 return Err("faults.errno.personalities is empty".into());
             }
             check_probability("faults.errno", s.probability)?;
+        }
+        if let Some(s) = &self.pipe {
+            check_hosts("faults.pipe.hosts", &s.hosts)?;
+            check_range("faults.pipe.capacity_bytes", &s.capacity_bytes)?;
+            check_pipe_capacity("faults.pipe.capacity_bytes", s.capacity_bytes[0])?;
+            check_pipe_capacity("faults.pipe.capacity_bytes", s.capacity_bytes[1])?;
+            check_probability("faults.pipe", s.probability)?;
         }
         for s in &self.race {
             if s.points.is_empty() {
@@ -1045,6 +1135,9 @@ impl FaultSpace {
         if let Some(s) = &self.errno {
             out.extend(s.hosts.iter().map(|h| ("errno", 0, "hosts", h.as_str())));
         }
+        if let Some(s) = &self.pipe {
+            out.extend(s.hosts.iter().map(|h| ("pipe", 0, "hosts", h.as_str())));
+        }
         if let Some(s) = &self.partition {
             for [a, b] in &s.pairs {
                 out.push(("partition", 0, "pairs", a.as_str()));
@@ -1119,6 +1212,17 @@ impl FaultSpace {
                 .prop_map(|(host, personality)| Errno { host, personality })
                 .boxed()
         });
+        let pipe = maybe(self.pipe.as_ref(), |s| {
+            (
+                prop::sample::select(s.hosts.clone()),
+                s.capacity_bytes[0]..=s.capacity_bytes[1],
+            )
+                .prop_map(|(host, capacity)| Pipe {
+                    host,
+                    capacity_bytes: capacity as u32,
+                })
+                .boxed()
+        });
         let race = each(&self.race, race_strategy);
         let partition = maybe(self.partition.as_ref(), |s| {
             let mode = s.mode;
@@ -1190,21 +1294,27 @@ impl FaultSpace {
                 })
                 .boxed()
         });
+        // The pipe comes last: a strategy draws its parts in order, so the
+        // kinds that were there before it draw what they always drew from a
+        // seed (a space without `pipe` draws nothing for it).
         (
             (send_buffer, segmentation, frame_delay),
             (errno, race, partition),
             (latency, crash, switch),
+            pipe,
         )
             .prop_map(
                 |(
                     (send_buffer, segmentation, frame_delay),
                     (errno, race, partition),
                     (latency, crash, switch),
+                    pipe,
                 )| FaultPlan {
                     send_buffer,
                     segmentation,
                     frame_delay,
                     errno,
+                    pipe,
                     race,
                     partition,
                     latency,
@@ -1247,6 +1357,8 @@ impl FaultSpace {
         out.frame_delay.retain_mut(|s| keep(&mut s.probability));
         out.race.retain_mut(|s| keep(&mut s.probability));
         out.switch.retain_mut(|s| keep(&mut s.probability));
+        // Last, so that spaces without it draw the swarms they always drew.
+        one!(pipe);
         out
     }
 
@@ -1354,6 +1466,7 @@ has_probability!(
     SegmentationSpace,
     FrameDelaySpace,
     ErrnoSpace,
+    PipeSpace,
     RaceSpace,
     PairSpace,
     LatencySpace,

@@ -705,6 +705,15 @@ impl SimSocket {
         self.rx.eof && self.rx.buf.is_empty()
     }
 
+    /// The peer's FIN has arrived behind every byte it sent, which may
+    /// still wait to be read: what Linux reports as `EPOLLRDHUP` as soon as
+    /// the FIN is queued. (Known once the reader has taken in all that
+    /// arrived: at once when segments are coalesced at the reader, else
+    /// when the last byte is read.)
+    pub fn fin_received(&self) -> bool {
+        self.rx.eof && self.rx.released == self.rx.buf.len()
+    }
+
     /// The connection was reset by the peer.
     pub fn reset_error(&self) -> Option<io::ErrorKind> {
         self.rx.error

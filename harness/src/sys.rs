@@ -18,6 +18,12 @@
 //!
 //! Sockets are [`SimSocket`]s, so the send-buffer, segmentation and frame
 //! faults apply here too.
+//!
+//! Pipes ([`Sys::pipe`]) hold `[[pipe]]` `capacity_bytes` (65536 by default,
+//! as Linux), and [`Sys::splice`] moves bytes between a socket and a pipe as
+//! Linux's `splice(SPLICE_F_NONBLOCK | SPLICE_F_MOVE)` does: through the
+//! same socket paths as `recv` and `send`, so their faults apply. Under
+//! `linux-2.6.35` every splice fails with `EBADF`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -31,7 +37,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::ctx;
-use crate::faults::{Personality, glob_match};
+use crate::faults::{DEFAULT_PIPE_CAPACITY_BYTES, Personality, glob_match};
 use crate::net::{SimListener, SimSocket, connect_socket};
 
 /// A file descriptor.
@@ -90,13 +96,16 @@ pub enum Errno {
     /// (or the next recv or send).
     ECONNREFUSED,
     /// send after `shutdown` of the write side, or after the peer reset the
-    /// connection.
+    /// connection; a splice into a pipe whose read end is closed.
     EPIPE,
-    /// The fd is not open.
+    /// The fd is not open (or, for `splice`, not open in the direction it is
+    /// used: a pipe's write end read from, its read end written to); every
+    /// splice under `linux-2.6.35`.
     EBADF,
     /// Invalid argument: `connect` on a socket whose connect failed, `accept`
     /// on an fd that is not a listener, an `epoll_*` call on an fd that is not
-    /// a poller, `resolve` outside a simulation.
+    /// a poller, `resolve` outside a simulation, a `splice` that is not
+    /// between a socket and a pipe.
     EINVAL,
     /// recv, send or `SO_ERROR` on an fd that is not a socket.
     ENOTSOCK,
@@ -345,15 +354,49 @@ struct EpollFile {
     interests: BTreeMap<Fd, Interest>,
 }
 
+/// The bytes of one pipe, shared by its two ends.
+struct PipeBuffer {
+    bytes: VecDeque<u8>,
+    /// At most this many bytes are held; a splice into a full pipe is
+    /// `EAGAIN`.
+    capacity_bytes: usize,
+    reader_open: bool,
+    writer_open: bool,
+    /// Pollers of either end: woken when bytes move or an end closes.
+    fanout: Arc<FanOut>,
+}
+
+impl PipeBuffer {
+    fn room_bytes(&self) -> usize {
+        self.capacity_bytes - self.bytes.len()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PipeSide {
+    Read,
+    Write,
+}
+
+/// One end of a pipe.
+#[derive(Clone)]
+struct PipeEnd {
+    buffer: Rc<RefCell<PipeBuffer>>,
+    side: PipeSide,
+}
+
 enum File {
     Socket(SockFile),
     Listener(ListenFile),
     Epoll(EpollFile),
+    Pipe(PipeEnd),
 }
 
 struct Kernel {
     host: String,
     personality: Personality,
+    /// What each new pipe holds (`[[pipe]]`, else Linux's 65536).
+    pipe_capacity_bytes: usize,
     max_fds: usize,
     files: BTreeMap<Fd, File>,
     /// Syscalls made at the simulated instant `spin.0`.
@@ -468,7 +511,21 @@ impl Sys {
         if personality != Personality::Linux {
             tracing::debug!(target: "faultline::fault", host = host.as_str(), personality = personality.name(), "errno personality");
         }
-        Sys::with_personality(host, personality)
+        let pipe_capacity = ctx::with(|c| {
+            c.plan
+                .pipe
+                .iter()
+                .find(|f| glob_match(&f.host, &host))
+                .map(|f| f.capacity_bytes)
+        })
+        .flatten();
+        let sys = Sys::with_personality(host, personality);
+        if let Some(bytes) = pipe_capacity {
+            let mut k = sys.kernel.borrow_mut();
+            tracing::debug!(target: "faultline::fault", host = k.host.as_str(), capacity_bytes = bytes, "pipe capacity");
+            k.pipe_capacity_bytes = bytes as usize;
+        }
+        sys
     }
 
     /// A kernel with an explicit personality.
@@ -477,6 +534,7 @@ impl Sys {
             kernel: Rc::new(RefCell::new(Kernel {
                 host,
                 personality,
+                pipe_capacity_bytes: DEFAULT_PIPE_CAPACITY_BYTES as usize,
                 max_fds: DEFAULT_MAX_FDS,
                 files: BTreeMap::new(),
                 spin: (Duration::ZERO, 0),
@@ -494,6 +552,19 @@ impl Sys {
     /// How many files are open.
     pub fn open_files(&self) -> usize {
         self.kernel.borrow().files.len()
+    }
+
+    /// The capacity of the pipes this kernel creates, in bytes.
+    pub fn pipe_capacity_bytes(&self) -> usize {
+        self.kernel.borrow().pipe_capacity_bytes
+    }
+
+    /// The bytes held by the pipe `fd` is an end of (`None`: not a pipe).
+    pub fn pipe_bytes(&self, fd: Fd) -> Option<usize> {
+        match self.kernel.borrow().files.get(&fd) {
+            Some(File::Pipe(end)) => Some(end.buffer.borrow().bytes.len()),
+            _ => None,
+        }
     }
 
     fn allocate(kernel: &mut Kernel, file: File) -> Result<Fd, Errno> {
@@ -641,6 +712,17 @@ impl Sys {
         let File::Socket(sock) = file else {
             return Err(Errno::ENOTSOCK);
         };
+        Self::recv_socket(sock, fd, personality, buf)
+    }
+
+    /// What `recv` does once it has the socket: `splice` from a socket reads
+    /// through it too, so both answer alike and the same faults apply.
+    fn recv_socket(
+        sock: &mut SockFile,
+        fd: Fd,
+        personality: Personality,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
         Self::settle(sock, fd);
         // Bytes that arrived before a reset are read before its error.
         let data_first = matches!(&sock.state, SockState::Connected(s) if s.readable_bytes() > 0)
@@ -699,6 +781,17 @@ impl Sys {
         let File::Socket(sock) = file else {
             return Err(Errno::ENOTSOCK);
         };
+        Self::send_socket(sock, fd, personality, bufs)
+    }
+
+    /// What `sendv` does once it has the socket: `splice` into a socket
+    /// writes through it too (short writes included).
+    fn send_socket(
+        sock: &mut SockFile,
+        fd: Fd,
+        personality: Personality,
+        bufs: &[IoSlice<'_>],
+    ) -> Result<usize, Errno> {
         Self::settle(sock, fd);
         if let Some(errno) = sock.pending_error.take() {
             return Err(errno);
@@ -729,6 +822,148 @@ impl Sys {
                 }
             }
         }
+    }
+
+    /// A new pipe: `(read end, write end)`, both non-blocking, numbered
+    /// lowest-free-first (`EMFILE` unless two fds are free). It holds the
+    /// host's `[[pipe]]` `capacity_bytes` (65536, Linux's 16 pages, by
+    /// default).
+    pub fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        let mut k = self.kernel.borrow_mut();
+        if k.files.len() + 2 > k.max_fds {
+            return Err(Errno::EMFILE);
+        }
+        let capacity_bytes = k.pipe_capacity_bytes;
+        assert!(capacity_bytes > 0, "a pipe holds at least one byte");
+        let buffer = Rc::new(RefCell::new(PipeBuffer {
+            bytes: VecDeque::new(),
+            capacity_bytes,
+            reader_open: true,
+            writer_open: true,
+            fanout: Arc::default(),
+        }));
+        let end = |side| {
+            File::Pipe(PipeEnd {
+                buffer: buffer.clone(),
+                side,
+            })
+        };
+        let read = Self::allocate(&mut k, end(PipeSide::Read))?;
+        let write = Self::allocate(&mut k, end(PipeSide::Write))?;
+        tracing::debug!(target: "faultline::sys", read, write, capacity_bytes, "pipe");
+        Ok((read, write))
+    }
+
+    /// Moves at most `max_bytes` between a socket and a pipe without copying
+    /// them through the caller, as Linux's `splice(from, NULL, to, NULL,
+    /// max_bytes, SPLICE_F_NONBLOCK | SPLICE_F_MOVE)`: from a socket into a
+    /// pipe's write end, or from a pipe's read end into a socket. One call
+    /// moves at most `min(max_bytes, readable, room)`.
+    ///
+    /// Answers, in the kernel's order: `Ok(0)` at once for `max_bytes == 0`;
+    /// `EBADF` for an fd that is not open, a pipe's write end as `from` or its
+    /// read end as `to`; `EINVAL` unless exactly one side is a pipe and the
+    /// other a socket; `EBADF` under `linux-2.6.35`. Then the pipe decides
+    /// first: into a pipe whose read end is closed, `EPIPE`; into a full one,
+    /// `EAGAIN`; from an empty one, `Ok(0)` once its write end is closed (the
+    /// end of the stream), `EAGAIN` before. The socket answers as `recv`
+    /// (socket -> pipe: `Ok(0)` at its end of stream) or `send` (pipe ->
+    /// socket: it may take fewer bytes, and only those leave the pipe) do.
+    pub fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
+        let mut k = self.kernel.borrow_mut();
+        k.count_call("splice", from);
+        if max_bytes == 0 {
+            // Linux answers a zero length before it looks at the fds.
+            return Ok(0);
+        }
+        let personality = k.personality;
+        let pipe_end = |file: Option<&File>| -> Result<Option<PipeEnd>, Errno> {
+            match file {
+                None => Err(Errno::EBADF),
+                Some(File::Pipe(end)) => Ok(Some(end.clone())),
+                Some(_) => Ok(None),
+            }
+        };
+        let from_pipe = pipe_end(k.files.get(&from))?;
+        let to_pipe = pipe_end(k.files.get(&to))?;
+        // Each fd must be open for its direction.
+        if from_pipe.as_ref().is_some_and(|p| p.side != PipeSide::Read)
+            || to_pipe.as_ref().is_some_and(|p| p.side != PipeSide::Write)
+        {
+            return Err(Errno::EBADF);
+        }
+        let (pipe, sock_fd, into_pipe) = match (from_pipe, to_pipe) {
+            (None, Some(pipe)) => (pipe, from, true),
+            (Some(pipe), None) => (pipe, to, false),
+            // Two pipes (Linux would splice them; nothing here needs it)
+            // or no pipe at all.
+            _ => return Err(Errno::EINVAL),
+        };
+        let Some(File::Socket(sock)) = k.files.get_mut(&sock_fd) else {
+            // A listener or a poller: nothing to splice.
+            return Err(Errno::EINVAL);
+        };
+        if personality == Personality::Linux2635 {
+            cover("errno:EBADF:splice");
+            tracing::debug!(target: "faultline::sys", from, to, "splice: EBADF");
+            return Err(Errno::EBADF);
+        }
+        let moved = if into_pipe {
+            let room_bytes = {
+                let p = pipe.buffer.borrow();
+                if !p.reader_open {
+                    return Err(Errno::EPIPE);
+                }
+                p.room_bytes()
+            };
+            if room_bytes == 0 {
+                cover("pipe:full");
+                return Err(Errno::EAGAIN);
+            }
+            let mut chunk = vec![0u8; max_bytes.min(room_bytes)];
+            let n = Self::recv_socket(sock, sock_fd, personality, &mut chunk)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut p = pipe.buffer.borrow_mut();
+            p.bytes.extend(&chunk[..n]);
+            assert!(
+                p.bytes.len() <= p.capacity_bytes,
+                "a pipe never holds more than its capacity"
+            );
+            n
+        } else {
+            let n = {
+                let p = pipe.buffer.borrow();
+                if p.bytes.is_empty() {
+                    return if p.writer_open {
+                        Err(Errno::EAGAIN)
+                    } else {
+                        Ok(0)
+                    };
+                }
+                let want = max_bytes.min(p.bytes.len());
+                let (head, tail) = p.bytes.as_slices();
+                let head = &head[..want.min(head.len())];
+                let tail = &tail[..want - head.len()];
+                let bufs = [IoSlice::new(head), IoSlice::new(tail)];
+                let bufs = if tail.is_empty() {
+                    &bufs[..1]
+                } else {
+                    &bufs[..]
+                };
+                Self::send_socket(sock, sock_fd, personality, bufs)?
+            };
+            let mut p = pipe.buffer.borrow_mut();
+            assert!(n <= p.bytes.len(), "the socket took only what was offered");
+            p.bytes.drain(..n);
+            n
+        };
+        let fanout = pipe.buffer.borrow().fanout.clone();
+        drop(k);
+        fanout.wake_by_ref();
+        tracing::debug!(target: "faultline::sys", from, to, bytes = moved, "splice");
+        Ok(moved)
     }
 
     /// Reads and clears the socket's pending error (`getsockopt(SO_ERROR)`).
@@ -801,6 +1036,19 @@ impl Sys {
                 l.fanout.wake_by_ref();
             }
             File::Epoll(_) => {}
+            File::Pipe(end) => {
+                // The other end sees it: a reader the end of the stream
+                // (HUP), a writer EPIPE (ERR).
+                let fanout = {
+                    let mut p = end.buffer.borrow_mut();
+                    match end.side {
+                        PipeSide::Read => p.reader_open = false,
+                        PipeSide::Write => p.writer_open = false,
+                    }
+                    p.fanout.clone()
+                };
+                fanout.wake_by_ref();
+            }
         }
         tracing::debug!(target: "faultline::sys", fd, "close");
         Ok(())
@@ -917,6 +1165,36 @@ impl Sys {
     fn readiness(file: &mut File, fd: Fd, waker: Option<&Waker>) -> Events {
         match file {
             File::Epoll(_) => Events::NONE,
+            File::Pipe(end) => {
+                let p = end.buffer.borrow();
+                if let Some(w) = waker {
+                    p.fanout.add(w);
+                }
+                // As Linux's pipe_poll: the read end is readable while bytes
+                // are held and hung up once the writer is gone; the write end
+                // is writable while there is room and in error once the
+                // reader is gone.
+                let mut ready = Events::NONE;
+                match end.side {
+                    PipeSide::Read => {
+                        if !p.bytes.is_empty() {
+                            ready |= Events::IN;
+                        }
+                        if !p.writer_open {
+                            ready |= Events::HUP;
+                        }
+                    }
+                    PipeSide::Write => {
+                        if p.room_bytes() > 0 {
+                            ready |= Events::OUT;
+                        }
+                        if !p.reader_open {
+                            ready |= Events::ERR;
+                        }
+                    }
+                }
+                ready
+            }
             File::Listener(l) => {
                 if let Some(w) = waker {
                     l.fanout.add(w);
@@ -945,7 +1223,12 @@ impl Sys {
                             if socket.readable_bytes() > 0 {
                                 ready |= Events::IN;
                             }
-                            if socket.at_eof() {
+                            // RDHUP as soon as the FIN is queued, bytes
+                            // before it maybe still unread, as on Linux.
+                            if socket.fin_received() {
+                                if !socket.at_eof() {
+                                    cover("sys:rdhup-behind-data");
+                                }
                                 ready |= Events::IN | Events::RDHUP;
                             }
                             if socket.reset_error().is_some() && !sock.reset_seen {
@@ -1127,6 +1410,13 @@ pub trait Syscalls: Clone {
     fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno>;
     /// Closes the fd; the number may be handed out again at once.
     fn close(&self, fd: Fd) -> Result<(), Errno>;
+    /// A new non-blocking pipe: `(read end, write end)`.
+    fn pipe(&self) -> Result<(Fd, Fd), Errno>;
+    /// Moves at most `max_bytes` from a socket into a pipe's write end, or
+    /// from a pipe's read end into a socket, without blocking (`splice` with
+    /// `SPLICE_F_NONBLOCK | SPLICE_F_MOVE`): the bytes moved, 0 at the end of
+    /// the stream, or an errno (`EAGAIN`: nothing can move now).
+    fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno>;
     /// A new poller (`epoll_create`).
     fn epoll_create(&self) -> Result<Fd, Errno>;
     /// Adds, changes or removes `fd`'s interest in `epfd`; `data` comes back
@@ -1179,6 +1469,12 @@ impl Syscalls for Sys {
     }
     fn close(&self, fd: Fd) -> Result<(), Errno> {
         Sys::close(self, fd)
+    }
+    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        Sys::pipe(self)
+    }
+    fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
+        Sys::splice(self, from, to, max_bytes)
     }
     fn epoll_create(&self) -> Result<Fd, Errno> {
         Sys::epoll_create(self)

@@ -152,7 +152,9 @@ fn recv_and_send_during_a_connect_answer_each_personalitys_errno() {
     expect("linux", "EAGAIN", "EAGAIN");
     expect("illumos", "ENOTCONN", "EAGAIN");
     expect("openbsd", "EAGAIN", "ENOTCONN");
-    assert_eq!(Personality::ALL.len(), 3);
+    // Only its splice differs from Linux.
+    expect("linux-2.6.35", "EAGAIN", "EAGAIN");
+    assert_eq!(Personality::ALL.len(), 4);
 }
 
 #[test]
@@ -545,5 +547,602 @@ fn a_poll_loop_that_always_finds_work_still_lets_the_clock_move() {
     assert_eq!(
         *log.lock().unwrap(),
         ["read 5 bytes after more than 200 polls: true"]
+    );
+}
+
+// ---------------------------------------------------------------------
+// Pipes and splice.
+// ---------------------------------------------------------------------
+
+/// A `source` host that sends `0123456789` to whoever connects and closes
+/// 40 ms later (a FIN: nothing it received is left unread), and a `sink`
+/// that reads everything after `sink_delay_ms` and notes what it got once
+/// the stream ends.
+fn source_and_sink(sim: &mut faultline_harness::SimSetup<'_>, log: &Log, sink_delay_ms: u64) {
+    sim.host("source", || async {
+        let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+        loop {
+            let (mut stream, _) = listener.accept().await?;
+            tokio::task::spawn_local(async move {
+                let _ = stream.write_all(b"0123456789").await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                drop(stream);
+            });
+        }
+    });
+    let log = log.clone();
+    sim.host("sink", move || {
+        let log = log.clone();
+        async move {
+            let listener = SimListener::bind(("0.0.0.0", 81)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            tokio::time::sleep(Duration::from_millis(sink_delay_ms)).await;
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await?;
+            note(&log, format!("sink got {}", String::from_utf8_lossy(&got)));
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
+
+/// A connected socket of the syscall view (waits for the connect).
+async fn connected(sys: &Sys, host: &str, port: u16) -> i32 {
+    let fd = sys.socket().unwrap();
+    let _ = sys.connect(fd, SocketAddr::new(turmoil::lookup(host), port));
+    let ep = sys.epoll_create().unwrap();
+    sys.epoll_ctl(ep, EpollOp::Add, fd, Events::OUT, 0, false)
+        .unwrap();
+    sys.epoll_wait(ep, 1, None).await.unwrap();
+    sys.close(ep).unwrap();
+    assert!(sys.is_connected(fd));
+    fd
+}
+
+/// Waits until `fd` is ready for `events`.
+async fn wait_for(sys: &Sys, fd: i32, events: Events) -> Events {
+    let ep = sys.epoll_create().unwrap();
+    sys.epoll_ctl(ep, EpollOp::Add, fd, events, 0, false)
+        .unwrap();
+    let ready = sys.epoll_wait(ep, 1, Some(Duration::from_secs(1))).await;
+    sys.close(ep).unwrap();
+    ready.unwrap().first().map(|e| e.events).unwrap_or_default()
+}
+
+#[test]
+fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("splice", "summary = \"t\"\n", move |sim, _| {
+        source_and_sink(sim, &out, 0);
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let (r, w) = sys.pipe().unwrap();
+            note(
+                &log,
+                format!("pipe {r} {w} holds {}", sys.pipe_capacity_bytes()),
+            );
+            let src = connected(&sys, "source", 80).await;
+            let dst = connected(&sys, "sink", 81).await;
+            let level = sys.epoll_create().unwrap();
+            let edge = sys.epoll_create().unwrap();
+            sys.epoll_ctl(level, EpollOp::Add, r, Events::IN, 1, false)
+                .unwrap();
+            sys.epoll_ctl(edge, EpollOp::Add, r, Events::IN, 2, true)
+                .unwrap();
+            let zero = Some(Duration::ZERO);
+            let polled = |ep| {
+                let sys = sys.clone();
+                async move {
+                    let events = sys.epoll_wait(ep, 4, zero).await.unwrap();
+                    format!("{:?}", events.iter().map(|e| e.events).collect::<Vec<_>>())
+                }
+            };
+            wait_for(&sys, src, Events::IN).await;
+            note(&log, format!("empty: {}", polled(level).await));
+            // Not between a socket and a pipe, or an end the wrong way
+            // round, or not open.
+            note(
+                &log,
+                format!(
+                    "checks {:?} {:?} {:?} {:?} {:?} {:?}",
+                    sys.splice(src, dst, 10),
+                    sys.splice(w, dst, 10),
+                    sys.splice(src, r, 10),
+                    sys.splice(42, w, 10),
+                    sys.splice(r, level, 10),
+                    sys.splice(src, w, 0),
+                ),
+            );
+            // 10 bytes readable, 6 of room (see the plan): max, then room.
+            note(&log, format!("max {:?}", sys.splice(src, w, 4)));
+            note(
+                &log,
+                format!(
+                    "held {:?} level {} edge {} edge again {}",
+                    sys.pipe_bytes(r),
+                    polled(level).await,
+                    polled(edge).await,
+                    polled(edge).await
+                ),
+            );
+            note(&log, format!("room {:?}", sys.splice(src, w, 100)));
+            note(
+                &log,
+                format!(
+                    "full {:?} write end {:?} held {:?}",
+                    sys.splice(src, w, 100),
+                    sys.ready_now(w),
+                    sys.pipe_bytes(w)
+                ),
+            );
+            // Out of the pipe: what it holds, then nothing while its
+            // writer is open.
+            note(
+                &log,
+                format!(
+                    "drain {:?} {:?} level {} edge {}",
+                    sys.splice(r, dst, 100),
+                    sys.splice(r, dst, 100),
+                    polled(level).await,
+                    polled(edge).await
+                ),
+            );
+            // What is left on the socket: readable limits.
+            note(&log, format!("readable {:?}", sys.splice(src, w, 100)));
+            note(&log, format!("edge after refill {}", polled(edge).await));
+            // The source closes: the socket's end of stream.
+            wait_for(&sys, src, Events::RDHUP).await;
+            note(&log, format!("source eof {:?}", sys.splice(src, w, 100)));
+            note(&log, format!("part {:?}", sys.splice(r, dst, 3)));
+            sys.close(w).unwrap();
+            note(
+                &log,
+                format!(
+                    "writer closed: read end {:?} level {}",
+                    sys.ready_now(r),
+                    polled(level).await
+                ),
+            );
+            note(
+                &log,
+                format!(
+                    "rest {:?} then {:?} read end {:?}",
+                    sys.splice(r, dst, 100),
+                    sys.splice(r, dst, 100),
+                    sys.ready_now(r)
+                ),
+            );
+            // A pipe whose reader is gone: ERR on the write end, EPIPE.
+            let (r2, w2) = sys.pipe().unwrap();
+            sys.close(r2).unwrap();
+            note(
+                &log,
+                format!(
+                    "no reader {:?} {:?}",
+                    sys.ready_now(w2),
+                    sys.splice(src, w2, 1)
+                ),
+            );
+            sys.shutdown(dst, Shutdown::Write).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = run(
+        &scenario,
+        "[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 6\n",
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "pipe 3 4 holds 6",
+            "empty: []",
+            "checks Err(EINVAL) Err(EBADF) Err(EBADF) Err(EBADF) Err(EINVAL) Ok(0)",
+            "max Ok(4)",
+            "held Some(4) level [IN] edge [IN] edge again []",
+            "room Ok(2)",
+            "full Err(EAGAIN) write end Ok(-) held Some(6)",
+            "drain Ok(6) Err(EAGAIN) level [] edge []",
+            "readable Ok(4)",
+            "edge after refill [IN]",
+            "source eof Ok(0)",
+            "part Ok(3)",
+            "writer closed: read end Ok(IN|HUP) level [IN|HUP]",
+            "rest Ok(1) then Ok(0) read end Ok(HUP)",
+            "no reader Ok(OUT|ERR) Err(EPIPE)",
+            "sink got 0123456789",
+        ]
+    );
+    assert!(outcome.coverage.contains_key("pipe:full"));
+}
+
+#[test]
+fn splice_into_a_socket_with_a_small_send_buffer_leaves_the_rest_in_the_pipe() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("splice-short", "summary = \"t\"\n", move |sim, _| {
+        // The sink reads only after 30 ms: until then the send buffer is full.
+        source_and_sink(sim, &out, 30);
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let (r, w) = sys.pipe().unwrap();
+            let src = connected(&sys, "source", 80).await;
+            let dst = connected(&sys, "sink", 81).await;
+            wait_for(&sys, src, Events::IN).await;
+            note(&log, format!("in {:?}", sys.splice(src, w, 100)));
+            note(
+                &log,
+                format!(
+                    "short {:?} held {:?} full {:?} held {:?}",
+                    sys.splice(r, dst, 100),
+                    sys.pipe_bytes(r),
+                    sys.splice(r, dst, 100),
+                    sys.pipe_bytes(r)
+                ),
+            );
+            let mut moved = Vec::new();
+            while sys.pipe_bytes(r) != Some(0) {
+                wait_for(&sys, dst, Events::OUT).await;
+                moved.push(sys.splice(r, dst, 100).unwrap());
+            }
+            note(&log, format!("then {moved:?}"));
+            sys.shutdown(dst, Shutdown::Write).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    run(&scenario, "[[send_buffer]]\nhost = \"proxy\"\nbytes = 4\n");
+    let log = log.lock().unwrap();
+    assert_eq!(
+        log[..2],
+        [
+            "in Ok(10)",
+            "short Ok(4) held Some(6) full Err(EAGAIN) held Some(6)"
+        ]
+    );
+    // The sink frees the buffer as it reads: each splice takes at most 4.
+    let then = &log[2];
+    let moved: Vec<usize> = then
+        .trim_start_matches("then [")
+        .trim_end_matches(']')
+        .split(", ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(moved.iter().sum::<usize>(), 6, "{then}");
+    assert!(moved.iter().all(|n| (1..=4).contains(n)), "{then}");
+    assert_eq!(log[3], "sink got 0123456789");
+}
+
+#[test]
+fn a_small_pipe_capacity_limits_every_splice_into_it() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("splice-small-pipe", "summary = \"t\"\n", move |sim, _| {
+        source_and_sink(sim, &out, 0);
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let (r, w) = sys.pipe().unwrap();
+            let src = connected(&sys, "source", 80).await;
+            let dst = connected(&sys, "sink", 81).await;
+            wait_for(&sys, src, Events::IN).await;
+            let mut moved = Vec::new();
+            loop {
+                match sys.splice(src, w, 1000) {
+                    Ok(0) => break,
+                    Ok(n) => moved.push(n),
+                    Err(e) => {
+                        assert_eq!(e, faultline_harness::Errno::EAGAIN);
+                        wait_for(&sys, src, Events::IN).await;
+                        continue;
+                    }
+                }
+                while sys.pipe_bytes(r) != Some(0) {
+                    sys.splice(r, dst, 1000).unwrap();
+                }
+            }
+            note(&log, format!("moved {moved:?}"));
+            sys.shutdown(dst, Shutdown::Write).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    run(
+        &scenario,
+        "[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 3\n",
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["moved [3, 3, 3, 1]", "sink got 0123456789"]
+    );
+}
+
+#[test]
+fn the_linux_2_6_35_personality_fails_every_splice_with_ebadf_and_moves_nothing() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("splice-ebadf", "summary = \"t\"\n", move |sim, _| {
+        source_and_sink(sim, &out, 0);
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let (r, w) = sys.pipe().unwrap();
+            let src = connected(&sys, "source", 80).await;
+            let dst = connected(&sys, "sink", 81).await;
+            wait_for(&sys, src, Events::IN).await;
+            let mut buf = [0u8; 16];
+            note(
+                &log,
+                format!(
+                    "{} {:?} {:?} {:?} held {:?} recv {:?}",
+                    sys.personality().name(),
+                    sys.splice(src, w, 100),
+                    sys.splice(r, dst, 100),
+                    // The fds are still checked first.
+                    sys.splice(src, dst, 100),
+                    sys.pipe_bytes(r),
+                    sys.recv(src, &mut buf),
+                ),
+            );
+            sys.shutdown(dst, Shutdown::Write).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        });
+        Ok(())
+    });
+    let outcome = run(
+        &scenario,
+        "[[errno]]\nhost = \"proxy\"\npersonality = \"linux-2.6.35\"\n",
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "linux-2.6.35 Err(EBADF) Err(EBADF) Err(EINVAL) held Some(0) recv Ok(10)",
+            "sink got ",
+        ]
+    );
+    assert!(outcome.coverage.contains_key("errno:EBADF:splice"));
+    assert!(Personality::ALL.contains(&Personality::Linux2635));
+}
+
+#[test]
+fn pipes_need_two_free_fds_and_are_numbered_lowest_first() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("pipe-fds", "summary = \"t\"\n", move |sim, _| {
+        let log = out.clone();
+        sim.client("proxy", async move {
+            let sys = Sys::new();
+            let a = sys.socket().unwrap();
+            let (r, w) = sys.pipe().unwrap();
+            sys.close(a).unwrap();
+            let (r2, w2) = sys.pipe().unwrap();
+            note(&log, format!("{r} {w} {r2} {w2}"));
+            while sys.open_files() < faultline_harness::sys::DEFAULT_MAX_FDS - 1 {
+                sys.socket().unwrap();
+            }
+            note(&log, format!("{:?} {}", sys.pipe(), sys.socket().is_ok()));
+            Ok(())
+        });
+        Ok(())
+    });
+    run(&scenario, "");
+    assert_eq!(*log.lock().unwrap(), ["4 5 3 6", "Err(EMFILE) true"]);
+}
+
+#[test]
+fn the_pipe_fault_sets_capacity_per_host_and_the_first_matching_entry_wins() {
+    let log: Log = Arc::default();
+    let out = log.clone();
+    let scenario = scenario_from_fn("pipe-capacity", "summary = \"t\"\n", move |sim, _| {
+        for host in ["proxy", "other"] {
+            let log = out.clone();
+            sim.client(host, async move {
+                let sys = Sys::new();
+                note(&log, format!("{host} {}", sys.pipe_capacity_bytes()));
+                Ok(())
+            });
+        }
+        Ok(())
+    });
+    let capacities = |plan: &str| {
+        log.lock().unwrap().clear();
+        run(&scenario, plan);
+        let mut got = log.lock().unwrap().clone();
+        got.sort();
+        got
+    };
+    assert_eq!(capacities(""), ["other 65536", "proxy 65536"]);
+    assert_eq!(
+        capacities(
+            "[[pipe]]\nhost = \"prox*\"\ncapacity_bytes = 100\n[[pipe]]\nhost = \"*\"\ncapacity_bytes = 1048576\n"
+        ),
+        ["other 1048576", "proxy 100"]
+    );
+    let plan: FaultPlan =
+        toml::from_str("[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 7\n").unwrap();
+    assert_eq!(plan.summary(), "pipe proxy=7B");
+    assert_eq!(plan.len(), 1);
+    assert_eq!(toml::from_str::<FaultPlan>(&plan.to_toml()).unwrap(), plan);
+    // A glob that matches no host of the run is a mistake, not a no-op.
+    let typo = runner::run(
+        &scenario,
+        0,
+        &RunOptions::new(Variant::Fixed).faults(Faults::Plan {
+            plan: Box::new(
+                toml::from_str("[[pipe]]\nhost = \"proxx\"\ncapacity_bytes = 7\n").unwrap(),
+            ),
+            source: None,
+        }),
+    );
+    let message = typo.setup_error().expect("a setup error");
+    assert!(
+        message.contains("[[pipe]] `proxx` matches no host of this run"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_pipe_faults_name_the_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("faultline-pipe-plans-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        FaultPlan::load(&path).map(|_| ()).unwrap_err()
+    };
+    let head =
+        "[[errno]]\nhost = \"proxy\"\npersonality = \"linux\"\n\n[[pipe]]\nhost = \"proxy\"\n";
+    for (name, value, words) in [
+        (
+            "zero.toml",
+            "0",
+            &["capacity_bytes", "1..=1048576", "not 0"][..],
+        ),
+        (
+            "huge.toml",
+            "1048577",
+            &["capacity_bytes", "1 MiB", "not 1048577"],
+        ),
+        ("negative.toml", "-1", &["-1"]),
+        ("text.toml", "\"big\"", &["invalid type"]),
+    ] {
+        let message = load(name, &format!("{head}capacity_bytes = {value}\n"));
+        let prefix = format!("{}:7:", dir.join(name).display());
+        assert!(message.starts_with(&prefix), "{message}");
+        for word in words {
+            assert!(message.contains(word), "{name}: {message}");
+        }
+    }
+    let unknown = load("unknown.toml", &format!("{head}capacity = 5\n"));
+    assert!(
+        unknown.contains("unknown field") && unknown.contains("capacity"),
+        "{unknown}"
+    );
+    let missing = load("missing.toml", head);
+    assert!(missing.contains("capacity_bytes"), "{missing}");
+    let personality = load(
+        "personality.toml",
+        "[[errno]]\nhost = \"proxy\"\npersonality = \"linux-2.6.36\"\n",
+    );
+    assert!(
+        personality.contains(":3:") && personality.contains("`linux-2.6.35`"),
+        "the known names are listed: {personality}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A plan built in code is checked by `validate`.
+    let plan = FaultPlan {
+        pipe: vec![faultline_harness::faults::Pipe {
+            host: "proxy".into(),
+            capacity_bytes: 0,
+        }],
+        ..FaultPlan::default()
+    };
+    let message = plan.validate().unwrap_err();
+    assert!(
+        message.starts_with("pipe.capacity_bytes must be within 1..="),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_pipe_space_draws_capacities_in_its_range_and_bad_ranges_name_their_line() {
+    let scenario = |faults: &str| {
+        let mut registry = faultline_harness::Registry::new();
+        registry.register(Arc::new(faultline_harness::FnWorkload::new(
+            "w",
+            |_: &mut faultline_harness::SimSetup<'_>, _: &faultline_harness::RunSpec<'_>| Ok(()),
+        )));
+        registry.load_str(
+            "pipes",
+            None,
+            &format!("summary = \"t\"\nworkload = \"w\"\n\n{faults}"),
+        )
+    };
+    let good = scenario("[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = [1, 64]\n").unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..100 {
+        let plan = good.spec.faults.draw(seed).current();
+        assert_eq!(plan.len(), plan.pipe.len(), "only pipes: {plan:?}");
+        for p in &plan.pipe {
+            assert_eq!(p.host, "proxy");
+            assert!((1..=64).contains(&p.capacity_bytes), "{p:?}");
+            seen.insert(p.capacity_bytes);
+        }
+    }
+    assert!(seen.len() > 10, "capacities vary with the seed: {seen:?}");
+    assert_eq!(good.spec.faults.kinds(), ["pipe"]);
+    for (range, words) in [
+        (
+            "[0, 64]",
+            &["faults.pipe.capacity_bytes", "1..=1048576", "not 0"][..],
+        ),
+        (
+            "[1, 2000000]",
+            &["faults.pipe.capacity_bytes", "not 2000000"],
+        ),
+        (
+            "[64, 1]",
+            &["faults.pipe.capacity_bytes", "ends before it starts"],
+        ),
+    ] {
+        let message = scenario(&format!(
+            "[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = {range}\n"
+        ))
+        .unwrap_err();
+        assert!(message.starts_with("pipes.toml:6:1: "), "{message}");
+        for word in words {
+            assert!(message.contains(word), "{message}");
+        }
+    }
+    let unknown =
+        scenario("[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = [1, 2]\nsize = 3\n")
+            .unwrap_err();
+    assert!(
+        unknown.contains("unknown field") && unknown.contains("size"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn adding_a_pipe_space_leaves_the_other_kinds_draws_and_swarms_unchanged() {
+    let without: faultline_harness::FaultSpace = toml::from_str(
+        r#"
+        [send_buffer]
+        hosts = ["a", "b"]
+        bytes = [1, 64]
+        [errno]
+        hosts = ["a"]
+        personalities = ["linux", "illumos", "linux-2.6.35"]
+        probability = 0.5
+        [[race]]
+        points = ["x.*"]
+        "#,
+    )
+    .unwrap();
+    let mut with = without.clone();
+    with.pipe = Some(
+        toml::from_str("hosts = [\"a\"]\ncapacity_bytes = [1, 8]\nprobability = 0.5\n").unwrap(),
+    );
+    with.validate().unwrap();
+    let mut pipes = 0;
+    for seed in 0..100 {
+        let mut plan = with.draw(seed).current();
+        pipes += plan.pipe.len();
+        plan.pipe.clear();
+        assert_eq!(plan, without.draw(seed).current(), "seed {seed}");
+        let mut swarm = with.swarm(seed);
+        swarm.pipe = None;
+        assert_eq!(swarm, without.swarm(seed), "seed {seed}");
+    }
+    assert!(
+        (20..=80).contains(&pipes),
+        "{pipes} of 100 plans have a pipe"
     );
 }

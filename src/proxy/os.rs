@@ -1,8 +1,9 @@
 //! The real kernel behind the [`Syscalls`] API (Linux), for `faultline
-//! proxy`: non-blocking IPv4 TCP sockets and epoll through libc. An epoll
-//! fd is itself pollable, so `epoll_wait` waits for it through tokio's
-//! reactor (`AsyncFd`) and then asks it without blocking: the proxy's
-//! threads stay tasks of one current-thread runtime, as in a simulation.
+//! proxy`: non-blocking IPv4 TCP sockets, pipes, splice and epoll through
+//! libc. An epoll fd is itself pollable, so `epoll_wait` waits for it
+//! through tokio's reactor (`AsyncFd`) and then asks it without blocking:
+//! the proxy's threads stay tasks of one current-thread runtime, as in a
+//! simulation.
 //!
 //! Never used inside a simulation.
 
@@ -244,6 +245,29 @@ impl Syscalls for OsSys {
         check(unsafe { libc::close(fd) }).map(|_| ())
     }
 
+    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        let mut fds: [libc::c_int; 2] = [-1; 2];
+        // SAFETY: `fds` has room for the two fds pipe2 writes.
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+        Ok((fds[0], fds[1]))
+    }
+
+    fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
+        // SAFETY: plain syscall; null offsets: neither a pipe nor a socket
+        // has a position.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                max_bytes,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 { Err(errno()) } else { Ok(n as usize) }
+    }
+
     fn epoll_create(&self) -> Result<Fd, Errno> {
         // SAFETY: plain syscall.
         let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
@@ -348,5 +372,102 @@ impl OsSys {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback TCP pair: (client fd, accepted fd).
+    fn loopback_pair(sys: &OsSys) -> (Fd, Fd) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = runtime.block_on(sys.listen(0)).expect("listen");
+        let port = sys.local_port(listener).expect("a bound port");
+        let client = sys.socket().expect("a socket");
+        match sys.connect(client, SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+            Ok(()) | Err(Errno::EINPROGRESS) => {}
+            Err(e) => panic!("connect: {e}"),
+        }
+        let accepted = loop {
+            match sys.accept(listener) {
+                Ok((fd, _)) => break fd,
+                Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        sys.close(listener).unwrap();
+        (client, accepted)
+    }
+
+    /// Retries `op` on EAGAIN (a real kernel moves bytes in its own time).
+    fn retry(mut op: impl FnMut() -> Result<usize, Errno>) -> Result<usize, Errno> {
+        for _ in 0..10_000 {
+            match op() {
+                Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(200)),
+                other => return other,
+            }
+        }
+        panic!("still EAGAIN after 10000 tries");
+    }
+
+    #[test]
+    fn splice_moves_100_kb_socket_to_pipe_to_socket_on_the_real_kernel() {
+        const TOTAL_BYTES: usize = 100 * 1024;
+        let sys = OsSys::new();
+        let (a, b) = loopback_pair(&sys); // a -> b: the source
+        let (c, d) = loopback_pair(&sys); // c -> d: the destination
+        let (pipe_r, pipe_w) = sys.pipe().expect("a pipe");
+        // Nothing to read yet: the kernel's non-blocking answers.
+        assert_eq!(sys.splice(b, pipe_w, 4096), Err(Errno::EAGAIN));
+        assert_eq!(sys.splice(pipe_r, c, 4096), Err(Errno::EAGAIN));
+        // Neither side a pipe, or a pipe end used the wrong way round.
+        assert_eq!(sys.splice(b, c, 4096), Err(Errno::EINVAL));
+        assert_eq!(sys.splice(b, pipe_r, 4096), Err(Errno::EBADF));
+
+        let data: Vec<u8> = (0..TOTAL_BYTES).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        let mut through = 0;
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while received.len() < TOTAL_BYTES {
+            if sent < TOTAL_BYTES {
+                match sys.send(a, &data[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(Errno::EAGAIN) => {}
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            match sys.splice(b, pipe_w, 64 * 1024) {
+                Ok(n) => assert!(n > 0, "no end of stream before the sender closes"),
+                Err(Errno::EAGAIN) => {}
+                Err(e) => panic!("splice socket -> pipe: {e}"),
+            }
+            match sys.splice(pipe_r, c, 64 * 1024) {
+                Ok(n) => through += n,
+                Err(Errno::EAGAIN) => {}
+                Err(e) => panic!("splice pipe -> socket: {e}"),
+            }
+            match sys.recv(d, &mut buf) {
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(100)),
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert_eq!(through, TOTAL_BYTES);
+        assert!(received == data, "the bytes arrive unchanged and in order");
+
+        // The sender closes: the source socket's end of stream is splice's 0.
+        sys.close(a).unwrap();
+        assert_eq!(retry(|| sys.splice(b, pipe_w, 4096)), Ok(0));
+        // The pipe's writer closes: an empty pipe's end of stream is 0 too.
+        sys.close(pipe_w).unwrap();
+        assert_eq!(sys.splice(pipe_r, c, 4096), Ok(0));
+        for fd in [b, c, d, pipe_r] {
+            sys.close(fd).unwrap();
+        }
     }
 }

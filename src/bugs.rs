@@ -16,9 +16,13 @@ pub const HAP_RCVBUF: &str = "HAP-RCVBUF";
 pub const HAP_ERRHUP: &str = "HAP-ERRHUP";
 pub const HAP_FDRACE: &str = "HAP-FDRACE";
 pub const HAP_CONNERR: &str = "HAP-CONNERR";
+pub const HAP_SPLICE_OVERRUN: &str = "HAP-SPLICE-OVERRUN";
+pub const HAP_SPLICE_RDHUP: &str = "HAP-SPLICE-RDHUP";
+pub const HAP_SPLICE_SPIN: &str = "HAP-SPLICE-SPIN";
+pub const HAP_SPLICE_EBADF: &str = "HAP-SPLICE-EBADF";
 
 /// Every id of the catalog.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 12] = [
     MB_24634,
     MB_53445,
     MB_35649,
@@ -27,6 +31,10 @@ pub const ALL: [&str; 8] = [
     HAP_ERRHUP,
     HAP_FDRACE,
     HAP_CONNERR,
+    HAP_SPLICE_OVERRUN,
+    HAP_SPLICE_RDHUP,
+    HAP_SPLICE_SPIN,
+    HAP_SPLICE_EBADF,
 ];
 
 /// The bugs whose old (pre-fix) lines run; empty means every fix is in.

@@ -31,6 +31,12 @@ pub struct ProxyArgs {
     /// default fits the kv node's largest value, 1 MiB).
     #[arg(long, default_value_t = 1024 * 1024 + 4096)]
     buffer_bytes: usize,
+    /// Forward response bodies through the buffers only (no splice()).
+    #[arg(long)]
+    no_splice: bool,
+    /// The smallest body (or rest of a body) forwarded with splice(), in bytes.
+    #[arg(long, default_value_t = ProxyConfig::default().min_splice_bytes)]
+    min_splice_bytes: usize,
 }
 
 fn parse_backend(text: &str) -> Result<BackendAddr> {
@@ -58,6 +64,9 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         vbuckets: args.vbuckets,
         threads: args.threads,
         buffer_bytes: args.buffer_bytes,
+        splice: !args.no_splice,
+        min_splice_bytes: args.min_splice_bytes,
+        response_buffer_bytes: ProxyConfig::default().response_buffer_bytes,
         check: CheckConfig {
             enabled: !args.no_checks,
             ..CheckConfig::default()

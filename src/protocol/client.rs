@@ -203,9 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Writes `request` with a fresh opaque; returns it as sent.
     async fn send(&mut self, request: Packet) -> Result<Packet, ClientError> {
-        let opaque = self.next_opaque;
-        self.next_opaque = self.next_opaque.wrapping_add(1);
-        let request = request.opaque(opaque);
+        let request = self.next(request);
         self.stream
             .write_all(&request.encode())
             .await
@@ -220,6 +218,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             Ok(None) => Err(ClientError::Closed),
             Err(e) => Err(ClientError::Read(e)),
         }
+    }
+
+    /// Sends a quiet `request` with a NOOP behind it in one write, as
+    /// clients batch multi-gets and multi-sets; the NOOP's answer ends the
+    /// exchange. Answers the quiet request's answer, `None` when it had
+    /// none (a quiet miss, a quiet success).
+    pub async fn call_quiet(&mut self, request: Packet) -> Result<Option<Packet>, ClientError> {
+        assert!(request.header.opcode.is_quiet(), "a quiet request");
+        let request = self.next(request);
+        let noop = self.next(Packet::request(Opcode::NOOP));
+        let mut bytes = request.encode();
+        noop.encode_into(&mut bytes);
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(ClientError::Io)?;
+        let first = self.receive().await?;
+        let is_noop_answer =
+            |p: &Packet| p.header.opcode == Opcode::NOOP && p.header.opaque == noop.header.opaque;
+        if is_noop_answer(&first) {
+            return Ok(None);
+        }
+        if self.validating {
+            validate(&request, &first)?;
+        }
+        let end = self.receive().await?;
+        if self.validating && !is_noop_answer(&end) {
+            validate(&noop, &end)?;
+        }
+        Ok(Some(first))
+    }
+
+    /// `request` with a fresh opaque.
+    fn next(&mut self, request: Packet) -> Packet {
+        let opaque = self.next_opaque;
+        self.next_opaque = self.next_opaque.wrapping_add(1);
+        request.opaque(opaque)
     }
 
     async fn call_ok(&mut self, request: Packet) -> Result<Packet, ClientError> {

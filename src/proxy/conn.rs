@@ -41,6 +41,9 @@ pub const CO_FL_CONNECTED: u32 = 0x0040;
 pub const CO_FL_CURR_RD_ENA: u32 = 0x0080;
 /// The connection last asked its fd to poll for writing.
 pub const CO_FL_CURR_WR_ENA: u32 = 0x0100;
+/// The receiving side stopped because where it puts bytes is full (the
+/// pipe, mostly): no receive until the consumer made room.
+pub const CO_FL_WAIT_ROOM: u32 = 0x0200;
 
 /// One connection's layers and flags.
 #[derive(Debug)]

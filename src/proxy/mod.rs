@@ -47,6 +47,7 @@ pub mod check;
 pub mod conn;
 pub mod fd;
 pub mod os;
+pub mod pipe;
 pub mod raw_sock;
 pub mod session;
 
@@ -133,6 +134,17 @@ pub struct ProxyConfig {
     pub retries: u32,
     /// Connections one thread accepts per listener event.
     pub max_accept: usize,
+    /// Response bodies are streamed, and forwarded with `splice()`
+    /// through a pipe when large enough (HAProxy's `option
+    /// splice-response`); else each response is buffered whole.
+    pub splice: bool,
+    /// The smallest body (or rest of a body) forwarded with `splice()`;
+    /// less goes through the buffers (HAProxy's `MIN_SPLICE_FORWARD`).
+    pub min_splice_bytes: usize,
+    /// How much of a streamed body may wait in user space (HAProxy's
+    /// buffer size on the response side): more waits in the socket, and is
+    /// spliced once the buffered bytes have gone.
+    pub response_buffer_bytes: usize,
     pub check: CheckConfig,
     pub bugs: Bugs,
 }
@@ -151,6 +163,9 @@ impl Default for ProxyConfig {
             keepalive_timeout_ms: 10_000,
             retries: 3,
             max_accept: 8,
+            splice: false,
+            min_splice_bytes: 4096,
+            response_buffer_bytes: 16 * 1024,
             check: CheckConfig::default(),
             bugs: Bugs::fixed(),
         }
@@ -179,6 +194,19 @@ impl ProxyConfig {
         }
         if self.max_accept == 0 {
             return Err("max_accept must be positive".into());
+        }
+        if self.splice && !(1024..=self.buffer_bytes).contains(&self.response_buffer_bytes) {
+            return Err(format!(
+                "response_buffer_bytes must be within 1024..=buffer_bytes ({})",
+                self.buffer_bytes
+            ));
+        }
+        if self.splice && (self.min_splice_bytes == 0 || self.min_splice_bytes > self.buffer_bytes)
+        {
+            return Err(format!(
+                "min_splice_bytes must be within 1..=buffer_bytes ({})",
+                self.buffer_bytes
+            ));
         }
         Ok(())
     }
@@ -562,6 +590,11 @@ impl<S: Syscalls + 'static> Proxy<S> {
             if let Some(mut conn) = st.conns.remove(&id) {
                 if conn.c.ctrl_ready() {
                     conn.c.ctrl_closed();
+                }
+                if let session::Role::Client(cl) = &mut conn.role {
+                    if let Some(pipe) = cl.pipe.take() {
+                        pipe.put(&self.sys);
+                    }
                 }
                 tracing::debug!(target: "faultline::proxy", thread = tid, conn = id, fd = ?fd, errno = ?conn.c.errno, "closed");
             }

@@ -15,10 +15,18 @@ use faultline_harness::{Errno, Events};
 
 use super::buffer::Buffer;
 use super::conn::{
-    CO_FL_CONNECTED, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, Connection,
+    CO_FL_CONNECTED, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, CO_FL_WAIT_ROOM,
+    Connection,
 };
 use super::fd::FdTable;
-use crate::bugs::{Bugs, HAP_CONNERR, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF};
+use super::pipe::{MAX_SPLICE_AT_ONCE_BYTES, Pipe, RECV_ENOUGH_BYTES, SPLICE_FULL_HINT_BYTES};
+use crate::bugs::{
+    Bugs, HAP_CONNERR, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF, HAP_SPLICE_EBADF, HAP_SPLICE_OVERRUN,
+    HAP_SPLICE_RDHUP, HAP_SPLICE_SPIN,
+};
+
+/// Linux's ENOSYS: a kernel without `splice()`.
+const ENOSYS: Errno = Errno::Other(38);
 
 /// The read side reached the end of the stream (HAProxy's `read0`
 /// label), with `ev` the last poll report.
@@ -186,6 +194,154 @@ pub fn snd_buf<S: Syscalls>(
     }
     if done > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
         conn.flags &= !CO_FL_WAIT_L4_CONN;
+    }
+    done
+}
+
+/// Moves up to `count` bytes from the socket into `pipe` with `splice()`
+/// (HAProxy's `raw_sock_to_pipe`): the bytes never enter a buffer. Returns
+/// the bytes moved, or `None` when this kernel cannot splice from this
+/// socket (nothing was moved: the caller disables splicing on the
+/// connection and receives into its buffer instead). `WAIT_ROOM` says the
+/// pipe is full, or full enough for this pass.
+pub fn rcv_pipe<S: Syscalls>(
+    sys: &S,
+    table: &FdTable,
+    conn: &mut Connection,
+    pipe: &mut Pipe,
+    count: usize,
+    bugs: &Bugs,
+) -> Option<usize> {
+    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
+        return Some(0);
+    }
+    let fd = conn.fd;
+    if !table.recv_ready(fd) {
+        return Some(0);
+    }
+    let ev = table.ev(fd);
+    if !ev.contains(Events::IN) {
+        // A hangup alone is the end of the stream; an error before the
+        // connection was established is its failure.
+        if ev & (Events::ERR | Events::HUP) == Events::HUP {
+            read0(conn, ev, bugs);
+            return Some(0);
+        }
+        if ev.contains(Events::ERR) && conn.has(CO_FL_WAIT_L4_CONN) {
+            conn.fail(None);
+            return Some(0);
+        }
+    }
+    let mut retval = 0;
+    let mut count = count;
+    while count > 0 {
+        let ask = count.min(MAX_SPLICE_AT_ONCE_BYTES);
+        match sys.splice(fd, pipe.prod, ask) {
+            Ok(0) => {
+                read0(conn, ev, bugs);
+                break;
+            }
+            Ok(n) => {
+                assert!(n <= ask, "splice moved {n} bytes, asked for {ask}");
+                retval += n;
+                pipe.data_bytes += n;
+                if bugs.is_buggy(HAP_SPLICE_RDHUP)
+                    && ev & (Events::ERR | Events::HUP) == Events::HUP
+                {
+                    // HAP-SPLICE-RDHUP (HAProxy commit baf2a5, reverted by
+                    // 4fc90efed): a HUP was taken as "this was the last
+                    // segment". A splice may also stop short because the
+                    // pipe is full: the rest of the input is lost.
+                    read0(conn, ev, bugs);
+                    break;
+                }
+                if !bugs.is_buggy(HAP_SPLICE_OVERRUN) {
+                    // HAProxy commit 4fc90efed: count what moved. Without
+                    // it (HAP-SPLICE-OVERRUN), a second splice while the
+                    // pipe is not full takes bytes past the scheduled
+                    // amount: the next message's.
+                    count -= n;
+                }
+                if pipe.data_bytes >= SPLICE_FULL_HINT_BYTES || n >= RECV_ENOUGH_BYTES {
+                    // Enough for this pass: stop before being asked to poll.
+                    if !bugs.is_buggy(HAP_SPLICE_SPIN) {
+                        // HAProxy commit 61d39a0e2: the pipe is taken as
+                        // full, so that recv() is not used in the middle
+                        // of the transfer. (HAP-SPLICE-SPIN: the old code
+                        // kept recv() out while the pipe held anything.)
+                        conn.flags |= CO_FL_WAIT_ROOM;
+                    }
+                    break;
+                }
+            }
+            Err(Errno::EAGAIN) => {
+                if pipe.data_bytes > 0 {
+                    // The socket is empty or the pipe is full: which, the
+                    // kernel does not say. Stop until the pipe is flushed.
+                    conn.flags |= CO_FL_WAIT_ROOM;
+                    break;
+                }
+                table.cant_recv(fd);
+                break;
+            }
+            Err(Errno::EINVAL) | Err(ENOSYS) if retval == 0 => return None,
+            Err(Errno::EBADF) if retval == 0 && !bugs.is_buggy(HAP_SPLICE_EBADF) => {
+                // HAProxy commit 45b889396: some kernels fail splice()
+                // with EBADF on valid fds; splicing is disabled on the
+                // connection, which goes on with recv(). (HAP-SPLICE-EBADF:
+                // the old code lands below and fails the connection.)
+                faultline_harness::probe("proxy:splice-not-supported");
+                return None;
+            }
+            Err(errno) => {
+                conn.fail(Some(errno));
+                break;
+            }
+        }
+    }
+    if retval > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
+        conn.flags &= !CO_FL_WAIT_L4_CONN;
+    }
+    Some(retval)
+}
+
+/// Sends what `pipe` holds to the socket with `splice()` (HAProxy's
+/// `raw_sock_from_pipe`). Returns the bytes sent.
+pub fn snd_pipe<S: Syscalls>(
+    sys: &S,
+    table: &FdTable,
+    conn: &mut Connection,
+    pipe: &mut Pipe,
+) -> usize {
+    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
+        return 0;
+    }
+    let fd = conn.fd;
+    if !table.send_ready(fd) {
+        return 0;
+    }
+    let mut done = 0;
+    while pipe.data_bytes > 0 {
+        match sys.splice(pipe.cons, fd, pipe.data_bytes) {
+            Ok(0) | Err(Errno::EAGAIN) => {
+                table.cant_send(fd);
+                break;
+            }
+            Ok(n) => {
+                assert!(
+                    n <= pipe.data_bytes,
+                    "splice sent {n} bytes of a pipe holding {}",
+                    pipe.data_bytes
+                );
+                done += n;
+                pipe.data_bytes -= n;
+                conn.flags |= CO_FL_CONNECTED;
+            }
+            Err(errno) => {
+                conn.fail(Some(errno));
+                break;
+            }
+        }
     }
     done
 }

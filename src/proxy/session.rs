@@ -31,12 +31,20 @@ use tokio::time::Instant;
 use super::buffer::Buffer;
 use super::conn::{
     CO_FL_CURR_RD_ENA, CO_FL_CURR_WR_ENA, CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH,
-    CO_FL_WAIT_L4_CONN, ConnId, Connection,
+    CO_FL_WAIT_L4_CONN, CO_FL_WAIT_ROOM, ConnId, Connection,
 };
 use super::fd::{Owner, bit};
-use super::raw_sock::{rcv_buf, snd_buf};
+use super::pipe::Pipe;
+use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
 use super::{Conn, Proxy, VERSION};
-use crate::protocol::{Header, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of};
+use crate::bugs::HAP_SPLICE_SPIN;
+use crate::protocol::{
+    HEADER_LEN, Header, Limits, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of,
+};
+
+/// The opaque of the NOOP the proxy sends behind a quiet request: its
+/// answer says the backend has said all it will about the request.
+pub const SENTINEL_OPAQUE: u32 = 0x5e47_1e10;
 
 /// What a connection is for.
 pub enum Role {
@@ -65,8 +73,16 @@ impl Role {
 /// A client connection.
 pub struct ClientSide {
     pub inbuf: Buffer,
-    /// Response bytes not sent yet.
+    /// Response bytes not sent yet (after what `pipe` holds).
     pub out: Vec<u8>,
+    /// The response channel's pipe, while a spliced body is in it: its
+    /// bytes go out before those of `out`.
+    pub pipe: Option<Pipe>,
+    /// Splicing was found not to work on this connection (HAProxy clears
+    /// `CF_KERN_SPLICING`): bodies go through the buffers.
+    pub splice_off: bool,
+    /// The backend connection streaming a response body to this client.
+    pub feeder: Option<ConnId>,
     pub request: Option<Request>,
     /// Close once `out` is sent (after a refused packet or QUIT).
     pub close_after_flush: bool,
@@ -77,9 +93,17 @@ impl ClientSide {
         ClientSide {
             inbuf: Buffer::new(buffer_bytes),
             out: Vec::new(),
+            pipe: None,
+            splice_off: false,
+            feeder: None,
             request: None,
             close_after_flush: false,
         }
+    }
+
+    /// Response bytes not sent yet, in the pipe and in the buffer.
+    fn pending_bytes(&self) -> usize {
+        self.out.len() + self.pipe.map_or(0, |p| p.data_bytes)
     }
 }
 
@@ -99,6 +123,9 @@ pub struct Request {
     /// FLUSH goes to every server in turn: the servers still to flush
     /// after this one. The client is answered once the last one answered.
     pub flush_left: usize,
+    /// A quiet request, forwarded quiet with a NOOP behind it: the NOOP's
+    /// answer ends what the backend says (maybe nothing) about it.
+    pub sentinel: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +134,9 @@ pub enum ServerState {
     Idle,
     /// Carrying the request of a client connection.
     Busy(ConnId),
+    /// The answer to a quiet request went to its client; the answer to the
+    /// NOOP behind it is still to come.
+    Draining,
 }
 
 /// A backend connection.
@@ -118,6 +148,11 @@ pub struct ServerSide {
     pub state: ServerState,
     /// A byte of the response arrived: no retry any more.
     pub response_started: bool,
+    /// Body bytes of the response being streamed to the client still to
+    /// forward (HAProxy's `to_forward`); 0 when none is.
+    pub to_forward: usize,
+    /// The request carries a NOOP behind it.
+    pub sentinel: bool,
 }
 
 fn client_of(conn: &mut Conn) -> &mut ClientSide {
@@ -235,16 +270,12 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
         };
         let flags_before = conn.c.flags;
         // Send what is pending.
-        {
+        let feeder = {
             let Conn { c, role, .. } = conn;
             let Role::Client(cl) = role else {
                 unreachable!()
             };
-            if !cl.out.is_empty() {
-                let n = snd_buf(&px.sys, &px.fdtab, c, &cl.out, &px.bugs);
-                cl.out.drain(..n);
-                progress |= n > 0;
-            }
+            progress |= send_pending(px, c, cl) > 0;
             // Receive while there is room: ask for the free space.
             cl.inbuf.compact();
             if cl.inbuf.room() > 0 {
@@ -252,10 +283,18 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
                 let n = rcv_buf(&px.sys, &px.fdtab, c, &mut cl.inbuf, room, &px.bugs);
                 progress |= n > 0;
             }
-        }
+            cl.feeder
+        };
         progress |= conn.c.flags != flags_before;
-        if conn.c.has(CO_FL_ERROR) {
-            tracing::debug!(target: "faultline::proxy", conn = id, errno = ?conn.c.errno, "client connection failed");
+        let (failed, errno) = (conn.c.has(CO_FL_ERROR), conn.c.errno);
+        if progress {
+            // Room was made: the backend streaming to us may go on.
+            if let Some(sid) = feeder {
+                st.wake(sid);
+            }
+        }
+        if failed {
+            tracing::debug!(target: "faultline::proxy", conn = id, errno = ?errno, "client connection failed");
             abort_client(st, id);
             return true;
         }
@@ -266,7 +305,7 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
             let mut st = px.state.borrow_mut();
             let conn = st.conns.get_mut(&id).expect("present");
             let cl = client_of(conn);
-            if cl.request.is_some() || cl.close_after_flush {
+            if cl.request.is_some() || cl.feeder.is_some() || cl.close_after_flush {
                 break;
             }
             match Packet::try_parse(cl.inbuf.data(), &px.limits) {
@@ -308,16 +347,14 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
             unreachable!()
         };
         // Send what the requests produced (speculatively).
-        if !cl.out.is_empty() {
-            let n = snd_buf(&px.sys, &px.fdtab, c, &cl.out, &px.bugs);
-            cl.out.drain(..n);
-            progress |= n > 0;
+        if cl.pending_bytes() > 0 {
+            progress |= send_pending(px, c, cl) > 0;
             if c.has(CO_FL_ERROR) {
                 abort_client(st, id);
                 return true;
             }
         }
-        let idle = cl.request.is_none() && cl.out.is_empty();
+        let idle = cl.request.is_none() && cl.feeder.is_none() && cl.pending_bytes() == 0;
         let done_reading = c.has(CO_FL_SOCK_RD_SH) || cl.close_after_flush;
         if idle && done_reading {
             // The client closed (what is left of its input can never
@@ -326,7 +363,7 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
             return true;
         }
         let want_recv = !cl.inbuf.is_full() && !cl.close_after_flush;
-        let want_send = !cl.out.is_empty();
+        let want_send = cl.pending_bytes() > 0;
         let wanted = polling(c, want_recv, want_send);
         if idle {
             let expire = Instant::now() + ms(px.config.client_timeout_ms);
@@ -340,6 +377,27 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
     };
     set_polling(px, wanted).await;
     progress
+}
+
+/// Sends what the client is owed: the pipe's bytes first, then the
+/// buffer's (HAProxy's `si_conn_send`: while the pipe holds data, the
+/// buffer waits). Answers the bytes sent.
+fn send_pending<S: Syscalls>(px: &Proxy<S>, c: &mut Connection, cl: &mut ClientSide) -> usize {
+    let mut sent = 0;
+    if let Some(pipe) = cl.pipe.as_mut() {
+        sent += snd_pipe(&px.sys, &px.fdtab, c, pipe);
+        if pipe.data_bytes > 0 || c.has(CO_FL_ERROR) {
+            return sent;
+        }
+        // Flushed: the pipe goes back.
+        cl.pipe.take().expect("just seen").put(&px.sys);
+    }
+    if !cl.out.is_empty() {
+        let n = snd_buf(&px.sys, &px.fdtab, c, &cl.out, &px.bugs);
+        cl.out.drain(..n);
+        sent += n;
+    }
+    sent
 }
 
 fn peek_header(bytes: &[u8]) -> Option<Header> {
@@ -368,6 +426,13 @@ fn abort_client(st: &mut super::State, id: ConnId) {
         .get_mut(&id)
         .and_then(|c| client_of(c).request.take());
     if let Some(sid) = request.and_then(|r| r.server_conn) {
+        st.close(sid);
+    }
+    let feeder = st
+        .conns
+        .get_mut(&id)
+        .and_then(|c| client_of(c).feeder.take());
+    if let Some(sid) = feeder {
         st.close(sid);
     }
     st.close(id);
@@ -448,17 +513,27 @@ fn accept_request<S: Syscalls + 'static>(
         return false;
     }
     let mut forwarded = packet.clone();
-    forwarded.header.opcode = opcode;
     forwarded.header.vbucket_or_status = vb;
+    let mut bytes = forwarded.encode();
+    let sentinel = h.opcode.is_quiet();
+    if sentinel {
+        // Quiet as the client asked (the backend knows what a quiet
+        // command answers), with a NOOP behind it: its answer says the
+        // backend is done with the request.
+        let mut noop = Packet::request(Opcode::NOOP);
+        noop.header.opaque = SENTINEL_OPAQUE;
+        noop.encode_into(&mut bytes);
+    }
     cl.request = Some(Request {
         header: h,
-        forwarded: forwarded.encode(),
+        forwarded: bytes,
         vb,
         server,
         server_conn: None,
         retries_left: px.config.retries,
         moves_left: (st.servers.len() - 1) as u32,
         flush_left: 0,
+        sentinel,
     });
     true
 }
@@ -489,6 +564,7 @@ fn flush_request(st: &mut super::State, id: ConnId, packet: Packet, retries: u32
         retries_left: retries,
         moves_left: 0,
         flush_left: servers - 1,
+        sentinel: false,
     });
     true
 }
@@ -560,20 +636,25 @@ fn attach<'a, S: Syscalls + 'static>(
         };
         let mut st = px.state.borrow_mut();
         let st = &mut *st;
-        let bytes = {
+        let (bytes, sentinel) = {
             let r = client_of(st.conns.get_mut(&id).expect("present"))
                 .request
                 .as_mut()
                 .expect("a request to attach");
             r.server_conn = Some(sid);
-            r.forwarded.clone()
+            (r.forwarded.clone(), r.sentinel)
         };
         {
             let s = server_of(st.conns.get_mut(&sid).expect("present"));
+            assert_eq!(
+                s.to_forward, 0,
+                "an idle backend connection streams nothing"
+            );
             s.state = ServerState::Busy(id);
             s.out = bytes;
             s.sent = 0;
             s.response_started = false;
+            s.sentinel = sentinel;
             s.inbuf.clear();
         }
         let waiting = st.conns[&sid].c.has(CO_FL_WAIT_L4_CONN);
@@ -650,6 +731,8 @@ async fn server_conn<S: Syscalls + 'static>(
                 sent: 0,
                 state: ServerState::Idle,
                 response_started: false,
+                to_forward: 0,
+                sentinel: false,
             }),
             expire: None,
             closing: false,
@@ -727,24 +810,26 @@ pub async fn process_server<S: Syscalls + 'static>(
     events: Option<Events>,
 ) -> bool {
     let mut progress = false;
-    let (state, server, failed, ended, started, sent_all) = {
+    let (state, streaming) = {
         let mut st = px.state.borrow_mut();
         let Some(conn) = st.conns.get_mut(&sid) else {
             return false;
         };
-        let flags_before = conn.c.flags;
         let Conn { c, role, .. } = conn;
         let Role::Server(s) = role else {
             unreachable!()
         };
+        // What stopped the last pass is looked at again.
+        c.flags &= !CO_FL_WAIT_ROOM;
+        let flags_before = c.flags;
         check_connect(&px.sys, c, events);
         if s.sent < s.out.len() && !c.has(CO_FL_ERROR) {
             let n = snd_buf(&px.sys, &px.fdtab, c, &s.out[s.sent..], &px.bugs);
             s.sent += n;
             progress |= n > 0;
         }
-        let sent_all = s.sent == s.out.len();
-        if !c.has(CO_FL_ERROR) {
+        let streaming = s.to_forward > 0;
+        if !c.has(CO_FL_ERROR) && !streaming {
             let room = s.inbuf.room();
             let n = rcv_buf(&px.sys, &px.fdtab, c, &mut s.inbuf, room, &px.bugs);
             if n > 0 {
@@ -753,14 +838,22 @@ pub async fn process_server<S: Syscalls + 'static>(
             }
         }
         progress |= c.flags != flags_before;
-        let (failed, ended) = (c.has(CO_FL_ERROR), c.has(CO_FL_SOCK_RD_SH));
+        (s.state, streaming)
+    };
+    if let (true, ServerState::Busy(cid)) = (streaming, state) {
+        progress |= forward_body(px, &mut px.state.borrow_mut(), sid, cid);
+    }
+    let (failed, ended, started, sent_all, to_forward) = {
+        let mut st = px.state.borrow_mut();
+        let conn = st.conns.get_mut(&sid).expect("present");
+        let (failed, ended) = (conn.c.has(CO_FL_ERROR), conn.c.has(CO_FL_SOCK_RD_SH));
+        let s = server_of(conn);
         (
-            s.state,
-            s.server,
             failed,
             ended,
             s.response_started,
-            sent_all,
+            s.sent == s.out.len(),
+            s.to_forward,
         )
     };
     match state {
@@ -775,7 +868,7 @@ pub async fn process_server<S: Syscalls + 'static>(
             };
             if unexpected {
                 // Closed by the server, failed, or unexpected bytes.
-                if take_idle(px, server, sid).await {
+                if take_idle(px, server_of_conn(px, sid), sid).await {
                     px.state.borrow_mut().close(sid);
                 }
                 return true;
@@ -793,7 +886,55 @@ pub async fn process_server<S: Syscalls + 'static>(
             );
             set_polling(px, wanted).await;
         }
+        ServerState::Draining => {
+            drain_sentinel(px, sid, failed || ended).await;
+            return true;
+        }
+        ServerState::Busy(client_id) if streaming => {
+            if to_forward == 0 {
+                // The body is all forwarded: the response is done.
+                finish_stream(px, sid, client_id).await;
+                return true;
+            }
+            let buffered = {
+                let mut st = px.state.borrow_mut();
+                server_of(st.conns.get_mut(&sid).expect("present"))
+                    .inbuf
+                    .len()
+            };
+            // After the end of the stream, the buffer may still hold the
+            // rest of the body (it waits for room at the client).
+            if failed || (ended && buffered < to_forward) {
+                tracing::debug!(target: "faultline::proxy", conn = sid, to_forward, "backend connection ended inside a streamed body");
+                stream_broken(&mut px.state.borrow_mut(), sid, client_id);
+                return true;
+            }
+            let wanted = {
+                let mut st = px.state.borrow_mut();
+                let out_bytes = st.conns.get(&client_id).map_or(0, |c| match &c.role {
+                    Role::Client(cl) => cl.out.len(),
+                    _ => 0,
+                });
+                let conn = st.conns.get_mut(&sid).expect("present");
+                let s = server_of(conn);
+                let room = s.inbuf.room() > 0
+                    && s.inbuf.len() + out_bytes < px.config.response_buffer_bytes;
+                // A full pipe or buffer: no receiving until the client
+                // made room (it wakes this connection).
+                let want_recv = room && !conn.c.has(CO_FL_WAIT_ROOM);
+                let wanted = polling(&mut conn.c, want_recv, !sent_all);
+                if progress {
+                    let expire = Instant::now() + ms(px.config.server_timeout_ms);
+                    st.set_timer(sid, Some(expire));
+                }
+                wanted
+            };
+            set_polling(px, wanted).await;
+        }
         ServerState::Busy(client_id) => {
+            if start_stream(px, &mut px.state.borrow_mut(), sid, client_id) {
+                return true;
+            }
             let parsed = {
                 let mut st = px.state.borrow_mut();
                 let s = server_of(st.conns.get_mut(&sid).expect("present"));
@@ -856,6 +997,280 @@ pub async fn process_server<S: Syscalls + 'static>(
     progress
 }
 
+/// The server a backend connection belongs to.
+fn server_of_conn<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) -> usize {
+    server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).server
+}
+
+/// Starts streaming the response whose header is in backend connection
+/// `sid`'s buffer, when splicing is on, its body is at least the minimum
+/// splice size and has not all arrived, and it answers client `cid`'s
+/// request as it is (not `NOT_MY_VBUCKET`): the header goes to the client
+/// with what arrived of the body; the rest is forwarded as it comes
+/// (`to_forward`). Answers whether it started.
+fn start_stream<S: Syscalls + 'static>(
+    px: &Proxy<S>,
+    st: &mut super::State,
+    sid: ConnId,
+    cid: ConnId,
+) -> bool {
+    if !px.config.splice {
+        return false;
+    }
+    let header = {
+        let s = server_of(st.conns.get_mut(&sid).expect("present"));
+        let Some(head) = s.inbuf.data().get(..HEADER_LEN) else {
+            return false;
+        };
+        match Header::parse(head.try_into().expect("24 bytes")) {
+            Ok(h) => h,
+            // Malformed: the whole-packet path says so.
+            Err(_) => return false,
+        }
+    };
+    let body_bytes = header.body_len as usize;
+    let arrived_bytes = server_of(st.conns.get_mut(&sid).expect("present"))
+        .inbuf
+        .len()
+        - HEADER_LEN;
+    if body_bytes < px.config.min_splice_bytes
+        || arrived_bytes >= body_bytes
+        || header.check_limits(&Limits::default()).is_err()
+    {
+        return false;
+    }
+    let Some(request) = st.conns.get(&cid).and_then(|c| match &c.role {
+        Role::Client(cl) => cl.request.as_ref(),
+        _ => None,
+    }) else {
+        return false;
+    };
+    let answers = header.magic == MAGIC_RESPONSE
+        && header.opcode == forwarded_opcode(request)
+        && header.opaque == request.header.opaque
+        && header.status() != Status::NOT_MY_VBUCKET
+        && request.flush_left == 0;
+    if !answers {
+        return false;
+    }
+    let request = client_of(st.conns.get_mut(&cid).expect("present"))
+        .request
+        .take()
+        .expect("seen above");
+    let mut head = header;
+    head.opcode = request.header.opcode;
+    let s = server_of(st.conns.get_mut(&sid).expect("present"));
+    let mut bytes = head.encode().to_vec();
+    bytes.extend_from_slice(&s.inbuf.data()[HEADER_LEN..]);
+    s.inbuf.clear();
+    s.to_forward = body_bytes - arrived_bytes;
+    tracing::debug!(target: "faultline::proxy", conn = sid, client = cid, body_bytes, to_forward = s.to_forward, "streaming a response body");
+    faultline_harness::probe("proxy:stream-body");
+    let cl = client_of(st.conns.get_mut(&cid).expect("present"));
+    cl.out.extend_from_slice(&bytes);
+    cl.feeder = Some(sid);
+    st.wake(cid);
+    // Go on at once: more of the body may wait in the socket.
+    st.wake(sid);
+    true
+}
+
+/// The opcode the backend answers a request with: the loud one, unless the
+/// request went quiet with a NOOP behind it.
+fn forwarded_opcode(request: &Request) -> Opcode {
+    if request.sentinel {
+        request.header.opcode
+    } else {
+        request.header.opcode.loud()
+    }
+}
+
+/// Moves what arrived of a streamed body toward client `cid` (HAProxy's
+/// `si_conn_recv_cb` with `to_forward` set): with `splice()` through the
+/// client's pipe while at least the minimum splice size is left and no
+/// byte waits in a buffer (bytes must not be at two places at once), else
+/// through the buffers. Answers whether bytes moved.
+fn forward_body<S: Syscalls + 'static>(
+    px: &Proxy<S>,
+    st: &mut super::State,
+    sid: ConnId,
+    cid: ConnId,
+) -> bool {
+    let Some(client) = st.conns.get_mut(&cid) else {
+        return false;
+    };
+    let cl = client_of(client);
+    let mut pipe = cl.pipe.take();
+    let mut splice_off = cl.splice_off;
+    let out_bytes = cl.out.len();
+    let conn = st.conns.get_mut(&sid).expect("present");
+    let Conn { c, role, .. } = conn;
+    let Role::Server(s) = role else {
+        unreachable!()
+    };
+    let mut moved = 0;
+    'splice: {
+        if s.to_forward < px.config.min_splice_bytes || splice_off || c.has(CO_FL_ERROR) {
+            break 'splice;
+        }
+        if !s.inbuf.is_empty() || out_bytes > 0 {
+            // Bytes already wait in a buffer: they go first.
+            break 'splice;
+        }
+        if pipe.is_none() {
+            match Pipe::get(&px.sys) {
+                Ok(p) => pipe = Some(p),
+                Err(e) => {
+                    tracing::debug!(target: "faultline::proxy", conn = sid, error = %e, "no pipe: no splicing");
+                    splice_off = true;
+                    break 'splice;
+                }
+            }
+        }
+        let p = pipe.as_mut().expect("just made");
+        match rcv_pipe(&px.sys, &px.fdtab, c, p, s.to_forward, &px.bugs) {
+            None => {
+                tracing::debug!(target: "faultline::proxy", conn = sid, "splice not supported: the buffers take over");
+                splice_off = true;
+            }
+            Some(n) => {
+                // (With HAP-SPLICE-OVERRUN a splice may take more than
+                // was scheduled: the count only stops at zero.)
+                s.to_forward = s.to_forward.saturating_sub(n);
+                moved += n;
+            }
+        }
+    }
+    // An empty pipe goes back (HAProxy's `abort_splice`).
+    if pipe.is_some_and(|p| p.data_bytes == 0) {
+        pipe.take().expect("just seen").put(&px.sys);
+    }
+    // Receiving into the buffer: an event splice() did not take must be
+    // taken by recv(), unless the pipe is full (HAProxy commit 61d39a0e2).
+    let may_recv = if px.bugs.is_buggy(HAP_SPLICE_SPIN) {
+        // HAP-SPLICE-SPIN: no recv() while the pipe holds data. Below the
+        // minimum splice size, nothing takes the event: the poller reports
+        // it again and again until the client drained the pipe.
+        pipe.is_none()
+    } else {
+        true
+    };
+    let may_recv =
+        may_recv && s.to_forward > 0 && !c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_WAIT_ROOM);
+    // The body's bytes in user space, received and waiting for the
+    // client, stay within the response buffer.
+    let buffered_bytes = s.inbuf.len() + out_bytes;
+    let room = px
+        .config
+        .response_buffer_bytes
+        .saturating_sub(buffered_bytes)
+        .min(s.inbuf.room());
+    if may_recv && room > 0 {
+        moved += rcv_buf(&px.sys, &px.fdtab, c, &mut s.inbuf, room, &px.bugs);
+    }
+    // What the buffer holds of the body goes on to the client's buffer.
+    let out_room = px.config.response_buffer_bytes.saturating_sub(out_bytes);
+    let take = s.to_forward.min(s.inbuf.len()).min(out_room);
+    let bytes = s.inbuf.data()[..take].to_vec();
+    s.inbuf.consume(take);
+    s.to_forward -= take;
+    let cl = client_of(st.conns.get_mut(&cid).expect("present"));
+    cl.out.extend_from_slice(&bytes);
+    cl.pipe = pipe;
+    cl.splice_off = splice_off;
+    if moved > 0 || take > 0 {
+        st.wake(cid);
+    }
+    moved > 0 || take > 0
+}
+
+/// The streamed body is all forwarded: client `cid`'s response is done.
+async fn finish_stream<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: ConnId) {
+    let sentinel = {
+        let mut st = px.state.borrow_mut();
+        if let Some(conn) = st.conns.get_mut(&cid) {
+            client_of(conn).feeder = None;
+        }
+        st.wake(cid);
+        server_of(st.conns.get_mut(&sid).expect("present")).sentinel
+    };
+    if sentinel {
+        start_draining(px, sid).await;
+    } else {
+        release_backend(px, sid).await;
+    }
+}
+
+/// A response whose header already went to the client cannot be finished:
+/// the client gets what arrived, then its connection closes (a truncated
+/// answer is never passed off as whole).
+fn stream_broken(st: &mut super::State, sid: ConnId, cid: ConnId) {
+    st.close(sid);
+    if let Some(conn) = st.conns.get_mut(&cid) {
+        let cl = client_of(conn);
+        cl.feeder = None;
+        cl.close_after_flush = true;
+    }
+    st.wake(cid);
+}
+
+/// The answer to a quiet request went to its client: backend connection
+/// `sid` waits for the answer to the NOOP behind it.
+async fn start_draining<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
+    {
+        let mut st = px.state.borrow_mut();
+        let s = server_of(st.conns.get_mut(&sid).expect("present"));
+        s.state = ServerState::Draining;
+        let expire = Instant::now() + ms(px.config.server_timeout_ms);
+        st.set_timer(sid, Some(expire));
+    }
+    let failed = {
+        let st = px.state.borrow();
+        st.conns[&sid].c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH)
+    };
+    drain_sentinel(px, sid, failed).await;
+}
+
+/// A draining backend connection: the NOOP's answer makes it idle again;
+/// anything else, or its end, closes it.
+async fn drain_sentinel<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, failed: bool) {
+    let parsed = {
+        let mut st = px.state.borrow_mut();
+        let s = server_of(st.conns.get_mut(&sid).expect("present"));
+        match Packet::try_parse(s.inbuf.data(), &px.limits) {
+            Ok(Some((p, used))) => {
+                s.inbuf.consume(used);
+                Ok(Some(p))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    match parsed {
+        Ok(Some(p)) if p.header.opcode == Opcode::NOOP && p.header.opaque == SENTINEL_OPAQUE => {
+            release_backend(px, sid).await;
+        }
+        Ok(None) if !failed => {
+            let wanted = polling(
+                &mut px
+                    .state
+                    .borrow_mut()
+                    .conns
+                    .get_mut(&sid)
+                    .expect("present")
+                    .c,
+                true,
+                false,
+            );
+            set_polling(px, wanted).await;
+        }
+        other => {
+            tracing::debug!(target: "faultline::proxy", conn = sid, failed, unexpected = ?other.map(|p| p.map(|p| p.header.opcode)), "draining backend connection closed");
+            px.state.borrow_mut().close(sid);
+        }
+    }
+}
+
 /// A whole response arrived on backend connection `sid` for client `cid`.
 async fn deliver<S: Syscalls + 'static>(
     px: &Proxy<S>,
@@ -864,19 +1279,52 @@ async fn deliver<S: Syscalls + 'static>(
     cid: ConnId,
     response: Packet,
 ) {
-    let moved = {
+    let (moved, sentinel) = {
         let mut st = px.state.borrow_mut();
         let st = &mut *st;
         let request = st
             .conns
             .get_mut(&cid)
             .and_then(|c| client_of(c).request.take());
-        let Some(mut request) = request else {
+        let Some(request) = request else {
             st.close(sid);
             return;
         };
         let h = response.header;
-        let forwarded_opcode = request.header.opcode.loud();
+        let sentinel = request.sentinel;
+        if sentinel && h.opcode == Opcode::NOOP && h.opaque == SENTINEL_OPAQUE {
+            // The quiet request's answer is silence, and the backend
+            // is done with it.
+            st.wake(cid);
+            (false, false)
+        } else {
+            deliver_answer(px, st, sid, cid, request, response)
+        }
+    };
+    if sentinel {
+        start_draining(px, sid).await;
+    } else {
+        release_backend(px, sid).await;
+    }
+    if moved {
+        attach(px, tid, cid, false).await;
+    }
+}
+
+/// [`deliver`]'s answer to a request: what goes to the client, or where the
+/// request goes next. Answers (moved to another server, sentinel behind).
+fn deliver_answer<S: Syscalls + 'static>(
+    px: &Proxy<S>,
+    st: &mut super::State,
+    sid: ConnId,
+    cid: ConnId,
+    mut request: Request,
+    response: Packet,
+) -> (bool, bool) {
+    {
+        let h = response.header;
+        let sentinel = request.sentinel;
+        let forwarded_opcode = forwarded_opcode(&request);
         if h.magic != MAGIC_RESPONSE
             || h.opcode != forwarded_opcode
             || h.opaque != request.header.opaque
@@ -886,7 +1334,7 @@ async fn deliver<S: Syscalls + 'static>(
             let cl = client_of(st.conns.get_mut(&cid).expect("present"));
             Packet::response(&request.header, Status::EINTERNAL).encode_into(&mut cl.out);
             st.wake(cid);
-            return;
+            return (false, false);
         }
         let status = h.status();
         if status == Status::NOT_MY_VBUCKET && request.moves_left > 0 {
@@ -901,7 +1349,7 @@ async fn deliver<S: Syscalls + 'static>(
             request.moves_left -= 1;
             request.retries_left = px.config.retries;
             client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
-            true
+            (true, sentinel)
         } else if status.is_success() && request.flush_left > 0 {
             // This server is flushed: the next one.
             request.server += 1;
@@ -913,11 +1361,11 @@ async fn deliver<S: Syscalls + 'static>(
             request.flush_left -= 1;
             request.retries_left = px.config.retries;
             client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
-            true
+            (true, sentinel)
         } else {
-            // Quiet commands: GETQ/GETKQ answer hits only, the others
-            // failures only.
-            let quiet = request.header.opcode.is_quiet();
+            // Quiet commands forwarded loud (FLUSHQ): GETQ/GETKQ answer
+            // hits only, the others failures only.
+            let quiet = request.header.opcode.is_quiet() && !sentinel;
             let silent = quiet
                 && match forwarded_opcode {
                     Opcode::GET | Opcode::GETK => !status.is_success(),
@@ -930,12 +1378,8 @@ async fn deliver<S: Syscalls + 'static>(
                 back.encode_into(&mut cl.out);
             }
             st.wake(cid);
-            false
+            (false, sentinel)
         }
-    };
-    release_backend(px, sid).await;
-    if moved {
-        attach(px, tid, cid, false).await;
     }
 }
 
@@ -957,10 +1401,15 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
         }
         let server = {
             let s = server_of(conn);
+            assert_eq!(
+                s.to_forward, 0,
+                "a backend connection is released between responses"
+            );
             s.state = ServerState::Idle;
             s.out.clear();
             s.sent = 0;
             s.response_started = false;
+            s.sentinel = false;
             s.server
         };
         let wanted = polling(&mut conn.c, true, false);
@@ -987,7 +1436,7 @@ pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Co
         };
         match &mut conn.role {
             Role::Client(cl) => {
-                if cl.request.is_none() {
+                if cl.request.is_none() && cl.feeder.is_none() {
                     tracing::debug!(target: "faultline::proxy", conn = id, "client timeout");
                     st.close(id);
                 }
@@ -995,6 +1444,17 @@ pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Co
             }
             Role::Server(s) => match s.state {
                 ServerState::Idle => Then::CloseIdle(s.server),
+                ServerState::Draining => {
+                    tracing::debug!(target: "faultline::proxy", conn = id, "no answer to the sentinel NOOP");
+                    st.close(id);
+                    Then::Nothing
+                }
+                ServerState::Busy(cid) if s.to_forward > 0 => {
+                    tracing::debug!(target: "faultline::proxy", conn = id, to_forward = s.to_forward, "backend timeout inside a streamed body");
+                    faultline_harness::probe("proxy:server-timeout");
+                    stream_broken(st, id, cid);
+                    Then::Nothing
+                }
                 ServerState::Busy(cid) => {
                     let connecting = conn.c.has(CO_FL_WAIT_L4_CONN);
                     let started = server_of(conn).response_started;

@@ -18,7 +18,10 @@
 //! Clients may misbehave when the plan switches it on:
 //! `client.abort` makes a client send a request and drop its connection
 //! without reading an answer that already arrived: the proxy sees the
-//! request, then a reset.
+//! request, then a reset. Clients also vary their style:
+//! `client.quiet-read` sends a read as a multi-get does (GETKQ with a
+//! NOOP behind it, in one write): a miss answers nothing, the NOOP's
+//! answer ends it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -35,7 +38,7 @@ use tokio::io::AsyncWriteExt;
 use crate::bugs::Bugs;
 use crate::protocol::client::{Client, ClientError, Store, arith_packet, counter_value};
 use crate::protocol::model::output_of_response;
-use crate::protocol::{Durability, McbpFramer, Opcode, Packet, Status};
+use crate::protocol::{Durability, Limits, McbpFramer, Opcode, Packet, Status};
 use crate::proxy::backend::active_range;
 use crate::proxy::backend::node_of;
 use crate::proxy::{BackendAddr, CheckConfig, CheckKind, ProxyConfig, run_proxy};
@@ -65,8 +68,11 @@ pub(crate) struct Params {
     /// Keys per client.
     #[serde(default = "d_keys")]
     keys: u32,
+    /// Values are 1..=this many bytes (from `min_value_bytes`).
     #[serde(default = "d_max_value_bytes")]
     max_value_bytes: usize,
+    #[serde(default = "d_min_value_bytes")]
+    min_value_bytes: usize,
     /// Open a new connection for every request (else one per client).
     #[serde(default)]
     new_connection_per_request: bool,
@@ -93,6 +99,14 @@ pub(crate) struct Params {
     keepalive_timeout_ms: u64,
     #[serde(default = "d_retries")]
     retries: u32,
+    /// The proxy streams response bodies and splices the large ones
+    /// (its `splice` setting).
+    #[serde(default)]
+    splice: bool,
+    #[serde(default = "d_min_splice_bytes")]
+    min_splice_bytes: usize,
+    #[serde(default = "d_response_buffer_bytes")]
+    response_buffer_bytes: usize,
     #[serde(default = "d_true")]
     checks: bool,
     #[serde(default = "d_check_interval_ms")]
@@ -170,6 +184,15 @@ fn d_request_timeout_ms() -> u64 {
 fn d_abort_think_ms() -> u64 {
     40
 }
+fn d_min_value_bytes() -> usize {
+    1
+}
+fn d_min_splice_bytes() -> usize {
+    ProxyConfig::default().min_splice_bytes
+}
+fn d_response_buffer_bytes() -> usize {
+    ProxyConfig::default().response_buffer_bytes
+}
 fn d_buffer_bytes() -> usize {
     8 * 1024
 }
@@ -221,7 +244,8 @@ const SHARED_READ_PERCENT: u32 = 30;
 const MAX_THINK_TIME_MS: u64 = 60_000;
 const MAX_NODES: usize = 8;
 const MAX_CLIENTS: u32 = 64;
-const MAX_VALUE_BYTES: usize = 4096;
+/// The kv nodes' largest value.
+const MAX_VALUE_BYTES: usize = 1024 * 1024;
 
 impl Params {
     fn proxy_config(&self, bugs: Bugs) -> ProxyConfig {
@@ -242,6 +266,9 @@ impl Params {
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             retries: self.retries,
             max_accept: 8,
+            splice: self.splice,
+            min_splice_bytes: self.min_splice_bytes,
+            response_buffer_bytes: self.response_buffer_bytes,
             check: CheckConfig {
                 enabled: self.checks,
                 kind: if self.check_kind == "connect" {
@@ -340,6 +367,30 @@ impl Params {
             return bad(
                 "max_value_bytes",
                 format!("must be within 1..={MAX_VALUE_BYTES}"),
+            );
+        }
+        if p.min_value_bytes == 0 || p.min_value_bytes > p.max_value_bytes {
+            return bad(
+                "min_value_bytes",
+                format!("must be within 1..=max_value_bytes ({})", p.max_value_bytes),
+            );
+        }
+        // A request is buffered whole by the proxy: the largest SET must
+        // fit its buffer.
+        let largest_request_bytes =
+            p.max_value_bytes + Limits::default().max_key_bytes + Limits::HEADROOM_BYTES;
+        if largest_request_bytes + crate::protocol::HEADER_LEN > p.buffer_bytes {
+            return bad(
+                "max_value_bytes",
+                format!(
+                    "must leave room for a request's header, key and extras in buffer_bytes ({}): at most {}",
+                    p.buffer_bytes,
+                    p.buffer_bytes.saturating_sub(
+                        crate::protocol::HEADER_LEN
+                            + Limits::default().max_key_bytes
+                            + Limits::HEADROOM_BYTES
+                    )
+                ),
             );
         }
         let table = match path.trim_end_matches('.') {
@@ -565,7 +616,15 @@ impl ClientRun {
         let id = self.id;
         let request_key = request.key.to_vec();
         let client = self.connection().await?;
-        let result = tokio::time::timeout(timeout, client.call(request)).await;
+        let call = async {
+            if !request.header.opcode.is_quiet() {
+                return client.call(request).await;
+            }
+            // A quiet read that answers nothing is a miss.
+            let miss = Packet::response(&request.header, Status::KEY_ENOENT);
+            Ok(client.call_quiet(request).await?.unwrap_or(miss))
+        };
+        let result = tokio::time::timeout(timeout, call).await;
         let response = match result {
             Err(_) => {
                 oracle::fail(
@@ -617,9 +676,11 @@ impl ClientRun {
     }
 
     async fn read_check(&mut self, key: &[u8]) -> Result<(), Failed> {
-        let what = format!("GET {}", String::from_utf8_lossy(key));
+        let quiet = switch("client.quiet-read");
+        let opcode = if quiet { Opcode::GETKQ } else { Opcode::GET };
+        let what = format!("{opcode} {}", String::from_utf8_lossy(key));
         let response = self
-            .call(&what, Packet::request(Opcode::GET).key(key.to_vec()))
+            .call(&what, Packet::request(opcode).key(key.to_vec()))
             .await?;
         let got = match response.status_code() {
             Status::SUCCESS => Some(response.value.to_vec()),
@@ -633,7 +694,7 @@ impl ClientRun {
 
     async fn one_request(&mut self, n: u32) -> Result<(), Failed> {
         let (pick, k, value) = with_rng(&self.rng_name(), |rng| {
-            let len = rng.random_range(1..=self.p.max_value_bytes);
+            let len = rng.random_range(self.p.min_value_bytes..=self.p.max_value_bytes);
             let value: Vec<u8> = (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect();
             (
                 rng.random_range(0..100u32),

@@ -1,0 +1,53 @@
+//! Kernel pipes for zero-copy forwarding (HAProxy's `struct pipe`): a
+//! response body moves backend socket -> pipe -> client socket with
+//! `splice()`, never through a user-space buffer.
+//!
+//! A pipe belongs to a client connection's response channel while it holds
+//! data and is released once it is empty, as HAProxy puts pipes back.
+//! `data_bytes` is what the proxy believes the pipe holds: it counts what
+//! the splices moved in and out.
+
+use faultline_harness::{Errno, Fd, Syscalls};
+
+/// HAProxy's `SPLICE_FULL_HINT`: a pipe holding this much is taken as
+/// full enough to stop receiving for this pass.
+pub const SPLICE_FULL_HINT_BYTES: usize = 16 * 448;
+
+/// HAProxy's `MAX_SPLICE_AT_ONCE`: the most one `splice()` is asked for.
+pub const MAX_SPLICE_AT_ONCE_BYTES: usize = 1 << 30;
+
+/// HAProxy's `tune.recv_enough`: a receive this large is enough for one
+/// pass.
+pub const RECV_ENOUGH_BYTES: usize = 10 * 1024;
+
+/// One pipe: bytes go in at `prod`, out at `cons`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pipe {
+    pub prod: Fd,
+    pub cons: Fd,
+    pub data_bytes: usize,
+}
+
+impl Pipe {
+    /// A new, empty pipe (HAProxy's `get_pipe`).
+    pub fn get<S: Syscalls>(sys: &S) -> Result<Pipe, Errno> {
+        let (cons, prod) = sys.pipe()?;
+        assert_ne!(cons, prod, "a pipe has two ends");
+        Ok(Pipe {
+            prod,
+            cons,
+            data_bytes: 0,
+        })
+    }
+
+    /// Releases the pipe (HAProxy's `put_pipe`). Bytes still in it are
+    /// lost: only a connection that is being closed releases a pipe that
+    /// is not empty.
+    pub fn put<S: Syscalls>(self, sys: &S) {
+        for fd in [self.prod, self.cons] {
+            if let Err(e) = sys.close(fd) {
+                tracing::warn!(target: "faultline::proxy", fd, error = %e, "pipe close failed");
+            }
+        }
+    }
+}

@@ -263,6 +263,9 @@ pub struct State {
     /// configured split and learns from `NOT_MY_VBUCKET` answers (a
     /// rebalance moved the vbucket), as a memcached-aware proxy must.
     pub vbmap: Vec<usize>,
+    /// Body bytes that went backend -> client through pipes (`splice()`),
+    /// for STAT `spliced_bytes`.
+    pub spliced_bytes: u64,
 }
 
 impl State {
@@ -372,6 +375,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             conns: BTreeMap::new(),
             next_check: vec![first_check; servers.len()],
             vbmap,
+            spliced_bytes: 0,
             servers,
             threads,
             listener: None,

@@ -594,6 +594,7 @@ fn stats<S: Syscalls + 'static>(
         ("curr_connections".into(), clients.to_string()),
         ("backends".into(), st.servers.len().to_string()),
         ("backends_up".into(), up.to_string()),
+        ("spliced_bytes".into(), st.spliced_bytes.to_string()),
     ];
     entries.extend(st.servers.iter().map(|s| {
         let state = if s.up { "up" } else { "down" };
@@ -1109,6 +1110,7 @@ fn forward_body<S: Syscalls + 'static>(
         unreachable!()
     };
     let mut moved = 0;
+    let mut spliced = 0;
     'splice: {
         if s.to_forward < px.config.min_splice_bytes || splice_off || c.has(CO_FL_ERROR) {
             break 'splice;
@@ -1138,6 +1140,7 @@ fn forward_body<S: Syscalls + 'static>(
                 // was scheduled: the count only stops at zero.)
                 s.to_forward = s.to_forward.saturating_sub(n);
                 moved += n;
+                spliced += n;
             }
         }
     }
@@ -1174,6 +1177,7 @@ fn forward_body<S: Syscalls + 'static>(
     let bytes = s.inbuf.data()[..take].to_vec();
     s.inbuf.consume(take);
     s.to_forward -= take;
+    st.spliced_bytes += spliced as u64;
     let cl = client_of(st.conns.get_mut(&cid).expect("present"));
     cl.out.extend_from_slice(&bytes);
     cl.pipe = pipe;

@@ -333,7 +333,9 @@ pub struct RunSpec<'a> {
     /// The workload's parameters (`[params]`), already accepted by
     /// [`Workload::check`].
     pub params: &'a toml::Table,
-    /// Which lines of the bug's fix run (see [`RunSpec::is_buggy`]).
+    /// Which lines of the bug's fix run (see [`RunSpec::is_buggy`]). A
+    /// workload whose bug has no id runs its old lines only when `bug` is
+    /// none too: a hunt switches another bug on with `Variant::Buggy`.
     pub variant: Variant,
     /// The bug whose variant is chosen (the scenario's, or the one `hunt` switches on).
     pub bug: Option<&'a str>,

@@ -72,9 +72,11 @@ impl Workload for EchoWorkload {
 
     fn build(&self, setup: &mut SimSetup<'_>, run: &RunSpec<'_>) -> Result<(), String> {
         let p: Params = parse_params(run.params).map_err(|e| e.message)?;
-        let path = match run.variant {
-            Variant::Buggy => WritePath::IgnoreShortWrites,
-            Variant::Fixed => WritePath::WriteAll,
+        // The example's bug has no id: another bug switched on (`--bug`, as
+        // a hunt does) leaves the echo server's lines fixed.
+        let path = match (run.variant, run.bug) {
+            (Variant::Buggy, None) => WritePath::IgnoreShortWrites,
+            _ => WritePath::WriteAll,
         };
         setup.host("server", move || async move {
             let listener = SimListener::bind(("0.0.0.0", ECHO_PORT)).await?;

@@ -1198,6 +1198,18 @@ async fn finish_stream<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: C
         st.wake(cid);
         server_of(st.conns.get_mut(&sid).expect("present")).sentinel
     };
+    response_done(px, sid, sentinel).await;
+}
+
+/// Backend connection `sid` is done with a response: behind a quiet
+/// request it waits for the NOOP's answer, else it goes back to the pool.
+/// One that is closing (it answered something else) goes nowhere: in the
+/// pool, another request would take it.
+async fn response_done<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, sentinel: bool) {
+    let closing = px.state.borrow().conns.get(&sid).is_none_or(|c| c.closing);
+    if closing {
+        return;
+    }
     if sentinel {
         start_draining(px, sid).await;
     } else {
@@ -1305,11 +1317,7 @@ async fn deliver<S: Syscalls + 'static>(
             deliver_answer(px, st, sid, cid, request, response)
         }
     };
-    if sentinel {
-        start_draining(px, sid).await;
-    } else {
-        release_backend(px, sid).await;
-    }
+    response_done(px, sid, sentinel).await;
     if moved {
         attach(px, tid, cid, false).await;
     }
@@ -1395,9 +1403,10 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
     let (server, wanted) = {
         let mut st = px.state.borrow_mut();
         let conn = st.conns.get_mut(&sid).expect("present");
-        let reusable = !conn
-            .c
-            .any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH)
+        let reusable = !conn.closing
+            && !conn
+                .c
+                .any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH)
             && server_of(conn).inbuf.is_empty();
         if !reusable {
             st.close(sid);

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// The client library, pinned.
 pub const CLIENT_PACKAGE: &str = "python-binary-memcached==0.33.0";
@@ -50,6 +50,13 @@ pub fn client_python() -> PathBuf {
 
 /// A `faultline` process, killed when the test ends, passed or not.
 pub struct Running(Child);
+
+impl Running {
+    /// How the process ended, or `None` while it still runs (never waits).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().expect("the process can be polled")
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {

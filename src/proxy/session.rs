@@ -36,7 +36,7 @@ use super::conn::{
 use super::fd::{Owner, bit};
 use super::pipe::Pipe;
 use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
-use super::{Conn, Proxy, VERSION};
+use super::{Conn, Proxy, ProxyConfig, VERSION};
 use crate::bugs::HAP_SPLICE_SPIN;
 use crate::protocol::{
     HEADER_LEN, Header, Limits, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of,
@@ -831,7 +831,7 @@ pub async fn process_server<S: Syscalls + 'static>(
         }
         let streaming = s.to_forward > 0;
         if !c.has(CO_FL_ERROR) && !streaming {
-            let room = s.inbuf.room();
+            let room = header_wait_room(&px.config, &s.inbuf);
             let n = rcv_buf(&px.sys, &px.fdtab, c, &mut s.inbuf, room, &px.bugs);
             if n > 0 {
                 s.response_started = true;
@@ -999,6 +999,22 @@ pub async fn process_server<S: Syscalls + 'static>(
 }
 
 /// The server a backend connection belongs to.
+/// How much a backend connection reads while no body streams. With
+/// splicing on, at most the response buffer's size (HAProxy's `bufsize`):
+/// a large body already in the socket then stays there for `splice()`,
+/// instead of being read whole into the buffer. Past that size the
+/// response in the buffer is one that is not streamed (its body is
+/// small, or it does not answer the request as it is), and the whole
+/// buffer may fill.
+fn header_wait_room(config: &ProxyConfig, inbuf: &Buffer) -> usize {
+    let bounded = config.splice && inbuf.len() < config.response_buffer_bytes;
+    if bounded {
+        (config.response_buffer_bytes - inbuf.len()).min(inbuf.room())
+    } else {
+        inbuf.room()
+    }
+}
+
 fn server_of_conn<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) -> usize {
     server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).server
 }
@@ -1046,9 +1062,7 @@ fn start_stream<S: Syscalls + 'static>(
     }) else {
         return false;
     };
-    let answers = header.magic == MAGIC_RESPONSE
-        && header.opcode == forwarded_opcode(request)
-        && header.opaque == request.header.opaque
+    let answers = answers_request(&header, request)
         && header.status() != Status::NOT_MY_VBUCKET
         && request.flush_left == 0;
     if !answers {
@@ -1074,6 +1088,14 @@ fn start_stream<S: Syscalls + 'static>(
     // Go on at once: more of the body may wait in the socket.
     st.wake(sid);
     true
+}
+
+/// Whether a response with header `h` is the backend's answer to
+/// `request` (else the stream is out of step, and the connection is lost).
+fn answers_request(h: &Header, request: &Request) -> bool {
+    h.magic == MAGIC_RESPONSE
+        && h.opcode == forwarded_opcode(request)
+        && h.opaque == request.header.opaque
 }
 
 /// The opcode the backend answers a request with: the loud one, unless the
@@ -1337,10 +1359,7 @@ fn deliver_answer<S: Syscalls + 'static>(
         let h = response.header;
         let sentinel = request.sentinel;
         let forwarded_opcode = forwarded_opcode(&request);
-        if h.magic != MAGIC_RESPONSE
-            || h.opcode != forwarded_opcode
-            || h.opaque != request.header.opaque
-        {
+        if !answers_request(&h, &request) {
             tracing::debug!(target: "faultline::proxy", conn = sid, opcode = %h.opcode, opaque = h.opaque, "a response that does not answer the request");
             st.close(sid);
             let cl = client_of(st.conns.get_mut(&cid).expect("present"));
@@ -1523,5 +1542,28 @@ mod tests {
             (Some(false), Some(false)),
             "whatever was asked before"
         );
+    }
+
+    #[test]
+    fn waiting_for_a_header_reads_at_most_the_response_buffer_when_splicing() {
+        let config = ProxyConfig {
+            splice: true,
+            buffer_bytes: 65536,
+            response_buffer_bytes: 4096,
+            ..ProxyConfig::default()
+        };
+        let mut inbuf = Buffer::new(config.buffer_bytes);
+        assert_eq!(header_wait_room(&config, &inbuf), 4096);
+        inbuf.push(&[0; 1000]);
+        assert_eq!(header_wait_room(&config, &inbuf), 3096);
+        // A response that is not streamed may fill the whole buffer.
+        inbuf.push(&[0; 3096]);
+        assert_eq!(header_wait_room(&config, &inbuf), 65536 - 4096);
+        let whole = ProxyConfig {
+            splice: false,
+            ..config
+        };
+        let empty = Buffer::new(whole.buffer_bytes);
+        assert_eq!(header_wait_room(&whole, &empty), 65536);
     }
 }

@@ -107,6 +107,17 @@ impl<S: ServerStream> Conn<S> {
             if flow == Flow::Close {
                 return Ok(());
             }
+            // A plan switch: the node ends the connection right after an
+            // answer, between two requests, as a server does that limits
+            // the requests per connection or closes idle ones at once.
+            let between_requests = self.read.as_ref().is_none_or(|r| r.unparsed() == 0);
+            if self.dcp.is_none()
+                && between_requests
+                && faultline_harness::switch("kv.close-after-answer")
+            {
+                tracing::debug!(target: "faultline::kv", conn = self.id, "closing after an answer");
+                return Ok(());
+            }
             if let Some(dcp) = self.dcp.clone() {
                 let result = self.run_dcp(&dcp).await;
                 dcp.close(&self.node, self.id).await;

@@ -45,6 +45,36 @@ fn read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
     }
 }
 
+/// The test both receive paths (HAProxy's `raw_sock_to_buf` and
+/// `raw_sock_to_pipe`) make of the last poll report before reading:
+/// answers `true` when it ended the stream or failed the connection and
+/// nothing is to be read.
+fn nothing_to_read(conn: &mut Connection, ev: Events, bugs: &Bugs) -> bool {
+    if ev.contains(Events::IN) {
+        return false;
+    }
+    // A hangup alone is the end of the stream...
+    let hangup = if bugs.is_buggy(HAP_CONNERR) {
+        // HAP-CONNERR: a failed connect reported as OUT|ERR|HUP passed
+        // for an established connection that was closed.
+        ev.contains(Events::HUP)
+    } else {
+        // HAProxy commit c0e98868f (in both receive paths): not when ERR
+        // came with it.
+        ev & (Events::ERR | Events::HUP) == Events::HUP
+    };
+    if hangup {
+        read0(conn, ev, bugs);
+        return true;
+    }
+    // ...and an error before the connection was established is its failure.
+    if ev.contains(Events::ERR) && conn.has(CO_FL_WAIT_L4_CONN) {
+        conn.fail(None);
+        return true;
+    }
+    false
+}
+
 /// Receives up to `count` bytes into `buf`. Returns the bytes received;
 /// the connection's flags say whether the stream ended or failed.
 pub fn rcv_buf<S: Syscalls>(
@@ -63,25 +93,8 @@ pub fn rcv_buf<S: Syscalls>(
         return 0;
     }
     let ev = table.ev(fd);
-    if !ev.contains(Events::IN) {
-        // Nothing to read: a hangup alone is the end of the stream...
-        let hangup = if bugs.is_buggy(HAP_CONNERR) {
-            // HAP-CONNERR: a failed connect reported as OUT|ERR|HUP
-            // passed for an established connection that was closed.
-            ev.contains(Events::HUP)
-        } else {
-            // HAProxy commit c0e98868f: not when ERR came with it.
-            ev & (Events::ERR | Events::HUP) == Events::HUP
-        };
-        if hangup {
-            read0(conn, ev, bugs);
-            return 0;
-        }
-        // ...and an error before the connection was established is its failure.
-        if ev.contains(Events::ERR) && conn.has(CO_FL_WAIT_L4_CONN) {
-            conn.fail(None);
-            return 0;
-        }
+    if nothing_to_read(conn, ev, bugs) {
+        return 0;
     }
     buf.compact();
     let mut done = 0;
@@ -220,17 +233,8 @@ pub fn rcv_pipe<S: Syscalls>(
         return Some(0);
     }
     let ev = table.ev(fd);
-    if !ev.contains(Events::IN) {
-        // A hangup alone is the end of the stream; an error before the
-        // connection was established is its failure.
-        if ev & (Events::ERR | Events::HUP) == Events::HUP {
-            read0(conn, ev, bugs);
-            return Some(0);
-        }
-        if ev.contains(Events::ERR) && conn.has(CO_FL_WAIT_L4_CONN) {
-            conn.fail(None);
-            return Some(0);
-        }
+    if nothing_to_read(conn, ev, bugs) {
+        return Some(0);
     }
     let mut retval = 0;
     let mut count = count;

@@ -37,7 +37,7 @@ use super::fd::{Owner, bit};
 use super::pipe::Pipe;
 use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
 use super::{Conn, Proxy, ProxyConfig, VERSION};
-use crate::bugs::HAP_SPLICE_SPIN;
+use crate::bugs::{HAP_SPLICE_OVERRUN, HAP_SPLICE_SPIN};
 use crate::protocol::{
     HEADER_LEN, Header, Limits, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of,
 };
@@ -1158,8 +1158,14 @@ fn forward_body<S: Syscalls + 'static>(
                 splice_off = true;
             }
             Some(n) => {
-                // (With HAP-SPLICE-OVERRUN a splice may take more than
-                // was scheduled: the count only stops at zero.)
+                // With HAP-SPLICE-OVERRUN a splice may take more than was
+                // scheduled (the count only stops at zero); the fixed
+                // code never does.
+                assert!(
+                    n <= s.to_forward || px.bugs.is_buggy(HAP_SPLICE_OVERRUN),
+                    "spliced {n} bytes, {} were to forward",
+                    s.to_forward
+                );
                 s.to_forward = s.to_forward.saturating_sub(n);
                 moved += n;
                 spliced += n;

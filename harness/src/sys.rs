@@ -115,6 +115,9 @@ pub enum Errno {
     EADDRINUSE,
     /// A connect timed out.
     ETIMEDOUT,
+    /// A signal interrupted the call before it did anything (real sockets;
+    /// the simulated kernel has no signals): call again.
+    EINTR,
     /// Any other errno by number: what the OS answered on real sockets, and
     /// `epoll_ctl`'s EEXIST (17) and ENOENT (2) here.
     Other(i32),
@@ -140,6 +143,7 @@ impl Errno {
             io::ErrorKind::AddrInUse => Errno::EADDRINUSE,
             io::ErrorKind::InvalidInput => Errno::EINVAL,
             io::ErrorKind::TimedOut => Errno::ETIMEDOUT,
+            io::ErrorKind::Interrupted => Errno::EINTR,
             _ => Errno::Other(e.raw_os_error().unwrap_or(-1)),
         }
     }

@@ -143,6 +143,8 @@ pub fn rcv_buf<S: Syscalls>(
                 table.cant_recv(fd);
                 break;
             }
+            // A signal came first: the call did nothing, make it again.
+            Err(Errno::EINTR) => continue,
             Err(errno) => {
                 // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
                 // lands here, as a fatal error.
@@ -197,6 +199,8 @@ pub fn snd_buf<S: Syscalls>(
                 table.cant_send(fd);
                 break;
             }
+            // A signal came first: the call did nothing, make it again.
+            Err(Errno::EINTR) => continue,
             Err(errno) => {
                 // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
                 // lands here, as a fatal error.
@@ -297,6 +301,8 @@ pub fn rcv_pipe<S: Syscalls>(
                 faultline_harness::probe("proxy:splice-not-supported");
                 return None;
             }
+            // A signal came first: the call did nothing, make it again.
+            Err(Errno::EINTR) => continue,
             Err(errno) => {
                 conn.fail(Some(errno));
                 break;
@@ -341,6 +347,8 @@ pub fn snd_pipe<S: Syscalls>(
                 pipe.data_bytes -= n;
                 conn.flags |= CO_FL_CONNECTED;
             }
+            // A signal came first: the call did nothing, make it again.
+            Err(Errno::EINTR) => continue,
             Err(errno) => {
                 conn.fail(Some(errno));
                 break;

@@ -398,7 +398,8 @@ impl Framer for TinyFrames {
 }
 
 /// Every fault kind has something to act on: framed request/response
-/// traffic over SimStream, an event loop over the syscall view, locks and
+/// traffic over SimStream, an event loop over the syscall view (receiving
+/// with recv() or splice() into small pipes), locks and
 /// atomics to preempt at, a switch, and hosts to crash, partition and slow
 /// down.
 fn every_fault() -> Scenario {
@@ -446,6 +447,9 @@ down_ms = [10, 100]
 [[faults.switch]]
 name = "server.slow"
 rate = [0.1, 0.5]
+[faults.pipe]
+hosts = ["looper"]
+capacity_bytes = [1, 4]
 "#;
     scenario_from_fn("every-fault", space, |sim, _| {
         sim.set_framer(Rc::new(TinyFrames));
@@ -504,6 +508,11 @@ rate = [0.1, 0.5]
                 .map_err(|e| e.to_string())?;
                 let mut sent = false;
                 let mut got = Vec::new();
+                let mut pipe = if round % 2 == 1 {
+                    Some(sys.pipe().map_err(|e| e.to_string())?)
+                } else {
+                    None
+                };
                 while got.len() < 5 {
                     let events = sys
                         .epoll_wait(ep, 4, Some(Duration::from_millis(200)))
@@ -520,16 +529,35 @@ rate = [0.1, 0.5]
                                 .map_err(|e| e.to_string())?;
                         }
                     }
-                    match sys.recv(fd, &mut buf) {
+                    // Odd rounds take the reply with splice() into a small
+                    // pipe, a new one each time it is full.
+                    let taken = match pipe {
+                        Some((_, write)) => sys.splice(fd, write, 8),
+                        None => sys.recv(fd, &mut buf),
+                    };
+                    match taken {
                         Ok(0) => break,
                         Ok(n) => {
                             got.extend_from_slice(&buf[..n]);
                             received.fetch_add(n).await;
                         }
-                        Err(_) => {}
+                        Err(_) => {
+                            if let Some((read, write)) = pipe {
+                                let full = sys.pipe_bytes(read) == Some(sys.pipe_capacity_bytes());
+                                if full {
+                                    sys.close(read).map_err(|e| e.to_string())?;
+                                    sys.close(write).map_err(|e| e.to_string())?;
+                                    pipe = Some(sys.pipe().map_err(|e| e.to_string())?);
+                                }
+                            }
+                        }
                     }
                 }
                 tracing::debug!(round, got = got.len(), "round done");
+                if let Some((read, write)) = pipe {
+                    sys.close(read).map_err(|e| e.to_string())?;
+                    sys.close(write).map_err(|e| e.to_string())?;
+                }
                 sys.close(fd).map_err(|e| e.to_string())?;
             }
             std::future::pending::<()>().await;
@@ -602,6 +630,7 @@ fn determinism_holds_with_every_fault_kind_active() {
         "scheduled:partition",
         "scheduled:latency",
         "switch:server.slow",
+        "pipe:full",
         "race-yield:server.replies.lock",
         "race-yield:looper.received.add",
     ] {
@@ -628,7 +657,7 @@ fn determinism_holds_with_every_fault_kind_active() {
         .collect();
     assert_eq!(
         kinds.len(),
-        9,
+        10,
         "every fault kind is drawn by some seed: {kinds:?}"
     );
 }

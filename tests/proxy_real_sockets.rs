@@ -533,3 +533,89 @@ fn a_backend_answering_out_of_step_fails_the_request_and_not_the_proxy() {
     });
     assert!(proxy.exited().is_none(), "the proxy still runs");
 }
+
+/// The kv node's `cmd_get` counter.
+async fn gets_served(kv: &mut Client<tokio::net::TcpStream>) -> u64 {
+    let stats = kv.stats(b"").await.expect("kv STAT");
+    stats
+        .iter()
+        .find(|(k, _)| k == "cmd_get")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("cmd_get in the kv node's STAT")
+}
+
+/// A client that pipelines GETs of a large value and does not read: the
+/// proxy goes at most a buffer of answers (plus what the kernel's socket
+/// buffers hold) ahead of it, rather than fetching every answer into
+/// memory. Before, it went on forwarding while the answers piled up in
+/// user space (a client could make it hold its whole pipeline). Then the
+/// client reads, and every answer comes, in order.
+#[test]
+fn a_client_that_does_not_read_does_not_make_the_proxy_buffer_every_answer() {
+    use std::io::{Read, Write};
+    const PIPELINED_GETS: u64 = 60;
+    // 60 x 900 KiB is far more than the kernel's buffers on both sides
+    // hold (a few MiB each): more GETs served than this while the client
+    // reads nothing means the proxy buffered their answers.
+    const MAX_SERVED_UNREAD: u64 = 30;
+    // How long the proxy is given to run ahead (a bound: the old code
+    // served all 60 within a few milliseconds).
+    const RUN_AHEAD_MS: u64 = 1000;
+    let (mut kv, kv_port) = start_kv_node(&[]);
+    let (mut proxy, port) = start_proxy_with(&[kv_port], &["--no-splice"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let value: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
+    runtime.block_on(async {
+        let mut c = connect(port).await;
+        c.set(b"big", &value, 0).await.unwrap();
+        let mut kv_client = connect(kv_port).await;
+        let before = gets_served(&mut kv_client).await;
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("the proxy accepts");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        let mut requests = Vec::new();
+        for opaque in 0..PIPELINED_GETS {
+            Packet::request(Opcode::GET)
+                .key(&b"big"[..])
+                .opaque(opaque as u32)
+                .encode_into(&mut requests);
+        }
+        stream
+            .write_all(&requests)
+            .expect("the proxy takes the requests");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(RUN_AHEAD_MS);
+        let mut served = 0;
+        while served <= MAX_SERVED_UNREAD && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            served = gets_served(&mut kv_client).await - before;
+        }
+        assert!(
+            served <= MAX_SERVED_UNREAD,
+            "the kv node served {served} GETs whose answers the client has not read"
+        );
+        let mut pending = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        for opaque in 0..PIPELINED_GETS {
+            let answer = loop {
+                if let Some((packet, used)) =
+                    Packet::try_parse(&pending, &Limits::default()).expect("whole packets")
+                {
+                    pending.drain(..used);
+                    break packet;
+                }
+                let n = stream.read(&mut buf).expect("the answers come");
+                assert!(n > 0, "the proxy closed after {opaque} answers");
+                pending.extend_from_slice(&buf[..n]);
+            };
+            assert_eq!(answer.header.opaque, opaque as u32);
+            assert!(answer.value == value, "answer {opaque} is the value");
+        }
+    });
+    assert!(proxy.exited().is_none(), "the proxy still runs");
+    assert!(kv.exited().is_none(), "the kv node still runs");
+}

@@ -308,6 +308,13 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
             if cl.request.is_some() || cl.feeder.is_some() || cl.close_after_flush {
                 break;
             }
+            if cl.pending_bytes() >= px.config.buffer_bytes {
+                // Answers the client has not read are bounded: one that
+                // pipelines requests and does not read leaves the rest
+                // waiting in its buffer (as HAProxy leaves a request in
+                // its buffer while the response channel is full).
+                break;
+            }
             match Packet::try_parse(cl.inbuf.data(), &px.limits) {
                 Ok(Some((packet, used))) => {
                     cl.inbuf.consume(used);

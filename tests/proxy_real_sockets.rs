@@ -14,6 +14,15 @@ use common::{Running, client_python, client_script, start, start_kv_node};
 use faultline::protocol::client::{Client, ClientError, Store};
 use faultline::protocol::{Limits, Opcode, Packet, Status, vbucket_of};
 
+/// Runs `future` to its end on a runtime of the test's own thread.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
 /// `faultline proxy` on a free port in front of the kv nodes.
 fn start_proxy(kv_ports: &[u16]) -> (Running, u16) {
     start_proxy_with(kv_ports, &[])
@@ -40,11 +49,7 @@ fn start_proxy_with(kv_ports: &[u16], extra: &[&str]) -> (Running, u16) {
 fn a_binary_protocol_client_works_through_faultline_proxy_in_front_of_faultline_serve() {
     let (_kv, kv_port) = start_kv_node(&[]);
     let (_proxy, port) = start_proxy(&[kv_port]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async move {
+    block_on(async move {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("the proxy accepts");
@@ -136,11 +141,7 @@ fn flush_through_faultline_proxy_empties_every_backend() {
     let (_kv_a, port_a) = start_kv_node(&[]);
     let (_kv_b, port_b) = start_kv_node(&[]);
     let (_proxy, port) = start_proxy(&[port_a, port_b]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async move {
+    block_on(async move {
         let mut c = connect(port).await;
         let keys: Vec<String> = (0..40).map(|i| format!("flush-key-{i}")).collect();
         for key in &keys {
@@ -448,11 +449,7 @@ fn malformed_input_leaves_the_proxy_serving() {
     );
 
     // A normal client is served as before.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async move {
+    block_on(async move {
         let mut c = connect(port).await;
         c.set(b"after-garbage", b"still serving", 0).await.unwrap();
         let item = c.get(b"after-garbage", 0).await.unwrap().expect("stored");
@@ -512,11 +509,7 @@ fn wrong_opaque_backend() -> u16 {
 fn a_backend_answering_out_of_step_fails_the_request_and_not_the_proxy() {
     let backend_port = wrong_opaque_backend();
     let (mut proxy, port) = start_proxy_with(&[backend_port], &["--no-checks"]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async move {
+    block_on(async move {
         let mut c = connect(port).await;
         for round in 0..4 {
             match c.get(b"some-key", 0).await {
@@ -563,12 +556,8 @@ fn a_client_that_does_not_read_does_not_make_the_proxy_buffer_every_answer() {
     const RUN_AHEAD_MS: u64 = 1000;
     let (mut kv, kv_port) = start_kv_node(&[]);
     let (mut proxy, port) = start_proxy_with(&[kv_port], &["--no-splice"]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
     let value: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
-    runtime.block_on(async {
+    block_on(async {
         let mut c = connect(port).await;
         c.set(b"big", &value, 0).await.unwrap();
         let mut kv_client = connect(kv_port).await;

@@ -507,13 +507,13 @@ capacity_bytes = [1, 4]
                 )
                 .map_err(|e| e.to_string())?;
                 let mut sent = false;
-                let mut got = Vec::new();
+                let mut got_bytes = 0;
                 let mut pipe = if round % 2 == 1 {
                     Some(sys.pipe().map_err(|e| e.to_string())?)
                 } else {
                     None
                 };
-                while got.len() < 5 {
+                while got_bytes < 5 {
                     let events = sys
                         .epoll_wait(ep, 4, Some(Duration::from_millis(200)))
                         .await
@@ -538,7 +538,7 @@ capacity_bytes = [1, 4]
                     match taken {
                         Ok(0) => break,
                         Ok(n) => {
-                            got.extend_from_slice(&buf[..n]);
+                            got_bytes += n;
                             received.fetch_add(n).await;
                         }
                         Err(_) => {
@@ -553,7 +553,7 @@ capacity_bytes = [1, 4]
                         }
                     }
                 }
-                tracing::debug!(round, got = got.len(), "round done");
+                tracing::debug!(round, got = got_bytes, "round done");
                 if let Some((read, write)) = pipe {
                     sys.close(read).map_err(|e| e.to_string())?;
                     sys.close(write).map_err(|e| e.to_string())?;

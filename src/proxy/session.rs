@@ -1005,7 +1005,6 @@ pub async fn process_server<S: Syscalls + 'static>(
     progress
 }
 
-/// The server a backend connection belongs to.
 /// How much a backend connection reads while no body streams. With
 /// splicing on, at most the response buffer's size (HAProxy's `bufsize`):
 /// a large body already in the socket then stays there for `splice()`,
@@ -1022,6 +1021,7 @@ fn header_wait_room(config: &ProxyConfig, inbuf: &Buffer) -> usize {
     }
 }
 
+/// The server a backend connection belongs to.
 fn server_of_conn<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) -> usize {
     server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).server
 }
@@ -1435,10 +1435,13 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
     let (server, wanted) = {
         let mut st = px.state.borrow_mut();
         let conn = st.conns.get_mut(&sid).expect("present");
-        let reusable = !conn.closing
-            && !conn
-                .c
-                .any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH)
+        assert!(
+            !conn.closing,
+            "a closing connection is never released (response_done)"
+        );
+        let reusable = !conn
+            .c
+            .any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH)
             && server_of(conn).inbuf.is_empty();
         if !reusable {
             st.close(sid);

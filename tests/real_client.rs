@@ -7,7 +7,45 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{client_python, client_script, start_kv_node};
+use common::{client_python, client_python_in, client_script, start_kv_node};
+
+/// The set-up itself: eight threads ask for the client at once in an empty
+/// directory that holds only what an interrupted install left (a staging
+/// directory without a client); every one of them gets the same working
+/// python, and nothing of the staging directory is left.
+#[test]
+fn many_threads_asking_for_the_client_at_once_all_get_it() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("client-set-up-test");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}"),
+    }
+    let interrupted = dir.join("bmemcached-venv.partial");
+    std::fs::create_dir_all(interrupted.join("bin")).unwrap();
+    std::fs::write(interrupted.join("bin").join("python"), "not a python").unwrap();
+
+    let threads = 8;
+    let start = std::sync::Barrier::new(threads);
+    let pythons: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    client_python_in(&dir)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(pythons.iter().all(|p| *p == pythons[0]), "{pythons:?}");
+    assert_eq!(pythons[0], dir.join("bmemcached-venv/bin/python"));
+    let imported = Command::new(&pythons[0])
+        .args(["-c", "import bmemcached"])
+        .status()
+        .unwrap();
+    assert!(imported.success());
+    assert!(!interrupted.exists(), "the interrupted install was left");
+}
 
 #[test]
 fn a_real_memcached_client_sets_gets_deletes_counts_and_moves_500_kib() {

@@ -1,11 +1,13 @@
 //! What the real-socket tests share: running `faultline` subcommands as
 //! processes, and a real memcached client (python-binary-memcached),
 //! installed into a virtualenv under cargo's test scratch directory on
-//! first use (PyPI must be reachable then; `.ci/run` installs it the same
-//! way).
+//! first use (PyPI must be reachable then). Tests of several threads and
+//! several test binaries ask for it at once: one of them makes it, the
+//! others wait for it (see [`client_python_in`]).
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,39 +15,88 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 /// The client library, pinned.
 pub const CLIENT_PACKAGE: &str = "python-binary-memcached==0.33.0";
 
+/// The virtualenv's name under its directory; the lock beside it and the
+/// staging directory where it is made take the same name with a suffix.
+const VENV_NAME: &str = "bmemcached-venv";
+
 /// The client's checks (`set`, `get`, … a 500 KiB value), one line each.
 pub fn client_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real_client/bmemcached_check.py")
 }
 
-/// A virtualenv with the client installed; its python.
+/// The client's python, in cargo's test scratch directory.
 pub fn client_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bmemcached-venv");
+    client_python_in(Path::new(env!("CARGO_TARGET_TMPDIR")))
+}
+
+/// A virtualenv under `dir` with the client installed; its python.
+///
+/// Safe when many threads and processes ask at once: the first takes an
+/// exclusive lock on a file beside the virtualenv (`flock`, released when
+/// the holder exits, even by a crash) and the others wait for it. The
+/// virtualenv is made in a staging directory and renamed into place only
+/// once the client imports, so its final path never holds a half-made one;
+/// a staging directory left by an interrupted install is thrown away and
+/// the install redone.
+pub fn client_python_in(dir: &Path) -> PathBuf {
+    let venv = dir.join(VENV_NAME);
     let python = venv.join("bin").join("python");
-    let has_client = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import bmemcached"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_client(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs (the test installs its client with it)");
-        assert!(made.success(), "python3 -m venv {} failed", venv.display());
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", CLIENT_PACKAGE])
-            .status()
-            .expect("pip runs");
-        assert!(
-            installed.success(),
-            "pip install {CLIENT_PACKAGE} failed (is PyPI reachable?)"
-        );
+    if has_client(&python) {
+        return python;
     }
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let lock_path = dir.join(format!("{VENV_NAME}.lock"));
+    let lock = File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
+    // Whoever held the lock before may have made it meanwhile.
+    if !has_client(&python) {
+        // A virtualenv that no longer imports the client (its python was
+        // replaced, say) is made again.
+        remove_if_present(&venv);
+        let staging = dir.join(format!("{VENV_NAME}.partial"));
+        remove_if_present(&staging);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&staging));
+        let staged_python = staging.join("bin").join("python");
+        run(Command::new(&staged_python).args(["-m", "pip", "install", "--quiet", CLIENT_PACKAGE]));
+        assert!(
+            has_client(&staged_python),
+            "{CLIENT_PACKAGE} installed but does not import"
+        );
+        fs::rename(&staging, &venv).unwrap_or_else(|e| {
+            panic!("renaming {} to {}: {e}", staging.display(), venv.display())
+        });
+    }
+    drop(lock);
     assert!(has_client(&python), "{CLIENT_PACKAGE} is importable");
     python
+}
+
+fn has_client(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import bmemcached"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn remove_if_present(path: &Path) {
+    match fs::remove_dir_all(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing {}: {e}", path.display()),
+    }
+}
+
+/// Runs a set-up step; panics with the command line if it fails (PyPI
+/// must be reachable for `pip install`).
+fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
 }
 
 /// A `faultline` process, killed when the test ends, passed or not.

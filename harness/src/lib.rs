@@ -47,6 +47,7 @@ pub use ctx::{
 };
 pub use faults::{FaultPlan, FaultSpace, Personality};
 pub use net::{SimListener, SimSocket, SimStream};
+pub use schedule::{spawn, yield_now};
 pub use runner::{Faults, Outcome, RunOptions, Variant, Verdict};
 pub use scenario::{
     FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,

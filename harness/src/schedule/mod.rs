@@ -43,6 +43,10 @@ use crate::seed::SimRng;
 pub mod pct;
 pub mod random;
 pub mod targeted;
+mod thread;
+
+pub use thread::spawn;
+use thread::ThreadWaker;
 
 /// Yields after a pause, so that a task waking from it goes behind the
 /// work that became ready in the same tick (a real thread paused this long
@@ -146,6 +150,9 @@ pub(crate) struct Scheduler {
     /// Bumped by every preemption point and syscall: a round of yields in
     /// which it did not move had no other task doing anything.
     activity: u64,
+    /// The hosts' threads (tasks spawned with [`spawn`]) and whether each
+    /// is ready to run.
+    threads: BTreeMap<TaskKey, Arc<ThreadWaker>>,
 }
 
 impl Scheduler {
@@ -198,7 +205,43 @@ impl Scheduler {
             spinning: BTreeSet::new(),
             spins: BTreeMap::new(),
             activity: 0,
+            threads: BTreeMap::new(),
         }
+    }
+
+    /// The current task is a thread of `host`, woken through `waker`.
+    fn thread_started(
+        &mut self,
+        host: Option<Arc<str>>,
+        waker: Arc<ThreadWaker>,
+    ) -> Option<TaskKey> {
+        tokio::task::try_id()?;
+        let task = self.task_key(host);
+        self.threads.insert(task, waker);
+        Some(task)
+    }
+
+    /// A thread ended (or was dropped with its host).
+    fn thread_ended(&mut self, task: TaskKey) {
+        self.threads.remove(&task);
+        self.spinning.remove(&task);
+        self.spins.remove(&task);
+    }
+
+    /// The other threads of `task`'s host that are ready to run now (a
+    /// thread in a spin-wait is not: it waits for one of them).
+    fn others_ready(&self, task: TaskKey) -> Vec<TaskKey> {
+        let host = TaskKey { host: task.host, index: 0 };
+        let next = TaskKey { host: task.host.wrapping_add(1), index: 0 };
+        let range = if task.host == usize::MAX {
+            self.threads.range(host..)
+        } else {
+            self.threads.range(host..next)
+        };
+        range
+            .filter(|(t, w)| **t != task && w.is_ready() && !self.spinning.contains(t))
+            .map(|(t, _)| *t)
+            .collect()
     }
 
     pub(crate) fn note_activity(&mut self) {
@@ -335,7 +378,7 @@ pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
         Action::Continue => {}
         Action::Give { yields, pause } => {
             for _ in 0..yields {
-                yield_now().await;
+                yield_once().await;
             }
             if pause >= TIMER_GRAIN {
                 paused(pause).await;
@@ -358,7 +401,7 @@ async fn until_quiet() {
     let activity = || ctx::with(|ctx| ctx.schedule.borrow().activity).unwrap_or(0);
     for _ in 0..MAX_PRIORITY_ROUNDS {
         let before = activity();
-        yield_now().await;
+        yield_once().await;
         if activity() == before {
             return;
         }
@@ -368,7 +411,7 @@ async fn until_quiet() {
 async fn paused(pause: Duration) {
     tokio::time::sleep(pause).await;
     for _ in 0..YIELDS_AFTER_PAUSE {
-        yield_now().await;
+        yield_once().await;
     }
 }
 
@@ -389,7 +432,7 @@ async fn wait_for_priority(primitive: &'static str, op: &'static str, rule: usiz
     };
     for round in 1..=MAX_PRIORITY_ROUNDS {
         let before = activity();
-        yield_now().await;
+        yield_once().await;
         let quiet = activity() == before;
         waiting.gave_way |= !quiet;
         let go = round == MAX_PRIORITY_ROUNDS
@@ -429,7 +472,7 @@ impl Drop for Waiting {
 /// it wakes itself at once, so it goes to the end of the host's run queue.
 /// (tokio's `yield_now` defers the wake-up instead, and deferred tasks
 /// resume last-in first-out: a task that yielded first would run last.)
-pub(crate) async fn yield_now() {
+pub(crate) async fn yield_once() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
@@ -440,6 +483,16 @@ pub(crate) async fn yield_now() {
         std::task::Poll::Pending
     })
     .await;
+}
+
+/// A thread gives way: a seeded preemption point (`task.yield`), then
+/// the task goes behind every task of its host that is ready now. Use it
+/// in simulated code where a thread would call `sched_yield` (or where
+/// `tokio::task::yield_now` stood: tokio resumes such yields in an order
+/// of its own, which the seed does not decide).
+pub async fn yield_now() {
+    preempt("task", "yield").await;
+    yield_once().await;
 }
 
 /// Draws a value in `1..=max` (at least 1).

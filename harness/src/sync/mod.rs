@@ -56,6 +56,6 @@ pub async fn spin_loop() {
     match spins {
         None => tokio::task::yield_now().await,
         Some(spins) if spins > SPINS_PER_INSTANT => tokio::time::sleep(SPIN_CPU_TIME).await,
-        Some(_) => crate::schedule::yield_now().await,
+        Some(_) => crate::schedule::yield_once().await,
     }
 }

@@ -1,0 +1,124 @@
+//! The threads of a simulated host: tasks spawned with [`spawn`], whose
+//! state the scheduler follows.
+//!
+//! A real thread is running, runnable or blocked, and a scheduler that
+//! models one must know which: PCT counts a step only where at least two
+//! threads could run and runs the highest-priority runnable one; bounded
+//! exploration preempts only where another thread could take the CPU.
+//! tokio does not say which of its tasks are ready, so a thread's future
+//! is wrapped: each poll marks it running, and the waker it is given marks
+//! it ready again when anything wakes it. A task that ends (or is dropped:
+//! its host crashed) leaves the scheduler's lists.
+//!
+//! Tasks spawned any other way (a host's main future, a client) still run,
+//! between the steps of the threads; the scheduler does not count them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::ctx;
+
+use super::TaskKey;
+
+/// Whether a thread is ready to run, and the waker that says so.
+pub(crate) struct ThreadWaker {
+    ready: AtomicBool,
+    /// The waker tokio gave the last poll.
+    inner: Mutex<Option<Waker>>,
+}
+
+impl ThreadWaker {
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Relaxed);
+        let inner = self.inner.lock().expect("never poisoned: no panics inside");
+        if let Some(waker) = inner.as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+/// Spawns `future` as a thread of the current host: a task of its
+/// runtime (`spawn_local`) that the scheduler follows (see the module
+/// docs). The system under test spawns its threads with this; outside a
+/// simulation it is `tokio::task::spawn_local` and a pointer's worth of
+/// bookkeeping per poll.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    tokio::task::spawn_local(Thread {
+        future: Box::pin(future),
+        waker: Arc::new(ThreadWaker {
+            ready: AtomicBool::new(true),
+            inner: Mutex::new(None),
+        }),
+        key: None,
+    })
+}
+
+/// A thread's future (boxed: the wrapper stays `Unpin`).
+struct Thread<F> {
+    future: Pin<Box<F>>,
+    waker: Arc<ThreadWaker>,
+    key: Option<TaskKey>,
+}
+
+impl<F> Drop for Thread<F> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            ctx::with(|ctx| {
+                if let Ok(mut schedule) = ctx.schedule.try_borrow_mut() {
+                    schedule.thread_ended(key);
+                }
+            });
+        }
+    }
+}
+
+impl<F: Future> Future for Thread<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if this.key.is_none() {
+            this.key = ctx::with(|ctx| {
+                let host = ctx.host();
+                ctx.schedule
+                    .borrow_mut()
+                    .thread_started(host, this.waker.clone())
+            })
+            .flatten();
+        }
+        {
+            let mut inner = this.waker.inner.lock().expect("never poisoned");
+            if !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *inner = Some(cx.waker().clone());
+            }
+        }
+        // Running now; whatever wakes it from here on makes it ready again.
+        this.waker.ready.store(false, Ordering::Relaxed);
+        let waker = Waker::from(this.waker.clone());
+        let output = this.future.as_mut().poll(&mut Context::from_waker(&waker));
+        if output.is_ready() {
+            this.waker.ready.store(false, Ordering::Relaxed);
+            if let Some(key) = this.key.take() {
+                ctx::with(|ctx| ctx.schedule.borrow_mut().thread_ended(key));
+            }
+        }
+        output
+    }
+}

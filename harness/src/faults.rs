@@ -14,6 +14,8 @@ use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRunner};
 use rand::Rng;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Every fault of one run.
@@ -215,7 +217,8 @@ fn check_pipe_capacity(name: &str, n: u64) -> Result<(), String> {
 pub enum Race {
     /// At each hit of a matching point, with `probability`, yield 1..=max_yields
     /// times or (half of those times, when `max_sleep_us` > 0) pause
-    /// 1..=max_sleep_us of simulated time.
+    /// 1..=max_sleep_us of simulated time. A released lock goes to a waiter
+    /// drawn at random.
     Random {
         /// Preemption points the rule acts on (glob over `primitive.operation`;
         /// `*` is every point).
@@ -231,12 +234,16 @@ pub enum Race {
         /// (the default): the task only yields.
         #[serde(default)]
         max_sleep_us: u64,
+        /// Chance, within 0..=1, that a wait on a condition variable whose
+        /// `NAME.wait` point the rule acts on ends with no notification
+        /// (default 0).
+        #[serde(default)]
+        spurious_wakeup: f64,
     },
-    /// PCT (Burckhardt et al.): a seeded priority per task, `depth - 1`
-    /// priority change points drawn among the first `horizon` hits of
-    /// matching points; a task goes on at a point only when no task of its
-    /// host with a higher priority is ready. A demoted task first pauses
-    /// `sleep_us` (0: none), letting time pass.
+    /// PCT (Burckhardt et al.): a seeded priority per thread, `depth - 1`
+    /// priority change points drawn among the run's `steps` steps; a thread
+    /// goes on at a point only when no thread of its host with a higher
+    /// priority is ready (see [`crate::schedule::pct`]).
     Pct {
         /// Preemption points the rule acts on (glob over `primitive.operation`;
         /// `*` is every point).
@@ -244,13 +251,14 @@ pub enum Race {
         /// The bug depth `d` PCT aims at: `d - 1` priority change points (0 is
         /// taken as 1: no change points).
         depth: u32,
-        /// The change points are drawn among the first `horizon` hits of
-        /// matching points (0 is taken as 1).
-        horizon: u32,
-        /// Pause of a demoted task, in simulated µs, before it waits for
-        /// priority (default 0: none).
+        /// The run's number of steps `k`, among which the change points are
+        /// drawn. 0 (the default): the runner learns it from a first run of
+        /// the seed without change points, and the plan it reports says it.
         #[serde(default)]
-        sleep_us: u64,
+        steps: u64,
+        /// As for `random` (default 0).
+        #[serde(default)]
+        spurious_wakeup: f64,
     },
     /// At the n-th hit (1-based) of each matching point, yield `yields`
     /// times, then pause `sleep_us`.
@@ -268,6 +276,16 @@ pub enum Race {
         #[serde(default)]
         sleep_us: u64,
     },
+    /// One schedule of bounded exploration: the thread taking each of
+    /// `steps` (1-based, counted as PCT counts them) gives way there once
+    /// (see [`crate::schedule::bounded`]). `faultline explore` prints them.
+    Schedule {
+        /// Preemption points the rule acts on (glob over `primitive.operation`;
+        /// `*` is every point).
+        point: String,
+        /// The steps where a thread gives way, ascending.
+        steps: Vec<u64>,
+    },
 }
 
 fn default_max_yields() -> u32 {
@@ -278,9 +296,24 @@ impl Race {
     /// The glob of the points the rule acts on, whatever its strategy.
     pub fn point(&self) -> &str {
         match self {
-            Race::Random { point, .. } | Race::Pct { point, .. } | Race::Targeted { point, .. } => {
-                point
+            Race::Random { point, .. }
+            | Race::Pct { point, .. }
+            | Race::Targeted { point, .. }
+            | Race::Schedule { point, .. } => point,
+        }
+    }
+
+    /// The chance that a wait on a condition variable the rule acts on
+    /// ends with no notification.
+    pub fn spurious_wakeup(&self) -> f64 {
+        match self {
+            Race::Random {
+                spurious_wakeup, ..
             }
+            | Race::Pct {
+                spurious_wakeup, ..
+            } => *spurious_wakeup,
+            Race::Targeted { .. } | Race::Schedule { .. } => 0.0,
         }
     }
 }
@@ -466,6 +499,44 @@ impl FaultPlan {
         out
     }
 
+    /// The plan of the first of a `pct` plan's two runs (see
+    /// [`crate::runner::run`]): every `pct` rule that does not say its
+    /// steps, without change points. `None` when there is none.
+    pub fn pct_probe(&self) -> Option<FaultPlan> {
+        let learns = |r: &Race| matches!(r, Race::Pct { steps: 0, depth, .. } if *depth > 1);
+        if !self.race.iter().any(learns) {
+            return None;
+        }
+        let mut probe = self.clone();
+        for rule in &mut probe.race {
+            if let Race::Pct {
+                depth, steps: 0, ..
+            } = rule
+            {
+                *depth = 1;
+            }
+        }
+        Some(probe)
+    }
+
+    /// This plan with every `pct` rule that does not say its steps given
+    /// the steps the first run counted (`race-steps:GLOB` in `coverage`).
+    pub fn with_pct_steps(&self, coverage: &BTreeMap<String, u64>) -> FaultPlan {
+        let mut plan = self.clone();
+        for rule in &mut plan.race {
+            if let Race::Pct { point, steps, .. } = rule {
+                if *steps == 0 {
+                    *steps = coverage
+                        .get(&format!("race-steps:{point}"))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(1);
+                }
+            }
+        }
+        plan
+    }
+
     /// A one-line summary for tables and logs.
     pub fn summary(&self) -> String {
         if self.is_empty() {
@@ -561,8 +632,16 @@ impl FaultPlan {
                     return Err("race.probability must be within 0..=1".into());
                 }
             }
+            if !(0.0..=1.0).contains(&f.spurious_wakeup()) {
+                return Err("race.spurious_wakeup must be within 0..=1".into());
+            }
             if let Race::Targeted { nth: 0, .. } = f {
                 return Err("race.nth is 1-based".into());
+            }
+            if let Race::Schedule { steps, .. } = f {
+                if steps.contains(&0) || !steps.is_sorted_by(|a, b| a < b) {
+                    return Err("race.steps are 1-based and ascending".into());
+                }
             }
         }
         for f in &self.switch {
@@ -784,18 +863,20 @@ pub struct RaceSpace {
     #[serde(default = "default_yields")]
     pub yields: Range2,
     /// Range of pauses, in simulated µs (default `[0, 2000]`): `random`'s
-    /// `max_sleep_us`, the `sleep_us` of `pct` and `targeted`.
+    /// `max_sleep_us`, `targeted`'s `sleep_us`.
     #[serde(default = "default_sleep_us")]
     pub sleep_us: Range2,
     /// For `targeted`: which hit.
     #[serde(default = "default_nth")]
     pub nth: Range2,
-    /// For `pct`.
+    /// For `pct`: range of the bug depth (default `[1, 3]`).
     #[serde(default = "default_depth")]
     pub depth: Range2,
-    /// For `pct`: range of the horizon (default `[10, 500]`).
-    #[serde(default = "default_horizon")]
-    pub horizon: Range2,
+    /// For `random` and `pct`: range of the chance that a wait on a
+    /// condition variable ends with no notification (default
+    /// `[0.01, 0.1]`: on, as POSIX and Rust's std allow it).
+    #[serde(default = "default_spurious_wakeup")]
+    pub spurious_wakeup: [f64; 2],
     /// Chance, within 0..=1, that a run's plan has this rule (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
@@ -819,8 +900,8 @@ fn default_nth() -> Range2 {
 fn default_depth() -> Range2 {
     [1, 3]
 }
-fn default_horizon() -> Range2 {
-    [10, 500]
+fn default_spurious_wakeup() -> [f64; 2] {
+    [0.01, 0.1]
 }
 
 /// `[faults.partition]`: a drawn plan gets one [`Partition`] between one of
@@ -1019,7 +1100,10 @@ impl FaultSpace {
             check_range("faults.race.sleep_us", &s.sleep_us)?;
             check_range("faults.race.nth", &s.nth)?;
             check_range("faults.race.depth", &s.depth)?;
-            check_range("faults.race.horizon", &s.horizon)?;
+            let [lo, hi] = s.spurious_wakeup;
+            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+                return Err("faults.race.spurious_wakeup must be [lo, hi] within 0..=1".into());
+            }
             if s.nth[0] == 0 {
                 return Err("faults.race.nth is 1-based".into());
             }
@@ -1480,46 +1564,51 @@ fn quantize(p: f64) -> f64 {
     (p * 1000.0).round() / 1000.0
 }
 
+/// A probability drawn in `[lo, hi]` (quantized), or `lo` when the range
+/// is one value.
+fn probability_in([lo, hi]: [f64; 2]) -> BoxedStrategy<f64> {
+    if lo == hi {
+        Just(lo).boxed()
+    } else {
+        (lo..=hi).prop_map(quantize).boxed()
+    }
+}
+
 fn race_strategy(s: &RaceSpace) -> BoxedStrategy<Race> {
     let points = s.points.clone();
     let mut choices: Vec<BoxedStrategy<Race>> = Vec::new();
     for name in &s.strategies {
         let point = prop::sample::select(points.clone());
         let strategy = match name.as_str() {
-            "random" => {
-                let [plo, phi] = s.yield_probability;
-                let probability: BoxedStrategy<f64> = if plo == phi {
-                    Just(plo).boxed()
-                } else {
-                    (plo..=phi).prop_map(quantize).boxed()
-                };
-                (
-                    point,
-                    probability,
-                    s.yields[0]..=s.yields[1],
-                    s.sleep_us[0]..=s.sleep_us[1],
-                )
-                    .prop_map(
-                        |(point, probability, max_yields, max_sleep_us)| Race::Random {
+            "random" => (
+                point,
+                probability_in(s.yield_probability),
+                s.yields[0]..=s.yields[1],
+                s.sleep_us[0]..=s.sleep_us[1],
+                probability_in(s.spurious_wakeup),
+            )
+                .prop_map(
+                    |(point, probability, max_yields, max_sleep_us, spurious_wakeup)| {
+                        Race::Random {
                             point,
                             probability,
                             max_yields: max_yields as u32,
                             max_sleep_us,
-                        },
-                    )
-                    .boxed()
-            }
+                            spurious_wakeup,
+                        }
+                    },
+                )
+                .boxed(),
             "pct" => (
                 point,
                 s.depth[0]..=s.depth[1],
-                s.horizon[0]..=s.horizon[1],
-                s.sleep_us[0]..=s.sleep_us[1],
+                probability_in(s.spurious_wakeup),
             )
-                .prop_map(|(point, depth, horizon, sleep_us)| Race::Pct {
+                .prop_map(|(point, depth, spurious_wakeup)| Race::Pct {
                     point,
                     depth: depth as u32,
-                    horizon: horizon.max(1) as u32,
-                    sleep_us,
+                    steps: 0,
+                    spurious_wakeup,
                 })
                 .boxed(),
             _ => (

@@ -12,13 +12,15 @@
 //!   and an epoll-like poller;
 //! * [`sync`]: locks, condition variables and atomics whose every
 //!   operation is a preemption point; [`schedule`]: where the seed makes
-//!   tasks give way there (random, PCT, targeted);
+//!   threads ([`spawn`]) give way there (random, PCT, targeted, one
+//!   schedule of bounded exploration);
 //! * [`oracle`]: how a run decides it failed;
 //! * [`linearizability`]: whether a concurrent history could come from a
 //!   sequential model (Wing & Gong with Lowe's memo, per partition), and
 //!   a few operations that explain a failure;
 //! * [`trace`]: the canonical trace and its hash;
-//! * [`runner`]: run, sweep, determinism check, shrink;
+//! * [`runner`]: run, sweep, determinism check, shrink; [`explore`]:
+//!   every schedule with at most `c` preemptions;
 //! * [`scenario`]: scenario files and the [`Workload`] trait;
 //! * [`stats`]: failure rates with their 95% interval, seeds that prove a fix;
 //! * [`testing`]: `cargo test` helpers.
@@ -27,6 +29,7 @@
 
 pub mod cli;
 pub mod ctx;
+pub mod explore;
 pub mod faults;
 pub mod linearizability;
 pub mod net;
@@ -47,12 +50,12 @@ pub use ctx::{
 };
 pub use faults::{FaultPlan, FaultSpace, Personality};
 pub use net::{SimListener, SimSocket, SimStream};
-pub use schedule::{spawn, yield_now};
 pub use runner::{Faults, Outcome, RunOptions, Variant, Verdict};
 pub use scenario::{
     FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,
     scenario_from_fn,
 };
+pub use schedule::{spawn, yield_now};
 pub use sys::{Errno, Events, Fd, Sys, Syscalls};
 pub use trace::TraceMode;
 

@@ -554,16 +554,39 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
 }
 
 /// Runs one seed of a scenario.
+///
+/// A plan whose `pct` rule does not say the run's number of steps (`steps
+/// = 0`, as drawn plans are) runs twice: first without change points, which
+/// counts the steps `k` (same priorities, same seed), then with the change
+/// points drawn in `1..=k`; the outcome is the second run's, and its plan
+/// says `steps = k`. A failure of the first run is the outcome.
 pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
-    install_panic_hook();
-    // Wall time of the run, for reports: measured outside the simulation.
-    let wall_start = std::time::Instant::now();
     let plan = match &options.faults {
         Faults::Drawn => scenario.spec.faults.draw(seed).current(),
         Faults::Off => FaultPlan::default(),
         Faults::Swarm => scenario.spec.faults.swarm(seed).draw(seed).current(),
         Faults::Plan { plan, .. } => (**plan).clone(),
     };
+    let Some(probe_plan) = plan.pct_probe() else {
+        return run_plan(scenario, seed, options, plan);
+    };
+    let quiet = RunOptions {
+        echo: None,
+        ..options.clone()
+    };
+    let probe = run_plan(scenario, seed, &quiet, probe_plan);
+    if !probe.verdict.is_pass() {
+        return probe;
+    }
+    let plan = plan.with_pct_steps(&probe.coverage);
+    run_plan(scenario, seed, options, plan)
+}
+
+/// Runs one seed of a scenario with `plan`, as it is.
+fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPlan) -> Outcome {
+    install_panic_hook();
+    // Wall time of the run, for reports: measured outside the simulation.
+    let wall_start = std::time::Instant::now();
     let sink = TraceSink::new(options.trace, options.echo.clone());
     let run_ctx = Rc::new(RunCtx::new(seed, plan.clone(), sink));
     *run_ctx.oracles.borrow_mut() = OracleState::new(scenario.spec.oracles.clone());

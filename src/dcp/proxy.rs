@@ -142,7 +142,7 @@ pub async fn start(config: ProxyConfig) -> io::Result<ProxyHandle> {
         failure: handle.failure.clone(),
         config,
     };
-    tokio::task::spawn_local(proxy.run());
+    faultline_harness::spawn(proxy.run());
     Ok(handle)
 }
 

@@ -325,7 +325,7 @@ impl Executor {
         for task_type in TaskType::ALL {
             for thread in 0..config.threads(task_type) {
                 let worker = executor.clone();
-                tokio::task::spawn_local(
+                faultline_harness::spawn(
                     async move { worker.thread_loop(task_type, thread).await },
                 );
             }

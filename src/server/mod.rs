@@ -317,7 +317,7 @@ pub async fn serve<L: Accept>(listener: L, node: Rc<Node>) -> io::Result<()> {
         let id = node.next_conn_id();
         let worker = (id as usize) % node.config.workers;
         let node = node.clone();
-        tokio::task::spawn_local(async move {
+        faultline_harness::spawn(async move {
             tracing::debug!(target: "faultline::kv", conn = id, %peer, worker, "connection");
             conn::serve_connection(stream, node, id, worker).await;
         });

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
@@ -48,8 +49,16 @@ pub fn client_python_in(dir: &Path) -> PathBuf {
     let lock_path = dir.join(format!("{VENV_NAME}.lock"));
     let lock = File::create(&lock_path)
         .unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
-    lock.lock()
-        .unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
+    // flock(2) (std's `File::lock` is newer than this crate's MSRV).
+    // SAFETY: the fd is open for as long as `lock` lives.
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "locking {}: {}",
+        lock_path.display(),
+        std::io::Error::last_os_error()
+    );
     // Whoever held the lock before may have made it meanwhile.
     if !has_client(&python) {
         // A virtualenv that no longer imports the client (its python was

@@ -22,6 +22,10 @@
 //!   coverage, `--keep-going`, `--shard K/N`, `--json`;
 //! * `check-determinism SCENARIO --seeds A..B`: each seed twice;
 //! * `shrink SCENARIO --seed N`: the failing plan's smallest part that fails;
+//! * `explore SCENARIO --seed N --preemptions C`: every schedule of the
+//!   seed's threads with at most `C` preemptions ([`crate::explore`]); the
+//!   last line is `explore: N schedules, exhausted` or `explore: failing
+//!   schedule S …` (with a replay line, `--schedule S`);
 //! * `merge FILES…`: the `sweep --json` results of several shards.
 //!
 //! Exit codes: 0 when everything passed, 1 when a run failed, 2 for bad
@@ -29,6 +33,7 @@
 //! flattens [`Command`] into its own `clap` enum and hands the generic ones
 //! to [`App::run`] (faultline's binary does).
 
+mod explore;
 mod merge;
 mod run;
 mod sweep;
@@ -44,6 +49,7 @@ use crate::seed::SeedRange;
 use crate::trace::TraceMode;
 use crate::{FaultPlan, Variant};
 
+pub use explore::ExploreArgs;
 pub use merge::MergeArgs;
 pub use run::{OUT_DIR, RunArgs, artefact_path};
 pub use sweep::{
@@ -81,6 +87,10 @@ pub enum Command {
     CheckDeterminism(DeterminismArgs),
     /// Shrink a failing run's fault plan to the faults that matter.
     Shrink(ShrinkArgs),
+    /// Run every schedule of one seed with at most C preemptions at the
+    /// synchronization points, until one fails (bounded exhaustive
+    /// exploration); `--schedule S` replays one.
+    Explore(ExploreArgs),
     /// Combine the `sweep --json` results of several shards into one summary.
     Merge(MergeArgs),
 }
@@ -231,6 +241,7 @@ impl App {
             Command::Sweep(args) => sweep::sweep(self, scenarios, args),
             Command::CheckDeterminism(args) => sweep::check_determinism(self, scenarios, args),
             Command::Shrink(args) => sweep::shrink(self, scenarios, args),
+            Command::Explore(args) => explore::explore(self, scenarios, args),
             Command::Merge(args) => merge::merge(args),
         }
     }

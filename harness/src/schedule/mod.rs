@@ -40,13 +40,14 @@ use crate::ctx;
 use crate::faults::{FaultPlan, Race, glob_match};
 use crate::seed::SimRng;
 
+pub mod bounded;
 pub mod pct;
 pub mod random;
 pub mod targeted;
 mod thread;
 
-pub use thread::spawn;
 use thread::ThreadWaker;
+pub use thread::spawn;
 
 /// Yields after a pause, so that a task waking from it goes behind the
 /// work that became ready in the same tick (a real thread paused this long
@@ -54,9 +55,18 @@ use thread::ThreadWaker;
 const YIELDS_AFTER_PAUSE: u32 = 4;
 
 /// The most rounds a task waits for priority, or for its host to be quiet,
-/// before it goes on anyway: a task that is ready at every round (a loop
-/// that never waits) must not stop simulated time.
-pub const MAX_PRIORITY_ROUNDS: u32 = 64;
+/// before it goes on anyway. Under PCT a thread waits while a thread of a
+/// higher priority is ready, and a ready thread always gets to run, so the
+/// wait ends once the higher ones block; the bound only keeps a task
+/// spawned outside [`spawn`] (whose readiness the scheduler cannot see)
+/// from stopping simulated time. A run counts the waits it cut short
+/// (`race-starved:NAME`): where there are none, PCT's schedule is the
+/// paper's.
+pub const MAX_PRIORITY_ROUNDS: u32 = 10_000;
+
+/// The most rounds a pause shorter than the timer's grain waits for its
+/// host to be quiet.
+pub const MAX_QUIET_ROUNDS: u32 = 64;
 
 /// The grain of tokio's timer: a pause shorter than this does not let
 /// simulated time pass (it would last to the next tick).
@@ -76,12 +86,9 @@ pub enum Action {
         /// [`TIMER_GRAIN`]: until the host is quiet).
         pause: Duration,
     },
-    /// Pause (possibly zero), then wait until no task of the host with a
-    /// higher priority is ready (PCT).
-    Priority {
-        /// A pause first (a demoted task's), as in [`Action::Give`].
-        pause: Duration,
-    },
+    /// Wait until no thread of the host with a higher priority is ready
+    /// (PCT).
+    Priority,
 }
 
 /// A task as the scheduler knows it: its host and the order in which the
@@ -102,8 +109,14 @@ pub struct Hit<'a> {
     pub point_hits: u64,
     /// How many hits of points this rule acts on, this one included.
     pub rule_hits: u64,
+    /// When another thread of the host could run now (a *step*, as PCT
+    /// and bounded exploration count them): how many steps of points this
+    /// rule acts on, this one included. `None`: the task is alone.
+    pub step: Option<u64>,
     /// The task that hit it.
     pub task: TaskKey,
+    /// The other threads of its host that are ready to run.
+    pub ready: &'a [TaskKey],
     /// The point's own random stream.
     pub rng: &'a mut SimRng,
 }
@@ -113,14 +126,20 @@ pub trait Strategy {
     /// What the task does at this hit.
     fn decide(&mut self, hit: Hit<'_>) -> Action;
 
-    /// For [`Action::Priority`]: whether `task` may go on now. `quiet`:
-    /// no other task of its host did anything since its last round.
-    fn may_continue(&mut self, _task: TaskKey, _quiet: bool) -> bool {
+    /// For [`Action::Priority`]: whether `task` may go on now that `ready`
+    /// are the other threads of its host ready to run.
+    fn may_continue(&mut self, _task: TaskKey, _ready: &[TaskKey]) -> bool {
         true
     }
 
-    /// `task` went on after waiting for priority.
-    fn continued(&mut self, _task: TaskKey) {}
+    /// Which of `waiters` (in the order they came) a released lock wakes
+    /// to take it.
+    fn choose(&mut self, _waiters: &[TaskKey], _rng: &mut SimRng) -> usize {
+        0
+    }
+
+    /// `task` ended: it leaves whatever the strategy keeps of it.
+    fn ended(&mut self, _task: TaskKey) {}
 }
 
 /// What the run knows of one point.
@@ -130,7 +149,16 @@ struct PointState {
     rules: Vec<usize>,
     hits: u64,
     yields: u64,
+    starved: u64,
     rng: SimRng,
+}
+
+/// A decision taken at a point: the rule that took it, for whom, what.
+struct Decision {
+    rule: usize,
+    point: (&'static str, &'static str),
+    task: TaskKey,
+    action: Action,
 }
 
 /// The scheduler of one run: the plan's rules, the points seen, the tasks.
@@ -139,6 +167,7 @@ pub(crate) struct Scheduler {
     rules: Vec<Race>,
     strategies: Vec<Box<dyn Strategy>>,
     rule_hits: Vec<u64>,
+    rule_steps: Vec<u64>,
     points: BTreeMap<(&'static str, &'static str), PointState>,
     hosts: Vec<Arc<str>>,
     tasks: BTreeMap<(usize, tokio::task::Id), u64>,
@@ -153,6 +182,9 @@ pub(crate) struct Scheduler {
     /// The hosts' threads (tasks spawned with [`spawn`]) and whether each
     /// is ready to run.
     threads: BTreeMap<TaskKey, Arc<ThreadWaker>>,
+    /// A switch decided where the task could not await (a lock's release,
+    /// in a destructor): taken at the task's next point.
+    deferred: BTreeMap<TaskKey, Decision>,
 }
 
 impl Scheduler {
@@ -173,16 +205,11 @@ impl Scheduler {
                         *max_yields,
                         *max_sleep_us,
                     )),
-                    Race::Pct {
-                        depth,
-                        horizon,
-                        sleep_us,
-                        ..
-                    } => Box::new(pct::Pct::new(
+                    Race::Pct { depth, steps, .. } => Box::new(pct::Pct::new(
                         crate::seed::stream(seed, &format!("race/pct/{index}")),
+                        crate::seed::stream(seed, &format!("race/pct/{index}/changes")),
                         *depth,
-                        *horizon,
-                        *sleep_us,
+                        *steps,
                     )),
                     Race::Targeted {
                         nth,
@@ -190,12 +217,14 @@ impl Scheduler {
                         sleep_us,
                         ..
                     } => Box::new(targeted::Targeted::new(*nth, *yields, *sleep_us)),
+                    Race::Schedule { steps, .. } => Box::new(bounded::Bounded::new(steps)),
                 }
             })
             .collect();
         Scheduler {
             seed,
             rule_hits: vec![0; plan.race.len()],
+            rule_steps: vec![0; plan.race.len()],
             rules: plan.race.clone(),
             strategies,
             points: BTreeMap::new(),
@@ -206,42 +235,8 @@ impl Scheduler {
             spins: BTreeMap::new(),
             activity: 0,
             threads: BTreeMap::new(),
+            deferred: BTreeMap::new(),
         }
-    }
-
-    /// The current task is a thread of `host`, woken through `waker`.
-    fn thread_started(
-        &mut self,
-        host: Option<Arc<str>>,
-        waker: Arc<ThreadWaker>,
-    ) -> Option<TaskKey> {
-        tokio::task::try_id()?;
-        let task = self.task_key(host);
-        self.threads.insert(task, waker);
-        Some(task)
-    }
-
-    /// A thread ended (or was dropped with its host).
-    fn thread_ended(&mut self, task: TaskKey) {
-        self.threads.remove(&task);
-        self.spinning.remove(&task);
-        self.spins.remove(&task);
-    }
-
-    /// The other threads of `task`'s host that are ready to run now (a
-    /// thread in a spin-wait is not: it waits for one of them).
-    fn others_ready(&self, task: TaskKey) -> Vec<TaskKey> {
-        let host = TaskKey { host: task.host, index: 0 };
-        let next = TaskKey { host: task.host.wrapping_add(1), index: 0 };
-        let range = if task.host == usize::MAX {
-            self.threads.range(host..)
-        } else {
-            self.threads.range(host..next)
-        };
-        range
-            .filter(|(t, w)| **t != task && w.is_ready() && !self.spinning.contains(t))
-            .map(|(t, _)| *t)
-            .collect()
     }
 
     pub(crate) fn note_activity(&mut self) {
@@ -261,8 +256,8 @@ impl Scheduler {
         count.1
     }
 
-    fn task_key(&mut self, host: Option<Arc<str>>) -> TaskKey {
-        let host = match host {
+    fn host_index(&mut self, host: Option<Arc<str>>) -> usize {
+        match host {
             None => usize::MAX,
             Some(name) => match self.hosts.iter().position(|h| *h == name) {
                 Some(i) => i,
@@ -271,10 +266,10 @@ impl Scheduler {
                     self.hosts.len() - 1
                 }
             },
-        };
-        let Some(id) = tokio::task::try_id() else {
-            return TaskKey { host, index: 0 };
-        };
+        }
+    }
+
+    fn key_of(&mut self, host: usize, id: tokio::task::Id) -> TaskKey {
         let next = &mut self.next_task;
         let index = *self.tasks.entry((host, id)).or_insert_with(|| {
             *next += 1;
@@ -283,13 +278,66 @@ impl Scheduler {
         TaskKey { host, index }
     }
 
+    fn task_key(&mut self, host: Option<Arc<str>>) -> TaskKey {
+        let host = self.host_index(host);
+        match tokio::task::try_id() {
+            Some(id) => self.key_of(host, id),
+            None => TaskKey { host, index: 0 },
+        }
+    }
+
+    /// The task `id`, just spawned on `host`, is a thread woken through
+    /// `waker`.
+    fn thread_spawned(
+        &mut self,
+        host: Option<Arc<str>>,
+        id: tokio::task::Id,
+        waker: Arc<ThreadWaker>,
+    ) -> TaskKey {
+        let host = self.host_index(host);
+        let task = self.key_of(host, id);
+        self.threads.insert(task, waker);
+        task
+    }
+
+    /// A thread ended (or was dropped with its host).
+    fn thread_ended(&mut self, task: TaskKey) {
+        self.threads.remove(&task);
+        self.spinning.remove(&task);
+        self.spins.remove(&task);
+        self.deferred.remove(&task);
+        for strategy in &mut self.strategies {
+            strategy.ended(task);
+        }
+    }
+
+    /// The other threads of `task`'s host that are ready to run now (a
+    /// thread in a spin-wait is not: it waits for one of them).
+    fn others_ready(&self, task: TaskKey) -> Vec<TaskKey> {
+        let first = TaskKey {
+            host: task.host,
+            index: 0,
+        };
+        self.threads
+            .range(first..)
+            .take_while(|(t, _)| t.host == task.host)
+            .filter(|(t, w)| **t != task && w.is_ready() && !self.spinning.contains(t))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     /// A hit of `primitive.op` by the current task: counts it and decides.
     fn hit(
         &mut self,
         primitive: &'static str,
         op: &'static str,
         host: Option<Arc<str>>,
-    ) -> Option<(usize, TaskKey, Action)> {
+    ) -> Option<Decision> {
+        if self.rules.is_empty() {
+            // No rule can act: only the activity counts.
+            self.activity += 1;
+            return None;
+        }
         let task = self.task_key(host);
         if !self.spinning.remove(&task) {
             // (A spin-wait's re-check is the same wait going on.)
@@ -307,56 +355,83 @@ impl Scheduler {
                 name,
                 hits: 0,
                 yields: 0,
+                starved: 0,
             }
         });
         point.hits += 1;
-        let (first, others) = point.rules.split_first()?;
-        for &r in others {
-            // Every matching rule counts the hit (PCT's change points are
-            // counted among the points it acts on); the first one decides.
-            self.rule_hits[r] += 1;
+        if point.rules.is_empty() {
+            return None;
         }
-        let rule = *first;
-        self.rule_hits[rule] += 1;
-        let rule_hits = self.rule_hits[rule];
+        let ready = self.others_ready(task);
         let point = self.points.get_mut(&(primitive, op)).expect("inserted");
+        let rule = point.rules[0];
+        for &r in &point.rules {
+            // Every matching rule counts the hit and the step; the first
+            // one decides.
+            self.rule_hits[r] += 1;
+            if !ready.is_empty() {
+                self.rule_steps[r] += 1;
+            }
+        }
         let action = self.strategies[rule].decide(Hit {
             point: &point.name,
             point_hits: point.hits,
-            rule_hits,
+            rule_hits: self.rule_hits[rule],
+            step: (!ready.is_empty()).then_some(self.rule_steps[rule]),
             task,
+            ready: &ready,
             rng: &mut point.rng,
         });
         if action == Action::Continue {
             return None;
         }
-        if !matches!(action, Action::Priority { .. }) {
+        if action != Action::Priority {
             point.yields += 1;
             tracing::debug!(target: "faultline::fault", point = point.name.as_str(), action = ?action, "preempted");
         }
-        Some((rule, task, action))
+        Some(Decision {
+            rule,
+            point: (primitive, op),
+            task,
+            action,
+        })
     }
 
-    fn gave_way(&mut self, primitive: &'static str, op: &'static str) {
-        if let Some(point) = self.points.get_mut(&(primitive, op)) {
-            point.yields += 1;
-            tracing::debug!(target: "faultline::fault", point = point.name.as_str(), "waited for priority");
+    fn may_continue(&mut self, rule: usize, task: TaskKey) -> bool {
+        let ready = self.others_ready(task);
+        self.strategies[rule].may_continue(task, &ready)
+    }
+
+    fn gave_way(&mut self, point: (&'static str, &'static str), starved: bool) {
+        if let Some(state) = self.points.get_mut(&point) {
+            if starved {
+                state.starved += 1;
+            } else {
+                state.yields += 1;
+                tracing::debug!(target: "faultline::fault", point = state.name.as_str(), "waited for priority");
+            }
         }
     }
 
-    /// Per point: `race:NAME` hits and `race-yield:NAME` times a task gave
-    /// way there; per rule that matched a point, `applied:race:GLOB`.
+    /// Per point: `race:NAME` hits, `race-yield:NAME` times a task gave
+    /// way there, `race-starved:NAME` waits for priority cut short; per
+    /// rule that matched a point, `applied:race:GLOB` hits and
+    /// `race-steps:GLOB` steps.
     pub(crate) fn coverage(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
-        for (rule, hits) in self.rules.iter().zip(&self.rule_hits) {
+        for ((rule, hits), steps) in self.rules.iter().zip(&self.rule_hits).zip(&self.rule_steps) {
             if *hits > 0 {
                 out.push((format!("applied:race:{}", rule.point()), *hits));
+                out.push((format!("race-steps:{}", rule.point()), *steps));
             }
         }
         for point in self.points.values() {
             out.push((format!("race:{}", point.name), point.hits));
             if point.yields > 0 {
                 out.push((format!("race-yield:{}", point.name), point.yields));
+            }
+            if point.starved > 0 {
+                out.push((format!("race-starved:{}", point.name), point.starved));
             }
         }
         out
@@ -365,16 +440,95 @@ impl Scheduler {
 
 /// A preemption point: the current task may give way here, as the run's
 /// plan decides (see the module docs). The primitives of [`crate::sync`]
-/// call it before each operation; code under test does not.
+/// and the syscalls of [`crate::sys`] call it before each operation; code
+/// under test does not.
 pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
-    let Some((rule, task, action)) = ctx::with(|ctx| {
+    let Some(deferred) = ctx::with(|ctx| {
+        let host = ctx.host();
+        let mut schedule = ctx.schedule.borrow_mut();
+        if schedule.deferred.is_empty() {
+            return None;
+        }
+        let task = schedule.task_key(host);
+        schedule.deferred.remove(&task)
+    }) else {
+        // Outside a simulation.
+        return;
+    };
+    if let Some(decision) = deferred {
+        act(decision).await;
+    }
+    let decision = ctx::with(|ctx| {
         let host = ctx.host();
         ctx.schedule.borrow_mut().hit(primitive, op, host)
     })
-    .flatten() else {
-        return;
-    };
-    match action {
+    .flatten();
+    if let Some(decision) = decision {
+        act(decision).await;
+    }
+}
+
+/// A preemption point where the task cannot await (a destructor: a lock's
+/// release): the hit is counted and decided now, and a switch it decides
+/// is taken at the task's next point. The code in between runs in one
+/// step with the release.
+pub(crate) fn preempt_later(primitive: &'static str, op: &'static str) {
+    ctx::with(|ctx| {
+        let host = ctx.host();
+        let Ok(mut schedule) = ctx.schedule.try_borrow_mut() else {
+            return;
+        };
+        if let Some(decision) = schedule.hit(primitive, op, host) {
+            schedule.deferred.insert(decision.task, decision);
+        }
+    });
+}
+
+/// Which of `waiters` (tasks, in the order they came) a released
+/// `primitive` wakes to take it, or `None` when no rule acts on
+/// `primitive.unlock`: then the first waiter gets it handed over, as
+/// tokio's locks do. With a rule the lock is left free: the chosen waiter
+/// races for it with every other task (the releasing one included: a
+/// futex lock lets a thread take it back ahead of its waiters).
+pub(crate) fn choose_waiter(primitive: &'static str, waiters: &[TaskKey]) -> Option<usize> {
+    ctx::with(|ctx| {
+        let mut schedule = ctx.schedule.try_borrow_mut().ok()?;
+        let schedule = &mut *schedule;
+        let point = schedule.points.get_mut(&(primitive, "unlock"))?;
+        let rule = *point.rules.first()?;
+        let choice = schedule.strategies[rule].choose(waiters, &mut point.rng);
+        assert!(choice < waiters.len(), "a strategy chose no waiter");
+        Some(choice)
+    })
+    .flatten()
+}
+
+/// Whether a wait on `primitive` that starts now ends by itself, with no
+/// notification (a spurious wake-up, which POSIX and Rust's std allow):
+/// with the probability of the first rule acting on `primitive.wait`.
+pub(crate) fn spurious_wakeup(primitive: &'static str) -> bool {
+    ctx::with(|ctx| {
+        let mut schedule = ctx.schedule.borrow_mut();
+        let schedule = &mut *schedule;
+        let point = schedule.points.get_mut(&(primitive, "wait"))?;
+        let rate = schedule.rules[*point.rules.first()?].spurious_wakeup();
+        (rate > 0.0 && point.rng.random_bool(rate)).then_some(())
+    })
+    .flatten()
+    .is_some()
+}
+
+/// The current task as the scheduler knows it (`None` outside a
+/// simulation).
+pub(crate) fn current_task() -> Option<TaskKey> {
+    ctx::with(|ctx| {
+        let host = ctx.host();
+        ctx.schedule.borrow_mut().task_key(host)
+    })
+}
+
+async fn act(decision: Decision) {
+    match decision.action {
         Action::Continue => {}
         Action::Give { yields, pause } => {
             for _ in 0..yields {
@@ -386,20 +540,15 @@ pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
                 until_quiet().await;
             }
         }
-        Action::Priority { pause } => {
-            if pause >= TIMER_GRAIN {
-                paused(pause).await;
-            }
-            wait_for_priority(primitive, op, rule, task).await;
-        }
+        Action::Priority => wait_for_priority(decision).await,
     }
 }
 
 /// Rounds of yields until one in which no other task of the host did
-/// anything (or [`MAX_PRIORITY_ROUNDS`]).
+/// anything (or [`MAX_QUIET_ROUNDS`]).
 async fn until_quiet() {
     let activity = || ctx::with(|ctx| ctx.schedule.borrow().activity).unwrap_or(0);
-    for _ in 0..MAX_PRIORITY_ROUNDS {
+    for _ in 0..MAX_QUIET_ROUNDS {
         let before = activity();
         yield_once().await;
         if activity() == before {
@@ -415,56 +564,28 @@ async fn paused(pause: Duration) {
     }
 }
 
-/// Rounds of yields until the strategy lets `task` go on: after a round in
-/// which nobody else did anything (every other task of the host waits) and
-/// no waiting task has a higher priority, or after
-/// [`MAX_PRIORITY_ROUNDS`].
-async fn wait_for_priority(primitive: &'static str, op: &'static str, rule: usize, task: TaskKey) {
-    let activity = || ctx::with(|ctx| ctx.schedule.borrow().activity).unwrap_or(0);
-    // Tells the strategy the task stopped waiting, also when the task is
-    // dropped while it waits (its host crashed).
-    let mut waiting = Waiting {
-        primitive,
-        op,
-        rule,
-        task,
-        gave_way: false,
-    };
-    for round in 1..=MAX_PRIORITY_ROUNDS {
-        let before = activity();
-        yield_once().await;
-        let quiet = activity() == before;
-        waiting.gave_way |= !quiet;
-        let go = round == MAX_PRIORITY_ROUNDS
-            || ctx::with(|ctx| {
-                ctx.schedule.borrow_mut().strategies[rule].may_continue(task, quiet)
-            })
-            .unwrap_or(true);
-        if go {
-            break;
-        }
-    }
-}
-
-struct Waiting {
-    primitive: &'static str,
-    op: &'static str,
-    rule: usize,
-    task: TaskKey,
-    gave_way: bool,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
+/// Yields until the strategy lets the task go on: no ready thread of its
+/// host has a higher priority (or [`MAX_PRIORITY_ROUNDS`], counted).
+async fn wait_for_priority(decision: Decision) {
+    let may_continue = || {
         ctx::with(|ctx| {
-            let Ok(mut schedule) = ctx.schedule.try_borrow_mut() else {
-                return;
-            };
-            schedule.strategies[self.rule].continued(self.task);
-            if self.gave_way {
-                schedule.gave_way(self.primitive, self.op);
-            }
-        });
+            ctx.schedule
+                .borrow_mut()
+                .may_continue(decision.rule, decision.task)
+        })
+        .unwrap_or(true)
+    };
+    let mut rounds = 0;
+    while !may_continue() {
+        if rounds == MAX_PRIORITY_ROUNDS {
+            ctx::with(|ctx| ctx.schedule.borrow_mut().gave_way(decision.point, true));
+            return;
+        }
+        yield_once().await;
+        rounds += 1;
+    }
+    if rounds > 0 {
+        ctx::with(|ctx| ctx.schedule.borrow_mut().gave_way(decision.point, false));
     }
 }
 

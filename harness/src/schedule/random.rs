@@ -1,12 +1,14 @@
 //! `random`: at every hit, with a probability, the task gives way: it
 //! yields a drawn number of times or (half of those times, when pauses are
-//! allowed) pauses a drawn simulated time.
+//! allowed) pauses a drawn simulated time. A released lock goes to a
+//! waiter drawn at random.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-use super::{Action, Hit, Strategy, draw_count};
+use super::{Action, Hit, Strategy, TaskKey, draw_count};
+use crate::seed::SimRng;
 
 /// The `random` strategy (see the module docs).
 pub struct Random {
@@ -48,5 +50,9 @@ impl Strategy for Random {
                 pause: Duration::ZERO,
             }
         }
+    }
+
+    fn choose(&mut self, waiters: &[TaskKey], rng: &mut SimRng) -> usize {
+        rng.random_range(0..waiters.len())
     }
 }

@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::ctx;
@@ -28,6 +28,8 @@ pub(crate) struct ThreadWaker {
     ready: AtomicBool,
     /// The waker tokio gave the last poll.
     inner: Mutex<Option<Waker>>,
+    /// The thread, once the scheduler knows it (inside a simulation).
+    key: OnceLock<TaskKey>,
 }
 
 impl ThreadWaker {
@@ -60,26 +62,36 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    tokio::task::spawn_local(Thread {
+    let waker = Arc::new(ThreadWaker {
+        // Spawned: ready to run.
+        ready: AtomicBool::new(true),
+        inner: Mutex::new(None),
+        key: OnceLock::new(),
+    });
+    let handle = tokio::task::spawn_local(Thread {
         future: Box::pin(future),
-        waker: Arc::new(ThreadWaker {
-            ready: AtomicBool::new(true),
-            inner: Mutex::new(None),
-        }),
-        key: None,
-    })
+        waker: waker.clone(),
+    });
+    ctx::with(|ctx| {
+        let host = ctx.host();
+        let key = ctx
+            .schedule
+            .borrow_mut()
+            .thread_spawned(host, handle.id(), waker.clone());
+        waker.key.set(key).expect("a thread is spawned once");
+    });
+    handle
 }
 
 /// A thread's future (boxed: the wrapper stays `Unpin`).
 struct Thread<F> {
     future: Pin<Box<F>>,
     waker: Arc<ThreadWaker>,
-    key: Option<TaskKey>,
 }
 
-impl<F> Drop for Thread<F> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+impl<F> Thread<F> {
+    fn ended(&self) {
+        if let Some(&key) = self.waker.key.get() {
             ctx::with(|ctx| {
                 if let Ok(mut schedule) = ctx.schedule.try_borrow_mut() {
                     schedule.thread_ended(key);
@@ -89,20 +101,17 @@ impl<F> Drop for Thread<F> {
     }
 }
 
+impl<F> Drop for Thread<F> {
+    fn drop(&mut self) {
+        self.ended();
+    }
+}
+
 impl<F: Future> Future for Thread<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        if this.key.is_none() {
-            this.key = ctx::with(|ctx| {
-                let host = ctx.host();
-                ctx.schedule
-                    .borrow_mut()
-                    .thread_started(host, this.waker.clone())
-            })
-            .flatten();
-        }
         {
             let mut inner = this.waker.inner.lock().expect("never poisoned");
             if !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -115,9 +124,7 @@ impl<F: Future> Future for Thread<F> {
         let output = this.future.as_mut().poll(&mut Context::from_waker(&waker));
         if output.is_ready() {
             this.waker.ready.store(false, Ordering::Relaxed);
-            if let Some(key) = this.key.take() {
-                ctx::with(|ctx| ctx.schedule.borrow_mut().thread_ended(key));
-            }
+            this.ended();
         }
         output
     }

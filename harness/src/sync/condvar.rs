@@ -1,25 +1,16 @@
-//! A condition variable: notifications reach only tasks already waiting.
+//! A condition variable: notifications reach only tasks already waiting,
+//! and a wait may end with none (a spurious wake-up).
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use super::MutexGuard;
-use crate::schedule::preempt;
+use super::waitlist::WaitList;
+use crate::schedule::{preempt, spurious_wakeup, yield_once};
 
 /// A condition variable (see the module docs).
 pub struct Condvar {
     name: &'static str,
-    waiters: RefCell<VecDeque<Rc<Waiter>>>,
-}
-
-#[derive(Default)]
-struct Waiter {
-    notified: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    waiters: WaitList,
 }
 
 /// Whether a timed wait ended by its timeout.
@@ -33,39 +24,22 @@ impl WaitTimeoutResult {
     }
 }
 
-/// Takes a waiter out of the list when its wait ends without a
-/// notification (a timeout, or the waiting task was dropped).
-struct Registration<'a> {
-    condvar: &'a Condvar,
-    waiter: Rc<Waiter>,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        if !self.waiter.notified.get() {
-            self.condvar
-                .waiters
-                .borrow_mut()
-                .retain(|w| !Rc::ptr_eq(w, &self.waiter));
-        }
-    }
-}
-
 impl Condvar {
     /// A condition variable known to the schedule as `name`.
     pub fn new(name: &'static str) -> Condvar {
         Condvar {
             name,
-            waiters: RefCell::default(),
+            waiters: WaitList::default(),
         }
     }
 
     /// Tasks waiting now (for assertions and traces).
     pub fn waiters(&self) -> usize {
-        self.waiters.borrow().len()
+        self.waiters.len()
     }
 
-    /// Releases the lock, waits for a notification, takes the lock again.
+    /// Releases the lock, waits for a notification (or wakes spuriously:
+    /// check the condition in a loop), takes the lock again.
     pub async fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         self.wait_for(guard, None).await.0
     }
@@ -85,34 +59,29 @@ impl Condvar {
         timeout: Option<Duration>,
     ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
         preempt(self.name, "wait").await;
-        let waiter = Rc::new(Waiter::default());
-        self.waiters.borrow_mut().push_back(waiter.clone());
-        let registration = Registration {
-            condvar: self,
-            waiter,
-        };
+        let spurious = spurious_wakeup(self.name);
+        let registration = self.waiters.register();
         // Registered before the lock is let go, with no await in between:
         // a notification sent once the lock is free reaches this task.
         let mutex = guard.mutex();
         drop(guard);
-        let notified = poll_fn(|cx| {
-            if registration.waiter.notified.get() {
-                Poll::Ready(())
-            } else {
-                *registration.waiter.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        });
-        let timed_out = match timeout {
-            None => {
-                notified.await;
-                false
-            }
-            Some(timeout) => {
-                tokio::select! {
-                    biased;
-                    () = notified => false,
-                    () = tokio::time::sleep(timeout) => !registration.waiter.notified.get(),
+        let timed_out = if spurious {
+            // The wait ends by itself, once the others had their turn.
+            tracing::debug!(target: "faultline::fault", point = self.name, "spurious wake-up");
+            yield_once().await;
+            false
+        } else {
+            match timeout {
+                None => {
+                    registration.wait().await;
+                    false
+                }
+                Some(timeout) => {
+                    tokio::select! {
+                        biased;
+                        () = registration.wait() => false,
+                        () = tokio::time::sleep(timeout) => !registration.notified(),
+                    }
                 }
             }
         };
@@ -123,25 +92,12 @@ impl Condvar {
     /// Wakes the task that has waited longest, if any.
     pub async fn notify_one(&self) {
         preempt(self.name, "notify_one").await;
-        let first = self.waiters.borrow_mut().pop_front();
-        if let Some(waiter) = first {
-            wake(&waiter);
-        }
+        self.waiters.notify_one();
     }
 
     /// Wakes every task waiting now.
     pub async fn notify_all(&self) {
         preempt(self.name, "notify_all").await;
-        let all: Vec<Rc<Waiter>> = self.waiters.borrow_mut().drain(..).collect();
-        for waiter in all {
-            wake(&waiter);
-        }
-    }
-}
-
-fn wake(waiter: &Waiter) {
-    waiter.notified.set(true);
-    if let Some(waker) = waiter.waker.borrow_mut().take() {
-        waker.wake();
+        self.waiters.notify_all();
     }
 }

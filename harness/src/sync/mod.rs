@@ -10,13 +10,26 @@
 //! the seed chooses the schedule.
 //!
 //! * [`Mutex`]: the section between `lock().await` and the guard's drop is
-//!   atomic with respect to other tasks taking the same lock; a task that
-//!   finds it held waits, in order of arrival. Point: `NAME.lock`.
+//!   atomic with respect to other tasks taking the same lock. Points:
+//!   `NAME.lock`, `NAME.try_lock`, and `NAME.unlock` at the release (a
+//!   destructor cannot wait: a switch decided there is taken at the task's
+//!   next point). Who gets a released lock: with no rule acting on
+//!   `NAME.unlock`, the first waiter, handed over (tokio's order); with
+//!   one, the lock is left free and a waiter of the strategy's choice is
+//!   woken to race for it, so the releasing task may take it back first
+//!   (a futex lock allows that "barging").
+//! * [`RwLock`]: shared or exclusive, granted in the order asked (as
+//!   tokio's). Points: `NAME.read`, `NAME.write`, `NAME.unlock`.
 //! * [`Condvar`]: `wait` releases the lock and waits for a notification
 //!   (with a timeout, for `wait_timeout`), then takes the lock again. A
 //!   notification wakes only tasks already waiting: one that finds nobody
-//!   is lost, as a condition variable's is. Points: `NAME.wait`,
-//!   `NAME.notify_one`, `NAME.notify_all`.
+//!   is lost, as a condition variable's is. A wait may also end with no
+//!   notification (a spurious wake-up, at the rate the rule acting on
+//!   `NAME.wait` draws): check the condition in a `while` loop. Points:
+//!   `NAME.wait`, `NAME.notify_one`, `NAME.notify_all`.
+//! * [`Notify`]: tokio's `Notify`: `notify_one` leaves a permit when
+//!   nobody waits, `notify_waiters` wakes only those waiting. Points:
+//!   `NAME.notified`, `NAME.notify_one`, `NAME.notify_waiters`.
 //! * [`Atomic`]: a shared value whose loads, stores, swaps,
 //!   compare-exchanges and arithmetic/bit operations are each indivisible.
 //!   Points: `NAME.load`, `NAME.store`, `NAME.swap`, `NAME.cas`,
@@ -33,10 +46,15 @@
 mod atomic;
 mod condvar;
 mod mutex;
+mod notify;
+mod rwlock;
+mod waitlist;
 
 pub use atomic::Atomic;
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{Mutex, MutexGuard};
+pub use notify::Notify;
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use std::time::Duration;
 
@@ -54,7 +72,7 @@ pub const SPIN_CPU_TIME: Duration = Duration::from_micros(1);
 pub async fn spin_loop() {
     let spins = ctx::with(|ctx| ctx.schedule.borrow_mut().spin(ctx.host(), ctx.now()));
     match spins {
-        None => tokio::task::yield_now().await,
+        None => crate::schedule::yield_once().await,
         Some(spins) if spins > SPINS_PER_INSTANT => tokio::time::sleep(SPIN_CPU_TIME).await,
         Some(_) => crate::schedule::yield_once().await,
     }

@@ -397,3 +397,23 @@ fn check_history_exits_0_linearizable_1_not_2_malformed() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn explore_ends_with_its_count_and_rejects_a_bad_schedule() {
+    let out = faultline(&[
+        "explore",
+        "echo-partial-write",
+        "--seed",
+        "0",
+        "--preemptions",
+        "1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(last_line(&out), "explore: 1 schedules, exhausted");
+    let bad = faultline(&["explore", "echo-partial-write", "--schedule", "3,2"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("steps must ascend"),
+        "{bad:?}"
+    );
+}

@@ -12,7 +12,7 @@ use faultline::bugs::{Bugs, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF};
 use faultline::proxy::buffer::Buffer;
 use faultline::proxy::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, Connection};
 use faultline::proxy::fd::{self, FdTable, bit};
-use faultline::proxy::raw_sock::{rcv_buf, snd_buf};
+use faultline::proxy::raw_sock::{Lend, rcv_buf, snd_buf};
 use faultline_harness::runner::{self, Faults, RunOptions};
 use faultline_harness::sys::EpollOp;
 use faultline_harness::{
@@ -117,6 +117,16 @@ fn server_addr() -> SocketAddr {
     SocketAddr::new(turmoil::lookup("server"), 80)
 }
 
+/// The harness's connection and what a transport function moves bytes
+/// to, lent to it between its syscalls.
+struct Lent<'a, T>(&'a RefCell<Connection>, &'a mut T);
+
+impl<T> Lend<T> for Lent<'_, T> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Connection, &mut T) -> R) -> R {
+        f(&mut self.0.borrow_mut(), self.1)
+    }
+}
+
 /// One connection of the proxy's layers over a simulated socket.
 struct Harness {
     sys: Sys,
@@ -165,32 +175,21 @@ impl Harness {
         let got = self.sys.epoll_wait(self.ep, 8, None).await.unwrap();
         let report = self
             .table
-            .update_events(fd, 0, got[0].events, generation, &|_| {})
+            .update_events(fd, 0, got[0].events, generation, &|_| Box::pin(async {}))
             .await;
         assert_eq!(report, fd::Report::Handle);
-        self.table.done_events(fd, 0, &|_| {}).await;
+        self.table.done_events(fd, 0, &|_| Box::pin(async {})).await;
         got[0].events
     }
 
-    fn recv(&self, buf: &mut Buffer, count: usize) -> usize {
-        rcv_buf(
-            &self.sys,
-            &self.table,
-            &mut self.conn.borrow_mut(),
-            buf,
-            count,
-            &self.bugs,
-        )
+    async fn recv(&self, buf: &mut Buffer, count: usize) -> usize {
+        let mut lent = Lent(&self.conn, buf);
+        rcv_buf(&self.sys, &self.table, &mut lent, count, &self.bugs).await
     }
 
-    fn send(&self, data: &[u8]) -> usize {
-        snd_buf(
-            &self.sys,
-            &self.table,
-            &mut self.conn.borrow_mut(),
-            data,
-            &self.bugs,
-        )
+    async fn send(&self, data: &[u8]) -> usize {
+        let mut lent = Lent(&self.conn, &mut ());
+        snd_buf(&self.sys, &self.table, &mut lent, data, &self.bugs).await
     }
 
     fn flags(&self) -> String {
@@ -299,8 +298,8 @@ async fn speculative_io_during_connect(bugs: Bugs, log: Log) {
     let h = Harness::connect(bugs).await;
     let mut buf = Buffer::new(64);
     // Right after connect(): both directions are tried at once.
-    let sent = h.send(b"request");
-    let received = h.recv(&mut buf, 64);
+    let sent = h.send(b"request").await;
+    let received = h.recv(&mut buf, 64).await;
     note(
         &log,
         format!("early: sent {sent} received {received} {}", h.flags()),
@@ -312,7 +311,10 @@ async fn speculative_io_during_connect(bugs: Bugs, log: Log) {
     assert!(ready.contains(Events::OUT));
     assert_eq!(h.sys.take_error(h.fd()).unwrap(), None);
     h.conn.borrow_mut().flags &= !CO_FL_WAIT_L4_CONN;
-    note(&log, format!("connected: sent {}", h.send(b"request")));
+    note(
+        &log,
+        format!("connected: sent {}", h.send(b"request").await),
+    );
 }
 
 #[test]
@@ -349,13 +351,13 @@ async fn read_answer(bugs: Bugs, wait_ms: u64, log: Log) {
     let h = Harness::connect(bugs).await;
     h.wait(Events::OUT).await;
     h.conn.borrow_mut().flags &= !CO_FL_WAIT_L4_CONN;
-    assert_eq!(h.send(b"request"), 7);
+    assert_eq!(h.send(b"request").await, 7);
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     let mut buf = Buffer::new(64);
     for _ in 0..3 {
         let ready = h.wait(Events::IN | Events::RDHUP).await;
         let room = buf.room();
-        let n = h.recv(&mut buf, room);
+        let n = h.recv(&mut buf, room).await;
         let ready_after = h.table.recv_ready(h.fd());
         note(
             &log,
@@ -423,16 +425,16 @@ async fn fill_check_buffer(bugs: Bugs, log: Log) {
     let h = Harness::connect(bugs).await;
     h.wait(Events::OUT).await;
     h.conn.borrow_mut().flags &= !CO_FL_WAIT_L4_CONN;
-    assert_eq!(h.send(b"request"), 7);
+    assert_eq!(h.send(b"request").await, 7);
     let mut buf = Buffer::new(1024);
     let mut reads = Vec::new();
     while !buf.is_full() {
         h.wait(Events::IN | Events::RDHUP).await;
         let size = buf.size();
-        reads.push(h.recv(&mut buf, size));
+        reads.push(h.recv(&mut buf, size).await);
     }
     note(&log, format!("full after {} reads", reads.len()));
-    assert_eq!(h.recv(&mut buf, 1024), 0, "no room: nothing received");
+    assert_eq!(h.recv(&mut buf, 1024).await, 0, "no room: nothing received");
 }
 
 #[test]
@@ -471,7 +473,7 @@ fn a_proxy_thread_forgets_an_fd_that_migrated_once_it_reports_late() {
         e.set_registered(0, Some(Events::IN | Events::RDHUP));
         assert!(table.takeover(11, 1, fd::Owner::Conn(3)).await);
         let report = table
-            .update_events(11, 0, Events::IN, generation, &|_| {})
+            .update_events(11, 0, Events::IN, generation, &|_| Box::pin(async {}))
             .await;
         assert_eq!(report, fd::Report::Migrated);
         assert_eq!(table.take_updates(0), vec![11]);
@@ -482,7 +484,7 @@ fn a_proxy_thread_forgets_an_fd_that_migrated_once_it_reports_late() {
         assert_eq!(e.masks(), (bit(1), 0, bit(1)));
         // A report for an earlier use of the number is dropped.
         let stale = table
-            .update_events(11, 1, Events::IN, generation + 100, &|_| {})
+            .update_events(11, 1, Events::IN, generation + 100, &|_| Box::pin(async {}))
             .await;
         assert_eq!(stale, fd::Report::Closed);
     });

@@ -39,6 +39,7 @@ use std::time::Duration;
 use crate::ctx;
 use crate::faults::{DEFAULT_PIPE_CAPACITY_BYTES, Personality, glob_match};
 use crate::net::{SimListener, SimSocket, connect_socket};
+use crate::schedule::preempt;
 
 /// A file descriptor.
 pub type Fd = i32;
@@ -1386,46 +1387,65 @@ impl Drop for Kernel {
 
 /// The syscall API, so that code written against it runs on the simulated
 /// kernel ([`Sys`]) and on the real one (an OS backend) alike.
+///
+/// # Preemption points
+///
+/// A real thread can lose the CPU on its way into the kernel: between
+/// reading a value and calling `epoll_ctl` with it, between clearing a
+/// field and `close()`, another thread may run. So on [`Sys`] every call
+/// that does I/O or changes the fd table is a preemption point (see
+/// [`crate::schedule`]) named `sys.OP`, awaited before the call itself,
+/// which stays indivisible: `sys.socket`, `sys.connect`, `sys.accept`,
+/// `sys.recv`, `sys.send` (`send` and `sendv`), `sys.close`, `sys.pipe`,
+/// `sys.splice`, `sys.epoll_create`, `sys.epoll_ctl`, and `sys.poll`
+/// before `epoll_wait` waits. [`Syscalls::listen`] is `async` (it waits for
+/// the network) but not a point: a proxy listens once, before its threads
+/// run. [`Syscalls::take_error`], [`Syscalls::shutdown`] and
+/// [`Syscalls::resolve`] are plain calls, not points. An OS backend has no
+/// points: the real kernel preempts its threads.
+///
+/// Code that awaits a call must not hold a borrow of state other threads
+/// use (a `RefCell`) across it: they may run at the point.
 #[allow(async_fn_in_trait)]
 pub trait Syscalls: Clone {
     /// A new, unconnected, non-blocking TCP socket.
-    fn socket(&self) -> Result<Fd, Errno>;
+    async fn socket(&self) -> Result<Fd, Errno>;
     /// Starts a non-blocking connect: `Err(EINPROGRESS)` when under way.
-    fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno>;
+    async fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno>;
     /// Listens on `port` of every address of the host.
     async fn listen(&self, port: u16) -> Result<Fd, Errno>;
     /// Takes a pending connection and its peer's address, or `EAGAIN` when
     /// there is none.
-    fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno>;
+    async fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno>;
     /// Receives into `buf`: a byte count (0 at the end of the stream) or an
     /// errno (`EAGAIN`: nothing yet).
-    fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno>;
+    async fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno>;
     /// Scatter/gather send: the bytes accepted (maybe fewer: a short write) or
     /// an errno (`EAGAIN`: no room).
-    fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno>;
+    async fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno>;
     /// Sends `buf`: the bytes accepted (maybe fewer: a short write) or an
     /// errno.
-    fn send(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
-        self.sendv(fd, &[IoSlice::new(buf)])
+    async fn send(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        self.sendv(fd, &[IoSlice::new(buf)]).await
     }
     /// `getsockopt(SO_ERROR)`: the pending error, cleared.
     fn take_error(&self, fd: Fd) -> Result<Option<Errno>, Errno>;
     /// Shuts down one or both directions of a connection.
     fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno>;
     /// Closes the fd; the number may be handed out again at once.
-    fn close(&self, fd: Fd) -> Result<(), Errno>;
+    async fn close(&self, fd: Fd) -> Result<(), Errno>;
     /// A new non-blocking pipe: `(read end, write end)`.
-    fn pipe(&self) -> Result<(Fd, Fd), Errno>;
+    async fn pipe(&self) -> Result<(Fd, Fd), Errno>;
     /// Moves at most `max_bytes` from a socket into a pipe's write end, or
     /// from a pipe's read end into a socket, without blocking (`splice` with
     /// `SPLICE_F_NONBLOCK | SPLICE_F_MOVE`): the bytes moved, 0 at the end of
     /// the stream, or an errno (`EAGAIN`: nothing can move now).
-    fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno>;
+    async fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno>;
     /// A new poller (`epoll_create`).
-    fn epoll_create(&self) -> Result<Fd, Errno>;
+    async fn epoll_create(&self) -> Result<Fd, Errno>;
     /// Adds, changes or removes `fd`'s interest in `epfd`; `data` comes back
     /// with each report, and `edge` asks for edge-triggered reports.
-    fn epoll_ctl(
+    async fn epoll_ctl(
         &self,
         epfd: Fd,
         op: EpollOp,
@@ -1446,24 +1466,35 @@ pub trait Syscalls: Clone {
     fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, Errno>;
 }
 
+/// Each call that is a preemption point awaits `sys.OP` first (see the
+/// trait's docs), then makes the (indivisible) inherent call.
 impl Syscalls for Sys {
-    fn socket(&self) -> Result<Fd, Errno> {
+    async fn socket(&self) -> Result<Fd, Errno> {
+        preempt("sys", "socket").await;
         Sys::socket(self)
     }
-    fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno> {
+    async fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno> {
+        preempt("sys", "connect").await;
         Sys::connect(self, fd, addr)
     }
     async fn listen(&self, port: u16) -> Result<Fd, Errno> {
         Sys::listen(self, port).await
     }
-    fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
+    async fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
+        preempt("sys", "accept").await;
         Sys::accept(self, fd)
     }
-    fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+    async fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        preempt("sys", "recv").await;
         Sys::recv(self, fd, buf)
     }
-    fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+    async fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        preempt("sys", "send").await;
         Sys::sendv(self, fd, bufs)
+    }
+    async fn send(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        preempt("sys", "send").await;
+        Sys::send(self, fd, buf)
     }
     fn take_error(&self, fd: Fd) -> Result<Option<Errno>, Errno> {
         Sys::take_error(self, fd)
@@ -1471,19 +1502,23 @@ impl Syscalls for Sys {
     fn shutdown(&self, fd: Fd, how: Shutdown) -> Result<(), Errno> {
         Sys::shutdown(self, fd, how)
     }
-    fn close(&self, fd: Fd) -> Result<(), Errno> {
+    async fn close(&self, fd: Fd) -> Result<(), Errno> {
+        preempt("sys", "close").await;
         Sys::close(self, fd)
     }
-    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+    async fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        preempt("sys", "pipe").await;
         Sys::pipe(self)
     }
-    fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
+    async fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
+        preempt("sys", "splice").await;
         Sys::splice(self, from, to, max_bytes)
     }
-    fn epoll_create(&self) -> Result<Fd, Errno> {
+    async fn epoll_create(&self) -> Result<Fd, Errno> {
+        preempt("sys", "epoll_create").await;
         Sys::epoll_create(self)
     }
-    fn epoll_ctl(
+    async fn epoll_ctl(
         &self,
         epfd: Fd,
         op: EpollOp,
@@ -1492,6 +1527,7 @@ impl Syscalls for Sys {
         data: u64,
         edge: bool,
     ) -> Result<(), Errno> {
+        preempt("sys", "epoll_ctl").await;
         Sys::epoll_ctl(self, epfd, op, fd, events, data, edge)
     }
     async fn epoll_wait(
@@ -1500,6 +1536,7 @@ impl Syscalls for Sys {
         max_events: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<EpollEvent>, Errno> {
+        preempt("sys", "poll").await;
         Sys::epoll_wait(self, epfd, max_events, timeout).await
     }
     fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, Errno> {

@@ -81,7 +81,7 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     let local = tokio::task::LocalSet::new();
     let sys = OsSys::new();
     let result: std::result::Result<(), String> = local.block_on(&runtime, async {
-        let proxy = Proxy::new(sys.clone(), config)?;
+        let proxy = Proxy::new(sys.clone(), config).await?;
         proxy
             .listen()
             .await

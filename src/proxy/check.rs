@@ -22,7 +22,7 @@ use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, ConnId, Con
 use super::fd::bit;
 use super::raw_sock::{rcv_buf, snd_buf};
 use super::session::{Role, check_connect, polling, set_polling};
-use super::{CheckKind, Conn, Proxy};
+use super::{CheckKind, Conn, Lent, Proxy};
 use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};
 
 /// A check in progress.
@@ -99,12 +99,12 @@ async fn start<S: Syscalls + 'static>(
     server: usize,
 ) -> Result<(), Errno> {
     let addr = px.state.borrow().servers[server].addr;
-    let fd = px.sys.socket()?;
-    let in_progress = match px.sys.connect(fd, addr) {
+    let fd = px.sys.socket().await?;
+    let in_progress = match px.sys.connect(fd, addr).await {
         Ok(()) => false,
         Err(Errno::EINPROGRESS) => true,
         Err(e) => {
-            let _ = px.sys.close(fd);
+            let _ = px.sys.close(fd).await;
             return Err(e);
         }
     };
@@ -140,6 +140,17 @@ async fn start<S: Syscalls + 'static>(
     Ok(())
 }
 
+fn check_of(role: &mut Role) -> &mut CheckSide {
+    match role {
+        Role::Check(check) => check,
+        _ => unreachable!("a check connection"),
+    }
+}
+
+fn check_buf(role: &mut Role) -> &mut Buffer {
+    &mut check_of(role).buf
+}
+
 fn record<S: Syscalls + 'static>(px: &Proxy<S>, server: usize, ok: bool) {
     let mut st = px.state.borrow_mut();
     let (rise, fall) = (px.config.check.rise, px.config.check.fall);
@@ -162,34 +173,62 @@ pub async fn process_check<S: Syscalls + 'static>(
     events: Option<Events>,
 ) -> bool {
     let (server, verdict, progress, wanted) = {
-        let mut st = px.state.borrow_mut();
-        let Some(conn) = st.conns.get_mut(&id) else {
-            return false;
+        let (flags_before, size) = {
+            let mut st = px.state.borrow_mut();
+            let Some(conn) = st.conns.get_mut(&id) else {
+                return false;
+            };
+            let failed = conn.c.has(CO_FL_ERROR);
+            let check = check_of(&mut conn.role);
+            // Asks for the buffer's whole size (both variants): rcv_buf
+            // bounds it by the free space (the old one trusted its caller).
+            let size = (!failed && !check.buf.is_full()).then(|| check.buf.size());
+            (conn.c.flags, size)
         };
-        let flags_before = conn.c.flags;
+        let mut progress = false;
+        if let Some(size) = size {
+            let mut lent = Lent {
+                state: &px.state,
+                id,
+                part: check_buf,
+            };
+            let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, size, &px.bugs).await;
+            progress |= n > 0;
+        }
+        // (Sent from a copy: nothing is borrowed across a syscall.)
+        let to_send = {
+            let mut st = px.state.borrow_mut();
+            let conn = st.conns.get_mut(&id).expect("present");
+            let failed = conn.c.has(CO_FL_ERROR);
+            let check = check_of(&mut conn.role);
+            (check.sent < check.request.len() && !failed)
+                .then(|| check.request[check.sent..].to_vec())
+        };
+        if let Some(data) = to_send {
+            let mut lent = Lent {
+                state: &px.state,
+                id,
+                part: check_of,
+            };
+            let n = snd_buf(&px.sys, &px.fdtab, &mut lent, &data, &px.bugs).await;
+            check_of(
+                &mut px
+                    .state
+                    .borrow_mut()
+                    .conns
+                    .get_mut(&id)
+                    .expect("present")
+                    .role,
+            )
+            .sent += n;
+            progress |= n > 0;
+        }
+        let mut st = px.state.borrow_mut();
+        let conn = st.conns.get_mut(&id).expect("present");
         let Conn { c, role, .. } = conn;
         let Role::Check(check) = role else {
             unreachable!("a check connection")
         };
-        let mut progress = false;
-        if !c.has(CO_FL_ERROR) && !check.buf.is_full() {
-            // Asks for the buffer's whole size (both variants): rcv_buf
-            // bounds it by the free space (the old one trusted its caller).
-            let size = check.buf.size();
-            let n = rcv_buf(&px.sys, &px.fdtab, c, &mut check.buf, size, &px.bugs);
-            progress |= n > 0;
-        }
-        if check.sent < check.request.len() && !c.has(CO_FL_ERROR) {
-            let n = snd_buf(
-                &px.sys,
-                &px.fdtab,
-                c,
-                &check.request[check.sent..],
-                &px.bugs,
-            );
-            check.sent += n;
-            progress |= n > 0;
-        }
         if !c.has(CO_FL_ERROR) {
             check_connect(&px.sys, c, events);
         }

@@ -42,6 +42,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use faultline_harness::sync::{Atomic, Mutex, spin_loop};
@@ -70,6 +72,11 @@ const REFC_ONE: u32 = 0x1_0000;
 /// In `flags`: the fd was deleted; whoever leaves it last closes it.
 const FD_MUST_CLOSE_BIT: u32 = 23;
 const FD_MUST_CLOSE: u32 = 1 << FD_MUST_CLOSE_BIT;
+
+/// How the table closes an fd that left it (the proxy's `close()`): a
+/// future, since the syscall is a preemption point. It runs last, after
+/// every change the deletion made to the entry.
+pub type Close<'a> = dyn Fn(Fd) -> Pin<Box<dyn Future<Output = ()> + 'a>> + 'a;
 
 /// What handles an fd's events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -492,7 +499,7 @@ impl FdTable {
         tid: usize,
         events: Events,
         generation: u64,
-        close: &dyn Fn(Fd),
+        close: &Close<'_>,
     ) -> Report {
         let e = self.entry(fd);
         if e.generation() != generation || !self.grab_tgid(&e).await {
@@ -557,7 +564,7 @@ impl FdTable {
     /// running on `fd`; if it was deleted or taken over meanwhile, this
     /// thread may be the one to close it (HAProxy's `fd_update_events`
     /// after the handler).
-    pub async fn done_events(&self, fd: Fd, tid: usize, close: &dyn Fn(Fd)) -> Report {
+    pub async fn done_events(&self, fd: Fd, tid: usize, close: &Close<'_>) -> Report {
         let e = self.entry(fd);
         if !self.grab_tgid(&e).await {
             return Report::Closed;
@@ -577,7 +584,7 @@ impl FdTable {
         e: &FdEntry,
         fd: Fd,
         tid: usize,
-        close: &dyn Fn(Fd),
+        close: &Close<'_>,
     ) -> Report {
         if e.flags.bit_test_and_reset(FD_MUST_CLOSE_BIT).await {
             self.drop_tgid(e).await;
@@ -602,7 +609,7 @@ impl FdTable {
     /// Deletes `fd` from thread `tid` and closes it with `close`, now or,
     /// when another thread still runs on it, when that thread leaves
     /// (HAProxy's `fd_delete`).
-    pub async fn delete(&self, fd: Fd, tid: usize, close: &dyn Fn(Fd)) {
+    pub async fn delete(&self, fd: Fd, tid: usize, close: &Close<'_>) {
         let e = self.entry(fd);
         e.running_mask.fetch_or(bit(tid)).await;
         e.flags.fetch_or(FD_MUST_CLOSE).await;
@@ -618,7 +625,7 @@ impl FdTable {
 
     /// Nobody owns or runs on `fd` any more: reset it and close it
     /// (HAProxy's `_fd_delete_orphan`).
-    async fn delete_orphan(&self, fd: Fd, tid: usize, close: &dyn Fn(Fd)) {
+    async fn delete_orphan(&self, fd: Fd, tid: usize, close: &Close<'_>) {
         let e = self.entry(fd);
         let fixed = !self.bugs.is_buggy(HAP_FDRACE);
         if fixed {
@@ -651,7 +658,7 @@ impl FdTable {
         }
         e.ev.set(Events::NONE);
         e.owner.set(None);
-        close(fd);
+        close(fd).await;
     }
 }
 
@@ -667,7 +674,9 @@ mod tests {
         tokio::task::LocalSet::new().block_on(&rt, f)
     }
 
-    fn no_close(_: Fd) {}
+    fn no_close(_: Fd) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async {})
+    }
 
     #[test]
     fn an_update_is_queued_once_per_thread_until_its_bit_is_consumed() {

@@ -328,6 +328,31 @@ impl State {
     }
 }
 
+/// Connection `id`'s layers and a part of its role, lent from the shared
+/// state for a moment (see [`raw_sock::Lend`]): borrowed anew each time,
+/// never across a syscall (other threads may run there).
+pub struct Lent<'a, T> {
+    pub state: &'a RefCell<State>,
+    pub id: ConnId,
+    pub part: fn(&mut session::Role) -> &mut T,
+}
+
+impl<T> raw_sock::Lend<T> for Lent<'_, T> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Connection, &mut T) -> R) -> R {
+        let mut st = self.state.borrow_mut();
+        let Some(Conn { c, role, .. }) = st.conns.get_mut(&self.id) else {
+            panic!(
+                "connection {} left the state while its handler was in a syscall",
+                self.id
+            );
+        };
+        f(c, (self.part)(role))
+    }
+}
+
+/// What a thread's close callback answers (see [`fd::Close`]).
+type CloseFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 /// A running proxy.
 pub struct Proxy<S: Syscalls> {
     pub sys: S,
@@ -347,7 +372,7 @@ fn all_threads(threads: usize) -> ThreadMask {
 
 impl<S: Syscalls + 'static> Proxy<S> {
     /// Resolves the backends and creates the pollers; nothing runs yet.
-    pub fn new(sys: S, config: ProxyConfig) -> Result<Rc<Proxy<S>>, String> {
+    pub async fn new(sys: S, config: ProxyConfig) -> Result<Rc<Proxy<S>>, String> {
         config.validate()?;
         let mut servers = Vec::new();
         for (i, b) in config.backends.iter().enumerate() {
@@ -360,6 +385,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
         for _ in 0..config.threads {
             let epfd = sys
                 .epoll_create()
+                .await
                 .map_err(|e| format!("epoll_create: {e}"))?;
             threads.push(ThreadState {
                 epfd,
@@ -429,7 +455,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             let st = self.state.borrow();
             (st.threads[tid].epfd, st.threads[tid].notify.clone())
         };
-        let close = |fd: Fd| self.close_fd(fd);
+        let close = |fd: Fd| -> CloseFuture<'_> { Box::pin(self.close_fd(fd)) };
         loop {
             self.run_timers(tid).await;
             if tid == 0 && self.config.check.enabled {
@@ -494,8 +520,8 @@ impl<S: Syscalls + 'static> Proxy<S> {
     }
 
     /// Closes an fd that left the table.
-    fn close_fd(&self, fd: Fd) {
-        if let Err(e) = self.sys.close(fd) {
+    async fn close_fd(&self, fd: Fd) {
+        if let Err(e) = self.sys.close(fd).await {
             tracing::warn!(target: "faultline::proxy", fd, error = %e, "close failed");
         }
     }
@@ -571,7 +597,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
     /// Closes the connections scheduled for closing: transport first, then
     /// the control layer (the fd leaves the table and is closed).
     async fn run_closes(&self, tid: usize) {
-        let close = |fd: Fd| self.close_fd(fd);
+        let close = |fd: Fd| -> CloseFuture<'_> { Box::pin(self.close_fd(fd)) };
         loop {
             let next = self.state.borrow_mut().threads[tid].closing.pop();
             let Some(id) = next else {
@@ -590,14 +616,14 @@ impl<S: Syscalls + 'static> Proxy<S> {
             if let Some(fd) = fd {
                 self.fdtab.delete(fd, tid, &close).await;
             }
-            let mut st = self.state.borrow_mut();
-            if let Some(mut conn) = st.conns.remove(&id) {
+            let removed = self.state.borrow_mut().conns.remove(&id);
+            if let Some(mut conn) = removed {
                 if conn.c.ctrl_ready() {
                     conn.c.ctrl_closed();
                 }
                 if let session::Role::Client(cl) = &mut conn.role {
                     if let Some(pipe) = cl.pipe.take() {
-                        pipe.put(&self.sys);
+                        pipe.put(&self.sys).await;
                     }
                 }
                 tracing::debug!(target: "faultline::proxy", thread = tid, conn = id, fd = ?fd, errno = ?conn.c.errno, "closed");
@@ -663,6 +689,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
         match self
             .sys
             .epoll_ctl(epfd, op, fd, events, e.generation(), false)
+            .await
         {
             Ok(()) => e.set_registered(tid, (op != EpollOp::Del).then_some(events)),
             Err(err) => {
@@ -676,7 +703,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
     /// another one: it is woken).
     async fn accept(&self, tid: usize, lfd: Fd) {
         for _ in 0..self.config.max_accept {
-            match self.sys.accept(lfd) {
+            match self.sys.accept(lfd).await {
                 Ok((fd, peer)) => {
                     let (id, owner) = {
                         let mut st = self.state.borrow_mut();
@@ -718,7 +745,9 @@ impl<S: Syscalls + 'static> Proxy<S> {
 /// Starts a proxy: listens, then runs its threads (never returns unless a
 /// thread fails). Call inside a `LocalSet`.
 pub async fn run_proxy<S: Syscalls + 'static>(sys: S, config: ProxyConfig) -> std::io::Result<()> {
-    let proxy = Proxy::new(sys, config).map_err(std::io::Error::other)?;
+    let proxy = Proxy::new(sys, config)
+        .await
+        .map_err(std::io::Error::other)?;
     proxy
         .listen()
         .await

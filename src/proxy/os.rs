@@ -132,11 +132,11 @@ fn to_epoll(events: Events, edge: bool) -> u32 {
 }
 
 impl Syscalls for OsSys {
-    fn socket(&self) -> Result<Fd, Errno> {
+    async fn socket(&self) -> Result<Fd, Errno> {
         new_socket()
     }
 
-    fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno> {
+    async fn connect(&self, fd: Fd, addr: SocketAddr) -> Result<(), Errno> {
         let SocketAddr::V4(v4) = addr else {
             return Err(Errno::EINVAL);
         };
@@ -175,7 +175,7 @@ impl Syscalls for OsSys {
         Ok(fd)
     }
 
-    fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
+    async fn accept(&self, fd: Fd) -> Result<(Fd, SocketAddr), Errno> {
         // SAFETY: zeroed sockaddr_in is valid; accept4 writes at most `len` bytes.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -193,13 +193,13 @@ impl Syscalls for OsSys {
         Ok((new, peer))
     }
 
-    fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+    async fn recv(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
         // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 { Err(errno()) } else { Ok(n as usize) }
     }
 
-    fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+    async fn sendv(&self, fd: Fd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
         // SAFETY: a zeroed msghdr is valid; IoSlice is ABI-compatible with iovec.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
@@ -234,7 +234,7 @@ impl Syscalls for OsSys {
         check(unsafe { libc::shutdown(fd, how) }).map(|_| ())
     }
 
-    fn close(&self, fd: Fd) -> Result<(), Errno> {
+    async fn close(&self, fd: Fd) -> Result<(), Errno> {
         // Stop tokio watching an epoll fd before it is closed; a closed fd
         // leaves every epoll set.
         self.pollers.borrow_mut().remove(&fd);
@@ -245,14 +245,14 @@ impl Syscalls for OsSys {
         check(unsafe { libc::close(fd) }).map(|_| ())
     }
 
-    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+    async fn pipe(&self) -> Result<(Fd, Fd), Errno> {
         let mut fds: [libc::c_int; 2] = [-1; 2];
         // SAFETY: `fds` has room for the two fds pipe2 writes.
         check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
         Ok((fds[0], fds[1]))
     }
 
-    fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
+    async fn splice(&self, from: Fd, to: Fd, max_bytes: usize) -> Result<usize, Errno> {
         // SAFETY: plain syscall; null offsets: neither a pipe nor a socket
         // has a position.
         let n = unsafe {
@@ -268,7 +268,7 @@ impl Syscalls for OsSys {
         if n < 0 { Err(errno()) } else { Ok(n as usize) }
     }
 
-    fn epoll_create(&self) -> Result<Fd, Errno> {
+    async fn epoll_create(&self) -> Result<Fd, Errno> {
         // SAFETY: plain syscall.
         let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: the epoll fd stays open while registered: `close` drops
@@ -280,7 +280,7 @@ impl Syscalls for OsSys {
         Ok(fd)
     }
 
-    fn epoll_ctl(
+    async fn epoll_ctl(
         &self,
         epfd: Fd,
         op: EpollOp,
@@ -377,7 +377,20 @@ impl OsSys {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
+
+    /// The answer of a call that does not wait (every call of `OsSys` but
+    /// `listen` and `epoll_wait`: non-blocking, no preemption points).
+    fn now<T>(call: impl Future<Output = T>) -> T {
+        match pin!(call).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(answer) => answer,
+            Poll::Pending => panic!("the call waited"),
+        }
+    }
 
     /// A loopback TCP pair: (client fd, accepted fd).
     fn loopback_pair(sys: &OsSys) -> (Fd, Fd) {
@@ -387,19 +400,19 @@ mod tests {
             .expect("a runtime");
         let listener = runtime.block_on(sys.listen(0)).expect("listen");
         let port = sys.local_port(listener).expect("a bound port");
-        let client = sys.socket().expect("a socket");
-        match sys.connect(client, SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+        let client = now(sys.socket()).expect("a socket");
+        match now(sys.connect(client, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))) {
             Ok(()) | Err(Errno::EINPROGRESS) => {}
             Err(e) => panic!("connect: {e}"),
         }
         let accepted = loop {
-            match sys.accept(listener) {
+            match now(sys.accept(listener)) {
                 Ok((fd, _)) => break fd,
                 Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
                 Err(e) => panic!("accept: {e}"),
             }
         };
-        sys.close(listener).unwrap();
+        now(sys.close(listener)).unwrap();
         (client, accepted)
     }
 
@@ -420,13 +433,13 @@ mod tests {
         let sys = OsSys::new();
         let (a, b) = loopback_pair(&sys); // a -> b: the source
         let (c, d) = loopback_pair(&sys); // c -> d: the destination
-        let (pipe_r, pipe_w) = sys.pipe().expect("a pipe");
+        let (pipe_r, pipe_w) = now(sys.pipe()).expect("a pipe");
         // Nothing to read yet: the kernel's non-blocking answers.
-        assert_eq!(sys.splice(b, pipe_w, 4096), Err(Errno::EAGAIN));
-        assert_eq!(sys.splice(pipe_r, c, 4096), Err(Errno::EAGAIN));
+        assert_eq!(now(sys.splice(b, pipe_w, 4096)), Err(Errno::EAGAIN));
+        assert_eq!(now(sys.splice(pipe_r, c, 4096)), Err(Errno::EAGAIN));
         // Neither side a pipe, or a pipe end used the wrong way round.
-        assert_eq!(sys.splice(b, c, 4096), Err(Errno::EINVAL));
-        assert_eq!(sys.splice(b, pipe_r, 4096), Err(Errno::EBADF));
+        assert_eq!(now(sys.splice(b, c, 4096)), Err(Errno::EINVAL));
+        assert_eq!(now(sys.splice(b, pipe_r, 4096)), Err(Errno::EBADF));
 
         let data: Vec<u8> = (0..TOTAL_BYTES).map(|i| (i % 251) as u8).collect();
         let mut sent = 0;
@@ -435,23 +448,23 @@ mod tests {
         let mut buf = vec![0u8; 16 * 1024];
         while received.len() < TOTAL_BYTES {
             if sent < TOTAL_BYTES {
-                match sys.send(a, &data[sent..]) {
+                match now(sys.send(a, &data[sent..])) {
                     Ok(n) => sent += n,
                     Err(Errno::EAGAIN) => {}
                     Err(e) => panic!("send: {e}"),
                 }
             }
-            match sys.splice(b, pipe_w, 64 * 1024) {
+            match now(sys.splice(b, pipe_w, 64 * 1024)) {
                 Ok(n) => assert!(n > 0, "no end of stream before the sender closes"),
                 Err(Errno::EAGAIN) => {}
                 Err(e) => panic!("splice socket -> pipe: {e}"),
             }
-            match sys.splice(pipe_r, c, 64 * 1024) {
+            match now(sys.splice(pipe_r, c, 64 * 1024)) {
                 Ok(n) => through += n,
                 Err(Errno::EAGAIN) => {}
                 Err(e) => panic!("splice pipe -> socket: {e}"),
             }
-            match sys.recv(d, &mut buf) {
+            match now(sys.recv(d, &mut buf)) {
                 Ok(n) => received.extend_from_slice(&buf[..n]),
                 Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(100)),
                 Err(e) => panic!("recv: {e}"),
@@ -461,13 +474,13 @@ mod tests {
         assert!(received == data, "the bytes arrive unchanged and in order");
 
         // The sender closes: the source socket's end of stream is splice's 0.
-        sys.close(a).unwrap();
-        assert_eq!(retry(|| sys.splice(b, pipe_w, 4096)), Ok(0));
+        now(sys.close(a)).unwrap();
+        assert_eq!(retry(|| now(sys.splice(b, pipe_w, 4096))), Ok(0));
         // The pipe's writer closes: an empty pipe's end of stream is 0 too.
-        sys.close(pipe_w).unwrap();
-        assert_eq!(sys.splice(pipe_r, c, 4096), Ok(0));
+        now(sys.close(pipe_w)).unwrap();
+        assert_eq!(now(sys.splice(pipe_r, c, 4096)), Ok(0));
         for fd in [b, c, d, pipe_r] {
-            sys.close(fd).unwrap();
+            now(sys.close(fd)).unwrap();
         }
     }
 }

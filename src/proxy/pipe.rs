@@ -30,8 +30,8 @@ pub struct Pipe {
 
 impl Pipe {
     /// A new, empty pipe (HAProxy's `get_pipe`).
-    pub fn get<S: Syscalls>(sys: &S) -> Result<Pipe, Errno> {
-        let (cons, prod) = sys.pipe()?;
+    pub async fn get<S: Syscalls>(sys: &S) -> Result<Pipe, Errno> {
+        let (cons, prod) = sys.pipe().await?;
         assert_ne!(cons, prod, "a pipe has two ends");
         Ok(Pipe {
             prod,
@@ -43,9 +43,9 @@ impl Pipe {
     /// Releases the pipe (HAProxy's `put_pipe`). Bytes still in it are
     /// lost: only a connection that is being closed releases a pipe that
     /// is not empty.
-    pub fn put<S: Syscalls>(self, sys: &S) {
+    pub async fn put<S: Syscalls>(self, sys: &S) {
         for fd in [self.prod, self.cons] {
-            if let Err(e) = sys.close(fd) {
+            if let Err(e) = sys.close(fd).await {
                 tracing::warn!(target: "faultline::proxy", fd, error = %e, "pipe close failed");
             }
         }

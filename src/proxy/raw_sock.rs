@@ -75,142 +75,211 @@ fn nothing_to_read(conn: &mut Connection, ev: Events, bugs: &Bugs) -> bool {
     false
 }
 
-/// Receives up to `count` bytes into `buf`. Returns the bytes received;
-/// the connection's flags say whether the stream ended or failed.
-pub fn rcv_buf<S: Syscalls>(
+/// What a transport function works on, lent for a moment: a connection's
+/// layers and flags, and where its bytes go (a buffer) or nothing in
+/// particular. Every syscall is a preemption point where other threads may
+/// run, so a connection kept in state other threads borrow (the proxy's
+/// `RefCell`) is never held across one: the functions below borrow it
+/// between their syscalls only, and make each syscall with their own
+/// copies (the bytes to send, a landing area for the bytes received).
+pub trait Lend<T> {
+    /// Runs `f` on the connection and its part.
+    fn with<R>(&mut self, f: impl FnOnce(&mut Connection, &mut T) -> R) -> R;
+}
+
+/// Owned borrows lend themselves.
+impl<T> Lend<T> for (&mut Connection, &mut T) {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Connection, &mut T) -> R) -> R {
+        f(self.0, self.1)
+    }
+}
+
+/// What to do after a syscall's answer was looked at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Make the call again.
+    Again,
+    /// Done.
+    Stop,
+    /// `rcv_pipe`: this kernel cannot splice from this socket.
+    Unsupported,
+}
+
+/// Receives up to `count` bytes into the lent buffer. Returns the bytes
+/// received; the connection's flags say whether the stream ended or failed.
+pub async fn rcv_buf<S: Syscalls>(
     sys: &S,
     table: &FdTable,
-    conn: &mut Connection,
-    buf: &mut Buffer,
+    lent: &mut impl Lend<Buffer>,
     count: usize,
     bugs: &Bugs,
 ) -> usize {
-    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
+    let ready = lent.with(|conn, buf| {
+        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
+            return None;
+        }
+        let fd = conn.fd;
+        if !table.recv_ready(fd) {
+            return None;
+        }
+        let ev = table.ev(fd);
+        if nothing_to_read(conn, ev, bugs) {
+            return None;
+        }
+        buf.compact();
+        Some((fd, ev))
+    });
+    let Some((fd, ev)) = ready else {
         return 0;
-    }
-    let fd = conn.fd;
-    if !table.recv_ready(fd) {
-        return 0;
-    }
-    let ev = table.ev(fd);
-    if nothing_to_read(conn, ev, bugs) {
-        return 0;
-    }
-    buf.compact();
+    };
     let mut done = 0;
     let mut count = count;
+    // Where recv() puts the bytes: the buffer is not borrowed across the
+    // call; `fill_with` then takes them as if they had arrived in place.
+    let mut landing = Vec::new();
     while count > 0 {
-        let try_bytes = if bugs.is_buggy(HAP_RCVBUF) {
-            // HAP-RCVBUF: the caller was trusted to ask for no more than
-            // the free space.
-            count
-        } else {
-            // Asked-for bytes are a maximum; the free space is the bound.
-            count.min(buf.room())
-        };
+        let try_bytes = lent.with(|_, buf| {
+            if bugs.is_buggy(HAP_RCVBUF) {
+                // HAP-RCVBUF: the caller was trusted to ask for no more than
+                // the free space.
+                count
+            } else {
+                // Asked-for bytes are a maximum; the free space is the bound.
+                count.min(buf.room())
+            }
+        });
         if try_bytes == 0 {
             break;
         }
-        match buf.fill_with(try_bytes, |dst| sys.recv(fd, dst)) {
-            Ok(0) => {
-                read0(conn, ev, bugs);
-                break;
-            }
-            Ok(n) => {
-                done += n;
-                if n < try_bytes {
-                    // A short read: the socket is drained. If the poller
-                    // saw the peer close, this is the end of the stream,
-                    // without another recv() to learn it (an error
-                    // reported with the hangup is read0's to notice).
-                    if ev.contains(Events::HUP) {
-                        read0(conn, ev, bugs);
-                        break;
-                    }
-                    table.done_recv(fd);
-                    break;
+        landing.resize(try_bytes, 0);
+        let received = sys.recv(fd, &mut landing[..try_bytes]).await;
+        let next = lent.with(|conn, buf| {
+            let filled = buf.fill_with(try_bytes, |dst| {
+                received.inspect(|&n| dst[..n].copy_from_slice(&landing[..n]))
+            });
+            match filled {
+                Ok(0) => {
+                    read0(conn, ev, bugs);
+                    Next::Stop
                 }
-                count -= n;
+                Ok(n) => {
+                    done += n;
+                    if n < try_bytes {
+                        // A short read: the socket is drained. If the poller
+                        // saw the peer close, this is the end of the stream,
+                        // without another recv() to learn it (an error
+                        // reported with the hangup is read0's to notice).
+                        if ev.contains(Events::HUP) {
+                            read0(conn, ev, bugs);
+                            return Next::Stop;
+                        }
+                        table.done_recv(fd);
+                        return Next::Stop;
+                    }
+                    count -= n;
+                    Next::Again
+                }
+                Err(Errno::EAGAIN) => {
+                    table.cant_recv(fd);
+                    Next::Stop
+                }
+                Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
+                    // Some systems answer ENOTCONN while the connect is still
+                    // in progress: nothing to read yet.
+                    faultline_harness::probe("proxy:recv-enotconn-waits");
+                    table.cant_recv(fd);
+                    Next::Stop
+                }
+                // A signal came first: the call did nothing, make it again.
+                Err(Errno::EINTR) => Next::Again,
+                Err(errno) => {
+                    // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
+                    // lands here, as a fatal error.
+                    conn.fail(Some(errno));
+                    Next::Stop
+                }
             }
-            Err(Errno::EAGAIN) => {
-                table.cant_recv(fd);
-                break;
-            }
-            Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
-                // Some systems answer ENOTCONN while the connect is still
-                // in progress: nothing to read yet.
-                faultline_harness::probe("proxy:recv-enotconn-waits");
-                table.cant_recv(fd);
-                break;
-            }
-            // A signal came first: the call did nothing, make it again.
-            Err(Errno::EINTR) => continue,
-            Err(errno) => {
-                // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
-                // lands here, as a fatal error.
-                conn.fail(Some(errno));
-                break;
-            }
+        });
+        if next == Next::Stop {
+            break;
         }
     }
-    if done > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
-        conn.flags &= !CO_FL_WAIT_L4_CONN;
+    if done > 0 {
+        lent.with(|conn, _| {
+            if conn.has(CO_FL_WAIT_L4_CONN) {
+                conn.flags &= !CO_FL_WAIT_L4_CONN;
+            }
+        });
     }
     done
 }
 
 /// Sends as much of `data` as the socket takes. Returns the bytes sent.
-pub fn snd_buf<S: Syscalls>(
+/// (`data` is the caller's copy: the connection is lent between syscalls
+/// only.)
+pub async fn snd_buf<S: Syscalls, T>(
     sys: &S,
     table: &FdTable,
-    conn: &mut Connection,
+    lent: &mut impl Lend<T>,
     data: &[u8],
     bugs: &Bugs,
 ) -> usize {
-    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
+    let ready = lent.with(|conn, _| {
+        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
+            return None;
+        }
+        let fd = conn.fd;
+        table.send_ready(fd).then_some(fd)
+    });
+    let Some(fd) = ready else {
         return 0;
-    }
-    let fd = conn.fd;
-    if !table.send_ready(fd) {
-        return 0;
-    }
+    };
     let mut done = 0;
     while done < data.len() {
-        match sys.send(fd, &data[done..]) {
+        let sent = sys.send(fd, &data[done..]).await;
+        let next = lent.with(|conn, _| match sent {
             Ok(0) => {
                 table.cant_send(fd);
-                break;
+                Next::Stop
             }
             Ok(n) => {
                 done += n;
                 conn.flags |= CO_FL_CONNECTED;
                 if done < data.len() {
                     // The socket buffer is full: do not insist.
-                    break;
+                    return Next::Stop;
                 }
+                Next::Again
             }
             Err(Errno::EAGAIN | Errno::EINPROGRESS) => {
                 table.cant_send(fd);
-                break;
+                Next::Stop
             }
             Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
                 // Not connected yet on some systems: poll for write.
                 faultline_harness::probe("proxy:send-enotconn-waits");
                 table.cant_send(fd);
-                break;
+                Next::Stop
             }
             // A signal came first: the call did nothing, make it again.
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => Next::Again,
             Err(errno) => {
                 // HAP-ENOTCONN (buggy variant): ENOTCONN during a connect
                 // lands here, as a fatal error.
                 conn.fail(Some(errno));
-                break;
+                Next::Stop
             }
+        });
+        if next == Next::Stop {
+            break;
         }
     }
-    if done > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
-        conn.flags &= !CO_FL_WAIT_L4_CONN;
+    if done > 0 {
+        lent.with(|conn, _| {
+            if conn.has(CO_FL_WAIT_L4_CONN) {
+                conn.flags &= !CO_FL_WAIT_L4_CONN;
+            }
+        });
     }
     done
 }
@@ -221,33 +290,40 @@ pub fn snd_buf<S: Syscalls>(
 /// socket (nothing was moved: the caller disables splicing on the
 /// connection and receives into its buffer instead). `WAIT_ROOM` says the
 /// pipe is full, or full enough for this pass.
-pub fn rcv_pipe<S: Syscalls>(
+pub async fn rcv_pipe<S: Syscalls, T>(
     sys: &S,
     table: &FdTable,
-    conn: &mut Connection,
+    lent: &mut impl Lend<T>,
     pipe: &mut Pipe,
     count: usize,
     bugs: &Bugs,
 ) -> Option<usize> {
-    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
+    let ready = lent.with(|conn, _| {
+        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
+            return None;
+        }
+        let fd = conn.fd;
+        if !table.recv_ready(fd) {
+            return None;
+        }
+        let ev = table.ev(fd);
+        if nothing_to_read(conn, ev, bugs) {
+            return None;
+        }
+        Some((fd, ev))
+    });
+    let Some((fd, ev)) = ready else {
         return Some(0);
-    }
-    let fd = conn.fd;
-    if !table.recv_ready(fd) {
-        return Some(0);
-    }
-    let ev = table.ev(fd);
-    if nothing_to_read(conn, ev, bugs) {
-        return Some(0);
-    }
+    };
     let mut retval = 0;
     let mut count = count;
     while count > 0 {
         let ask = count.min(MAX_SPLICE_AT_ONCE_BYTES);
-        match sys.splice(fd, pipe.prod, ask) {
+        let spliced = sys.splice(fd, pipe.prod, ask).await;
+        let next = lent.with(|conn, _| match spliced {
             Ok(0) => {
                 read0(conn, ev, bugs);
-                break;
+                Next::Stop
             }
             Ok(n) => {
                 assert!(n <= ask, "splice moved {n} bytes, asked for {ask}");
@@ -261,7 +337,7 @@ pub fn rcv_pipe<S: Syscalls>(
                     // segment". A splice may also stop short because the
                     // pipe is full: the rest of the input is lost.
                     read0(conn, ev, bugs);
-                    break;
+                    return Next::Stop;
                 }
                 if !bugs.is_buggy(HAP_SPLICE_OVERRUN) {
                     // HAProxy commit 4fc90efed: count what moved. Without
@@ -279,63 +355,77 @@ pub fn rcv_pipe<S: Syscalls>(
                         // kept recv() out while the pipe held anything.)
                         conn.flags |= CO_FL_WAIT_ROOM;
                     }
-                    break;
+                    return Next::Stop;
                 }
+                Next::Again
             }
             Err(Errno::EAGAIN) => {
                 if pipe.data_bytes > 0 {
                     // The socket is empty or the pipe is full: which, the
                     // kernel does not say. Stop until the pipe is flushed.
                     conn.flags |= CO_FL_WAIT_ROOM;
-                    break;
+                    return Next::Stop;
                 }
                 table.cant_recv(fd);
-                break;
+                Next::Stop
             }
-            Err(Errno::EINVAL) | Err(ENOSYS) if retval == 0 => return None,
+            Err(Errno::EINVAL) | Err(ENOSYS) if retval == 0 => Next::Unsupported,
             Err(Errno::EBADF) if retval == 0 && !bugs.is_buggy(HAP_SPLICE_EBADF) => {
                 // HAProxy commit 45b889396: some kernels fail splice()
                 // with EBADF on valid fds; splicing is disabled on the
                 // connection, which goes on with recv(). (HAP-SPLICE-EBADF:
                 // the old code lands below and fails the connection.)
                 faultline_harness::probe("proxy:splice-not-supported");
-                return None;
+                Next::Unsupported
             }
             // A signal came first: the call did nothing, make it again.
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => Next::Again,
             Err(errno) => {
                 conn.fail(Some(errno));
-                break;
+                Next::Stop
             }
+        });
+        match next {
+            Next::Again => {}
+            Next::Stop => break,
+            Next::Unsupported => return None,
         }
     }
-    if retval > 0 && conn.has(CO_FL_WAIT_L4_CONN) {
-        conn.flags &= !CO_FL_WAIT_L4_CONN;
+    if retval > 0 {
+        lent.with(|conn, _| {
+            if conn.has(CO_FL_WAIT_L4_CONN) {
+                conn.flags &= !CO_FL_WAIT_L4_CONN;
+            }
+        });
     }
     Some(retval)
 }
 
 /// Sends what `pipe` holds to the socket with `splice()` (HAProxy's
 /// `raw_sock_from_pipe`). Returns the bytes sent.
-pub fn snd_pipe<S: Syscalls>(
+pub async fn snd_pipe<S: Syscalls, T>(
     sys: &S,
     table: &FdTable,
-    conn: &mut Connection,
+    lent: &mut impl Lend<T>,
     pipe: &mut Pipe,
 ) -> usize {
-    if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
+    let ready = lent.with(|conn, _| {
+        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
+            return None;
+        }
+        let fd = conn.fd;
+        table.send_ready(fd).then_some(fd)
+    });
+    let Some(fd) = ready else {
         return 0;
-    }
-    let fd = conn.fd;
-    if !table.send_ready(fd) {
-        return 0;
-    }
+    };
     let mut done = 0;
     while pipe.data_bytes > 0 {
-        match sys.splice(pipe.cons, fd, pipe.data_bytes) {
+        let spliced = sys.splice(pipe.cons, fd, pipe.data_bytes).await;
+        let next = lent.with(|conn, _| match spliced {
             Ok(0) | Err(Errno::EAGAIN) => {
                 table.cant_send(fd);
-                break;
+                Next::Stop
             }
             Ok(n) => {
                 assert!(
@@ -346,13 +436,17 @@ pub fn snd_pipe<S: Syscalls>(
                 done += n;
                 pipe.data_bytes -= n;
                 conn.flags |= CO_FL_CONNECTED;
+                Next::Again
             }
             // A signal came first: the call did nothing, make it again.
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => Next::Again,
             Err(errno) => {
                 conn.fail(Some(errno));
-                break;
+                Next::Stop
             }
+        });
+        if next == Next::Stop {
+            break;
         }
     }
     done

@@ -36,7 +36,7 @@ use super::conn::{
 use super::fd::{Owner, bit};
 use super::pipe::Pipe;
 use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
-use super::{Conn, Proxy, ProxyConfig, VERSION};
+use super::{Conn, Lent, Proxy, ProxyConfig, VERSION};
 use crate::bugs::{HAP_SPLICE_OVERRUN, HAP_SPLICE_SPIN};
 use crate::protocol::{
     HEADER_LEN, Header, Limits, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of,
@@ -169,6 +169,42 @@ fn server_of(conn: &mut Conn) -> &mut ServerSide {
     }
 }
 
+// The parts of a connection's role a transport function is lent (see
+// `super::Lent`).
+
+fn client_inbuf(role: &mut Role) -> &mut Buffer {
+    match role {
+        Role::Client(cl) => &mut cl.inbuf,
+        _ => unreachable!("a client connection"),
+    }
+}
+
+fn server_inbuf(role: &mut Role) -> &mut Buffer {
+    match role {
+        Role::Server(s) => &mut s.inbuf,
+        _ => unreachable!("a backend connection"),
+    }
+}
+
+/// The whole role: for the transport functions that need only the
+/// connection.
+pub(super) fn whole_role(role: &mut Role) -> &mut Role {
+    role
+}
+
+/// Connection `id` with `part` of its role, lent to a transport function.
+pub(super) fn lent<S: Syscalls, T>(
+    px: &Proxy<S>,
+    id: ConnId,
+    part: fn(&mut Role) -> &mut T,
+) -> Lent<'_, T> {
+    Lent {
+        state: &px.state,
+        id,
+        part,
+    }
+}
+
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -263,28 +299,28 @@ pub async fn set_polling<S: Syscalls>(px: &Proxy<S>, polling: Option<Polling>) {
 pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) -> bool {
     let mut progress = false;
     {
+        let flags_before = match px.state.borrow().conns.get(&id) {
+            Some(conn) => conn.c.flags,
+            None => return false,
+        };
+        // Send what is pending.
+        progress |= send_pending(px, id).await > 0;
+        // Receive while there is room: ask for the free space.
+        let room = {
+            let mut st = px.state.borrow_mut();
+            let cl = client_of(st.conns.get_mut(&id).expect("present"));
+            cl.inbuf.compact();
+            cl.inbuf.room()
+        };
+        if room > 0 {
+            let mut lent = lent(px, id, client_inbuf);
+            let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
+            progress |= n > 0;
+        }
         let mut st = px.state.borrow_mut();
         let st = &mut *st;
-        let Some(conn) = st.conns.get_mut(&id) else {
-            return false;
-        };
-        let flags_before = conn.c.flags;
-        // Send what is pending.
-        let feeder = {
-            let Conn { c, role, .. } = conn;
-            let Role::Client(cl) = role else {
-                unreachable!()
-            };
-            progress |= send_pending(px, c, cl) > 0;
-            // Receive while there is room: ask for the free space.
-            cl.inbuf.compact();
-            if cl.inbuf.room() > 0 {
-                let room = cl.inbuf.room();
-                let n = rcv_buf(&px.sys, &px.fdtab, c, &mut cl.inbuf, room, &px.bugs);
-                progress |= n > 0;
-            }
-            cl.feeder
-        };
+        let conn = st.conns.get_mut(&id).expect("present");
+        let feeder = client_of(conn).feeder;
         progress |= conn.c.flags != flags_before;
         let (failed, errno) = (conn.c.has(CO_FL_ERROR), conn.c.errno);
         if progress {
@@ -345,6 +381,19 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
         progress = true;
         dispatch(px, tid, id, packet).await;
     }
+    // Send what the requests produced (speculatively).
+    let pending = {
+        let mut st = px.state.borrow_mut();
+        client_of(st.conns.get_mut(&id).expect("present")).pending_bytes() > 0
+    };
+    if pending {
+        progress |= send_pending(px, id).await > 0;
+        let mut st = px.state.borrow_mut();
+        if st.conns[&id].c.has(CO_FL_ERROR) {
+            abort_client(&mut st, id);
+            return true;
+        }
+    }
     let wanted = {
         let mut st = px.state.borrow_mut();
         let st = &mut *st;
@@ -353,14 +402,6 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
         let Role::Client(cl) = role else {
             unreachable!()
         };
-        // Send what the requests produced (speculatively).
-        if cl.pending_bytes() > 0 {
-            progress |= send_pending(px, c, cl) > 0;
-            if c.has(CO_FL_ERROR) {
-                abort_client(st, id);
-                return true;
-            }
-        }
         let idle = cl.request.is_none() && cl.feeder.is_none() && cl.pending_bytes() == 0;
         let done_reading = c.has(CO_FL_SOCK_RD_SH) || cl.close_after_flush;
         if idle && done_reading {
@@ -389,19 +430,44 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
 /// Sends what the client is owed: the pipe's bytes first, then the
 /// buffer's (HAProxy's `si_conn_send`: while the pipe holds data, the
 /// buffer waits). Answers the bytes sent.
-fn send_pending<S: Syscalls>(px: &Proxy<S>, c: &mut Connection, cl: &mut ClientSide) -> usize {
+/// (The pipe is the handler's own while its bytes go out, the buffer's
+/// bytes are sent from a copy: nothing is borrowed across a syscall.)
+async fn send_pending<S: Syscalls>(px: &Proxy<S>, id: ConnId) -> usize {
     let mut sent = 0;
-    if let Some(pipe) = cl.pipe.as_mut() {
-        sent += snd_pipe(&px.sys, &px.fdtab, c, pipe);
-        if pipe.data_bytes > 0 || c.has(CO_FL_ERROR) {
-            return sent;
-        }
-        // Flushed: the pipe goes back.
-        cl.pipe.take().expect("just seen").put(&px.sys);
+    let pipe = client_of(px.state.borrow_mut().conns.get_mut(&id).expect("present")).pipe;
+    if let Some(mut pipe) = pipe {
+        sent += snd_pipe(&px.sys, &px.fdtab, &mut lent(px, id, whole_role), &mut pipe).await;
+        let flushed = {
+            let mut st = px.state.borrow_mut();
+            let conn = st.conns.get_mut(&id).expect("present");
+            let failed = conn.c.has(CO_FL_ERROR);
+            let cl = client_of(conn);
+            cl.pipe = Some(pipe);
+            if pipe.data_bytes > 0 || failed {
+                return sent;
+            }
+            // Flushed: the pipe goes back.
+            cl.pipe.take().expect("just seen")
+        };
+        flushed.put(&px.sys).await;
     }
-    if !cl.out.is_empty() {
-        let n = snd_buf(&px.sys, &px.fdtab, c, &cl.out, &px.bugs);
-        cl.out.drain(..n);
+    let out = {
+        let mut st = px.state.borrow_mut();
+        let cl = client_of(st.conns.get_mut(&id).expect("present"));
+        (!cl.out.is_empty()).then(|| cl.out.clone())
+    };
+    if let Some(out) = out {
+        let n = snd_buf(
+            &px.sys,
+            &px.fdtab,
+            &mut lent(px, id, whole_role),
+            &out,
+            &px.bugs,
+        )
+        .await;
+        client_of(px.state.borrow_mut().conns.get_mut(&id).expect("present"))
+            .out
+            .drain(..n);
         sent += n;
     }
     sent
@@ -710,13 +776,13 @@ async fn server_conn<S: Syscalls + 'static>(
         }
     }
     let addr = px.state.borrow().servers[server].addr;
-    let fd = px.sys.socket()?;
-    let in_progress = match px.sys.connect(fd, addr) {
+    let fd = px.sys.socket().await?;
+    let in_progress = match px.sys.connect(fd, addr).await {
         Ok(()) => false,
         Err(Errno::EINPROGRESS) => true,
         Err(e) => {
             // The control layer was never initialised: close the socket itself.
-            let _ = px.sys.close(fd);
+            let _ = px.sys.close(fd).await;
             return Err(e);
         }
     };
@@ -819,37 +885,55 @@ pub async fn process_server<S: Syscalls + 'static>(
 ) -> bool {
     let mut progress = false;
     let (state, streaming) = {
-        let mut st = px.state.borrow_mut();
-        let Some(conn) = st.conns.get_mut(&sid) else {
-            return false;
+        let (flags_before, to_send) = {
+            let mut st = px.state.borrow_mut();
+            let Some(conn) = st.conns.get_mut(&sid) else {
+                return false;
+            };
+            let Conn { c, role, .. } = conn;
+            let Role::Server(s) = role else {
+                unreachable!()
+            };
+            // What stopped the last pass is looked at again.
+            c.flags &= !CO_FL_WAIT_ROOM;
+            let flags_before = c.flags;
+            check_connect(&px.sys, c, events);
+            // (Sent from a copy: nothing is borrowed across a syscall.)
+            let to_send =
+                (s.sent < s.out.len() && !c.has(CO_FL_ERROR)).then(|| s.out[s.sent..].to_vec());
+            (flags_before, to_send)
         };
-        let Conn { c, role, .. } = conn;
-        let Role::Server(s) = role else {
-            unreachable!()
-        };
-        // What stopped the last pass is looked at again.
-        c.flags &= !CO_FL_WAIT_ROOM;
-        let flags_before = c.flags;
-        check_connect(&px.sys, c, events);
-        if s.sent < s.out.len() && !c.has(CO_FL_ERROR) {
-            let n = snd_buf(&px.sys, &px.fdtab, c, &s.out[s.sent..], &px.bugs);
-            s.sent += n;
+        if let Some(data) = to_send {
+            let mut lent = lent(px, sid, whole_role);
+            let n = snd_buf(&px.sys, &px.fdtab, &mut lent, &data, &px.bugs).await;
+            server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).sent += n;
             progress |= n > 0;
         }
-        let streaming = s.to_forward > 0;
-        if !c.has(CO_FL_ERROR) && !streaming {
-            let room = header_wait_room(&px.config, &s.inbuf);
-            let n = rcv_buf(&px.sys, &px.fdtab, c, &mut s.inbuf, room, &px.bugs);
+        let (streaming, room) = {
+            let mut st = px.state.borrow_mut();
+            let conn = st.conns.get_mut(&sid).expect("present");
+            let failed = conn.c.has(CO_FL_ERROR);
+            let s = server_of(conn);
+            let streaming = s.to_forward > 0;
+            let room = (!failed && !streaming).then(|| header_wait_room(&px.config, &s.inbuf));
+            (streaming, room)
+        };
+        if let Some(room) = room {
+            let mut lent = lent(px, sid, server_inbuf);
+            let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
             if n > 0 {
-                s.response_started = true;
+                server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present"))
+                    .response_started = true;
                 progress = true;
             }
         }
-        progress |= c.flags != flags_before;
-        (s.state, streaming)
+        let mut st = px.state.borrow_mut();
+        let conn = st.conns.get_mut(&sid).expect("present");
+        progress |= conn.c.flags != flags_before;
+        (server_of(conn).state, streaming)
     };
     if let (true, ServerState::Busy(cid)) = (streaming, state) {
-        progress |= forward_body(px, &mut px.state.borrow_mut(), sid, cid);
+        progress |= forward_body(px, sid, cid).await;
     }
     let (failed, ended, started, sent_all, to_forward) = {
         let mut st = px.state.borrow_mut();
@@ -1120,36 +1204,37 @@ fn forwarded_opcode(request: &Request) -> Opcode {
 /// client's pipe while at least the minimum splice size is left and no
 /// byte waits in a buffer (bytes must not be at two places at once), else
 /// through the buffers. Answers whether bytes moved.
-fn forward_body<S: Syscalls + 'static>(
-    px: &Proxy<S>,
-    st: &mut super::State,
-    sid: ConnId,
-    cid: ConnId,
-) -> bool {
-    let Some(client) = st.conns.get_mut(&cid) else {
-        return false;
-    };
-    let cl = client_of(client);
-    let mut pipe = cl.pipe.take();
-    let mut splice_off = cl.splice_off;
-    let out_bytes = cl.out.len();
-    let conn = st.conns.get_mut(&sid).expect("present");
-    let Conn { c, role, .. } = conn;
-    let Role::Server(s) = role else {
-        unreachable!()
+///
+/// The client's pipe is the handler's own meanwhile (taken out of the
+/// client, put back at the end); the shared state is borrowed between the
+/// syscalls only.
+async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: ConnId) -> bool {
+    let (mut pipe, mut splice_off, out_bytes) = {
+        let mut st = px.state.borrow_mut();
+        let Some(client) = st.conns.get_mut(&cid) else {
+            return false;
+        };
+        let cl = client_of(client);
+        (cl.pipe.take(), cl.splice_off, cl.out.len())
     };
     let mut moved = 0;
     let mut spliced = 0;
     'splice: {
-        if s.to_forward < px.config.min_splice_bytes || splice_off || c.has(CO_FL_ERROR) {
-            break 'splice;
-        }
-        if !s.inbuf.is_empty() || out_bytes > 0 {
-            // Bytes already wait in a buffer: they go first.
-            break 'splice;
+        {
+            let mut st = px.state.borrow_mut();
+            let conn = st.conns.get_mut(&sid).expect("present");
+            let failed = conn.c.has(CO_FL_ERROR);
+            let s = server_of(conn);
+            if s.to_forward < px.config.min_splice_bytes || splice_off || failed {
+                break 'splice;
+            }
+            if !s.inbuf.is_empty() || out_bytes > 0 {
+                // Bytes already wait in a buffer: they go first.
+                break 'splice;
+            }
         }
         if pipe.is_none() {
-            match Pipe::get(&px.sys) {
+            match Pipe::get(&px.sys).await {
                 Ok(p) => pipe = Some(p),
                 Err(e) => {
                     tracing::debug!(target: "faultline::proxy", conn = sid, error = %e, "no pipe: no splicing");
@@ -1159,12 +1244,18 @@ fn forward_body<S: Syscalls + 'static>(
             }
         }
         let p = pipe.as_mut().expect("just made");
-        match rcv_pipe(&px.sys, &px.fdtab, c, p, s.to_forward, &px.bugs) {
+        // (What is to forward when splice() is called.)
+        let to_forward =
+            server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).to_forward;
+        let mut lent = lent(px, sid, whole_role);
+        match rcv_pipe(&px.sys, &px.fdtab, &mut lent, p, to_forward, &px.bugs).await {
             None => {
                 tracing::debug!(target: "faultline::proxy", conn = sid, "splice not supported: the buffers take over");
                 splice_off = true;
             }
             Some(n) => {
+                let mut st = px.state.borrow_mut();
+                let s = server_of(st.conns.get_mut(&sid).expect("present"));
                 // With HAP-SPLICE-OVERRUN a splice may take more than was
                 // scheduled (the count only stops at zero); the fixed
                 // code never does.
@@ -1181,31 +1272,45 @@ fn forward_body<S: Syscalls + 'static>(
     }
     // An empty pipe goes back (HAProxy's `abort_splice`).
     if pipe.is_some_and(|p| p.data_bytes == 0) {
-        pipe.take().expect("just seen").put(&px.sys);
+        pipe.take().expect("just seen").put(&px.sys).await;
     }
-    // Receiving into the buffer: an event splice() did not take must be
-    // taken by recv(), unless the pipe is full (HAProxy commit 61d39a0e2).
-    let may_recv = if px.bugs.is_buggy(HAP_SPLICE_SPIN) {
-        // HAP-SPLICE-SPIN: no recv() while the pipe holds data. Below the
-        // minimum splice size, nothing takes the event: the poller reports
-        // it again and again until the client drained the pipe.
-        pipe.is_none()
-    } else {
-        true
+    let room = {
+        let mut st = px.state.borrow_mut();
+        let conn = st.conns.get_mut(&sid).expect("present");
+        let Conn { c, role, .. } = conn;
+        let Role::Server(s) = role else {
+            unreachable!()
+        };
+        // Receiving into the buffer: an event splice() did not take must be
+        // taken by recv(), unless the pipe is full (HAProxy commit 61d39a0e2).
+        let may_recv = if px.bugs.is_buggy(HAP_SPLICE_SPIN) {
+            // HAP-SPLICE-SPIN: no recv() while the pipe holds data. Below the
+            // minimum splice size, nothing takes the event: the poller reports
+            // it again and again until the client drained the pipe.
+            pipe.is_none()
+        } else {
+            true
+        };
+        let may_recv = may_recv
+            && s.to_forward > 0
+            && !c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_WAIT_ROOM);
+        // The body's bytes in user space, received and waiting for the
+        // client, stay within the response buffer.
+        let buffered_bytes = s.inbuf.len() + out_bytes;
+        let room = px
+            .config
+            .response_buffer_bytes
+            .saturating_sub(buffered_bytes)
+            .min(s.inbuf.room());
+        (may_recv && room > 0).then_some(room)
     };
-    let may_recv =
-        may_recv && s.to_forward > 0 && !c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_WAIT_ROOM);
-    // The body's bytes in user space, received and waiting for the
-    // client, stay within the response buffer.
-    let buffered_bytes = s.inbuf.len() + out_bytes;
-    let room = px
-        .config
-        .response_buffer_bytes
-        .saturating_sub(buffered_bytes)
-        .min(s.inbuf.room());
-    if may_recv && room > 0 {
-        moved += rcv_buf(&px.sys, &px.fdtab, c, &mut s.inbuf, room, &px.bugs);
+    if let Some(room) = room {
+        let mut lent = lent(px, sid, server_inbuf);
+        moved += rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
     }
+    let mut st = px.state.borrow_mut();
+    let st = &mut *st;
+    let s = server_of(st.conns.get_mut(&sid).expect("present"));
     // What the buffer holds of the body goes on to the client's buffer.
     let out_room = px.config.response_buffer_bytes.saturating_sub(out_bytes);
     let take = s.to_forward.min(s.inbuf.len()).min(out_room);

@@ -794,9 +794,9 @@ mod tests {
             assert!(t.grab_tgid(&e).await);
             let late = {
                 let (t, e) = (t.clone(), e.clone());
-                tokio::task::spawn_local(async move {
+                faultline_harness::spawn(async move {
                     // ...and is switched out before it sets its bit.
-                    tokio::task::yield_now().await;
+                    faultline_harness::yield_now().await;
                     if !e.update_mask.bit_test_and_set(0).await {
                         t.updates[0].borrow_mut().push(6);
                     }

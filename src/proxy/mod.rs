@@ -439,7 +439,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
         let mut handles = Vec::new();
         for tid in 0..self.config.threads {
             let px = self.clone();
-            handles.push(tokio::task::spawn_local(async move {
+            handles.push(faultline_harness::spawn(async move {
                 px.thread_loop(tid).await;
             }));
         }
@@ -514,7 +514,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             if busy {
                 // Threads run in parallel: after a pass with work, the
                 // others get their turn (tasks of one host run in turn).
-                tokio::task::yield_now().await;
+                faultline_harness::yield_now().await;
             }
         }
     }

@@ -174,6 +174,11 @@ pub(crate) struct Scheduler {
     next_task: u64,
     /// Tasks in a spin-wait: the re-check after a spin is not activity.
     spinning: BTreeSet<TaskKey>,
+    /// Tasks in `yield_now`, until their next point: they step aside, so
+    /// they do not count as ready for another thread's priority (as CHESS
+    /// and PCT treat a yield: a busy thread that yields lets the threads
+    /// it waits for run).
+    yielding: BTreeSet<TaskKey>,
     /// Per spinning task: the simulated instant and its spins there.
     spins: BTreeMap<TaskKey, (Duration, u64)>,
     /// Bumped by every preemption point and syscall: a round of yields in
@@ -232,6 +237,7 @@ impl Scheduler {
             tasks: BTreeMap::new(),
             next_task: 0,
             spinning: BTreeSet::new(),
+            yielding: BTreeSet::new(),
             spins: BTreeMap::new(),
             activity: 0,
             threads: BTreeMap::new(),
@@ -304,6 +310,7 @@ impl Scheduler {
     fn thread_ended(&mut self, task: TaskKey) {
         self.threads.remove(&task);
         self.spinning.remove(&task);
+        self.yielding.remove(&task);
         self.spins.remove(&task);
         self.deferred.remove(&task);
         for strategy in &mut self.strategies {
@@ -312,7 +319,7 @@ impl Scheduler {
     }
 
     /// The other threads of `task`'s host that are ready to run now (a
-    /// thread in a spin-wait is not: it waits for one of them).
+    /// thread in a spin-wait or a yield is not: it waits for one of them).
     fn others_ready(&self, task: TaskKey) -> Vec<TaskKey> {
         let first = TaskKey {
             host: task.host,
@@ -321,7 +328,12 @@ impl Scheduler {
         self.threads
             .range(first..)
             .take_while(|(t, _)| t.host == task.host)
-            .filter(|(t, w)| **t != task && w.is_ready() && !self.spinning.contains(t))
+            .filter(|(t, w)| {
+                **t != task
+                    && w.is_ready()
+                    && !self.spinning.contains(t)
+                    && !self.yielding.contains(t)
+            })
             .map(|(t, _)| *t)
             .collect()
     }
@@ -339,6 +351,7 @@ impl Scheduler {
             return None;
         }
         let task = self.task_key(host);
+        self.yielding.remove(&task);
         if !self.spinning.remove(&task) {
             // (A spin-wait's re-check is the same wait going on.)
             self.activity += 1;
@@ -607,12 +620,22 @@ pub(crate) async fn yield_once() {
 }
 
 /// A thread gives way: a seeded preemption point (`task.yield`), then
-/// the task goes behind every task of its host that is ready now. Use it
+/// the task goes behind every task of its host that is ready now, and
+/// until its next point it does not count as ready for the others'
+/// priorities (PCT lets a lower thread run past a yielding one). Use it
 /// in simulated code where a thread would call `sched_yield` (or where
 /// `tokio::task::yield_now` stood: tokio resumes such yields in an order
 /// of its own, which the seed does not decide).
 pub async fn yield_now() {
     preempt("task", "yield").await;
+    ctx::with(|ctx| {
+        let host = ctx.host();
+        let mut schedule = ctx.schedule.borrow_mut();
+        if !schedule.rules.is_empty() {
+            let task = schedule.task_key(host);
+            schedule.yielding.insert(task);
+        }
+    });
     yield_once().await;
 }
 

@@ -190,6 +190,8 @@ pub(crate) struct Scheduler {
     /// A switch decided where the task could not await (a lock's release,
     /// in a destructor): taken at the task's next point.
     deferred: BTreeMap<TaskKey, Decision>,
+    /// Reused by [`Scheduler::others_ready`].
+    ready_buf: Vec<TaskKey>,
 }
 
 impl Scheduler {
@@ -242,6 +244,7 @@ impl Scheduler {
             activity: 0,
             threads: BTreeMap::new(),
             deferred: BTreeMap::new(),
+            ready_buf: Vec::new(),
         }
     }
 
@@ -320,22 +323,28 @@ impl Scheduler {
 
     /// The other threads of `task`'s host that are ready to run now (a
     /// thread in a spin-wait or a yield is not: it waits for one of them).
-    fn others_ready(&self, task: TaskKey) -> Vec<TaskKey> {
+    /// (Written into the scheduler's buffer, taken out: no allocation per
+    /// hit.)
+    fn others_ready(&mut self, task: TaskKey) -> Vec<TaskKey> {
+        let mut ready = std::mem::take(&mut self.ready_buf);
+        ready.clear();
         let first = TaskKey {
             host: task.host,
             index: 0,
         };
-        self.threads
-            .range(first..)
-            .take_while(|(t, _)| t.host == task.host)
-            .filter(|(t, w)| {
-                **t != task
-                    && w.is_ready()
-                    && !self.spinning.contains(t)
-                    && !self.yielding.contains(t)
-            })
-            .map(|(t, _)| *t)
-            .collect()
+        ready.extend(
+            self.threads
+                .range(first..)
+                .take_while(|(t, _)| t.host == task.host)
+                .filter(|(t, w)| {
+                    **t != task
+                        && w.is_ready()
+                        && !self.spinning.contains(t)
+                        && !self.yielding.contains(t)
+                })
+                .map(|(t, _)| *t),
+        );
+        ready
     }
 
     /// A hit of `primitive.op` by the current task: counts it and decides.
@@ -395,6 +404,7 @@ impl Scheduler {
             ready: &ready,
             rng: &mut point.rng,
         });
+        self.ready_buf = ready;
         if action == Action::Continue {
             return None;
         }
@@ -412,7 +422,9 @@ impl Scheduler {
 
     fn may_continue(&mut self, rule: usize, task: TaskKey) -> bool {
         let ready = self.others_ready(task);
-        self.strategies[rule].may_continue(task, &ready)
+        let go = self.strategies[rule].may_continue(task, &ready);
+        self.ready_buf = ready;
+        go
     }
 
     fn gave_way(&mut self, point: (&'static str, &'static str), starved: bool) {

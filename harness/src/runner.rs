@@ -579,7 +579,10 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
         return probe;
     }
     let plan = plan.with_pct_steps(&probe.coverage);
-    run_plan(scenario, seed, options, plan)
+    let mut outcome = run_plan(scenario, seed, options, plan);
+    // The seed's cost is both runs'.
+    outcome.wall_time += probe.wall_time;
+    outcome
 }
 
 /// Runs one seed of a scenario with `plan`, as it is.

@@ -5,7 +5,7 @@
 //! turn). A step is a hit of a point the rule acts on while another
 //! thread of the host could run; steps are counted from 1 in the order
 //! the run takes them, so a schedule replays exactly: the run is the same
-//! up to each listed step. [`crate::runner::explore`] enumerates every
+//! up to each listed step. [`crate::explore::explore`] enumerates every
 //! schedule of at most `c` steps.
 
 use std::collections::BTreeSet;

@@ -1,34 +1,44 @@
-//! Preemption points and the strategies that decide where a task gives way.
+//! Preemption points and the strategies that decide where a thread gives
+//! way.
 //!
 //! # The model
 //!
 //! The threads of a simulated host are tasks of one single-threaded tokio
-//! runtime. A task runs alone until it awaits: code between two `.await`s
-//! is atomic. The primitives of [`crate::sync`] (a lock, a condition
-//! variable, atomic values, a spin-wait hint) await a *preemption point*
-//! before each operation, named after the primitive and the operation
-//! (`executor.auxio.queue.lock`, `proxy.fdtab.update_mask.bts`). There, and
-//! only there (plus the awaits the code has anyway: I/O, timers, a lock
-//! that is held), the run's plan may make the task give way:
+//! runtime, spawned with [`spawn`] so that the scheduler knows which of
+//! them are ready to run. A task runs alone until it awaits: code between
+//! two `.await`s is atomic. The primitives of [`crate::sync`] and the
+//! syscalls of [`crate::sys::Syscalls`] await a *preemption point* before
+//! each operation, named after the primitive and the operation
+//! (`executor.auxio.queue.lock`, `proxy.fdtab.update_mask.bts`,
+//! `sys.close`); a lock's release is a point too, whose switch the task
+//! takes at its next point (a destructor cannot await). There, and only
+//! there (plus the awaits the code has anyway: I/O, timers, a lock that is
+//! held), the run's plan may make the task give way:
 //!
 //! * a **yield** puts the task behind every other ready task of its host:
-//!   each of them runs until it waits or reaches a preemption point;
+//!   each of them runs until it awaits something not ready (or gives way
+//!   in turn);
 //! * a **pause** shorter than the timer's grain (1 ms) lets the other tasks
 //!   of the host run as long as they want: the task goes on after a round
 //!   in which none of them did anything (they all wait); a longer pause
 //!   also lets simulated time pass (other hosts run, the network delivers)
 //!   and, waking, the task goes behind whatever became ready meanwhile;
-//! * under [`pct`], a task also **waits for priority**: it goes on only once
-//!   no task of its host with a higher priority is ready.
+//! * under [`pct`], a thread **waits for priority**: it goes on only once
+//!   no ready thread of its host has a higher priority.
 //!
+//! A hit is a *step* when another thread of the host is ready: PCT counts
+//! its change points in steps, and [`bounded`] names a schedule by them.
 //! Which points a rule acts on is a glob over their names (`*` is every
 //! point, `executor.*` the executor's). The strategies are small pieces
-//! behind one trait: [`random`], [`pct`] and [`targeted`]. Every choice
-//! comes from the run's seed. Outside a simulation, or with no rule for a
-//! point, a preemption point costs a thread-local read and never yields.
+//! behind one trait: [`random`], [`pct`], [`targeted`] and [`bounded`].
+//! Every choice comes from the run's seed. Outside a simulation, or with
+//! no rule for a point, a preemption point costs a thread-local read and
+//! never yields.
 //!
-//! A run counts, per point, the hits (`race:NAME` in its coverage) and the
-//! times the task gave way there (`race-yield:NAME`).
+//! A run counts, per point, the hits (`race:NAME` in its coverage), the
+//! times the task gave way there (`race-yield:NAME`) and the waits for
+//! priority cut short (`race-starved:NAME`), and per rule its steps
+//! (`race-steps:GLOB`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

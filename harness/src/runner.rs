@@ -570,13 +570,15 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
     let Some(probe_plan) = plan.pct_probe() else {
         return run_plan(scenario, seed, options, plan);
     };
+    // Its trace goes unread unless it fails: then it runs again, traced.
     let quiet = RunOptions {
         echo: None,
+        trace: TraceMode::Off,
         ..options.clone()
     };
-    let probe = run_plan(scenario, seed, &quiet, probe_plan);
+    let probe = run_plan(scenario, seed, &quiet, probe_plan.clone());
     if !probe.verdict.is_pass() {
-        return probe;
+        return run_plan(scenario, seed, options, probe_plan);
     }
     let plan = plan.with_pct_steps(&probe.coverage);
     let mut outcome = run_plan(scenario, seed, options, plan);

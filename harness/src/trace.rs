@@ -42,6 +42,9 @@ pub enum TraceMode {
     Tails,
     /// Every line.
     Full,
+    /// No line and no hash (the hash is 0): for a run whose trace nobody
+    /// reads (the first of a PCT seed's two runs, which only counts steps).
+    Off,
 }
 
 /// The sink a run's events go to.
@@ -69,6 +72,9 @@ impl TraceSink {
     }
 
     fn record(&mut self, host: &Arc<str>, line: &str) {
+        if self.mode == TraceMode::Off {
+            return;
+        }
         self.hasher.update(line.as_bytes());
         self.hasher.update(b"\n");
         self.line_count += 1;
@@ -247,7 +253,7 @@ where
                 .echo
                 .as_ref()
                 .is_some_and(|e| e.would_enable(meta.target(), meta.level()));
-            if !record && !echo {
+            if (!record || sink.mode == TraceMode::Off) && !echo {
                 return;
             }
             let mut line = std::mem::take(&mut sink.scratch);

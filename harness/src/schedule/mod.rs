@@ -166,10 +166,14 @@ struct PointState {
 /// A decision taken at a point: the rule that took it, for whom, what.
 struct Decision {
     rule: usize,
-    point: (&'static str, &'static str),
+    /// The point, by its index in [`Scheduler::points`].
+    point: usize,
     task: TaskKey,
     action: Action,
 }
+
+/// Where a point's name is in memory: a call site's two strings.
+type NameAt = (usize, usize, usize, usize);
 
 /// The scheduler of one run: the plan's rules, the points seen, the tasks.
 pub(crate) struct Scheduler {
@@ -178,7 +182,12 @@ pub(crate) struct Scheduler {
     strategies: Vec<Box<dyn Strategy>>,
     rule_hits: Vec<u64>,
     rule_steps: Vec<u64>,
-    points: BTreeMap<(&'static str, &'static str), PointState>,
+    points: Vec<PointState>,
+    /// Points by the addresses of their name's parts: the hot path
+    /// compares no strings.
+    point_at: BTreeMap<NameAt, usize>,
+    /// Points by name (call sites that spell one name share its point).
+    point_named: BTreeMap<String, usize>,
     hosts: Vec<Arc<str>>,
     tasks: BTreeMap<(usize, tokio::task::Id), u64>,
     next_task: u64,
@@ -244,7 +253,9 @@ impl Scheduler {
             rule_steps: vec![0; plan.race.len()],
             rules: plan.race.clone(),
             strategies,
-            points: BTreeMap::new(),
+            points: Vec::new(),
+            point_at: BTreeMap::new(),
+            point_named: BTreeMap::new(),
             hosts: Vec::new(),
             tasks: BTreeMap::new(),
             next_task: 0,
@@ -278,7 +289,12 @@ impl Scheduler {
     fn host_index(&mut self, host: Option<Arc<str>>) -> usize {
         match host {
             None => usize::MAX,
-            Some(name) => match self.hosts.iter().position(|h| *h == name) {
+            Some(name) => match self
+                .hosts
+                .iter()
+                .position(|h| Arc::ptr_eq(h, &name))
+                .or_else(|| self.hosts.iter().position(|h| *h == name))
+            {
                 Some(i) => i,
                 None => {
                     self.hosts.push(name);
@@ -375,27 +391,14 @@ impl Scheduler {
             // (A spin-wait's re-check is the same wait going on.)
             self.activity += 1;
         }
-        let seed = self.seed;
-        let rules = &self.rules;
-        let point = self.points.entry((primitive, op)).or_insert_with(|| {
-            let name = format!("{primitive}.{op}");
-            PointState {
-                rules: (0..rules.len())
-                    .filter(|&r| glob_match(rules[r].point(), &name))
-                    .collect(),
-                rng: crate::seed::stream(seed, &format!("race/{name}")),
-                name,
-                hits: 0,
-                yields: 0,
-                starved: 0,
-            }
-        });
+        let index = self.point_index(primitive, op);
+        let point = &mut self.points[index];
         point.hits += 1;
         if point.rules.is_empty() {
             return None;
         }
         let ready = self.others_ready(task);
-        let point = self.points.get_mut(&(primitive, op)).expect("inserted");
+        let point = &mut self.points[index];
         let rule = point.rules[0];
         for &r in &point.rules {
             // Every matching rule counts the hit and the step; the first
@@ -424,10 +427,44 @@ impl Scheduler {
         }
         Some(Decision {
             rule,
-            point: (primitive, op),
+            point: index,
             task,
             action,
         })
+    }
+
+    /// The index of point `primitive.op`, made at its first hit.
+    fn point_index(&mut self, primitive: &'static str, op: &'static str) -> usize {
+        let at = (
+            primitive.as_ptr() as usize,
+            primitive.len(),
+            op.as_ptr() as usize,
+            op.len(),
+        );
+        if let Some(&index) = self.point_at.get(&at) {
+            return index;
+        }
+        let name = format!("{primitive}.{op}");
+        let index = match self.point_named.get(&name) {
+            Some(&index) => index,
+            None => {
+                let rules = (0..self.rules.len())
+                    .filter(|&r| glob_match(self.rules[r].point(), &name))
+                    .collect();
+                self.points.push(PointState {
+                    rules,
+                    rng: crate::seed::stream(self.seed, &format!("race/{name}")),
+                    name: name.clone(),
+                    hits: 0,
+                    yields: 0,
+                    starved: 0,
+                });
+                self.point_named.insert(name, self.points.len() - 1);
+                self.points.len() - 1
+            }
+        };
+        self.point_at.insert(at, index);
+        index
     }
 
     fn may_continue(&mut self, rule: usize, task: TaskKey) -> bool {
@@ -437,8 +474,8 @@ impl Scheduler {
         go
     }
 
-    fn gave_way(&mut self, point: (&'static str, &'static str), starved: bool) {
-        if let Some(state) = self.points.get_mut(&point) {
+    fn gave_way(&mut self, point: usize, starved: bool) {
+        if let Some(state) = self.points.get_mut(point) {
             if starved {
                 state.starved += 1;
             } else {
@@ -460,7 +497,7 @@ impl Scheduler {
                 out.push((format!("race-steps:{}", rule.point()), *steps));
             }
         }
-        for point in self.points.values() {
+        for point in &self.points {
             out.push((format!("race:{}", point.name), point.hits));
             if point.yields > 0 {
                 out.push((format!("race-yield:{}", point.name), point.yields));
@@ -478,26 +515,34 @@ impl Scheduler {
 /// and the syscalls of [`crate::sys`] call it before each operation; code
 /// under test does not.
 pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
-    let Some(deferred) = ctx::with(|ctx| {
+    // One borrow on the common path: no switch deferred for this task.
+    let Some(first) = ctx::with(|ctx| {
         let host = ctx.host();
         let mut schedule = ctx.schedule.borrow_mut();
-        if schedule.deferred.is_empty() {
-            return None;
+        if !schedule.deferred.is_empty() {
+            let task = schedule.task_key(host.clone());
+            if let Some(deferred) = schedule.deferred.remove(&task) {
+                return Err(deferred);
+            }
         }
-        let task = schedule.task_key(host);
-        schedule.deferred.remove(&task)
+        Ok(schedule.hit(primitive, op, host))
     }) else {
         // Outside a simulation.
         return;
     };
-    if let Some(decision) = deferred {
-        act(decision).await;
-    }
-    let decision = ctx::with(|ctx| {
-        let host = ctx.host();
-        ctx.schedule.borrow_mut().hit(primitive, op, host)
-    })
-    .flatten();
+    let decision = match first {
+        Ok(decision) => decision,
+        Err(deferred) => {
+            // The switch a release decided comes first; this point is
+            // decided after it, on what the others did meanwhile.
+            act(deferred).await;
+            ctx::with(|ctx| {
+                let host = ctx.host();
+                ctx.schedule.borrow_mut().hit(primitive, op, host)
+            })
+            .flatten()
+        }
+    };
     if let Some(decision) = decision {
         act(decision).await;
     }
@@ -529,7 +574,11 @@ pub(crate) fn choose_waiter(primitive: &'static str, waiters: &[TaskKey]) -> Opt
     ctx::with(|ctx| {
         let mut schedule = ctx.schedule.try_borrow_mut().ok()?;
         let schedule = &mut *schedule;
-        let point = schedule.points.get_mut(&(primitive, "unlock"))?;
+        if schedule.rules.is_empty() {
+            return None;
+        }
+        let index = schedule.point_index(primitive, "unlock");
+        let point = &mut schedule.points[index];
         let rule = *point.rules.first()?;
         let choice = schedule.strategies[rule].choose(waiters, &mut point.rng);
         assert!(choice < waiters.len(), "a strategy chose no waiter");
@@ -545,7 +594,11 @@ pub(crate) fn spurious_wakeup(primitive: &'static str) -> bool {
     ctx::with(|ctx| {
         let mut schedule = ctx.schedule.borrow_mut();
         let schedule = &mut *schedule;
-        let point = schedule.points.get_mut(&(primitive, "wait"))?;
+        if schedule.rules.is_empty() {
+            return None;
+        }
+        let index = schedule.point_index(primitive, "wait");
+        let point = &mut schedule.points[index];
         let rate = schedule.rules[*point.rules.first()?].spurious_wakeup();
         (rate > 0.0 && point.rng.random_bool(rate)).then_some(())
     })

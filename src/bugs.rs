@@ -15,6 +15,7 @@ pub const HAP_ENOTCONN: &str = "HAP-ENOTCONN";
 pub const HAP_RCVBUF: &str = "HAP-RCVBUF";
 pub const HAP_ERRHUP: &str = "HAP-ERRHUP";
 pub const HAP_FDRACE: &str = "HAP-FDRACE";
+pub const HAP_RUNMASK: &str = "HAP-RUNMASK";
 pub const HAP_CONNERR: &str = "HAP-CONNERR";
 pub const HAP_SPLICE_OVERRUN: &str = "HAP-SPLICE-OVERRUN";
 pub const HAP_SPLICE_RDHUP: &str = "HAP-SPLICE-RDHUP";
@@ -22,7 +23,7 @@ pub const HAP_SPLICE_SPIN: &str = "HAP-SPLICE-SPIN";
 pub const HAP_SPLICE_EBADF: &str = "HAP-SPLICE-EBADF";
 
 /// Every id of the catalog.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     MB_24634,
     MB_53445,
     MB_35649,
@@ -30,6 +31,7 @@ pub const ALL: [&str; 12] = [
     HAP_RCVBUF,
     HAP_ERRHUP,
     HAP_FDRACE,
+    HAP_RUNMASK,
     HAP_CONNERR,
     HAP_SPLICE_OVERRUN,
     HAP_SPLICE_RDHUP,

@@ -18,11 +18,17 @@
 //!   update list only when it sets its bit, so a bit that is never
 //!   consumed stops every later update of that fd on that thread.
 //!
+//! * `state` (`proxy.fdtab.state`): per direction, *active* (someone
+//!   wants the I/O) and *ready* (no EAGAIN since the last report), the
+//!   last poll flags and `FD_MUST_CLOSE`, set and cleared bit by bit
+//!   (HAProxy's BTS/BTR in `fd.h`), or with a CAS loop when another thread
+//!   may touch the fd;
+//! * `polled_recv`/`polled_send` (`proxy.fdtab.polled_mask`): the threads
+//!   whose poller has the fd registered (`polled_mask` in `ev_epoll.c`).
+//!
 //! Updates for other threads go through the shared update list
 //! (`proxy.fdtab.update_list`, a lock here where HAProxy has a lock-free
-//! list). Per direction, an fd is *active* (someone wants the I/O) and
-//! *ready* (no EAGAIN since the last report); the owning thread keeps those
-//! bits, like the last poll flags (`ev`) and which pollers registered it.
+//! list; ARCHITECTURE.md says why the coarser lock hides nothing).
 //!
 //! HAP-FDRACE (HAProxy commit 237e6a0d6): deleting an fd cleared its update
 //! mask and reset its tgid only after, without waiting for threads that
@@ -31,14 +37,16 @@
 //! fails once the tgid is reset). The fix resets the tgid first, waits for
 //! the references to drop, and only then clears the masks.
 //!
-//! Both variants carry the fix of the race that commit mentions in
-//! passing (HAProxy commit cd8914bc5), which preemption at these atomics
-//! found here too: a takeover could come and go between an event report's
-//! check of the thread mask and its compare-and-swap of the running mask,
-//! so both threads believed the fd was theirs, and the report's running
-//! bit outlived the fd. Since that fix, a report takes its running bit
-//! first and waits for a stable thread mask, and deletion is a one-shot
-//! flag (`FD_MUST_CLOSE`) the last thread to leave claims.
+//! HAP-RUNMASK (HAProxy commit cd8914bc5, the race 237e6a0d6 mentions in
+//! passing): an event report checked the thread mask and then added its
+//! running bit with a compare-and-swap; a takeover could come and go in
+//! between (it leaves the running mask as it found it), so both threads
+//! believed the fd was theirs, and if the new owner deleted the fd, the
+//! report's running bit outlived it: the number's next `fd_insert` finds
+//! it. And the last runner out closed an fd nobody owned, which two
+//! threads could both see. The fix takes the running bit first and waits
+//! for a stable thread mask, and makes deletion a one-shot flag
+//! (`FD_MUST_CLOSE`) that the last thread to leave claims.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -49,7 +57,7 @@ use std::rc::Rc;
 use faultline_harness::sync::{Atomic, Mutex, spin_loop};
 use faultline_harness::{Events, Fd};
 
-use crate::bugs::{Bugs, HAP_FDRACE};
+use crate::bugs::{Bugs, HAP_FDRACE, HAP_RUNMASK};
 
 /// One bit per proxy thread.
 pub type ThreadMask = u64;
@@ -69,7 +77,8 @@ const TGID: u32 = 1;
 /// One reference in `refc_tgid`'s upper half.
 const REFC_ONE: u32 = 0x1_0000;
 
-/// In `flags`: the fd was deleted; whoever leaves it last closes it.
+/// In `state`: the fd was deleted; whoever leaves it last closes it
+/// (HAProxy's `FD_MUST_CLOSE`, `fd-t.h`, added by commit cd8914bc5).
 const FD_MUST_CLOSE_BIT: u32 = 23;
 const FD_MUST_CLOSE: u32 = 1 << FD_MUST_CLOSE_BIT;
 
@@ -85,31 +94,73 @@ pub enum Owner {
     Conn(u64),
 }
 
-/// Direction state bits.
-pub const ACTIVE_R: u8 = 0x01;
-pub const READY_R: u8 = 0x02;
-pub const ACTIVE_W: u8 = 0x10;
-pub const READY_W: u8 = 0x20;
+/// Direction bits of `state` (HAProxy's `FD_EV_*`, `fd-t.h`).
+pub const ACTIVE_R: u32 = 0x01;
+pub const READY_R: u32 = 0x02;
+pub const ACTIVE_W: u32 = 0x10;
+pub const READY_W: u32 = 0x20;
+const ACTIVE_RW: u32 = ACTIVE_R | ACTIVE_W;
 
-/// One fd number's entry (HAProxy's `fdtab[fd]`).
+/// What the last poll reported, also in `state` (HAProxy's `FD_POLL_*`,
+/// bits 8 to 12 of `fd-t.h`).
+const FD_POLL_IN: u32 = 1 << 8;
+const FD_POLL_OUT: u32 = 1 << 10;
+const FD_POLL_ERR: u32 = 1 << 11;
+const FD_POLL_HUP: u32 = 1 << 12;
+const FD_POLL_ANY: u32 = FD_POLL_IN | FD_POLL_OUT | FD_POLL_ERR | FD_POLL_HUP;
+
+/// The poll bits of `events`.
+fn poll_bits(events: Events) -> u32 {
+    let mut bits = 0;
+    for (ev, bit) in [
+        (Events::IN, FD_POLL_IN),
+        (Events::OUT, FD_POLL_OUT),
+        (Events::ERR, FD_POLL_ERR),
+        (Events::HUP, FD_POLL_HUP),
+    ] {
+        if events.contains(ev) {
+            bits |= bit;
+        }
+    }
+    bits
+}
+
+/// The events of `state`'s poll bits.
+pub fn poll_events(state: u32) -> Events {
+    let mut events = Events::NONE;
+    for (ev, bit) in [
+        (Events::IN, FD_POLL_IN),
+        (Events::OUT, FD_POLL_OUT),
+        (Events::ERR, FD_POLL_ERR),
+        (Events::HUP, FD_POLL_HUP),
+    ] {
+        if state & bit != 0 {
+            events |= ev;
+        }
+    }
+    events
+}
+
+/// One fd number's entry (HAProxy's `fdtab[fd]` and `polled_mask[fd]`).
 pub struct FdEntry {
     pub refc_tgid: Atomic<u32>,
     pub thread_mask: Atomic<ThreadMask>,
     pub running_mask: Atomic<ThreadMask>,
     pub update_mask: Atomic<ThreadMask>,
-    /// Flags threads set for each other (`FD_MUST_CLOSE`), kept with the
-    /// direction bits in HAProxy's `state`.
-    flags: Atomic<u32>,
-    /// `None` once deleted.
+    /// HAProxy's `state`: the direction bits, what the last poll reported
+    /// and flags threads set for each other (`FD_MUST_CLOSE`), each set
+    /// and cleared with the atomic operations `fd.h` uses.
+    state: Atomic<u32>,
+    /// The threads whose poller has the fd registered for reading and for
+    /// writing (HAProxy's `polled_mask[fd].poll_recv` and `poll_send`).
+    polled_recv: Atomic<ThreadMask>,
+    polled_send: Atomic<ThreadMask>,
+    /// `None` once deleted (HAProxy's `owner` pointer: written by the
+    /// inserting and the deleting thread, read by the one it was given to).
     owner: Cell<Option<Owner>>,
     /// The incarnation: pollers carry it in their registrations, so a
     /// report about an earlier use of the number is recognised.
     generation: Cell<u64>,
-    state: Cell<u8>,
-    ev: Cell<Events>,
-    /// Threads whose poller has the fd registered, and with what interest
-    /// (HAProxy's `polled_mask`).
-    registered: RefCell<BTreeMap<usize, Events>>,
 }
 
 impl FdEntry {
@@ -119,12 +170,11 @@ impl FdEntry {
             thread_mask: Atomic::new("proxy.fdtab.thread_mask", 0),
             running_mask: Atomic::new("proxy.fdtab.running_mask", 0),
             update_mask: Atomic::new("proxy.fdtab.update_mask", 0),
-            flags: Atomic::new("proxy.fdtab.state", 0),
+            state: Atomic::new("proxy.fdtab.state", 0),
+            polled_recv: Atomic::new("proxy.fdtab.polled_mask", 0),
+            polled_send: Atomic::new("proxy.fdtab.polled_mask", 0),
             owner: Cell::new(None),
             generation: Cell::new(0),
-            state: Cell::new(0),
-            ev: Cell::new(Events::NONE),
-            registered: RefCell::default(),
         }
     }
 
@@ -136,21 +186,37 @@ impl FdEntry {
         self.generation.get()
     }
 
-    pub fn state(&self) -> u8 {
-        self.state.get()
+    /// The interest thread `tid`'s poller has it registered with, as its
+    /// poller's `_update_fd` reads `polled_mask`.
+    pub async fn registered(&self, tid: usize) -> Option<Events> {
+        let me = bit(tid);
+        let recv = self.polled_recv.load().await & me != 0;
+        let send = self.polled_send.load().await & me != 0;
+        let mut events = Events::NONE;
+        if recv {
+            events |= Events::IN | Events::RDHUP;
+        }
+        if send {
+            events |= Events::OUT;
+        }
+        (recv || send).then_some(events)
     }
 
-    /// The interest thread `tid`'s poller has it registered with.
-    pub fn registered(&self, tid: usize) -> Option<Events> {
-        self.registered.borrow().get(&tid).copied()
-    }
-
-    pub fn set_registered(&self, tid: usize, interest: Option<Events>) {
-        let mut registered = self.registered.borrow_mut();
-        match interest {
-            Some(i) => registered.insert(tid, i),
-            None => registered.remove(&tid),
-        };
+    /// Thread `tid`'s poller now has it registered with `interest` (`None`:
+    /// not at all), set with the atomic OR and AND of `_update_fd`.
+    pub async fn set_registered(&self, tid: usize, interest: Option<Events>) {
+        let me = bit(tid);
+        let interest = interest.unwrap_or(Events::NONE);
+        if interest.contains(Events::IN) {
+            self.polled_recv.fetch_or(me).await;
+        } else {
+            self.polled_recv.fetch_and(!me).await;
+        }
+        if interest.contains(Events::OUT) {
+            self.polled_send.fetch_or(me).await;
+        } else {
+            self.polled_send.fetch_and(!me).await;
+        }
     }
 
     /// The masks (thread, running, update), for tests, assertions and
@@ -286,18 +352,20 @@ impl FdTable {
         assert!(thread_mask != 0, "an fd has an owning thread");
         let e = self.entry(fd);
         assert!(e.owner().is_none(), "fd {fd} inserted twice");
+        assert_eq!(e.state.unsync_load(), 0, "fd {fd}: a free fd has no state");
         self.claim_tgid(&e).await;
-        assert_eq!(
-            e.running_mask.unsync_load(),
-            0,
-            "fd {fd}: nobody runs on a free fd"
+        // HAProxy's BUG_ON(fdtab[fd].running_mask) in fd_insert: a thread
+        // still "running" on a number that was closed and is reused.
+        let running = e.running_mask.unsync_load();
+        assert!(
+            running == 0,
+            "fd {fd} reused while threads {running:#x} still run on it"
         );
         let generation = self.next_generation.get();
         self.next_generation.set(generation + 1);
         e.owner.set(Some(owner));
         e.generation.set(generation);
-        e.state.set(READY_R | READY_W);
-        e.ev.set(Events::NONE);
+        e.state.store(READY_R | READY_W).await;
         e.thread_mask.store(thread_mask).await;
         self.drop_tgid(&e).await;
         generation
@@ -390,7 +458,7 @@ impl FdTable {
         if e.thread_mask.load().await & bit(tid) == 0 {
             return None;
         }
-        let state = e.state.get();
+        let state = e.state.load().await;
         let mut interest = Events::NONE;
         if state & ACTIVE_R != 0 {
             interest |= Events::IN | Events::RDHUP;
@@ -401,64 +469,88 @@ impl FdTable {
         Some(interest)
     }
 
-    // --- the direction state ---
+    // --- the direction state (HAProxy's fd_want_*, fd_stop_*, fd_cant_*) ---
 
-    async fn set_state(&self, fd: Fd, tid: usize, set: u8, clear: u8) {
+    /// Sets an active bit (a plain look first, then BTS, as `fd_want_recv`
+    /// does); a change programs a polling update.
+    async fn want(&self, fd: Fd, tid: usize, bit: u32) {
         let e = self.entry(fd);
-        let before = e.state.get();
-        let after = (before | set) & !clear;
-        e.state.set(after);
-        if after & (ACTIVE_R | ACTIVE_W) != before & (ACTIVE_R | ACTIVE_W) {
-            self.updt_fd_polling(fd, tid).await;
+        if e.state.load().await & (1 << bit) != 0 || e.state.bit_test_and_set(bit).await {
+            return;
         }
+        self.updt_fd_polling(fd, tid).await;
+    }
+
+    /// Clears an active bit (a look, then BTR); a change programs a
+    /// polling update.
+    async fn stop(&self, fd: Fd, tid: usize, bit: u32) {
+        let e = self.entry(fd);
+        if e.state.load().await & (1 << bit) == 0 || !e.state.bit_test_and_reset(bit).await {
+            return;
+        }
+        self.updt_fd_polling(fd, tid).await;
     }
 
     pub async fn want_recv(&self, fd: Fd, tid: usize) {
-        self.set_state(fd, tid, ACTIVE_R, 0).await;
+        self.want(fd, tid, ACTIVE_R.trailing_zeros()).await;
     }
     pub async fn stop_recv(&self, fd: Fd, tid: usize) {
-        self.set_state(fd, tid, 0, ACTIVE_R).await;
+        self.stop(fd, tid, ACTIVE_R.trailing_zeros()).await;
     }
     pub async fn want_send(&self, fd: Fd, tid: usize) {
-        self.set_state(fd, tid, ACTIVE_W, 0).await;
+        self.want(fd, tid, ACTIVE_W.trailing_zeros()).await;
     }
     pub async fn stop_send(&self, fd: Fd, tid: usize) {
-        self.set_state(fd, tid, 0, ACTIVE_W).await;
-    }
-    pub async fn stop_both(&self, fd: Fd, tid: usize) {
-        self.set_state(fd, tid, 0, ACTIVE_R | ACTIVE_W).await;
+        self.stop(fd, tid, ACTIVE_W.trailing_zeros()).await;
     }
 
-    fn clear_state(&self, fd: Fd, bits: u8) {
+    /// Clears both active bits in one compare-and-swap loop
+    /// (`fd_stop_both`).
+    pub async fn stop_both(&self, fd: Fd, tid: usize) {
         let e = self.entry(fd);
-        e.state.set(e.state.get() & !bits);
+        let mut old = e.state.load().await;
+        loop {
+            if old & ACTIVE_RW == 0 {
+                return;
+            }
+            match e.state.compare_exchange(old, old & !ACTIVE_RW).await {
+                Ok(_) => break,
+                Err(current) => old = current,
+            }
+        }
+        self.updt_fd_polling(fd, tid).await;
+    }
+
+    /// Clears a ready bit (a look, then BTR): marking ready never changes
+    /// what is polled.
+    async fn not_ready(&self, fd: Fd, ready: u32) {
+        let e = self.entry(fd);
+        if e.state.load().await & ready != 0 {
+            e.state.bit_test_and_reset(ready.trailing_zeros()).await;
+        }
     }
 
     /// A receive met EAGAIN: wait for the poller.
-    pub fn cant_recv(&self, fd: Fd) {
-        self.clear_state(fd, READY_R);
+    pub async fn cant_recv(&self, fd: Fd) {
+        self.not_ready(fd, READY_R).await;
     }
     /// A short receive: the next one would very likely meet EAGAIN, so do
     /// not try it before the poller reports again.
-    pub fn done_recv(&self, fd: Fd) {
-        self.clear_state(fd, READY_R);
+    pub async fn done_recv(&self, fd: Fd) {
+        self.not_ready(fd, READY_R).await;
     }
     /// A send met EAGAIN (or could not start yet): wait for the poller.
-    pub fn cant_send(&self, fd: Fd) {
-        self.clear_state(fd, READY_W);
+    pub async fn cant_send(&self, fd: Fd) {
+        self.not_ready(fd, READY_W).await;
     }
 
-    pub fn recv_ready(&self, fd: Fd) -> bool {
-        self.get(fd).is_some_and(|e| e.state.get() & READY_R != 0)
-    }
-
-    pub fn send_ready(&self, fd: Fd) -> bool {
-        self.get(fd).is_some_and(|e| e.state.get() & READY_W != 0)
-    }
-
-    /// What the last poll reported for `fd`.
-    pub fn ev(&self, fd: Fd) -> Events {
-        self.get(fd).map(|e| e.ev.get()).unwrap_or_default()
+    /// `fd`'s state word now: its direction bits and, in [`poll_events`],
+    /// what the last poll reported.
+    pub async fn state(&self, fd: Fd) -> u32 {
+        match self.get(fd) {
+            Some(e) => e.state.load().await,
+            None => 0,
+        }
     }
 
     // --- takeover, event reports, deletion ---
@@ -506,27 +598,58 @@ impl FdTable {
             return Report::Closed;
         }
         let me = bit(tid);
-        if e.thread_mask.load().await & me == 0 {
-            return self.lost(&e, fd, tid).await;
-        }
-        // Running first, then a thread mask that shows every other running
-        // thread: a takeover takes running before it replaces the mask.
-        e.running_mask.fetch_or(me).await;
-        let tmask = loop {
-            let rmask = e.running_mask.load().await & !me;
-            let tmask = e.thread_mask.load().await;
-            if rmask & !tmask == 0 {
-                break tmask;
+        let tmask = if self.bugs.is_buggy(HAP_RUNMASK) {
+            // HAP-RUNMASK (the lines HAProxy commit cd8914bc5 replaced): a
+            // stable copy of both masks, then a compare-and-swap that adds
+            // our running bit. A takeover can come and go between the copy
+            // and the CAS (it leaves running as it found it): the CAS
+            // succeeds and two threads believe the fd is theirs; if the new
+            // owner deletes the fd meanwhile, our running bit outlives it.
+            loop {
+                let (rmask, tmask) = loop {
+                    let rmask = e.running_mask.load().await;
+                    let tmask = e.thread_mask.load().await;
+                    if rmask & !tmask == 0 {
+                        break (rmask, tmask);
+                    }
+                    spin_loop().await;
+                };
+                if tmask & me == 0 {
+                    return self.lost(&e, fd, tid).await;
+                }
+                if e.running_mask
+                    .compare_exchange(rmask, rmask | me)
+                    .await
+                    .is_ok()
+                {
+                    break tmask;
+                }
             }
-            spin_loop().await;
+        } else {
+            if e.thread_mask.load().await & me == 0 {
+                return self.lost(&e, fd, tid).await;
+            }
+            // Running first, then a thread mask that shows every other
+            // running thread: a takeover takes running before it replaces
+            // the mask.
+            e.running_mask.fetch_or(me).await;
+            let tmask = loop {
+                let rmask = e.running_mask.load().await & !me;
+                let tmask = e.thread_mask.load().await;
+                if rmask & !tmask == 0 {
+                    break tmask;
+                }
+                spin_loop().await;
+            };
+            if tmask & me == 0 {
+                // A takeover won: the fd is not ours.
+                if e.running_mask.fetch_and(!me).await == me {
+                    return self.closed_or_migrated(&e, fd, tid, close).await;
+                }
+                return self.lost(&e, fd, tid).await;
+            }
+            tmask
         };
-        if tmask & me == 0 {
-            // A takeover won: the fd is not ours.
-            if e.running_mask.fetch_and(!me).await == me {
-                return self.closed_or_migrated(&e, fd, tid, close).await;
-            }
-            return self.lost(&e, fd, tid).await;
-        }
         // Running on it, the reference is not needed any more.
         self.drop_tgid(&e).await;
         // RDHUP (peer's FIN) counts as a hangup of the read side.
@@ -534,29 +657,42 @@ impl FdTable {
         if events.contains(Events::RDHUP) {
             ev |= Events::HUP;
         }
-        e.ev.set(ev);
-        let mut state = e.state.get();
+        let mut new_flags = poll_bits(ev);
         if ev.intersects(Events::IN | Events::HUP | Events::ERR) {
-            state |= READY_R;
+            new_flags |= READY_R;
         }
         if ev.intersects(Events::OUT | Events::ERR) {
-            state |= READY_W;
+            new_flags |= READY_W;
         }
-        e.state.set(state);
+        // An fd more than one thread may touch is updated with a CAS loop,
+        // one only its owner touches with a store (as HAProxy does).
+        let mut old = e.state.load().await;
+        loop {
+            let new = (old & !FD_POLL_ANY) | new_flags;
+            if new == old {
+                break;
+            }
+            if tmask == me {
+                e.state.store(new).await;
+                break;
+            }
+            match e.state.compare_exchange(old, new).await {
+                Ok(_) => break,
+                Err(current) => old = current,
+            }
+        }
         // A reported direction becomes a wanted one before the handler
         // runs, so that a handler with nothing to do need not poll again:
         // the "speculative" events of the pollers HAP-ERRHUP lived with
         // (1.5-dev's ev_epoll, which still did this for ERR and HUP until
         // HAProxy commit 26d7cfce3). The connection turns a direction off
         // only when its own wish for it changes, or when it fails.
-        let mut wanted = 0;
         if ev.intersects(Events::IN | Events::HUP | Events::ERR) {
-            wanted |= ACTIVE_R;
+            self.want_recv(fd, tid).await;
         }
         if ev.intersects(Events::OUT | Events::ERR) {
-            wanted |= ACTIVE_W;
+            self.want_send(fd, tid).await;
         }
-        self.set_state(fd, tid, wanted, 0).await;
         Report::Handle
     }
 
@@ -570,7 +706,17 @@ impl FdTable {
             return Report::Closed;
         }
         let tmask = e.thread_mask.load().await;
-        if e.running_mask.fetch_and(!bit(tid)).await == bit(tid) && tmask & bit(tid) == 0 {
+        if self.bugs.is_buggy(HAP_RUNMASK) {
+            // HAP-RUNMASK (before HAProxy commit cd8914bc5): only an fd
+            // nobody owns is closed by its last runner, and without the
+            // one-shot flag: a late report setting its running bit right
+            // after this one cleared it also sees itself as the last.
+            if e.running_mask.fetch_and(!bit(tid)).await == bit(tid) && tmask == 0 {
+                self.drop_tgid(&e).await;
+                self.delete_orphan(fd, tid, close).await;
+                return Report::Closed;
+            }
+        } else if e.running_mask.fetch_and(!bit(tid)).await == bit(tid) && tmask & bit(tid) == 0 {
             return self.closed_or_migrated(&e, fd, tid, close).await;
         }
         self.drop_tgid(&e).await;
@@ -586,7 +732,7 @@ impl FdTable {
         tid: usize,
         close: &Close<'_>,
     ) -> Report {
-        if e.flags.bit_test_and_reset(FD_MUST_CLOSE_BIT).await {
+        if e.state.bit_test_and_reset(FD_MUST_CLOSE_BIT).await {
             self.drop_tgid(e).await;
             self.delete_orphan(fd, tid, close).await;
             return Report::Closed;
@@ -611,11 +757,16 @@ impl FdTable {
     /// (HAProxy's `fd_delete`).
     pub async fn delete(&self, fd: Fd, tid: usize, close: &Close<'_>) {
         let e = self.entry(fd);
+        let buggy = self.bugs.is_buggy(HAP_RUNMASK);
         e.running_mask.fetch_or(bit(tid)).await;
-        e.flags.fetch_or(FD_MUST_CLOSE).await;
+        if !buggy {
+            e.state.fetch_or(FD_MUST_CLOSE).await;
+        }
         e.thread_mask.store(0).await;
         if e.running_mask.fetch_and(!bit(tid)).await == bit(tid) {
-            if e.flags.bit_test_and_reset(FD_MUST_CLOSE_BIT).await {
+            // HAP-RUNMASK: without HAProxy commit cd8914bc5's one-shot
+            // flag, the last runner seen here closes.
+            if buggy || e.state.bit_test_and_reset(FD_MUST_CLOSE_BIT).await {
                 self.delete_orphan(fd, tid, close).await;
             }
         } else {
@@ -648,16 +799,23 @@ impl FdTable {
             }
         }
         // close() takes the fd out of every poller.
-        e.registered.borrow_mut().clear();
-        e.state.set(0);
+        e.polled_recv.store(0).await;
+        e.polled_send.store(0).await;
+        e.state.store(0).await;
         if !fixed {
             // HAP-FDRACE: the tgid is reset only now, after the update mask
             // was cleared, without waiting for the threads that grabbed the
             // fd: a late report may have set its update bit in between.
             self.reset_tgid(&e).await;
         }
-        e.ev.set(Events::NONE);
         e.owner.set(None);
+        let running = e.running_mask.unsync_load();
+        if running != 0 {
+            // Threads that will never leave it: the number's next user
+            // finds them (the mechanism of HAP-RUNMASK).
+            faultline_harness::probe("proxy:fd-closed-while-running");
+            tracing::debug!(target: "faultline::proxy", fd, running, "closed with running bits left");
+        }
         close(fd).await;
     }
 }

@@ -669,7 +669,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
     /// Brings thread `tid`'s poller in line with what `fd` wants now.
     async fn update_fd(&self, tid: usize, epfd: Fd, fd: Fd, e: &fd::FdEntry) {
         let interest = self.fdtab.interest(e, tid).await;
-        let registered = e.registered(tid);
+        let registered = e.registered(tid).await;
         let op = match (interest, registered) {
             (None, Some(_)) => Some((EpollOp::Del, Events::NONE)),
             (None, None) => None,
@@ -686,12 +686,15 @@ impl<S: Syscalls + 'static> Proxy<S> {
             return;
         };
         tracing::trace!(target: "faultline::proxy", thread = tid, fd, ?op, ?events, "poll update");
+        // The polled mask first, then the syscall, as `_update_fd` does.
+        e.set_registered(tid, (op != EpollOp::Del).then_some(events))
+            .await;
         match self
             .sys
             .epoll_ctl(epfd, op, fd, events, e.generation(), false)
             .await
         {
-            Ok(()) => e.set_registered(tid, (op != EpollOp::Del).then_some(events)),
+            Ok(()) => {}
             Err(err) => {
                 tracing::warn!(target: "faultline::proxy", thread = tid, fd, ?op, error = %err, "epoll_ctl failed");
             }

@@ -11,14 +11,14 @@
 //! without another syscall.
 
 use faultline_harness::Syscalls;
-use faultline_harness::{Errno, Events};
+use faultline_harness::{Errno, Events, Fd};
 
 use super::buffer::Buffer;
 use super::conn::{
     CO_FL_CONNECTED, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, CO_FL_WAIT_ROOM,
     Connection,
 };
-use super::fd::FdTable;
+use super::fd::{FdTable, READY_R, READY_W, poll_events};
 use super::pipe::{MAX_SPLICE_AT_ONCE_BYTES, Pipe, RECV_ENOUGH_BYTES, SPLICE_FULL_HINT_BYTES};
 use crate::bugs::{
     Bugs, HAP_CONNERR, HAP_ENOTCONN, HAP_ERRHUP, HAP_RCVBUF, HAP_SPLICE_EBADF, HAP_SPLICE_OVERRUN,
@@ -105,6 +105,23 @@ enum Next {
     Unsupported,
 }
 
+/// The fd of a connection whose socket may be read now, with what its
+/// last poll reported (`fd_recv_ready` and the poll flags of `state`).
+async fn recv_ready<T>(table: &FdTable, lent: &mut impl Lend<T>) -> Option<(Fd, Events)> {
+    let fd =
+        lent.with(|conn, _| (conn.ctrl_ready() && !conn.any(CO_FL_SOCK_RD_SH)).then_some(conn.fd))?;
+    let state = table.state(fd).await;
+    (state & READY_R != 0).then(|| (fd, poll_events(state)))
+}
+
+/// The fd of a connection whose socket may be written now
+/// (`fd_send_ready`).
+async fn send_ready<T>(table: &FdTable, lent: &mut impl Lend<T>) -> Option<Fd> {
+    let fd =
+        lent.with(|conn, _| (conn.ctrl_ready() && !conn.any(CO_FL_SOCK_WR_SH)).then_some(conn.fd))?;
+    (table.state(fd).await & READY_W != 0).then_some(fd)
+}
+
 /// Receives up to `count` bytes into the lent buffer. Returns the bytes
 /// received; the connection's flags say whether the stream ended or failed.
 pub async fn rcv_buf<S: Syscalls>(
@@ -114,29 +131,26 @@ pub async fn rcv_buf<S: Syscalls>(
     count: usize,
     bugs: &Bugs,
 ) -> usize {
-    let ready = lent.with(|conn, buf| {
-        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
-            return None;
-        }
-        let fd = conn.fd;
-        if !table.recv_ready(fd) {
-            return None;
-        }
-        let ev = table.ev(fd);
-        if nothing_to_read(conn, ev, bugs) {
-            return None;
-        }
-        buf.compact();
-        Some((fd, ev))
-    });
-    let Some((fd, ev)) = ready else {
+    let Some((fd, ev)) = recv_ready(table, lent).await else {
         return 0;
     };
+    let go = lent.with(|conn, buf| {
+        if nothing_to_read(conn, ev, bugs) {
+            return false;
+        }
+        buf.compact();
+        true
+    });
+    if !go {
+        return 0;
+    }
     let mut done = 0;
     let mut count = count;
     // Where recv() puts the bytes: the buffer is not borrowed across the
     // call; `fill_with` then takes them as if they had arrived in place.
     let mut landing = Vec::new();
+    // Whether the loop ended on an empty socket: the fd is not ready.
+    let mut drained = false;
     while count > 0 {
         let try_bytes = lent.with(|_, buf| {
             if bugs.is_buggy(HAP_RCVBUF) {
@@ -173,21 +187,21 @@ pub async fn rcv_buf<S: Syscalls>(
                             read0(conn, ev, bugs);
                             return Next::Stop;
                         }
-                        table.done_recv(fd);
+                        drained = true;
                         return Next::Stop;
                     }
                     count -= n;
                     Next::Again
                 }
                 Err(Errno::EAGAIN) => {
-                    table.cant_recv(fd);
+                    drained = true;
                     Next::Stop
                 }
                 Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
                     // Some systems answer ENOTCONN while the connect is still
                     // in progress: nothing to read yet.
                     faultline_harness::probe("proxy:recv-enotconn-waits");
-                    table.cant_recv(fd);
+                    drained = true;
                     Next::Stop
                 }
                 // A signal came first: the call did nothing, make it again.
@@ -203,6 +217,9 @@ pub async fn rcv_buf<S: Syscalls>(
         if next == Next::Stop {
             break;
         }
+    }
+    if drained {
+        table.cant_recv(fd).await;
     }
     if done > 0 {
         lent.with(|conn, _| {
@@ -224,22 +241,16 @@ pub async fn snd_buf<S: Syscalls, T>(
     data: &[u8],
     bugs: &Bugs,
 ) -> usize {
-    let ready = lent.with(|conn, _| {
-        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
-            return None;
-        }
-        let fd = conn.fd;
-        table.send_ready(fd).then_some(fd)
-    });
-    let Some(fd) = ready else {
+    let Some(fd) = send_ready(table, lent).await else {
         return 0;
     };
     let mut done = 0;
+    let mut full = false;
     while done < data.len() {
         let sent = sys.send(fd, &data[done..]).await;
         let next = lent.with(|conn, _| match sent {
             Ok(0) => {
-                table.cant_send(fd);
+                full = true;
                 Next::Stop
             }
             Ok(n) => {
@@ -252,13 +263,13 @@ pub async fn snd_buf<S: Syscalls, T>(
                 Next::Again
             }
             Err(Errno::EAGAIN | Errno::EINPROGRESS) => {
-                table.cant_send(fd);
+                full = true;
                 Next::Stop
             }
             Err(Errno::ENOTCONN) if !bugs.is_buggy(HAP_ENOTCONN) => {
                 // Not connected yet on some systems: poll for write.
                 faultline_harness::probe("proxy:send-enotconn-waits");
-                table.cant_send(fd);
+                full = true;
                 Next::Stop
             }
             // A signal came first: the call did nothing, make it again.
@@ -273,6 +284,9 @@ pub async fn snd_buf<S: Syscalls, T>(
         if next == Next::Stop {
             break;
         }
+    }
+    if full {
+        table.cant_send(fd).await;
     }
     if done > 0 {
         lent.with(|conn, _| {
@@ -298,24 +312,14 @@ pub async fn rcv_pipe<S: Syscalls, T>(
     count: usize,
     bugs: &Bugs,
 ) -> Option<usize> {
-    let ready = lent.with(|conn, _| {
-        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_RD_SH) {
-            return None;
-        }
-        let fd = conn.fd;
-        if !table.recv_ready(fd) {
-            return None;
-        }
-        let ev = table.ev(fd);
-        if nothing_to_read(conn, ev, bugs) {
-            return None;
-        }
-        Some((fd, ev))
-    });
-    let Some((fd, ev)) = ready else {
+    let Some((fd, ev)) = recv_ready(table, lent).await else {
         return Some(0);
     };
+    if lent.with(|conn, _| nothing_to_read(conn, ev, bugs)) {
+        return Some(0);
+    }
     let mut retval = 0;
+    let mut drained = false;
     let mut count = count;
     while count > 0 {
         let ask = count.min(MAX_SPLICE_AT_ONCE_BYTES);
@@ -366,7 +370,7 @@ pub async fn rcv_pipe<S: Syscalls, T>(
                     conn.flags |= CO_FL_WAIT_ROOM;
                     return Next::Stop;
                 }
-                table.cant_recv(fd);
+                drained = true;
                 Next::Stop
             }
             Err(Errno::EINVAL) | Err(ENOSYS) if retval == 0 => Next::Unsupported,
@@ -391,6 +395,9 @@ pub async fn rcv_pipe<S: Syscalls, T>(
             Next::Unsupported => return None,
         }
     }
+    if drained {
+        table.cant_recv(fd).await;
+    }
     if retval > 0 {
         lent.with(|conn, _| {
             if conn.has(CO_FL_WAIT_L4_CONN) {
@@ -409,22 +416,16 @@ pub async fn snd_pipe<S: Syscalls, T>(
     lent: &mut impl Lend<T>,
     pipe: &mut Pipe,
 ) -> usize {
-    let ready = lent.with(|conn, _| {
-        if !conn.ctrl_ready() || conn.any(CO_FL_SOCK_WR_SH) {
-            return None;
-        }
-        let fd = conn.fd;
-        table.send_ready(fd).then_some(fd)
-    });
-    let Some(fd) = ready else {
+    let Some(fd) = send_ready(table, lent).await else {
         return 0;
     };
     let mut done = 0;
+    let mut full = false;
     while pipe.data_bytes > 0 {
         let spliced = sys.splice(pipe.cons, fd, pipe.data_bytes).await;
         let next = lent.with(|conn, _| match spliced {
             Ok(0) | Err(Errno::EAGAIN) => {
-                table.cant_send(fd);
+                full = true;
                 Next::Stop
             }
             Ok(n) => {
@@ -448,6 +449,9 @@ pub async fn snd_pipe<S: Syscalls, T>(
         if next == Next::Stop {
             break;
         }
+    }
+    if full {
+        table.cant_send(fd).await;
     }
     done
 }

@@ -358,7 +358,7 @@ async fn read_answer(bugs: Bugs, wait_ms: u64, log: Log) {
         let ready = h.wait(Events::IN | Events::RDHUP).await;
         let room = buf.room();
         let n = h.recv(&mut buf, room).await;
-        let ready_after = h.table.recv_ready(h.fd());
+        let ready_after = h.table.state(h.fd()).await & fd::READY_R != 0;
         note(
             &log,
             format!(
@@ -470,7 +470,7 @@ fn a_proxy_thread_forgets_an_fd_that_migrated_once_it_reports_late() {
             table.interest(&e, 0).await,
             Some(Events::IN | Events::RDHUP)
         );
-        e.set_registered(0, Some(Events::IN | Events::RDHUP));
+        e.set_registered(0, Some(Events::IN | Events::RDHUP)).await;
         assert!(table.takeover(11, 1, fd::Owner::Conn(3)).await);
         let report = table
             .update_events(11, 0, Events::IN, generation, &|_| Box::pin(async {}))

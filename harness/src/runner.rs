@@ -74,6 +74,10 @@ pub enum Faults {
     /// Drawn from a swarm of the scenario's fault space: a random subset of
     /// its kinds, at random rates, chosen by the seed (`--faults swarm`).
     Swarm,
+    /// Drawn from the scenario's fault space with every race rule drawing
+    /// only this strategy (`--faults random`, `--faults pct`, `--faults
+    /// targeted`): one strategy's rate over the same race space.
+    RaceStrategy(String),
     /// This plan (`--plan FILE`).
     Plan {
         /// The plan to run.
@@ -90,6 +94,7 @@ impl Faults {
             Faults::Drawn => String::new(),
             Faults::Off => " --faults off".to_string(),
             Faults::Swarm => " --faults swarm".to_string(),
+            Faults::RaceStrategy(strategy) => format!(" --faults {strategy}"),
             Faults::Plan {
                 source: Some(path), ..
             } => format!(" --plan {}", path.display()),
@@ -251,6 +256,16 @@ impl Outcome {
                 format!("verdict: fail {head} oracle={oracle}: {message}")
             }
         }
+    }
+
+    /// Whether the run reached the scenario's `expect.mechanism` (true when
+    /// it names none).
+    pub fn reached_mechanism(&self, scenario: &Scenario) -> bool {
+        let wants = &scenario.spec.expect.mechanism;
+        wants.is_empty()
+            || wants
+                .iter()
+                .any(|want| self.coverage.keys().any(|got| glob_match(want, got)))
     }
 
     /// The command that replays this run.
@@ -565,6 +580,18 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
         Faults::Drawn => scenario.spec.faults.draw(seed).current(),
         Faults::Off => FaultPlan::default(),
         Faults::Swarm => scenario.spec.faults.swarm(seed).draw(seed).current(),
+        Faults::RaceStrategy(strategy) => match scenario.spec.faults.with_race_strategy(strategy) {
+            Ok(space) => space.draw(seed).current(),
+            Err(e) => {
+                // A setup error, reported as every other one is.
+                let mut outcome = run_plan(scenario, seed, options, FaultPlan::default());
+                outcome.verdict = Verdict::Fail {
+                    oracle: "setup".into(),
+                    message: format!("--faults {strategy}: {e}"),
+                };
+                return outcome;
+            }
+        },
         Faults::Plan { plan, .. } => (**plan).clone(),
     };
     let Some(probe_plan) = plan.pct_probe() else {
@@ -889,6 +916,9 @@ pub struct SweepReport {
     /// The faults of the scenario's space that no run applied (a point
     /// glob, a frame label or a switch name nothing matched), described.
     pub unapplied: Vec<String>,
+    /// Failing seeds whose run did not reach the scenario's
+    /// `expect.mechanism`: a symptom without the bug's mechanism.
+    pub without_mechanism: Vec<u64>,
 }
 
 impl SweepReport {
@@ -1017,6 +1047,7 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
     let complete = report.seeds_run == seeds.len() as u64;
     let setup = report.failures.iter().any(|o| o.setup_error().is_some());
     let drawn = matches!(options.run.faults, Faults::Drawn | Faults::Swarm);
+    // (One strategy alone need not reach every point the space names.)
     if drawn && complete && !setup {
         report.unapplied = scenario
             .spec
@@ -1027,6 +1058,12 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
             .map(|(what, _)| what)
             .collect();
     }
+    report.without_mechanism = report
+        .failures
+        .iter()
+        .filter(|o| o.setup_error().is_none() && !o.reached_mechanism(scenario))
+        .map(|o| o.seed)
+        .collect();
     if faults_on && complete && !setup {
         report.unreached = scenario
             .spec
@@ -1179,8 +1216,12 @@ pub fn shrink(
     options: &RunOptions,
     max_runs: u32,
 ) -> Result<ShrinkReport, Box<Outcome>> {
-    let mut tree = match options.faults {
+    let mut tree = match &options.faults {
         Faults::Swarm => scenario.spec.faults.swarm(seed).draw(seed),
+        Faults::RaceStrategy(strategy) => match scenario.spec.faults.with_race_strategy(strategy) {
+            Ok(space) => space.draw(seed),
+            Err(_) => return Err(Box::new(run(scenario, seed, options))),
+        },
         _ => scenario.spec.faults.draw(seed),
     };
     let before = tree.current();

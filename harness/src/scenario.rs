@@ -129,6 +129,20 @@ pub struct Expect {
     /// did fails, since it never tested the place that matters.
     #[serde(default)]
     pub reaches: Vec<String>,
+    /// The coverage points (globs, e.g. `probe:proxy:fd-closed-while-running`)
+    /// that name the bug's mechanism, one per way the bug acts: every
+    /// failing run of the buggy variant must reach at least one, else it
+    /// failed for another reason and `reproduce` reports a symptom without
+    /// mechanism. Empty: not checked.
+    #[serde(default)]
+    pub mechanism: Vec<String>,
+}
+
+impl Expect {
+    /// The mechanism's points as one would read them: `a or b`.
+    pub fn mechanism_names(&self) -> String {
+        self.mechanism.join(" or ")
+    }
 }
 
 impl Default for Expect {
@@ -139,6 +153,7 @@ impl Default for Expect {
             latent_seeds: default_latent_seeds(),
             test_seeds: default_test_seeds(),
             reaches: Vec::new(),
+            mechanism: Vec::new(),
         }
     }
 }

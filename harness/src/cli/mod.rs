@@ -126,8 +126,10 @@ pub struct VariantArgs {
     #[arg(long, default_value = "fixed", value_parser = parse_variant)]
     pub variant: Variant,
     /// `off` runs with no injected faults (the bug stays latent); `swarm`
-    /// draws from a random subset of the scenario's fault kinds.
-    #[arg(long, default_value = "on", value_parser = ["on", "off", "swarm"])]
+    /// draws from a random subset of the scenario's fault kinds; `random`,
+    /// `pct` or `targeted` draw as `on` with every race rule restricted to
+    /// that strategy.
+    #[arg(long, default_value = "on", value_parser = ["on", "off", "swarm", "random", "pct", "targeted"])]
     pub faults: String,
     /// Run this bug's old lines instead of the scenario's own bug's (with
     /// `--variant buggy`), e.g. to replay a `hunt` finding.
@@ -311,6 +313,9 @@ impl App {
             }
             (None, "off") => Faults::Off,
             (None, "swarm") => Faults::Swarm,
+            (None, strategy @ ("random" | "pct" | "targeted")) => {
+                Faults::RaceStrategy(strategy.to_string())
+            }
             (None, _) => Faults::Drawn,
         };
         let bug = args.bug.as_deref().map(|b| self.bug(b)).transpose()?;

@@ -171,6 +171,14 @@ pub(super) fn sweep(app: &App, dir: Option<&Path>, args: SweepArgs) -> Result<Ex
     for line in report.unreached_lines() {
         let _ = writeln!(out, "{line}");
     }
+    if !report.without_mechanism.is_empty() {
+        let _ = writeln!(
+            out,
+            "symptom without mechanism ({}): seeds {:?}",
+            scenario.spec.expect.mechanism_names(),
+            report.without_mechanism
+        );
+    }
     let _ = writeln!(out, "{}", report.summary_line());
     if args.json {
         let summary = SweepSummary {

@@ -234,7 +234,6 @@ pub struct Conn {
 }
 
 /// Per-thread bookkeeping.
-#[derive(Default)]
 pub struct ThreadState {
     pub epfd: Fd,
     /// (expiry, conn): the thread's timers.
@@ -243,8 +242,23 @@ pub struct ThreadState {
     pub wake: BTreeSet<ConnId>,
     /// Connections to close.
     pub closing: Vec<ConnId>,
-    /// Wakes the thread's poller when another thread gives it work.
-    pub notify: Rc<tokio::sync::Notify>,
+    /// Wakes the thread's poller when another thread gives it work
+    /// (HAProxy's `wake_thread()`, a write to the thread's pipe): a `sync`
+    /// primitive, so the seed may switch threads at the wake-up and at
+    /// the wait.
+    pub notify: Rc<faultline_harness::sync::Notify>,
+}
+
+impl Default for ThreadState {
+    fn default() -> ThreadState {
+        ThreadState {
+            epfd: Fd::default(),
+            timers: BTreeSet::new(),
+            wake: BTreeSet::new(),
+            closing: Vec::new(),
+            notify: Rc::new(faultline_harness::sync::Notify::new("proxy.thread.wake")),
+        }
+    }
 }
 
 /// Everything the threads share (one host: `RefCell`s, never held across
@@ -257,6 +271,11 @@ pub struct State {
     next_conn: ConnId,
     /// The thread the next accepted connection goes to (round robin).
     next_accept_thread: usize,
+    /// Threads given work by [`State::wake`] whose poller is still to be
+    /// woken (one bit per thread): the caller holds the state, so the
+    /// wake-up itself, a scheduling point, follows in
+    /// [`Proxy::wake_threads`].
+    to_wake: ThreadMask,
     /// Per server: when its next check starts (thread 0 runs checks).
     pub next_check: Vec<Instant>,
     /// Per vbucket: the server believed active for it. It starts as the
@@ -294,9 +313,8 @@ impl State {
     pub fn wake(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get(&id) {
             let thread = conn.c.thread;
-            let th = &mut self.threads[thread];
-            if th.wake.insert(id) {
-                th.notify.notify_one();
+            if self.threads[thread].wake.insert(id) {
+                self.to_wake |= bit(thread);
             }
         }
     }
@@ -407,6 +425,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             listener: None,
             next_conn: 1,
             next_accept_thread: 0,
+            to_wake: 0,
         };
         Ok(Rc::new(Proxy {
             fdtab: FdTable::new(config.threads, config.bugs.clone()),
@@ -460,6 +479,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             self.run_timers(tid).await;
             if tid == 0 && self.config.check.enabled {
                 check::start_due_checks(&self, tid).await;
+                self.wake_threads(tid).await;
             }
             self.run_wakes(tid).await;
             self.run_closes(tid).await;
@@ -503,7 +523,10 @@ impl<S: Syscalls + 'static> Proxy<S> {
                     continue;
                 }
                 match self.fdtab.entry(event.fd).owner() {
-                    Some(Owner::Listener) => self.accept(tid, event.fd).await,
+                    Some(Owner::Listener) => {
+                        self.accept(tid, event.fd).await;
+                        self.wake_threads(tid).await;
+                    }
                     Some(Owner::Conn(id)) => self.io_handler(tid, id, event.events).await,
                     None => {}
                 }
@@ -545,10 +568,30 @@ impl<S: Syscalls + 'static> Proxy<S> {
                 _ => return false,
             }
         };
-        match kind {
+        let progress = match kind {
             session::Kind::Client => session::process_client(self, tid, id).await,
             session::Kind::Server => session::process_server(self, tid, id, events).await,
             session::Kind::Check => check::process_check(self, tid, id, events).await,
+        };
+        self.wake_threads(tid).await;
+        progress
+    }
+
+    /// Wakes the pollers of the other threads the last handler gave work
+    /// to (this thread looks at its own work before it polls again).
+    pub async fn wake_threads(&self, tid: usize) {
+        let (mask, notifies) = {
+            let mut st = self.state.borrow_mut();
+            let mask = std::mem::take(&mut st.to_wake) & !bit(tid);
+            let notifies: Vec<_> = (0..st.threads.len())
+                .filter(|t| mask & bit(*t) != 0)
+                .map(|t| st.threads[t].notify.clone())
+                .collect();
+            (mask, notifies)
+        };
+        debug_assert_eq!(mask.count_ones() as usize, notifies.len());
+        for notify in notifies {
+            notify.notify_one().await;
         }
     }
 
@@ -591,6 +634,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
                 Some(_) => session::on_timeout(self, tid, id).await,
                 None => {}
             }
+            self.wake_threads(tid).await;
         }
     }
 

@@ -650,6 +650,16 @@ impl FdTable {
             }
             tmask
         };
+        // Running on it with our bit in its thread mask: no takeover can
+        // replace the mask before we leave (it needs an empty running
+        // mask). A look without a scheduling point, so that watching does
+        // not move the race.
+        if e.thread_mask.unsync_load() & me == 0 {
+            // Two threads believe the fd is theirs (the first mechanism of
+            // HAP-RUNMASK).
+            faultline_harness::probe("proxy:fd-run-by-a-thread-that-lost-it");
+            tracing::debug!(target: "faultline::proxy", fd, tid, "running on an fd taken over");
+        }
         // Running on it, the reference is not needed any more.
         self.drop_tgid(&e).await;
         // RDHUP (peer's FIN) counts as a hangup of the read side.

@@ -6,7 +6,11 @@
 //! clean seeds of the fixed variant that would prove the fix with 95%
 //! confidence), sweep the buggy variant with faults off (must pass: the
 //! bug stays latent), sweep the fixed variant with faults on (must pass;
-//! at least the seeds that proof needs). Then one table row per scenario.
+//! at least the seeds that proof needs). For a race bug, sweep the buggy
+//! variant once more under each of `random` and `pct` alone (200 seeds
+//! each), for each strategy's own rate. Every failing seed of the buggy
+//! sweeps must reach the scenario's `expect.mechanism`, else it is a
+//! symptom without mechanism. Then one table row per scenario.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -49,6 +53,10 @@ struct Row {
     trace: Option<String>,
     /// The buggy variant with faults on, over the latent sweep's seeds.
     failure_rate: Option<FailureRate>,
+    /// A race bug's buggy variant with every race rule drawing only
+    /// `random`, then only `pct` ([`STRATEGY_SEEDS`] seeds each).
+    random_rate: Option<FailureRate>,
+    pct_rate: Option<FailureRate>,
     /// Clean fixed seeds for 95% confidence that the fix holds.
     seeds_for_95: Option<u64>,
     latent_seeds_passed: u64,
@@ -139,6 +147,9 @@ pub fn reproduce(
     })
 }
 
+/// Seeds per strategy in a race bug's per-strategy sweeps.
+const STRATEGY_SEEDS: u64 = 200;
+
 fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) -> Row {
     // Wall time of the row, for the table (outside any simulation).
     let start = Instant::now();
@@ -163,6 +174,8 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
         sim_ms_to_failure: None,
         trace: None,
         failure_rate: None,
+        random_rate: None,
+        pct_rate: None,
         seeds_for_95: None,
         latent_seeds_passed: 0,
         latent_seeds: expect.latent_seeds,
@@ -180,6 +193,14 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
         let outcome = runner::run(scenario, recorded.seed, &buggy);
         match &outcome.verdict {
             Verdict::Fail { oracle, .. } if *oracle == recorded.oracle => {
+                if !outcome.reached_mechanism(scenario) {
+                    problems.push(format!(
+                        "seed {}: symptom without mechanism (never reached `{}`); replay: {}",
+                        recorded.seed,
+                        expect.mechanism_names(),
+                        outcome.replay_command()
+                    ));
+                }
                 if index == 0 {
                     row.oracle = oracle.clone();
                     row.seed = Some(outcome.seed);
@@ -208,6 +229,33 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
         row.latent_seeds,
         jobs,
     );
+    let mut without_mechanism = found.without_mechanism.clone();
+    if !scenario.spec.faults.race.is_empty() {
+        for strategy in ["random", "pct"] {
+            let alone = sweep(
+                scenario,
+                Variant::Buggy,
+                Faults::RaceStrategy(strategy.into()),
+                STRATEGY_SEEDS,
+                jobs,
+            );
+            without_mechanism.extend(&alone.without_mechanism);
+            let rate = Some(FailureRate::new(alone.failed(), alone.seeds_run));
+            match strategy {
+                "random" => row.random_rate = rate,
+                _ => row.pct_rate = rate,
+            }
+        }
+    }
+    without_mechanism.sort_unstable();
+    without_mechanism.dedup();
+    if !without_mechanism.is_empty() {
+        problems.push(format!(
+            "symptom without mechanism (never reached `{}`) on buggy seeds {:?}",
+            expect.mechanism_names(),
+            without_mechanism
+        ));
+    }
     let rate = FailureRate::new(found.failed(), found.seeds_run);
     row.seeds_for_95 = rate.seeds_for_95();
     row.failure_rate = Some(rate);
@@ -277,12 +325,18 @@ fn print_table(rows: &[Row]) {
         "seed",
         "sim ms",
         "buggy fails (95% CI)",
+        "random alone",
+        "pct alone",
         "latent",
         "fixed",
         "for 95%",
         "wall s",
     ];
-    let cells: Vec<[String; 10]> = rows
+    let rate = |f: &Option<FailureRate>| {
+        f.map(|f| format!("{}/{} {}", f.failed, f.runs, f.display()))
+            .unwrap_or_else(|| "-".into())
+    };
+    let cells: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -293,9 +347,9 @@ fn print_table(rows: &[Row]) {
                 r.sim_ms_to_failure
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
-                r.failure_rate
-                    .map(|f| format!("{}/{} {}", f.failed, f.runs, f.display()))
-                    .unwrap_or_else(|| "-".into()),
+                rate(&r.failure_rate),
+                rate(&r.random_rate),
+                rate(&r.pct_rate),
                 format!("{}/{}", r.latent_seeds_passed, r.latent_seeds),
                 format!("{}/{}", r.fixed_seeds_passed, r.fixed_seeds),
                 match (r.seeds_for_95, r.fixed_fewer_than_needed) {

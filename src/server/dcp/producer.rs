@@ -19,7 +19,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::Duration;
 
 use faultline_harness::sync::{Atomic, Mutex};
 use tokio::sync::Notify;
@@ -28,7 +27,7 @@ use super::{durability, refuse};
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::Node;
-use crate::server::executor::{Next, Task, TaskFuture, TaskId, TaskType};
+use crate::server::executor::{FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};
 use crate::server::store::{Mutation, VbState};
 
 /// Most log entries one snapshot carries.
@@ -92,15 +91,16 @@ impl Task for CheckpointProcessor {
         &self.name
     }
 
-    fn run(&self) -> TaskFuture<'_> {
+    fn run<'a>(&'a self, me: &'a GlobalTask) -> TaskFuture<'a> {
         Box::pin(async move {
             let Some(producer) = self.producer.upgrade() else {
-                return Next::Done;
+                return false;
             };
             let Some(node) = producer.node.upgrade() else {
-                return Next::Done;
+                return false;
             };
-            producer.process(&node).await
+            producer.process(&node, me).await;
+            true
         })
     }
 }
@@ -312,7 +312,10 @@ impl Producer {
 
     /// One run of the checkpoint processor (the engine's `run`): it sleeps
     /// forever once done, unless it was notified meanwhile or work is left.
-    async fn process(&self, node: &Rc<Node>) -> Next {
+    /// The snooze comes first, as the engine's: a wake-up during the run
+    /// then sets the task's wake time after it and is kept.
+    async fn process(&self, node: &Rc<Node>, me: &GlobalTask) {
+        me.snooze(FOREVER).await;
         self.notified.store(false).await;
         let mut handed_over = Vec::new();
         let mut moved = false;
@@ -346,9 +349,7 @@ impl Producer {
         let left = !self.work.lock().await.order.is_empty();
         if notified || left {
             // Run again at once, letting the other tasks have a go first.
-            Next::After(Duration::ZERO)
-        } else {
-            Next::Forever
+            me.wake_up().await;
         }
     }
 

@@ -235,6 +235,10 @@ impl VBucket {
         self.hash_table.lock().await.len()
     }
 
+    pub async fn is_empty(&self) -> bool {
+        self.hash_table.lock().await.is_empty()
+    }
+
     /// Every live item, in key order.
     pub async fn items(&self) -> Vec<(Bytes, Item)> {
         let ht = self.hash_table.lock().await;

@@ -148,19 +148,38 @@ async fn streams(vbs: &[u16], flags: u32, log: &Log) -> mpsc::UnboundedReceiver<
 
 /// Every vbucket of the replica equals the active one: same high seqno,
 /// same items (value, flags, CAS).
-fn assert_replica_equals_active(active: &Node, replica: &Node) {
-    let a = active.store.borrow();
-    let r = replica.store.borrow();
+async fn assert_replica_equals_active(active: &Node, replica: &Node) {
+    let (a, r) = (&active.store, &replica.store);
     for vb in 0..VBUCKETS {
         let (av, rv) = (a.vbucket(vb).unwrap(), r.vbucket(vb).unwrap());
-        assert_eq!(av.high_seqno, rv.high_seqno, "vb {vb} seqno");
-        let items = |v: &faultline::server::store::VBucket| {
-            v.items()
-                .map(|(k, i)| (k.clone(), i.value.clone(), i.flags, i.cas))
+        assert_eq!(
+            av.high_seqno().await,
+            rv.high_seqno().await,
+            "vb {vb} seqno"
+        );
+        let items = |items: Vec<(bytes::Bytes, faultline::server::store::Item)>| {
+            items
+                .into_iter()
+                .map(|(k, i)| (k, i.value, i.flags, i.cas))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(items(av), items(rv), "vb {vb} items");
+        assert_eq!(
+            items(av.items().await),
+            items(rv.items().await),
+            "vb {vb} items"
+        );
     }
+}
+
+/// Whether every vbucket of the replica has the active one's high seqno.
+async fn caught_up(a: &Node, r: &Node) -> bool {
+    for vb in 0..VBUCKETS {
+        let active = a.store.vbucket(vb).unwrap().high_seqno().await;
+        if active != r.store.vbucket(vb).unwrap().high_seqno().await {
+            return false;
+        }
+    }
+    true
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {
@@ -246,14 +265,14 @@ fn a_replica_stream_keeps_the_replica_equal_to_the_active() {
             }
         }
         let (a, r) = (kv1.borrow().clone().unwrap(), kv2.borrow().clone().unwrap());
-        wait_for(|| {
-            (0..VBUCKETS).all(|vb| {
-                a.store.borrow().vbucket(vb).unwrap().high_seqno
-                    == r.store.borrow().vbucket(vb).unwrap().high_seqno
-            })
-        })
-        .await;
-        assert_replica_equals_active(&a, &r);
+        for _ in 0..5_000 {
+            if caught_up(&a, &r).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(caught_up(&a, &r).await, "not within 5 simulated seconds");
+        assert_replica_equals_active(&a, &r).await;
         // The replica refuses clients.
         let mut c2 = Client::new(SimStream::connect(("kv-2", KV_PORT)).await.unwrap());
         assert!(matches!(
@@ -289,7 +308,7 @@ fn durable_writes_need_a_replica_that_answers() {
         // The replica vbucket goes away (made active elsewhere): its
         // consumer stops applying, nothing acknowledges the next prepare.
         let replica = kv2.borrow().clone().unwrap();
-        replica.set_vbucket_state(0, VbState::Dead);
+        replica.set_vbucket_state(0, VbState::Dead).await;
         let started = tokio::time::Instant::now();
         assert!(matches!(
             client.durable_set(b"b", b"2", 0).await,
@@ -322,8 +341,14 @@ fn a_takeover_hands_the_vbucket_over() {
         let mut added = streams(&[2], dcp::ADD_STREAM_TAKEOVER, &log).await;
         assert_eq!(added.recv().await.unwrap(), (2, Status::SUCCESS));
         let (a, r) = (kv1.borrow().clone().unwrap(), kv2.borrow().clone().unwrap());
-        wait_for(|| r.store.borrow().vbucket(2).unwrap().state == VbState::Active).await;
-        assert_eq!(a.store.borrow().vbucket(2).unwrap().state, VbState::Dead);
+        for _ in 0..5_000 {
+            if r.store.vbucket(2).unwrap().state().await == VbState::Active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(r.store.vbucket(2).unwrap().state().await, VbState::Active);
+        assert_eq!(a.store.vbucket(2).unwrap().state().await, VbState::Dead);
         wait_for(|| {
             log.borrow()
                 .iter()

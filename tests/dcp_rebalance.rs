@@ -125,16 +125,16 @@ fn a_rebalance_moves_every_vbucket_and_the_new_node_holds_the_model() {
             assert_eq!(replicator.builds(), 1);
             let (a, b) = (kv1.borrow().clone().unwrap(), kv2.borrow().clone().unwrap());
             for vb in 0..VBUCKETS {
-                assert_eq!(a.store.borrow().vbucket(vb).unwrap().state, VbState::Dead);
-                assert_eq!(b.store.borrow().vbucket(vb).unwrap().state, VbState::Active);
+                assert_eq!(a.store.vbucket(vb).unwrap().state().await, VbState::Dead);
+                assert_eq!(b.store.vbucket(vb).unwrap().state().await, VbState::Active);
             }
             // The new node holds exactly the model's data.
             let held = {
-                let store = b.store.borrow();
+                let store = &b.store;
                 let mut held = 0;
                 for vb in 0..VBUCKETS {
-                    for (key, item) in store.vbucket(vb).unwrap().items() {
-                        assert_eq!(model.expected(key), Some(item.value.as_ref()), "{key:?}");
+                    for (key, item) in store.vbucket(vb).unwrap().items().await {
+                        assert_eq!(model.expected(&key), Some(item.value.as_ref()), "{key:?}");
                         held += 1;
                     }
                 }

@@ -69,8 +69,8 @@ pub struct Conn<S> {
 
 /// Serves `stream` until the peer closes it or it fails.
 pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u64, worker: usize) {
-    node.stats.borrow_mut().curr_connections += 1;
-    node.stats.borrow_mut().total_connections += 1;
+    node.stats.curr_connections.fetch_add(1).await;
+    node.stats.total_connections.fetch_add(1).await;
     let mut conn = Conn {
         id,
         stream,
@@ -89,7 +89,7 @@ pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u6
         }
     }
     conn.give_back_buffers();
-    node.stats.borrow_mut().curr_connections -= 1;
+    node.stats.curr_connections.fetch_sub(1).await;
 }
 
 impl<S: ServerStream> Conn<S> {
@@ -159,7 +159,9 @@ impl<S: ServerStream> Conn<S> {
                 }
             }
             let mut batch = Vec::new();
-            let more = dcp.step(MAX_MESSAGES_PER_STEP, &mut |p| batch.push(p));
+            let more = dcp
+                .step(MAX_MESSAGES_PER_STEP, &mut |p| batch.push(p))
+                .await;
             for packet in batch {
                 self.respond(packet);
             }

@@ -15,16 +15,32 @@
 //!   future queue (by wake time), ready queue and sleeping threads;
 //! * `executor.<type>.ready_tasks` and `executor.sleepers` (the pool's
 //!   `numReadyTasks` and `numSleepers` atomics);
-//! * `executor.thread.state` (a thread's running/sleeping state).
+//! * `executor.thread.state` and `executor.thread.waketime` (a thread's
+//!   running/sleeping state and the wake time it recorded: atomics, as
+//!   the engine's `ExecutorThread`, read and written by the thread);
+//! * `executor.task.waketime` and `executor.task.state` (the engine's
+//!   `GlobalTask::waketime` and `state`: atomics, with no lock of their
+//!   own). The task writes them itself inside `run` ([`GlobalTask::snooze`],
+//!   [`GlobalTask::wake_up`]) with no executor lock held; a waker
+//!   ([`Executor::wake`], [`Executor::cancel`]) writes them under the
+//!   task's queue lock, re-sorting the future queue when the task is
+//!   there; the thread that ran the task raises the wake time to now
+//!   (`updateWaketimeIfLessThan`) and reads it, under the queue lock, to
+//!   put the task back. A wake-up while the task runs is therefore kept
+//!   when it comes after the task's own snooze and overwritten when it
+//!   comes before it, as in the engine (whose tasks snooze first);
+//!   `executor.task_id_counter` numbers the tasks.
 //!
 //! A worker loops (`ExecutorThread::run` and `ExecutorPool::_nextTask`):
 //!
 //! 1. **fetch** (`_fetchNextTask`, under the queue's lock): move the tasks
 //!    whose wake time has come to the ready queue, record the future
 //!    queue's earliest wake time as the thread's own, and take a ready task;
-//! 2. **run** it (no lock held), then **reschedule** it (under the lock) at
-//!    the wake time it asks for and lower the thread's recorded wake time
-//!    to the queue's earliest;
+//! 2. **run** it (no lock held; the task snoozes itself), then
+//!    **reschedule** it (under the lock) at the wake time it has then and
+//!    lower the thread's recorded wake time to the queue's earliest; a
+//!    cancelled (dead) task is not run but erased by the thread that
+//!    takes it;
 //! 3. when (1) found nothing: **sleep, then fetch** (`_sleepThenFetchNextTask`,
 //!    taking the lock again): sleep until the next wake time, at most the
 //!    fallback sleep, or until a notification (`_doWake`), then fetch.
@@ -34,14 +50,15 @@
 //! recorded wake time, stale when that happens: the notification found no
 //! sleeper, and the thread slept the 2 s fallback with a task due now. The
 //! fix (kv_engine commit 32c0ae9f1) computes the wake time from the future
-//! queue itself, under the queue's lock, right before sleeping. Without
+//! queue itself, under the queue's lock, right before sleeping. The probe
+//! `executor:sleep-past-due-task` counts a thread going to sleep with a
+//! task of its queue already due (only the old lines do). Without
 //! the fallback (`fallback_sleep_ms = None`) the same lost wake-up is a
 //! thread that never wakes.
 //!
 //! Every run records how late the task started (its scheduler wait time)
 //! in the `scheduler-wait.<type>` latency metric, for the latency oracle.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -124,30 +141,90 @@ impl TaskType {
     }
 }
 
-/// When a task wants to run again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// After this long (zero: as soon as a thread is free).
-    After(Duration),
-    /// Only when woken ([`Executor::wake`]).
-    Forever,
-    /// Never: the task is done and leaves the executor.
-    Done,
-}
+/// The engine's `task_state_t`: a task's `state`.
+const TASK_RUNNING: u8 = 0;
+const TASK_SNOOZED: u8 = 1;
+const TASK_DEAD: u8 = 2;
 
-/// One round of a task's work, as a future (it may take locks).
-pub type TaskFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Next> + 'a>>;
+/// One round of a task's work, as a future (it may take locks). It answers
+/// whether the task runs again (the engine's `GlobalTask::run`): when, it
+/// said itself with [`GlobalTask::snooze`] during the round; a task that
+/// did not snooze runs again as soon as a thread is free.
+pub type TaskFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>>;
 
 /// Background work. `run` does one round of work and returns; it must not
 /// wait for I/O (a worker thread runs it to completion).
 pub trait Task {
     fn name(&self) -> &str;
-    fn run(&self) -> TaskFuture<'_>;
+    /// One round; `me` is the task's scheduling record, for its `snooze`.
+    fn run<'a>(&'a self, me: &'a GlobalTask) -> TaskFuture<'a>;
 }
 
 /// A scheduled task's handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TaskId(u64);
+
+/// A scheduled task: its work and what the engine's `GlobalTask` shares
+/// between threads without a lock of its own, its wake time and state
+/// (atomics). The task writes them from its own `run` (`snooze`,
+/// `wake_up`, with no executor lock held); a waker writes them under the
+/// task's queue lock (`TaskQueue::_wake`); the running thread reads the
+/// wake time when it puts the task back.
+pub struct GlobalTask {
+    id: TaskId,
+    work: Rc<dyn Task>,
+    /// The executor's clock.
+    started: tokio::time::Instant,
+    /// When it wants to run (`GlobalTask::waketime`).
+    waketime: Atomic<WakeTime>,
+    /// `TASK_RUNNING`, `TASK_SNOOZED` or `TASK_DEAD` (`GlobalTask::state`).
+    state: Atomic<u8>,
+}
+
+impl GlobalTask {
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    fn now(&self) -> WakeTime {
+        self.started.elapsed()
+    }
+
+    /// `GlobalTask::snooze`: run again after `delay` (zero: as soon as a
+    /// thread is free); `FOREVER`: only when woken. Writes the wake time
+    /// with no lock held, as the engine does from inside `run`.
+    pub async fn snooze(&self, delay: Duration) {
+        if delay == FOREVER {
+            self.state
+                .compare_exchange(TASK_RUNNING, TASK_SNOOZED)
+                .await
+                .ok();
+            self.waketime.store(FOREVER).await;
+            return;
+        }
+        let now = self.now();
+        if delay.is_zero() {
+            self.waketime.store(now).await;
+        } else {
+            self.state
+                .compare_exchange(TASK_RUNNING, TASK_SNOOZED)
+                .await
+                .ok();
+            self.waketime.store(now.saturating_add(delay)).await;
+        }
+    }
+
+    /// `GlobalTask::wakeUp`: due now, written by the task itself (no lock,
+    /// no notification: it is running, its thread will put it back).
+    pub async fn wake_up(&self) {
+        self.waketime.store(self.now()).await;
+    }
+
+    /// `GlobalTask::isdead`.
+    pub async fn is_dead(&self) -> bool {
+        self.state.load().await == TASK_DEAD
+    }
+}
 
 /// Worker threads per task type, and the fallback sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,30 +281,31 @@ impl ExecutorConfig {
     }
 }
 
-/// Where a task is.
+/// Where a queued task is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
-    /// In its queue's future queue, due at `waketime`.
+    /// In its queue's future queue, sorted by the wake time it had when
+    /// it was put there (`key`).
     Future,
     /// In its queue's ready queue.
     Ready,
-    /// A thread is running it.
-    Running,
 }
 
-struct Entry {
-    task: Rc<dyn Task>,
-    waketime: WakeTime,
+/// A task in one of its queue's queues. A running task is in none: its
+/// thread holds it.
+struct Queued {
+    task: Rc<GlobalTask>,
     place: Place,
-    /// Woken while running: reschedule it now whatever it asked for.
-    woken_while_running: bool,
-    cancelled: bool,
+    /// Its position: the wake time it was sorted by (the engine's heap
+    /// orders by the task's wake time, changed under the queue lock only
+    /// while the task is in the heap).
+    key: WakeTime,
 }
 
 /// What a queue's lock guards.
 #[derive(Default)]
 struct Queues {
-    entries: BTreeMap<TaskId, Entry>,
+    entries: BTreeMap<TaskId, Queued>,
     /// Waiting tasks by (wake time, id): the earliest first.
     future: BTreeSet<(WakeTime, TaskId)>,
     /// Due tasks, in the order they became due.
@@ -254,25 +332,27 @@ struct TaskQueue {
     cond: Condvar,
 }
 
-/// A task a thread took from its queue.
-struct Fetched {
-    id: TaskId,
-    task: Rc<dyn Task>,
-    /// When it was due.
-    due: WakeTime,
-}
-
 /// A thread's state as the engine's `ExecutorThread::state`.
 const THREAD_RUNNING: u8 = 0;
 const THREAD_SLEEPING: u8 = 1;
 
-/// A worker thread's own state.
+/// A worker thread's own state (atomics, as the engine's).
 struct ThreadState {
     task_type: TaskType,
     /// When the thread believes its queue next has work (the engine's
     /// `ExecutorThread::waketime`).
-    waketime: WakeTime,
+    waketime: Atomic<WakeTime>,
     state: Atomic<u8>,
+}
+
+impl ThreadState {
+    /// Lowers the recorded wake time to `waketime` (`setWaketime` after a
+    /// comparison, as the engine's callers do).
+    async fn record_waketime(&self, waketime: WakeTime) {
+        if waketime < self.waketime.load().await {
+            self.waketime.store(waketime).await;
+        }
+    }
 }
 
 struct Shared {
@@ -280,14 +360,15 @@ struct Shared {
     bugs: Bugs,
     /// The executor's clock: simulated time inside a simulation.
     started: tokio::time::Instant,
-    /// Which queue each task is in (the pool's `taskLocator`).
-    tasks: Mutex<BTreeMap<TaskId, TaskType>>,
+    /// Each task and the queue it is in (the pool's `taskLocator`).
+    tasks: Mutex<BTreeMap<TaskId, (Rc<GlobalTask>, TaskType)>>,
     queues: Vec<TaskQueue>,
     /// Per task type: tasks moved to a ready queue and not taken yet.
     ready_tasks: Vec<Atomic<usize>>,
     /// Threads asleep, of every type.
     sleepers: Atomic<usize>,
-    next_id: Cell<u64>,
+    /// The next task id (`GlobalTask::task_id_counter`).
+    next_id: Atomic<u64>,
 }
 
 /// A node's executor pool. Cheap to clone.
@@ -319,7 +400,7 @@ impl Executor {
                     .map(|t| Atomic::new(t.ready_tasks_name(), 0))
                     .collect(),
                 sleepers: Atomic::new("executor.sleepers", 0),
-                next_id: Cell::new(1),
+                next_id: Atomic::new("executor.task_id_counter", 1),
             }),
         };
         for task_type in TaskType::ALL {
@@ -346,28 +427,38 @@ impl Executor {
     }
 
     /// Schedules a task to run as soon as a thread of its type is free.
-    pub async fn schedule(&self, task: Rc<dyn Task>, task_type: TaskType) -> TaskId {
+    pub async fn schedule(&self, work: Rc<dyn Task>, task_type: TaskType) -> TaskId {
+        // The engine's GlobalTask constructor: a new id, due now.
+        let id = TaskId(self.shared.next_id.fetch_add(1).await);
+        let task = Rc::new(GlobalTask {
+            id,
+            work,
+            started: self.shared.started,
+            waketime: Atomic::new("executor.task.waketime", self.now()),
+            state: Atomic::new("executor.task.state", TASK_RUNNING),
+        });
         let mut tasks = self.shared.tasks.lock().await;
         assert!(tasks.len() < MAX_TASKS, "at most {MAX_TASKS} tasks");
-        let id = TaskId(self.shared.next_id.get());
-        self.shared.next_id.set(id.0 + 1);
-        tasks.insert(id, task_type);
-        tracing::debug!(target: "faultline::executor", task = task.name(), id = id.0, "schedule");
+        tasks.insert(id, (task.clone(), task_type));
+        tracing::debug!(target: "faultline::executor", task = task.work.name(), id = id.0, "schedule");
         // TaskQueue::_schedule, under the pool's lock as the engine does.
         let queue = self.queue(task_type);
         let mut q = queue.mutex.lock().await;
-        let now = self.now();
+        // A task scheduled again after a cancel runs again.
+        task.state
+            .compare_exchange(TASK_DEAD, TASK_RUNNING)
+            .await
+            .ok();
+        let key = task.waketime.load().await;
         q.entries.insert(
             id,
-            Entry {
+            Queued {
                 task,
-                waketime: now,
                 place: Place::Future,
-                woken_while_running: false,
-                cancelled: false,
+                key,
             },
         );
-        q.future.insert((now, id));
+        q.future.insert((key, id));
         self.do_wake(queue, &q, 1).await;
         drop(q);
         drop(tasks);
@@ -378,69 +469,65 @@ impl Executor {
     /// (`ExecutorPool::_wake`, then `TaskQueue::_wake` under both locks).
     pub async fn wake(&self, id: TaskId) {
         let tasks = self.shared.tasks.lock().await;
-        let Some(&task_type) = tasks.get(&id) else {
+        let Some((task, task_type)) = tasks.get(&id) else {
             return; // Done or cancelled: nothing to wake.
         };
-        let queue = self.queue(task_type);
-        let mut q = queue.mutex.lock().await;
-        let now = self.now();
-        let Queues {
-            entries, future, ..
-        } = &mut *q;
-        let Some(entry) = entries.get_mut(&id) else {
-            return; // It ran its last round just now.
-        };
-        match entry.place {
-            Place::Future => {
-                let removed = future.remove(&(entry.waketime, id));
-                assert!(removed, "a future task is in its future queue");
-                entry.waketime = now;
-                future.insert((now, id));
-            }
-            // Already due: it runs as soon as a thread is free.
-            Place::Ready => {}
-            Place::Running => entry.woken_while_running = true,
-        }
-        self.do_wake(queue, &q, 1).await;
-        drop(q);
+        self.queue_wake(*task_type, task).await;
         drop(tasks);
     }
 
-    /// Removes a task; a run in progress finishes.
-    pub async fn cancel(&self, id: TaskId) {
-        let mut tasks = self.shared.tasks.lock().await;
-        let Some(task_type) = tasks.remove(&id) else {
-            return;
-        };
+    /// `TaskQueue::_wake`, under the queue's lock: the task's wake time
+    /// becomes now (re-sorting the future queue when it is there; a
+    /// running task keeps it for its thread to read when it puts the task
+    /// back), a snoozed task counts as running, and a sleeping thread is
+    /// notified.
+    async fn queue_wake(&self, task_type: TaskType, task: &Rc<GlobalTask>) {
         let queue = self.queue(task_type);
         let mut q = queue.mutex.lock().await;
-        let Queues {
-            entries,
-            future,
-            ready,
-            ..
-        } = &mut *q;
-        let Some(entry) = entries.get_mut(&id) else {
-            return; // It ran its last round just now.
-        };
-        let removed = match entry.place {
-            Place::Future => future.remove(&(entry.waketime, id)),
-            Place::Ready => ready.remove(&(entry.waketime, id)),
-            Place::Running => {
-                entry.cancelled = true;
-                false
-            }
-        };
-        if removed {
-            if entry.place == Place::Ready {
-                // It will not be taken: the pool's count of ready tasks.
-                self.shared.ready_tasks[task_type.index()]
-                    .fetch_sub(1)
-                    .await;
-            }
-            entries.remove(&id);
+        let now = self.now();
+        let id = task.id;
+        // futureQueue.updateWaketime(task, now).
+        let in_future = q.entries.get(&id).is_some_and(|e| e.place == Place::Future);
+        if in_future {
+            let Queues {
+                entries, future, ..
+            } = &mut *q;
+            let entry = entries.get_mut(&id).expect("found above");
+            let removed = future.remove(&(entry.key, id));
+            assert!(removed, "a future task is in its future queue");
+            task.waketime.store(now).await;
+            entry.key = now;
+            future.insert((now, id));
+        } else {
+            task.waketime.store(now).await;
         }
+        task.state
+            .compare_exchange(TASK_SNOOZED, TASK_RUNNING)
+            .await
+            .ok();
+        self.do_wake(queue, &q, 1).await;
         drop(q);
+    }
+
+    /// Cancels a task (`ExecutorPool::_cancel` without erasing): it is
+    /// marked dead and woken, so that a thread of its type takes it and
+    /// erases it; a run in progress finishes.
+    pub async fn cancel(&self, id: TaskId) {
+        let tasks = self.shared.tasks.lock().await;
+        let Some((task, task_type)) = tasks.get(&id) else {
+            return;
+        };
+        task.state.store(TASK_DEAD).await;
+        self.queue_wake(*task_type, task).await;
+        drop(tasks);
+    }
+
+    /// `ExecutorPool::_cancel(id, eraseTask = true)`: a thread forgets a
+    /// task that is done or dead.
+    async fn erase(&self, task: &GlobalTask) {
+        let mut tasks = self.shared.tasks.lock().await;
+        task.state.store(TASK_DEAD).await;
+        tasks.remove(&task.id);
         drop(tasks);
     }
 
@@ -465,36 +552,39 @@ impl Executor {
         }
     }
 
-    /// One worker thread.
+    /// One worker thread (`ExecutorThread::run`).
     async fn thread_loop(self, task_type: TaskType, index: usize) {
-        let mut thread = ThreadState {
+        let thread = ThreadState {
             task_type,
-            waketime: FOREVER,
+            waketime: Atomic::new("executor.thread.waketime", FOREVER),
             state: Atomic::new("executor.thread.state", THREAD_RUNNING),
         };
         tracing::debug!(target: "faultline::executor", kind = task_type.name(), thread = index, "thread started");
         loop {
+            if thread.state.load().await != THREAD_RUNNING {
+                break;
+            }
             // ExecutorPool::_nextTask: the queue, else sleep on it and look
             // again. The lock is let go in between.
-            let id = match self.fetch_next_task(&mut thread).await {
-                Some(id) => Some(id),
-                None => self.sleep_then_fetch_next_task(&mut thread).await,
+            let task = match self.fetch_next_task(&thread).await {
+                Some(task) => Some(task),
+                None => self.sleep_then_fetch_next_task(&thread).await,
             };
-            if let Some(fetched) = id {
-                self.run_task(&mut thread, fetched).await;
+            if let Some(task) = task {
+                self.run_task(&thread, task).await;
             }
         }
     }
 
     /// `TaskQueue::_fetchNextTask`.
-    async fn fetch_next_task(&self, thread: &mut ThreadState) -> Option<Fetched> {
+    async fn fetch_next_task(&self, thread: &ThreadState) -> Option<Rc<GlobalTask>> {
         let queue = self.queue(thread.task_type);
         let q = queue.mutex.lock().await;
         self.fetch_inner(queue, q, thread).await
     }
 
     /// `TaskQueue::_sleepThenFetchNextTask`.
-    async fn sleep_then_fetch_next_task(&self, thread: &mut ThreadState) -> Option<Fetched> {
+    async fn sleep_then_fetch_next_task(&self, thread: &ThreadState) -> Option<Rc<GlobalTask>> {
         let queue = self.queue(thread.task_type);
         let q = queue.mutex.lock().await;
         let q = self.do_sleep(queue, q, thread).await;
@@ -508,8 +598,8 @@ impl Executor {
         &self,
         queue: &TaskQueue,
         mut q: MutexGuard<'_, Queues>,
-        thread: &mut ThreadState,
-    ) -> Option<Fetched> {
+        thread: &ThreadState,
+    ) -> Option<Rc<GlobalTask>> {
         let ready_tasks = &self.shared.ready_tasks[queue.task_type.index()];
         // _moveReadyTasks (only when the ready queue is empty).
         let mut moved = 0;
@@ -537,17 +627,14 @@ impl Executor {
         // This thread takes one: wake one fewer.
         let mut to_wake = moved.saturating_sub(1);
         // Record the earliest wake time.
-        thread.waketime = thread.waketime.min(q.earliest_waketime());
+        if !q.future.is_empty() {
+            thread.record_waketime(q.earliest_waketime()).await;
+        }
         let taken = match q.ready.pop_first() {
-            Some((due, id)) => {
+            Some((_, id)) => {
                 ready_tasks.fetch_sub(1).await;
-                let entry = q.entries.get_mut(&id).expect("queued tasks exist");
-                entry.place = Place::Running;
-                Some(Fetched {
-                    id,
-                    task: entry.task.clone(),
-                    due,
-                })
+                let entry = q.entries.remove(&id).expect("queued tasks exist");
+                Some(entry.task)
             }
             None => {
                 to_wake = to_wake.saturating_sub(1);
@@ -565,16 +652,17 @@ impl Executor {
         &self,
         queue: &'q TaskQueue,
         mut q: MutexGuard<'q, Queues>,
-        thread: &mut ThreadState,
+        thread: &ThreadState,
     ) -> MutexGuard<'q, Queues> {
         let now = self.now();
-        let wake_at = if self.shared.bugs.is_buggy(MB_35649) {
-            // MB-35649: the old lines trust the wake time the thread
-            // recorded before it let go of the queue.
-            thread.waketime
+        // MB-35649 (kv_engine 32c0ae9f1 changed exactly these lines): the
+        // old `_doSleep` trusts the wake time the thread recorded before it
+        // let go of the queue, stale when a task was woken in between; the
+        // fix reads the future queue's earliest wake time, under the lock.
+        let buggy = self.shared.bugs.is_buggy(MB_35649);
+        let wake_at = if buggy {
+            thread.waketime.load().await
         } else {
-            // The fix: the future queue's own earliest wake time, read
-            // while holding the queue's lock.
             q.earliest_waketime()
         };
         if now < wake_at && self.try_sleep(queue.task_type).await {
@@ -588,7 +676,18 @@ impl Executor {
                 return q;
             }
             q.sleepers += 1;
-            let snooze = wake_at - now;
+            let wake_at = if buggy {
+                // The old lines read the recorded wake time again here.
+                thread.waketime.load().await
+            } else {
+                wake_at
+            };
+            if q.earliest_waketime() <= now && wake_at > now {
+                // The lost wake-up itself: a task in this queue is due,
+                // and the thread goes to sleep past it.
+                faultline_harness::probe("executor:sleep-past-due-task");
+            }
+            let snooze = wake_at.saturating_sub(now);
             let limit = self
                 .shared
                 .config
@@ -602,6 +701,7 @@ impl Executor {
             };
             assert!(q.sleepers > 0, "a sleeper counted itself");
             q.sleepers -= 1;
+            // ExecutorPool::woke.
             self.shared.sleepers.fetch_sub(1).await;
             // Sleeping -> running, if the thread was sleeping.
             if thread
@@ -613,7 +713,7 @@ impl Executor {
                 return q;
             }
         }
-        thread.waketime = FOREVER;
+        thread.waketime.store(FOREVER).await;
         q
     }
 
@@ -628,47 +728,50 @@ impl Executor {
     }
 
     /// Runs a task (no lock held), then puts it back at the wake time it
-    /// asks for.
-    async fn run_task(&self, thread: &mut ThreadState, fetched: Fetched) {
-        let Fetched { id, task, due } = fetched;
+    /// has then (`ExecutorThread::run`).
+    async fn run_task(&self, thread: &ThreadState, task: Rc<GlobalTask>) {
         let queue = self.queue(thread.task_type);
+        if task.is_dead().await {
+            // Cancelled: this thread erases it.
+            self.erase(&task).await;
+            return;
+        }
         let started = self.now();
-        // How late the task started: the scheduler's wait time.
-        let wait = started.saturating_sub(due);
+        // How late the task started: the scheduler's wait time, from the
+        // wake time it has now.
+        let wait = started.saturating_sub(task.waketime.load().await);
         oracle::record_latency(&format!("scheduler-wait.{}", thread.task_type.name()), wait);
-        tracing::trace!(target: "faultline::executor", task = task.name(), wait_us = wait.as_micros() as u64, "run");
-        let next = task.run().await;
+        tracing::trace!(target: "faultline::executor", task = task.work.name(), wait_us = wait.as_micros() as u64, "run");
+        task.state
+            .compare_exchange(TASK_SNOOZED, TASK_RUNNING)
+            .await
+            .ok();
+        let again = task.work.run(&task).await;
+        if !again || task.is_dead().await {
+            self.erase(&task).await;
+            return;
+        }
+        // A task that did not snooze runs again now; a wake-up that came
+        // during the run left its wake time at that moment, unless the
+        // task's own snooze came after it.
+        let now = self.now();
+        task.waketime.update(|waketime| waketime.max(now)).await;
         // TaskQueue::reschedule, under the queue's lock.
         let mut q = queue.mutex.lock().await;
-        let now = self.now();
-        let entry = q.entries.get_mut(&id).expect("a running task stays");
-        assert_eq!(entry.place, Place::Running);
-        let waketime = match next {
-            _ if entry.cancelled => None,
-            Next::Done => None,
-            _ if entry.woken_while_running => Some(now),
-            Next::After(delay) => Some(now.saturating_add(delay)),
-            Next::Forever => Some(FOREVER),
-        };
-        let done = match waketime {
-            None => {
-                q.entries.remove(&id);
-                true
-            }
-            Some(waketime) => {
-                entry.waketime = waketime;
-                entry.place = Place::Future;
-                entry.woken_while_running = false;
-                q.future.insert((waketime, id));
-                false
-            }
-        };
-        // Record the queue's earliest wake time as the thread's.
-        thread.waketime = thread.waketime.min(q.earliest_waketime());
+        let key = task.waketime.load().await;
+        let id = task.id;
+        q.entries.insert(
+            id,
+            Queued {
+                task,
+                place: Place::Future,
+                key,
+            },
+        );
+        q.future.insert((key, id));
+        let earliest = q.earliest_waketime();
         drop(q);
-        if done {
-            // ExecutorPool::cancel: the pool forgets it.
-            self.shared.tasks.lock().await.remove(&id);
-        }
+        // Record the queue's earliest wake time as the thread's.
+        thread.record_waketime(earliest).await;
     }
 }

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use faultline_harness::sync::Atomic;
 use faultline_harness::{SimListener, SimStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -134,28 +135,43 @@ impl KvConfig {
     }
 }
 
-/// Per-node counters for `STAT`.
-#[derive(Default, Debug)]
+/// Per-node counters for `STAT`: atomics (`kv.stats.*`), as the engine's
+/// stats, bumped by every connection's thread without a lock.
+#[derive(Debug)]
 pub struct Stats {
-    pub curr_connections: u64,
-    pub total_connections: u64,
-    pub cmd_get: u64,
-    pub cmd_set: u64,
-    pub get_hits: u64,
-    pub get_misses: u64,
+    pub curr_connections: Atomic<u64>,
+    pub total_connections: Atomic<u64>,
+    pub cmd_get: Atomic<u64>,
+    pub cmd_set: Atomic<u64>,
+    pub get_hits: Atomic<u64>,
+    pub get_misses: Atomic<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            curr_connections: Atomic::new("kv.stats.curr_connections", 0),
+            total_connections: Atomic::new("kv.stats.total_connections", 0),
+            cmd_get: Atomic::new("kv.stats.cmd_get", 0),
+            cmd_set: Atomic::new("kv.stats.cmd_set", 0),
+            get_hits: Atomic::new("kv.stats.get_hits", 0),
+            get_misses: Atomic::new("kv.stats.get_misses", 0),
+        }
+    }
 }
 
 /// A running node's shared state.
 pub struct Node {
     pub config: KvConfig,
-    pub store: RefCell<Store>,
+    /// The vbuckets, under their own locks (see `store`).
+    pub store: Store,
     /// Background tasks (the DCP checkpoint processors among them).
     pub executor: Executor,
     /// Replication streams and synchronous writes.
     pub dcp: dcp::Dcp,
     /// Per worker thread: its spare buffers.
     buffers: Vec<RefCell<ThreadBuffers>>,
-    pub stats: RefCell<Stats>,
+    pub stats: Stats,
     next_conn: Cell<u64>,
     /// The node clock's zero.
     started: tokio::time::Instant,
@@ -195,11 +211,11 @@ impl Node {
             .collect();
         let executor = Executor::start(config.executor, config.bugs.clone());
         Rc::new(Node {
-            store: RefCell::new(store),
+            store,
             executor,
             dcp: dcp::Dcp::default(),
             buffers,
-            stats: RefCell::default(),
+            stats: Stats::default(),
             next_conn: Cell::new(1),
             started: tokio::time::Instant::now(),
             config,
@@ -219,16 +235,11 @@ impl Node {
     /// Sets a vbucket's state. A vbucket that stops being active ends its
     /// replication streams and abandons its synchronous writes. Returns the
     /// old state (`None`: no such vbucket).
-    pub fn set_vbucket_state(&self, vb: u16, state: VbState) -> Option<VbState> {
-        let old = {
-            let mut store = self.store.borrow_mut();
-            let old = store.vbucket(vb)?.state;
-            store.set_state(vb, state);
-            old
-        };
+    pub async fn set_vbucket_state(&self, vb: u16, state: VbState) -> Option<VbState> {
+        let old = self.store.set_state(vb, state).await?;
         tracing::debug!(target: "faultline::kv", vb, from = old.name(), to = state.name(), "vbucket state");
         if old == VbState::Active && state != VbState::Active {
-            self.dcp.vbucket_left_active(vb);
+            self.dcp.vbucket_left_active(vb).await;
         }
         Some(old)
     }

@@ -1,10 +1,37 @@
 //! The data: vbuckets of items, with CAS, flags, expiry on the node's
 //! clock, and per-vbucket sequence numbers that replication streams read.
+//!
+//! Front-end connections, DCP consumers and the executor's tasks are
+//! different threads in the engine; here they are tasks of one host, and
+//! the per-vbucket state is shared under the harness's locks as kv_engine
+//! shares it (every lock and atomic operation a preemption point):
+//!
+//! * `kv.vbucket.state_lock` ([`RwLock`], `VBucket::stateLock`): the
+//!   vbucket's state and uuid. Front-end operations and replicated
+//!   mutations hold it shared for the whole operation; a state change
+//!   holds it exclusive.
+//! * `kv.vbucket.hash_table` ([`Mutex`]): the vbucket's items. kv_engine
+//!   locks one hash bucket of the table (`HashBucketLock`); here one lock
+//!   guards a vbucket's whole table (coarser: two keys of one vbucket
+//!   never proceed in parallel).
+//! * `kv.vbucket.checkpoint_manager.queue_lock` ([`Mutex`],
+//!   `CheckpointManager::queueLock`): the mutation log and the high seqno.
+//! * `kv.store.next_cas`, `kv.store.flush` and `kv.stats.total_items`
+//!   ([`Atomic`]s): the bucket's next CAS, the flush point, a counter.
+//!
+//! Lock order (the node's, with the DCP locks of `server::dcp`): vbucket
+//! state -> conn map -> producer streams -> stream lock -> hash table ->
+//! checkpoint queue -> durability monitor. No lock is held across a
+//! network await.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
+use faultline_harness::sync::{Atomic, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use tokio::sync::oneshot;
+
+use crate::server::dcp::durability::{DurabilityMonitor, Outcome};
 
 /// Expiry values up to this many seconds are relative to now; larger ones
 /// are absolute Unix times (memcached's rule).
@@ -112,27 +139,25 @@ impl Mutation {
     }
 }
 
-pub struct VBucket {
+/// What a vbucket's state lock guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VbMeta {
     pub state: VbState,
-    items: BTreeMap<Bytes, Item>,
-    pub high_seqno: u64,
-    /// Mutations by seqno, oldest first (bounded by [`MAX_LOG_ENTRIES`]).
-    log: VecDeque<Mutation>,
     /// A unique id of this vbucket's history (DCP failover log).
     pub uuid: u64,
 }
 
-impl VBucket {
-    fn new(state: VbState, uuid: u64) -> VBucket {
-        VBucket {
-            state,
-            items: BTreeMap::new(),
-            high_seqno: 0,
-            log: VecDeque::new(),
-            uuid,
-        }
-    }
+/// The items of a vbucket (under its hash table lock).
+type HashTable = BTreeMap<Bytes, Item>;
 
+/// A vbucket's checkpoint manager: its log (under the queue lock).
+pub struct CheckpointManager {
+    pub high_seqno: u64,
+    /// Mutations by seqno, oldest first (bounded by [`MAX_LOG_ENTRIES`]).
+    log: VecDeque<Mutation>,
+}
+
+impl CheckpointManager {
     fn append(&mut self, mutation: Mutation) {
         assert_eq!(
             mutation.seqno(),
@@ -159,18 +184,65 @@ impl VBucket {
         let start = self.log.partition_point(|m| m.seqno() <= after);
         Some(self.log.range(start..).take(max_entries).cloned().collect())
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.items.len()
+pub struct VBucket {
+    id: u16,
+    state_lock: RwLock<VbMeta>,
+    hash_table: Mutex<HashTable>,
+    checkpoints: Mutex<CheckpointManager>,
+}
+
+impl VBucket {
+    fn new(id: u16, state: VbState, uuid: u64) -> VBucket {
+        VBucket {
+            id,
+            state_lock: RwLock::new("kv.vbucket.state_lock", VbMeta { state, uuid }),
+            hash_table: Mutex::new("kv.vbucket.hash_table", BTreeMap::new()),
+            checkpoints: Mutex::new(
+                "kv.vbucket.checkpoint_manager.queue_lock",
+                CheckpointManager {
+                    high_seqno: 0,
+                    log: VecDeque::new(),
+                },
+            ),
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+    /// The state lock, shared: the state cannot change while it is held.
+    pub async fn state_read(&self) -> RwLockReadGuard<'_, VbMeta> {
+        self.state_lock.read().await
+    }
+
+    pub async fn state(&self) -> VbState {
+        self.state_lock.read().await.state
+    }
+
+    pub async fn meta(&self) -> VbMeta {
+        *self.state_lock.read().await
+    }
+
+    /// The checkpoint manager, under its queue lock.
+    pub async fn checkpoints(&self) -> MutexGuard<'_, CheckpointManager> {
+        self.checkpoints.lock().await
+    }
+
+    pub async fn high_seqno(&self) -> u64 {
+        self.checkpoints.lock().await.high_seqno
+    }
+
+    pub async fn len(&self) -> usize {
+        self.hash_table.lock().await.len()
+    }
+
+    pub async fn is_empty(&self) -> bool {
+        self.hash_table.lock().await.is_empty()
     }
 
     /// Every live item, in key order.
-    pub fn items(&self) -> impl Iterator<Item = (&Bytes, &Item)> {
-        self.items.iter()
+    pub async fn items(&self) -> Vec<(Bytes, Item)> {
+        let ht = self.hash_table.lock().await;
+        ht.iter().map(|(k, i)| (k.clone(), i.clone())).collect()
     }
 }
 
@@ -197,12 +269,16 @@ pub enum StoreMode {
 
 pub struct Store {
     vbuckets: Vec<VBucket>,
-    next_cas: u64,
+    next_cas: Atomic<u64>,
     max_value_bytes: usize,
     /// Flush: items with a CAS up to `.1` are gone from time `.0`.
-    flush: Option<(Duration, u64)>,
-    pub total_items: u64,
+    flush: Atomic<Option<(Duration, u64)>>,
+    pub total_items: Atomic<u64>,
 }
+
+/// What a front-end operation holds: the vbucket's state lock, shared,
+/// with the vbucket active.
+type Active<'a> = (&'a VBucket, RwLockReadGuard<'a, VbMeta>);
 
 impl Store {
     pub fn new(
@@ -214,12 +290,12 @@ impl Store {
         assert!(vbuckets > 0, "a node has at least one vbucket");
         Store {
             vbuckets: (0..vbuckets)
-                .map(|vb| VBucket::new(active(vb), crate::server::vbucket_uuid(uuid_seed, vb)))
+                .map(|vb| VBucket::new(vb, active(vb), crate::server::vbucket_uuid(uuid_seed, vb)))
                 .collect(),
-            next_cas: 1,
+            next_cas: Atomic::new("kv.store.next_cas", 1),
             max_value_bytes,
-            flush: None,
-            total_items: 0,
+            flush: Atomic::new("kv.store.flush", None),
+            total_items: Atomic::new("kv.stats.total_items", 0),
         }
     }
 
@@ -231,32 +307,37 @@ impl Store {
         self.vbuckets.get(usize::from(vb))
     }
 
-    pub fn set_state(&mut self, vb: u16, state: VbState) {
-        if let Some(v) = self.vbuckets.get_mut(usize::from(vb)) {
-            v.state = state;
-        }
+    /// Sets the state under the state lock, exclusive; answers the old one.
+    pub async fn set_state(&self, vb: u16, state: VbState) -> Option<VbState> {
+        let v = self.vbuckets.get(usize::from(vb))?;
+        let mut meta = v.state_lock.write().await;
+        let old = meta.state;
+        meta.state = state;
+        Some(old)
     }
 
     /// A replica takes the uuid of the history it follows (from the
     /// producer's failover log), so that a later stream resumes it.
-    pub fn set_uuid(&mut self, vb: u16, uuid: u64) {
-        if let Some(v) = self.vbuckets.get_mut(usize::from(vb)) {
-            v.uuid = uuid;
+    pub async fn set_uuid(&self, vb: u16, uuid: u64) {
+        if let Some(v) = self.vbuckets.get(usize::from(vb)) {
+            v.state_lock.write().await.uuid = uuid;
         }
     }
 
-    fn next_cas(&mut self) -> u64 {
-        let cas = self.next_cas;
-        self.next_cas += 1;
-        cas
+    async fn next_cas(&self) -> u64 {
+        self.next_cas.fetch_add(1).await
     }
 
-    /// The vbucket, if active here.
-    fn active(&mut self, vb: u16) -> Result<&mut VBucket, StoreError> {
-        match self.vbuckets.get_mut(usize::from(vb)) {
-            Some(v) if v.state == VbState::Active => Ok(v),
-            _ => Err(StoreError::NotMyVbucket),
+    /// The vbucket, if active here, with its state lock held shared.
+    async fn active(&self, vb: u16) -> Result<Active<'_>, StoreError> {
+        let Some(v) = self.vbuckets.get(usize::from(vb)) else {
+            return Err(StoreError::NotMyVbucket);
+        };
+        let meta = v.state_lock.read().await;
+        if meta.state != VbState::Active {
+            return Err(StoreError::NotMyVbucket);
         }
+        Ok((v, meta))
     }
 
     fn is_live(flush: Option<(Duration, u64)>, item: &Item, now: Duration) -> bool {
@@ -266,10 +347,16 @@ impl Store {
         !flush.is_some_and(|(at, max_cas)| at <= now && item.cas <= max_cas)
     }
 
-    pub fn get(&mut self, vb: u16, key: &[u8], now: Duration) -> Result<Option<Item>, StoreError> {
-        let flush = self.flush;
-        let v = self.active(vb)?;
-        Ok(v.items
+    pub async fn get(
+        &self,
+        vb: u16,
+        key: &[u8],
+        now: Duration,
+    ) -> Result<Option<Item>, StoreError> {
+        let (v, _state) = self.active(vb).await?;
+        let ht = v.hash_table.lock().await;
+        let flush = self.flush.load().await;
+        Ok(ht
             .get(key)
             .filter(|i| Self::is_live(flush, i, now))
             .cloned())
@@ -277,8 +364,8 @@ impl Store {
 
     /// SET/ADD/REPLACE/APPEND/PREPEND: the new CAS.
     #[allow(clippy::too_many_arguments)]
-    pub fn store(
-        &mut self,
+    pub async fn store(
+        &self,
         mode: StoreMode,
         vb: u16,
         key: Bytes,
@@ -289,12 +376,42 @@ impl Store {
         cas: u64,
         now: Duration,
     ) -> Result<u64, StoreError> {
-        let max = self.max_value_bytes;
-        let flush = self.flush;
-        let new_cas = self.next_cas();
-        let v = self.active(vb)?;
-        let existing = v
-            .items
+        let new_cas = self.next_cas().await;
+        let (v, _state) = self.active(vb).await?;
+        let mut ht = v.hash_table.lock().await;
+        let write = Write {
+            mode,
+            key,
+            value,
+            flags,
+            expires_at,
+            expiration_s,
+            cas,
+        };
+        self.store_locked(v, &mut ht, write, new_cas, now).await
+    }
+
+    /// A store with the vbucket's state lock (shared) and hash table lock
+    /// held.
+    async fn store_locked(
+        &self,
+        v: &VBucket,
+        ht: &mut HashTable,
+        write: Write,
+        new_cas: u64,
+        now: Duration,
+    ) -> Result<u64, StoreError> {
+        let Write {
+            mode,
+            key,
+            value,
+            flags,
+            expires_at,
+            expiration_s,
+            cas,
+        } = write;
+        let flush = self.flush.load().await;
+        let existing = ht
             .get(&key)
             .filter(|i| Self::is_live(flush, i, now))
             .cloned();
@@ -321,20 +438,24 @@ impl Store {
             }
             _ => (value, flags, expires_at),
         };
-        if value.len() > max {
+        if value.len() > self.max_value_bytes {
             return Err(StoreError::TooLarge);
         }
-        v.high_seqno += 1;
-        let seqno = v.high_seqno;
-        v.append(Mutation::Set {
-            key: key.clone(),
-            value: value.clone(),
-            flags,
-            expiration_s,
-            seqno,
-            cas: new_cas,
-        });
-        v.items.insert(
+        let seqno = {
+            let mut cm = v.checkpoints.lock().await;
+            cm.high_seqno += 1;
+            let seqno = cm.high_seqno;
+            cm.append(Mutation::Set {
+                key: key.clone(),
+                value: value.clone(),
+                flags,
+                expiration_s,
+                seqno,
+                cas: new_cas,
+            });
+            seqno
+        };
+        ht.insert(
             key,
             Item {
                 value,
@@ -344,37 +465,40 @@ impl Store {
                 seqno,
             },
         );
-        self.total_items += 1;
+        self.total_items.fetch_add(1).await;
         Ok(new_cas)
     }
 
-    pub fn delete(
-        &mut self,
+    pub async fn delete(
+        &self,
         vb: u16,
         key: &[u8],
         cas: u64,
         now: Duration,
     ) -> Result<(), StoreError> {
-        let flush = self.flush;
-        let v = self.active(vb)?;
-        let Some(existing) = v.items.get(key).filter(|i| Self::is_live(flush, i, now)) else {
+        let (v, _state) = self.active(vb).await?;
+        let mut ht = v.hash_table.lock().await;
+        let flush = self.flush.load().await;
+        let Some(existing) = ht.get(key).filter(|i| Self::is_live(flush, i, now)) else {
             return Err(StoreError::NotFound);
         };
         if cas != 0 && existing.cas != cas {
             return Err(StoreError::Exists);
         }
         let key = Bytes::copy_from_slice(key);
-        v.items.remove(&key);
-        v.high_seqno += 1;
-        let seqno = v.high_seqno;
-        v.append(Mutation::Delete { key, seqno });
+        ht.remove(&key);
+        let mut cm = v.checkpoints.lock().await;
+        cm.high_seqno += 1;
+        let seqno = cm.high_seqno;
+        cm.append(Mutation::Delete { key, seqno });
         Ok(())
     }
 
-    /// INCREMENT/DECREMENT: (new value, new CAS).
+    /// INCREMENT/DECREMENT: (new value, new CAS). Read and write under one
+    /// hold of the hash table lock.
     #[allow(clippy::too_many_arguments)]
-    pub fn arith(
-        &mut self,
+    pub async fn arith(
+        &self,
         vb: u16,
         key: Bytes,
         incr: bool,
@@ -384,10 +508,10 @@ impl Store {
         expires_at: Option<Duration>,
         now: Duration,
     ) -> Result<(u64, u64), StoreError> {
-        let flush = self.flush;
-        let v = self.active(vb)?;
-        let existing = v
-            .items
+        let (v, _state) = self.active(vb).await?;
+        let mut ht = v.hash_table.lock().await;
+        let flush = self.flush.load().await;
+        let existing = ht
             .get(&key)
             .filter(|i| Self::is_live(flush, i, now))
             .cloned();
@@ -409,67 +533,76 @@ impl Store {
             }
         };
         let value = Bytes::from(number.to_string());
-        let cas = self.store(
-            StoreMode::Set,
-            vb,
+        let new_cas = self.next_cas().await;
+        let write = Write {
+            mode: StoreMode::Set,
             key,
             value,
             flags,
-            expires,
+            expires_at: expires,
             expiration_s,
-            0,
-            now,
-        )?;
+            cas: 0,
+        };
+        let cas = self.store_locked(v, &mut ht, write, new_cas, now).await?;
         Ok((number, cas))
     }
 
     /// Forgets every item now, or from `at` on.
-    pub fn flush(&mut self, at: Duration) {
-        let max_cas = self.next_cas - 1;
-        self.flush = Some((at, max_cas));
+    pub async fn flush(&self, at: Duration) {
+        let max_cas = self.next_cas.load().await - 1;
+        self.flush.store(Some((at, max_cas))).await;
     }
 
-    pub fn live_items(&self, now: Duration) -> usize {
-        self.vbuckets
-            .iter()
-            .map(|v| {
-                v.items
-                    .values()
-                    .filter(|i| Self::is_live(self.flush, i, now))
-                    .count()
-            })
-            .sum()
+    pub async fn live_items(&self, now: Duration) -> usize {
+        let flush = self.flush.load().await;
+        let mut n = 0;
+        for v in &self.vbuckets {
+            let ht = v.hash_table.lock().await;
+            n += ht.values().filter(|i| Self::is_live(flush, i, now)).count();
+        }
+        n
     }
 
-    pub fn live_bytes(&self, now: Duration) -> usize {
-        self.vbuckets
-            .iter()
-            .flat_map(|v| v.items.iter())
-            .filter(|(_, i)| Self::is_live(self.flush, i, now))
-            .map(|(k, i)| k.len() + i.value.len())
-            .sum()
+    pub async fn live_bytes(&self, now: Duration) -> usize {
+        let flush = self.flush.load().await;
+        let mut n = 0;
+        for v in &self.vbuckets {
+            let ht = v.hash_table.lock().await;
+            n += ht
+                .iter()
+                .filter(|(_, i)| Self::is_live(flush, i, now))
+                .map(|(k, i)| k.len() + i.value.len())
+                .sum::<usize>();
+        }
+        n
     }
 
     // --- replication ---
 
     /// Applies a mutation received from a replication stream (the vbucket
     /// is a replica or pending here). Keeps the producer's seqnos.
-    pub fn apply_replicated(
-        &mut self,
+    pub async fn apply_replicated(
+        &self,
         vb: u16,
         mutation: Mutation,
         now: Duration,
     ) -> Result<(), StoreError> {
-        let v = match self.vbuckets.get_mut(usize::from(vb)) {
-            Some(v) if matches!(v.state, VbState::Replica | VbState::Pending) => v,
-            _ => return Err(StoreError::NotMyVbucket),
+        let Some(v) = self.vbuckets.get(usize::from(vb)) else {
+            return Err(StoreError::NotMyVbucket);
         };
+        let state = v.state_lock.read().await;
+        if !matches!(state.state, VbState::Replica | VbState::Pending) {
+            return Err(StoreError::NotMyVbucket);
+        }
         let seqno = mutation.seqno();
         if let Mutation::Set { cas, .. } | Mutation::Prepare { cas, .. } = &mutation {
             // Items keep the producer's CAS; ours continue past it.
-            self.next_cas = self.next_cas.max(cas.saturating_add(1));
+            let next = cas.saturating_add(1);
+            self.next_cas.update(|c| c.max(next)).await;
         }
-        if seqno <= v.high_seqno {
+        let mut ht = v.hash_table.lock().await;
+        let mut cm = v.checkpoints.lock().await;
+        if seqno <= cm.high_seqno {
             // Already have it (a restarted stream resends): ignore.
             return Ok(());
         }
@@ -483,7 +616,7 @@ impl Store {
                 ..
             } => {
                 let expires_at = expiry(*expiration_s, now, 0);
-                v.items.insert(
+                ht.insert(
                     key.clone(),
                     Item {
                         value: value.clone(),
@@ -495,7 +628,7 @@ impl Store {
                 );
             }
             Mutation::Delete { key, .. } => {
-                v.items.remove(key);
+                ht.remove(key);
             }
             // A prepare becomes visible only when committed.
             Mutation::Prepare { .. } => {}
@@ -504,12 +637,16 @@ impl Store {
                 prepared_seqno,
                 ..
             } => {
-                let prepared = v.log.iter().find(|m| m.seqno() == *prepared_seqno).cloned();
+                let prepared = cm
+                    .log
+                    .iter()
+                    .find(|m| m.seqno() == *prepared_seqno)
+                    .cloned();
                 if let Some(Mutation::Prepare {
                     value, flags, cas, ..
                 }) = prepared
                 {
-                    v.items.insert(
+                    ht.insert(
                         key.clone(),
                         Item {
                             value,
@@ -522,65 +659,83 @@ impl Store {
                 }
             }
         }
-        v.high_seqno = seqno;
-        if v.log.len() == MAX_LOG_ENTRIES {
-            v.log.pop_front();
+        cm.high_seqno = seqno;
+        if cm.log.len() == MAX_LOG_ENTRIES {
+            cm.log.pop_front();
         }
-        v.log.push_back(mutation);
+        cm.log.push_back(mutation);
         Ok(())
     }
 
     /// Starts a synchronous write: logs a prepare; the item is not visible
-    /// until [`Store::commit`]. Returns the prepare's seqno.
-    pub fn prepare(
-        &mut self,
-        vb: u16,
+    /// until [`Store::commit`]. Returns the prepare's seqno. The caller
+    /// holds the vbucket's state lock (it checked the vbucket is active).
+    pub async fn prepare(
+        &self,
+        v: &VBucket,
         key: Bytes,
         value: Bytes,
         flags: u32,
-    ) -> Result<u64, StoreError> {
-        let max = self.max_value_bytes;
-        if value.len() > max {
+        durability: &Mutex<DurabilityMonitor>,
+    ) -> Result<(u64, oneshot::Receiver<Outcome>), StoreError> {
+        if value.len() > self.max_value_bytes {
             return Err(StoreError::TooLarge);
         }
-        let cas = self.next_cas();
-        let v = self.active(vb)?;
-        v.high_seqno += 1;
-        let seqno = v.high_seqno;
-        v.append(Mutation::Prepare {
-            key,
+        let cas = self.next_cas().await;
+        let _ht = v.hash_table.lock().await;
+        let mut cm = v.checkpoints.lock().await;
+        cm.high_seqno += 1;
+        let seqno = cm.high_seqno;
+        cm.append(Mutation::Prepare {
+            key: key.clone(),
             value,
             flags,
             seqno,
             cas,
         });
-        Ok(seqno)
+        // The durability monitor tracks it under the queue lock (the
+        // engine adds the sync write before the prepare can be streamed).
+        let outcome = durability.lock().await.track(v.id, seqno, key);
+        Ok((seqno, outcome))
+    }
+
+    /// The item under `key` of a vbucket whose state lock the caller holds.
+    pub async fn get_locked(&self, v: &VBucket, key: &[u8], now: Duration) -> Option<Item> {
+        let ht = v.hash_table.lock().await;
+        let flush = self.flush.load().await;
+        ht.get(key)
+            .filter(|i| Self::is_live(flush, i, now))
+            .cloned()
     }
 
     /// Makes a prepared write visible; returns (commit seqno, CAS).
-    pub fn commit(&mut self, vb: u16, prepared_seqno: u64) -> Result<(u64, u64), StoreError> {
+    pub async fn commit(&self, vb: u16, prepared_seqno: u64) -> Result<(u64, u64), StoreError> {
         let v = self
             .vbuckets
-            .get_mut(usize::from(vb))
+            .get(usize::from(vb))
             .ok_or(StoreError::NotMyVbucket)?;
+        let _state = v.state_lock.read().await;
+        let mut ht = v.hash_table.lock().await;
+        let mut cm = v.checkpoints.lock().await;
         let Some(Mutation::Prepare {
             key,
             value,
             flags,
             cas,
             ..
-        }) = v.log.iter().find(|m| m.seqno() == prepared_seqno).cloned()
+        }) = cm.log.iter().find(|m| m.seqno() == prepared_seqno).cloned()
         else {
             return Err(StoreError::NotFound);
         };
-        v.high_seqno += 1;
-        let seqno = v.high_seqno;
-        v.append(Mutation::Commit {
+        cm.high_seqno += 1;
+        let seqno = cm.high_seqno;
+        cm.append(Mutation::Commit {
             key: key.clone(),
             prepared_seqno,
             seqno,
         });
-        v.items.insert(
+        drop(cm);
+        ht.insert(
             key,
             Item {
                 value,
@@ -590,9 +745,21 @@ impl Store {
                 seqno,
             },
         );
-        self.total_items += 1;
+        drop(ht);
+        self.total_items.fetch_add(1).await;
         Ok((seqno, cas))
     }
+}
+
+/// A store operation's arguments.
+struct Write {
+    mode: StoreMode,
+    key: Bytes,
+    value: Bytes,
+    flags: u32,
+    expires_at: Option<Duration>,
+    expiration_s: u32,
+    cas: u64,
 }
 
 /// The node-clock time at which an item with this protocol expiry value

@@ -8,7 +8,7 @@ use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
 use crate::server::store::expiry;
 
-pub fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let delta = request
         .extras_u64(0)
@@ -18,16 +18,20 @@ pub fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let incr = h.opcode.loud() == Opcode::INCREMENT;
     let now = conn.node.now();
     let expires_at = expiry(expiration_s, now, conn.node.unix_now_s());
-    let result = conn.node.store.borrow_mut().arith(
-        h.vbucket(),
-        request.key.clone(),
-        incr,
-        delta,
-        initial,
-        expiration_s,
-        expires_at,
-        now,
-    );
+    let result = conn
+        .node
+        .store
+        .arith(
+            h.vbucket(),
+            request.key.clone(),
+            incr,
+            delta,
+            initial,
+            expiration_s,
+            expires_at,
+            now,
+        )
+        .await;
     let response = match result {
         Ok((value, cas)) => Packet::response(h, Status::SUCCESS)
             .cas(cas)

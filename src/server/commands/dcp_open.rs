@@ -24,7 +24,7 @@ pub async fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> 
     }
     let node = conn.node.clone();
     // Each producer has a task on the executor: their number is bounded.
-    if producer && node.dcp.producer_count() >= MAX_PRODUCERS {
+    if producer && node.dcp.producer_count().await >= MAX_PRODUCERS {
         tracing::debug!(target: "faultline::kv", conn = conn.id, "too many DCP producers");
         conn.respond(Packet::response(h, Status::ENOMEM));
         return Flow::Continue;

@@ -5,14 +5,14 @@ use crate::protocol::{Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
 
-pub fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let now = conn.node.now();
     let result = conn
         .node
         .store
-        .borrow_mut()
-        .delete(h.vbucket(), &request.key, h.cas, now);
+        .delete(h.vbucket(), &request.key, h.cas, now)
+        .await;
     let status = match result {
         Ok(()) => Status::SUCCESS,
         Err(e) => status_of(e),

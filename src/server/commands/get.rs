@@ -1,23 +1,19 @@
 //! GET, GETQ, GETK, GETKQ: the value goes out straight from the item.
 
-use super::{count, status_of};
+use super::status_of;
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
 
-pub fn get<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn get<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let now = conn.node.now();
-    let found = conn
-        .node
-        .store
-        .borrow_mut()
-        .get(h.vbucket(), &request.key, now);
-    count(conn, |s| s.cmd_get += 1);
+    let found = conn.node.store.get(h.vbucket(), &request.key, now).await;
+    conn.node.stats.cmd_get.fetch_add(1).await;
     let with_key = matches!(h.opcode, Opcode::GETK | Opcode::GETKQ);
     match found {
         Ok(Some(item)) => {
-            count(conn, |s| s.get_hits += 1);
+            conn.node.stats.get_hits.fetch_add(1).await;
             let mut response = Packet::response(h, Status::SUCCESS)
                 .extras(item.flags.to_be_bytes().to_vec())
                 .cas(item.cas)
@@ -28,7 +24,7 @@ pub fn get<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
             conn.respond(response);
         }
         Ok(None) => {
-            count(conn, |s| s.get_misses += 1);
+            conn.node.stats.get_misses.fetch_add(1).await;
             if !h.opcode.is_quiet() {
                 let mut response = Packet::response(h, Status::KEY_ENOENT);
                 if with_key {

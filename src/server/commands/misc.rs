@@ -28,10 +28,10 @@ pub fn quit<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
 }
 
 /// FLUSH forgets every item, now or after the given delay in seconds.
-pub fn flush<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn flush<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let delay_s = request.extras_u32(0).unwrap_or(0);
     let at = conn.node.now() + Duration::from_secs(u64::from(delay_s));
-    conn.node.store.borrow_mut().flush(at);
+    conn.node.store.flush(at).await;
     answer(
         conn,
         request,

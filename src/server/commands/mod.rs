@@ -6,9 +6,9 @@
 //! Quiet variants answer only what their loud twins would answer on
 //! failure (GETQ/GETKQ: only hits).
 
+use super::ServerStream;
 use super::conn::{Conn, Flow};
 use super::store::StoreError;
-use super::{ServerStream, Stats};
 use crate::protocol::{Opcode, Packet, Status};
 
 mod arith;
@@ -103,7 +103,7 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
     // that write commits or aborts (a durable SET checks it among its own
     // refusals, after the vbucket's and the replica's).
     let durable = !matches!(packet.durability_requirement(), Ok(None));
-    if mutates(opcode) && !durable && sync_write_in_progress(conn, &packet) {
+    if mutates(opcode) && !durable && sync_write_in_progress(conn, &packet).await {
         return answer(
             conn,
             &packet,
@@ -111,19 +111,19 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         );
     }
     let flow = match opcode.loud() {
-        Opcode::GET | Opcode::GETK => get::get(conn, &packet),
+        Opcode::GET | Opcode::GETK => get::get(conn, &packet).await,
         Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
             store::store(conn, &packet).await
         }
-        Opcode::DELETE => delete::delete(conn, &packet),
-        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(conn, &packet),
-        Opcode::FLUSH => misc::flush(conn, &packet),
+        Opcode::DELETE => delete::delete(conn, &packet).await,
+        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(conn, &packet).await,
+        Opcode::FLUSH => misc::flush(conn, &packet).await,
         Opcode::NOOP => misc::noop(conn, &packet),
         Opcode::VERSION => misc::version(conn, &packet),
         Opcode::QUIT => misc::quit(conn, &packet),
-        Opcode::STAT => stat::stat(conn, &packet),
+        Opcode::STAT => stat::stat(conn, &packet).await,
         Opcode::DCP_OPEN => dcp_open::dcp_open(conn, &packet).await,
-        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(conn, &packet),
+        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(conn, &packet).await,
         _ => unreachable!("every shaped opcode is dispatched"),
     };
     if mutates(opcode) {
@@ -155,11 +155,12 @@ fn mutates(opcode: Opcode) -> bool {
 /// or aborts, the key takes no other write of any kind (SET, ADD, DELETE,
 /// INCR, ...): each is answered SYNC_WRITE_IN_PROGRESS, as kv_engine does,
 /// so no write slips in between a prepare and its commit.
-fn sync_write_in_progress(conn: &Conn<impl ServerStream>, request: &Packet) -> bool {
+async fn sync_write_in_progress(conn: &Conn<impl ServerStream>, request: &Packet) -> bool {
     conn.node
         .dcp
         .durability
-        .borrow()
+        .lock()
+        .await
         .in_progress(request.header.vbucket(), &request.key)
 }
 
@@ -170,8 +171,4 @@ fn answer<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, response: Packe
         conn.respond(response);
     }
     Flow::Continue
-}
-
-fn count(conn: &Conn<impl ServerStream>, f: impl FnOnce(&mut Stats)) {
-    f(&mut conn.node.stats.borrow_mut());
 }

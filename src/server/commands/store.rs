@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use faultline_harness::oracle;
 
-use super::{answer, count, status_of};
+use super::{answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
@@ -31,7 +31,7 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
         flags.expect("shape checked"),
         expiration_s.expect("shape checked"),
     );
-    count(conn, |s| s.cmd_set += 1);
+    conn.node.stats.cmd_set.fetch_add(1).await;
     let durability = match request.durability_requirement() {
         Ok(d) => d,
         Err(e) => {
@@ -45,17 +45,21 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
     }
     let now = conn.node.now();
     let expires_at = expiry(expiration_s, now, conn.node.unix_now_s());
-    let result = conn.node.store.borrow_mut().store(
-        mode,
-        h.vbucket(),
-        request.key.clone(),
-        request.value.clone(),
-        flags,
-        expires_at,
-        expiration_s,
-        h.cas,
-        now,
-    );
+    let result = conn
+        .node
+        .store
+        .store(
+            mode,
+            h.vbucket(),
+            request.key.clone(),
+            request.value.clone(),
+            flags,
+            expires_at,
+            expiration_s,
+            h.cas,
+            now,
+        )
+        .await;
     let response = match result {
         Ok(cas) => Packet::response(h, Status::SUCCESS).cas(cas),
         Err(e) => Packet::response(h, status_of(e)),
@@ -70,43 +74,54 @@ async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flag
     let vb = h.vbucket();
     let node = conn.node.clone();
     let now = node.now();
-    let seqno = {
-        let mut store = node.store.borrow_mut();
-        let active = store
-            .vbucket(vb)
-            .is_some_and(|v| v.state == VbState::Active);
-        if !active {
+    // Under the vbucket's state lock (shared), as the engine's set: the
+    // checks, the prepare and its tracking.
+    let (seqno, outcome) = {
+        let store = &node.store;
+        let Some(v) = store.vbucket(vb) else {
+            return Packet::response(h, Status::NOT_MY_VBUCKET);
+        };
+        let state = v.state_read().await;
+        if state.state != VbState::Active {
             return Packet::response(h, Status::NOT_MY_VBUCKET);
         }
         // A majority of two nodes needs the replica.
-        if !node.dcp.has_replica_stream(vb) {
+        if !node.dcp.has_replica_stream(vb).await {
             return Packet::response(h, Status::DURABILITY_IMPOSSIBLE);
         }
-        let durability = node.dcp.durability.borrow();
-        if durability.in_progress(vb, &request.key) {
-            return Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS);
-        }
-        if !durability.has_room(vb) {
-            return Packet::response(h, Status::ETMPFAIL);
-        }
-        if h.cas != 0 {
-            match store.get(vb, &request.key, now) {
-                Ok(Some(item)) if item.cas == h.cas => {}
-                Ok(Some(_)) => return Packet::response(h, Status::KEY_EEXISTS),
-                Ok(None) => return Packet::response(h, Status::KEY_ENOENT),
-                Err(e) => return Packet::response(h, status_of(e)),
+        {
+            let durability = node.dcp.durability.lock().await;
+            if durability.in_progress(vb, &request.key) {
+                return Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS);
+            }
+            if !durability.has_room(vb) {
+                return Packet::response(h, Status::ETMPFAIL);
             }
         }
-        match store.prepare(vb, request.key.clone(), request.value.clone(), flags) {
-            Ok(seqno) => seqno,
+        if h.cas != 0 {
+            match store.get_locked(v, &request.key, now).await {
+                Some(item) if item.cas == h.cas => {}
+                Some(_) => return Packet::response(h, Status::KEY_EEXISTS),
+                None => return Packet::response(h, Status::KEY_ENOENT),
+            }
+        }
+        // Tracked before the checkpoint's queue lock is let go: no stream
+        // sees the prepare (and no acknowledgement covers it) untracked.
+        let prepared = store
+            .prepare(
+                v,
+                request.key.clone(),
+                request.value.clone(),
+                flags,
+                &node.dcp.durability,
+            )
+            .await;
+        drop(state);
+        match prepared {
+            Ok(prepared) => prepared,
             Err(e) => return Packet::response(h, status_of(e)),
         }
     };
-    let outcome = node
-        .dcp
-        .durability
-        .borrow_mut()
-        .track(vb, seqno, request.key.clone());
     // The prepare goes out with the vbucket's next snapshot.
     node.dcp.notify_vbucket(&node, vb).await;
     let timeout = Duration::from_millis(node.config.durability_timeout_ms);
@@ -119,7 +134,7 @@ async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flag
         // no longer commit, and the key takes writes again); the client
         // cannot know what the replica saw: ambiguous.
         Err(_) => {
-            node.dcp.durability.borrow_mut().abort(vb, seqno);
+            node.dcp.durability.lock().await.abort(vb, seqno);
             tracing::debug!(target: "faultline::kv", conn = conn.id, vb, seqno, "durable write timed out: aborted");
             Packet::response(h, Status::SYNC_WRITE_AMBIGUOUS)
         }

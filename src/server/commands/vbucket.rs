@@ -7,14 +7,14 @@ use crate::server::ServerStream;
 use crate::server::conn::{Conn, Flow};
 use crate::server::store::VbState;
 
-pub fn set_vbucket_state<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn set_vbucket_state<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let state = dcp::node_set_vbucket_state_state(request)
         .ok()
         .and_then(VbState::from_wire);
     let status = match state {
         None => Status::EINVAL,
-        Some(state) => match conn.node.set_vbucket_state(h.vbucket(), state) {
+        Some(state) => match conn.node.set_vbucket_state(h.vbucket(), state).await {
             Some(_) => Status::SUCCESS,
             None => Status::NOT_MY_VBUCKET,
         },

@@ -90,11 +90,11 @@ impl Consumer {
             .map(|(opaque, _)| *opaque)
     }
 
-    pub(crate) fn handle(&self, node: &Rc<Node>, packet: Packet) {
+    pub(crate) async fn handle(&self, node: &Rc<Node>, packet: Packet) {
         let h = packet.header;
         if !h.is_request() {
             match h.opcode {
-                Opcode::DCP_STREAM_REQ => self.stream_req_response(node, &packet),
+                Opcode::DCP_STREAM_REQ => self.stream_req_response(node, &packet).await,
                 other => {
                     tracing::debug!(target: "faultline::dcp", name = self.name.as_str(), opcode = %other, "consumer ignores a response")
                 }
@@ -102,7 +102,7 @@ impl Consumer {
             return;
         }
         let result = match h.opcode {
-            Opcode::DCP_ADD_STREAM => self.add_stream(node, &packet),
+            Opcode::DCP_ADD_STREAM => self.add_stream(node, &packet).await,
             Opcode::DCP_CLOSE_STREAM => {
                 self.close_stream(&packet);
                 Ok(())
@@ -114,8 +114,8 @@ impl Consumer {
             Opcode::DCP_MUTATION
             | Opcode::DCP_DELETION
             | Opcode::DCP_PREPARE
-            | Opcode::DCP_COMMIT => self.apply(node, &packet),
-            Opcode::DCP_SET_VBUCKET_STATE => self.set_vbucket_state(node, &packet),
+            | Opcode::DCP_COMMIT => self.apply(node, &packet).await,
+            Opcode::DCP_SET_VBUCKET_STATE => self.set_vbucket_state(node, &packet).await,
             Opcode::DCP_NOOP => {
                 self.send(refuse(&packet, Status::SUCCESS));
                 Ok(())
@@ -131,14 +131,20 @@ impl Consumer {
         }
     }
 
-    fn add_stream(&self, node: &Node, packet: &Packet) -> Result<(), ProtocolError> {
+    async fn add_stream(&self, node: &Node, packet: &Packet) -> Result<(), ProtocolError> {
         let flags = dcp::add_stream_flags(packet)?;
         let vb = packet.header.vbucket();
-        let (high_seqno, uuid) = match node.store.borrow().vbucket(vb) {
-            Some(v) if matches!(v.state, VbState::Replica | VbState::Pending) => {
-                (v.high_seqno, v.uuid)
+        let vbucket = match node.store.vbucket(vb) {
+            Some(v) => {
+                let state = v.state_read().await;
+                matches!(state.state, VbState::Replica | VbState::Pending)
+                    .then_some((v.high_seqno().await, state.uuid))
             }
-            _ => {
+            None => None,
+        };
+        let (high_seqno, uuid) = match vbucket {
+            Some(found) => found,
+            None => {
                 self.send(refuse(packet, Status::NOT_MY_VBUCKET));
                 return Ok(());
             }
@@ -186,8 +192,26 @@ impl Consumer {
 
     /// The producer answered a stream request: the answer to the
     /// `DCP_ADD_STREAM` waits in the stream for the next step.
-    fn stream_req_response(&self, node: &Node, packet: &Packet) {
+    async fn stream_req_response(&self, node: &Node, packet: &Packet) {
         let opaque = packet.header.opaque;
+        let requested = self
+            .streams
+            .borrow()
+            .get(&opaque)
+            .filter(|s| s.phase == Phase::Requested)
+            .map(|s| s.vb);
+        let mut status = packet.header.status();
+        if let Some(vb) = requested {
+            if status.is_success() {
+                match dcp::parse_failover_log(packet) {
+                    Ok(log) if !log.is_empty() => {
+                        // The replica follows the producer's history from now.
+                        node.store.set_uuid(vb, log[0].0).await;
+                    }
+                    _ => status = Status::EINVAL,
+                }
+            }
+        }
         let mut streams = self.streams.borrow_mut();
         let Some(stream) = streams.get_mut(&opaque) else {
             tracing::debug!(target: "faultline::dcp", name = self.name.as_str(), opaque, "stream-request response for no stream");
@@ -195,16 +219,6 @@ impl Consumer {
         };
         if stream.phase != Phase::Requested {
             return;
-        }
-        let mut status = packet.header.status();
-        if status.is_success() {
-            match dcp::parse_failover_log(packet) {
-                Ok(log) if !log.is_empty() => {
-                    // The replica follows the producer's history from now.
-                    node.store.borrow_mut().set_uuid(stream.vb, log[0].0);
-                }
-                _ => status = Status::EINVAL,
-            }
         }
         let add_request = Packet::request(Opcode::DCP_ADD_STREAM).opaque(stream.add_opaque);
         let response = Packet::response(&add_request.header, status);
@@ -267,7 +281,7 @@ impl Consumer {
         }
     }
 
-    fn apply(&self, node: &Node, packet: &Packet) -> Result<(), ProtocolError> {
+    async fn apply(&self, node: &Node, packet: &Packet) -> Result<(), ProtocolError> {
         let vb = packet.header.vbucket();
         let mutation = match packet.header.opcode {
             Opcode::DCP_MUTATION => {
@@ -305,22 +319,29 @@ impl Consumer {
             }
             other => unreachable!("{other} is not a stream message"),
         };
-        let mut streams = self.streams.borrow_mut();
-        let Some(stream) = streams
-            .get_mut(&packet.header.opaque)
-            .filter(|s| s.phase == Phase::Reading && s.vb == vb)
-        else {
+        let open = |s: &PassiveStream| s.phase == Phase::Reading && s.vb == vb;
+        if !self
+            .streams
+            .borrow()
+            .get(&packet.header.opaque)
+            .is_some_and(open)
+        {
             tracing::debug!(target: "faultline::dcp", name = self.name.as_str(), vb, opaque = packet.header.opaque, "message for no open stream");
             return Ok(());
-        };
+        }
         let seqno = mutation.seqno();
         let prepare = matches!(mutation, Mutation::Prepare { .. });
         let now = node.now();
-        match node.store.borrow_mut().apply_replicated(vb, mutation, now) {
+        match node.store.apply_replicated(vb, mutation, now).await {
             Ok(()) => {
-                if prepare && seqno > stream.prepared {
-                    stream.prepared = seqno;
-                    self.writer.notify_one();
+                // Only this connection's task touches its streams: the
+                // stream is still the one checked above.
+                let mut streams = self.streams.borrow_mut();
+                if let Some(stream) = streams.get_mut(&packet.header.opaque).filter(|s| open(s)) {
+                    if prepare && seqno > stream.prepared {
+                        stream.prepared = seqno;
+                        self.writer.notify_one();
+                    }
                 }
             }
             Err(e) => {
@@ -330,7 +351,11 @@ impl Consumer {
         Ok(())
     }
 
-    fn set_vbucket_state(&self, node: &Rc<Node>, packet: &Packet) -> Result<(), ProtocolError> {
+    async fn set_vbucket_state(
+        &self,
+        node: &Rc<Node>,
+        packet: &Packet,
+    ) -> Result<(), ProtocolError> {
         let code = dcp::set_vbucket_state_state(packet)?;
         let takeover = self
             .streams
@@ -339,7 +364,7 @@ impl Consumer {
             .is_some_and(|s| s.takeover && s.vb == packet.header.vbucket());
         let status = match VbState::from_wire(code) {
             Some(state) if takeover => {
-                node.set_vbucket_state(packet.header.vbucket(), state);
+                node.set_vbucket_state(packet.header.vbucket(), state).await;
                 tracing::debug!(target: "faultline::dcp", name = self.name.as_str(), vb = packet.header.vbucket(), state = state.name(), "takeover: vbucket state set");
                 Status::SUCCESS
             }

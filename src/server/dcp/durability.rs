@@ -100,15 +100,15 @@ impl DurabilityMonitor {
 /// The replica holds every prepare of `vb` up to `seqno`: commit them, in
 /// seqno order, and tell their writers.
 pub async fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
-    let durable = node.dcp.durability.borrow_mut().take_through(vb, seqno);
+    let durable = node.dcp.durability.lock().await.take_through(vb, seqno);
     if durable.is_empty() {
         return;
     }
     for (prepared, mut write) in durable {
         let outcome = node
             .store
-            .borrow_mut()
             .commit(vb, prepared)
+            .await
             .map(|(_, cas)| cas)
             .map_err(|_| Status::SYNC_WRITE_AMBIGUOUS);
         tracing::trace!(target: "faultline::dcp", vb, prepared, ok = outcome.is_ok(), "sync write committed");

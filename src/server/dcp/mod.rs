@@ -36,10 +36,10 @@
 //! packets), other nodes (only its peer connection), or which bug a run
 //! exposes.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 
+use faultline_harness::sync::Mutex;
 use tokio::sync::Notify;
 
 use super::Node;
@@ -63,21 +63,41 @@ const _: () = assert!(MAX_PRODUCERS < crate::server::executor::MAX_TASKS / 2);
 
 /// A node's DCP state: its producers (to wake them when a vbucket changes)
 /// and the durability monitor of its synchronous writes.
-#[derive(Default)]
+///
+/// Shared under harness locks, as kv_engine's: the conn map
+/// (`dcp.conn_map.conns`, the `DcpConnMap`'s connection lock) and the
+/// durability monitor's state (`kv.vbucket.durability_monitor.state`;
+/// kv_engine has one monitor per vbucket, here one for the node's
+/// vbuckets). Each producer's streams are under `dcp.producer.streams`.
+/// Lock order, with the store's: vbucket state -> conn map -> producer
+/// streams -> hash table -> checkpoint queue -> durability monitor.
 pub struct Dcp {
-    producers: RefCell<BTreeMap<u64, Weak<Producer>>>,
-    pub durability: RefCell<DurabilityMonitor>,
+    producers: Mutex<BTreeMap<u64, Weak<Producer>>>,
+    pub durability: Mutex<DurabilityMonitor>,
+}
+
+impl Default for Dcp {
+    fn default() -> Dcp {
+        Dcp {
+            producers: Mutex::new("dcp.conn_map.conns", BTreeMap::new()),
+            durability: Mutex::new(
+                "kv.vbucket.durability_monitor.state",
+                DurabilityMonitor::default(),
+            ),
+        }
+    }
 }
 
 impl Dcp {
     /// How many producer connections are open.
-    pub fn producer_count(&self) -> usize {
-        self.producers.borrow().len()
+    pub async fn producer_count(&self) -> usize {
+        self.producers.lock().await.len()
     }
 
-    fn producers(&self) -> Vec<Rc<Producer>> {
+    async fn producers(&self) -> Vec<Rc<Producer>> {
         self.producers
-            .borrow()
+            .lock()
+            .await
             .values()
             .filter_map(Weak::upgrade)
             .collect()
@@ -85,28 +105,33 @@ impl Dcp {
 
     /// A vbucket's log grew: every stream on it has something to send.
     pub async fn notify_vbucket(&self, node: &Node, vb: u16) {
-        let high_seqno = match node.store.borrow().vbucket(vb) {
-            Some(v) => v.high_seqno,
+        let high_seqno = match node.store.vbucket(vb) {
+            Some(v) => v.high_seqno().await,
             None => return,
         };
-        for producer in self.producers() {
+        for producer in self.producers().await {
             producer.notify(node, vb, high_seqno).await;
         }
     }
 
     /// Whether a replica follows this vbucket (a stream that is not a
     /// takeover): synchronous writes need one.
-    pub fn has_replica_stream(&self, vb: u16) -> bool {
-        self.producers().iter().any(|p| p.has_replica_stream(vb))
+    pub async fn has_replica_stream(&self, vb: u16) -> bool {
+        for producer in self.producers().await {
+            if producer.has_replica_stream(vb).await {
+                return true;
+            }
+        }
+        false
     }
 
     /// The vbucket is no longer active here: its streams end (state
     /// changed) and its synchronous writes become ambiguous.
-    pub(crate) fn vbucket_left_active(&self, vb: u16) {
-        for producer in self.producers() {
-            producer.vbucket_left_active(vb);
+    pub(crate) async fn vbucket_left_active(&self, vb: u16) {
+        for producer in self.producers().await {
+            producer.vbucket_left_active(vb).await;
         }
-        self.durability.borrow_mut().abandon(vb);
+        self.durability.lock().await.abandon(vb);
     }
 }
 
@@ -124,7 +149,8 @@ impl DcpConn {
             let p = Producer::start(node, conn, name).await;
             node.dcp
                 .producers
-                .borrow_mut()
+                .lock()
+                .await
                 .insert(conn, Rc::downgrade(&p));
             DcpConn::Producer(p)
         } else {
@@ -152,15 +178,15 @@ impl DcpConn {
     pub async fn handle(&self, node: &Rc<Node>, packet: Packet) {
         match self {
             DcpConn::Producer(p) => p.handle(node, packet).await,
-            DcpConn::Consumer(c) => c.handle(node, packet),
+            DcpConn::Consumer(c) => c.handle(node, packet).await,
         }
     }
 
     /// Hands up to `max` messages for the peer to `send`, in order.
     /// Returns whether more are waiting.
-    pub fn step(&self, max: usize, send: &mut dyn FnMut(Packet)) -> bool {
+    pub async fn step(&self, max: usize, send: &mut dyn FnMut(Packet)) -> bool {
         match self {
-            DcpConn::Producer(p) => p.step(max, send),
+            DcpConn::Producer(p) => p.step(max, send).await,
             DcpConn::Consumer(c) => c.step(max, send),
         }
     }
@@ -169,7 +195,7 @@ impl DcpConn {
     pub async fn close(&self, node: &Node, conn: u64) {
         match self {
             DcpConn::Producer(p) => {
-                node.dcp.producers.borrow_mut().remove(&conn);
+                node.dcp.producers.lock().await.remove(&conn);
                 p.close(node).await;
             }
             DcpConn::Consumer(c) => c.close(),

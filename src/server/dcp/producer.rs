@@ -19,7 +19,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::Duration;
 
 use faultline_harness::sync::{Atomic, Mutex};
 use tokio::sync::Notify;
@@ -28,7 +27,7 @@ use super::{durability, refuse};
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::Node;
-use crate::server::executor::{Next, Task, TaskFuture, TaskId, TaskType};
+use crate::server::executor::{FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};
 use crate::server::store::{Mutation, VbState};
 
 /// Most log entries one snapshot carries.
@@ -62,7 +61,9 @@ pub struct Producer {
     pub name: String,
     conn: u64,
     node: Weak<Node>,
-    streams: RefCell<BTreeMap<u16, ActiveStream>>,
+    /// The streams, by vbucket (`DcpProducer::streams`); the lock also
+    /// stands for each stream's own `streamMutex`.
+    streams: Mutex<BTreeMap<u16, ActiveStream>>,
     /// Streams with log entries for the checkpoint processor, each once.
     work: Mutex<WorkQueue>,
     /// The processor was woken and has not started on its work yet.
@@ -92,15 +93,16 @@ impl Task for CheckpointProcessor {
         &self.name
     }
 
-    fn run(&self) -> TaskFuture<'_> {
+    fn run<'a>(&'a self, me: &'a GlobalTask) -> TaskFuture<'a> {
         Box::pin(async move {
             let Some(producer) = self.producer.upgrade() else {
-                return Next::Done;
+                return false;
             };
             let Some(node) = producer.node.upgrade() else {
-                return Next::Done;
+                return false;
             };
-            producer.process(&node).await
+            producer.process(&node, me).await;
+            true
         })
     }
 }
@@ -112,7 +114,7 @@ impl Producer {
             name,
             conn,
             node: Rc::downgrade(node),
-            streams: RefCell::default(),
+            streams: Mutex::new("dcp.producer.streams", BTreeMap::new()),
             work: Mutex::new("dcp.checkpoint_processor.work_queue", WorkQueue::default()),
             notified: Atomic::new("dcp.checkpoint_processor.notified", false),
             task: Cell::new(None),
@@ -143,7 +145,7 @@ impl Producer {
         let opcode = packet.header.opcode;
         if !packet.header.is_request() {
             if opcode == Opcode::DCP_SET_VBUCKET_STATE {
-                self.takeover_acknowledged(&packet);
+                self.takeover_acknowledged(&packet).await;
             } else {
                 tracing::debug!(target: "faultline::dcp", conn = self.conn, %opcode, "producer ignores a response");
             }
@@ -151,7 +153,7 @@ impl Producer {
         }
         match opcode {
             Opcode::DCP_STREAM_REQ => self.stream_req(node, &packet).await,
-            Opcode::DCP_CLOSE_STREAM => self.close_stream(&packet),
+            Opcode::DCP_CLOSE_STREAM => self.close_stream(&packet).await,
             Opcode::DCP_SEQNO_ACKNOWLEDGED => match dcp::seqno_acknowledged_seqno(&packet) {
                 Ok(seqno) => {
                     durability::seqno_acknowledged(node, packet.header.vbucket(), seqno).await
@@ -173,11 +175,17 @@ impl Producer {
             Ok(req) => req,
             Err(_) => return self.send(refuse(packet, Status::EINVAL)),
         };
-        let (uuid, high_seqno) = match node.store.borrow().vbucket(vb) {
-            Some(v) if v.state == VbState::Active => (v.uuid, v.high_seqno),
-            _ => return self.send(refuse(packet, Status::NOT_MY_VBUCKET)),
+        let Some(v) = node.store.vbucket(vb) else {
+            return self.send(refuse(packet, Status::NOT_MY_VBUCKET));
         };
-        if self.streams.borrow().contains_key(&vb) {
+        // The vbucket's state lock, shared, while the stream is set up.
+        let state = v.state_read().await;
+        if state.state != VbState::Active {
+            return self.send(refuse(packet, Status::NOT_MY_VBUCKET));
+        }
+        let (uuid, high_seqno) = (state.uuid, v.high_seqno().await);
+        let mut streams = self.streams.lock().await;
+        if streams.contains_key(&vb) {
             return self.send(refuse(packet, Status::KEY_EEXISTS));
         }
         if req.end_seqno < req.start_seqno {
@@ -209,7 +217,7 @@ impl Producer {
             self.send(dcp::stream_end(vb, end_status::CLOSED).opaque(opaque));
             return;
         }
-        self.streams.borrow_mut().insert(
+        streams.insert(
             vb,
             ActiveStream {
                 opaque,
@@ -219,14 +227,16 @@ impl Producer {
                 phase: Phase::InMemory,
             },
         );
+        drop(streams);
+        drop(state);
         // The backfill (or, for a takeover with nothing to send, the hand
         // over) starts on the checkpoint processor.
         self.queue(node, vb).await;
     }
 
-    fn close_stream(&self, packet: &Packet) {
+    async fn close_stream(&self, packet: &Packet) {
         let vb = packet.header.vbucket();
-        let removed = self.streams.borrow_mut().remove(&vb);
+        let removed = self.streams.lock().await.remove(&vb);
         match removed {
             Some(stream) => {
                 self.send(refuse(packet, Status::SUCCESS));
@@ -238,9 +248,9 @@ impl Producer {
     }
 
     /// The consumer took the vbucket over: the stream is done.
-    fn takeover_acknowledged(&self, packet: &Packet) {
+    async fn takeover_acknowledged(&self, packet: &Packet) {
         let opaque = packet.header.opaque;
-        let mut streams = self.streams.borrow_mut();
+        let mut streams = self.streams.lock().await;
         let Some((&vb, _)) = streams
             .iter()
             .find(|(_, s)| s.opaque == opaque && s.phase == Phase::TakeoverWait)
@@ -282,7 +292,8 @@ impl Producer {
     pub(crate) async fn notify(&self, node: &Node, vb: u16, high_seqno: u64) {
         let behind = self
             .streams
-            .borrow()
+            .lock()
+            .await
             .get(&vb)
             .is_some_and(|s| s.phase == Phase::InMemory && s.cursor < high_seqno);
         if behind {
@@ -290,15 +301,19 @@ impl Producer {
         }
     }
 
-    pub(crate) fn has_replica_stream(&self, vb: u16) -> bool {
-        self.streams.borrow().get(&vb).is_some_and(|s| !s.takeover)
+    pub(crate) async fn has_replica_stream(&self, vb: u16) -> bool {
+        self.streams
+            .lock()
+            .await
+            .get(&vb)
+            .is_some_and(|s| !s.takeover)
     }
 
     /// The vbucket left the active state: its streams end, except a
     /// takeover that is handing it over.
-    pub(crate) fn vbucket_left_active(&self, vb: u16) {
+    pub(crate) async fn vbucket_left_active(&self, vb: u16) {
         let ended = {
-            let mut streams = self.streams.borrow_mut();
+            let mut streams = self.streams.lock().await;
             match streams.get(&vb) {
                 Some(s) if s.phase == Phase::InMemory => streams.remove(&vb),
                 _ => None,
@@ -312,7 +327,10 @@ impl Producer {
 
     /// One run of the checkpoint processor (the engine's `run`): it sleeps
     /// forever once done, unless it was notified meanwhile or work is left.
-    async fn process(&self, node: &Rc<Node>) -> Next {
+    /// The snooze comes first, as the engine's: a wake-up during the run
+    /// then sets the task's wake time after it and is kept.
+    async fn process(&self, node: &Rc<Node>, me: &GlobalTask) {
+        me.snooze(FOREVER).await;
         self.notified.store(false).await;
         let mut handed_over = Vec::new();
         let mut moved = false;
@@ -328,7 +346,7 @@ impl Producer {
             let Some(vb) = next else {
                 break;
             };
-            let (queued, more) = self.process_stream(node, vb, &mut handed_over);
+            let (queued, more) = self.process_stream(node, vb, &mut handed_over).await;
             moved |= queued;
             if more {
                 // More than one snapshot's worth: come back for the rest.
@@ -337,7 +355,7 @@ impl Producer {
         }
         for vb in handed_over {
             // No write reaches the vbucket here any more.
-            node.set_vbucket_state(vb, VbState::Dead);
+            node.set_vbucket_state(vb, VbState::Dead).await;
         }
         if moved {
             self.writer.notify_one();
@@ -346,28 +364,39 @@ impl Producer {
         let left = !self.work.lock().await.order.is_empty();
         if notified || left {
             // Run again at once, letting the other tasks have a go first.
-            Next::After(Duration::ZERO)
-        } else {
-            Next::Forever
+            me.wake_up().await;
         }
     }
 
     /// Moves one stream's new log entries into its ready queue. Answers
     /// whether anything was queued for the connection, and whether the
     /// stream has more to move.
-    fn process_stream(&self, node: &Node, vb: u16, handed_over: &mut Vec<u16>) -> (bool, bool) {
-        let store = node.store.borrow();
-        let Some(v) = store.vbucket(vb) else {
+    async fn process_stream(
+        &self,
+        node: &Node,
+        vb: u16,
+        handed_over: &mut Vec<u16>,
+    ) -> (bool, bool) {
+        let Some(v) = node.store.vbucket(vb) else {
             return (false, false);
         };
-        let mut streams = self.streams.borrow_mut();
+        // Lock order: vbucket state, producer streams, checkpoint queue.
+        let _state = v.state_read().await;
+        let mut streams = self.streams.lock().await;
         let Some(stream) = streams.get_mut(&vb) else {
             return (false, false); // Closed meanwhile.
         };
         if stream.phase != Phase::InMemory {
             return (false, false);
         }
-        let Some(entries) = v.mutations_after(stream.cursor, MAX_ITEMS_PER_SNAPSHOT) else {
+        let (entries, high_seqno) = {
+            let cm = v.checkpoints().await;
+            (
+                cm.mutations_after(stream.cursor, MAX_ITEMS_PER_SNAPSHOT),
+                cm.high_seqno,
+            )
+        };
+        let Some(entries) = entries else {
             // The log no longer reaches the cursor: this stream cannot
             // catch up (there is no disk backfill).
             let stream = streams.remove(&vb).expect("found above");
@@ -395,7 +424,7 @@ impl Producer {
             stream.cursor = last.seqno();
             moved = true;
         }
-        if stream.cursor < v.high_seqno {
+        if stream.cursor < high_seqno {
             return (moved, true);
         }
         if stream.takeover {
@@ -412,7 +441,7 @@ impl Producer {
 
     /// Hands up to `max` messages to `send`: responses and stream ends
     /// first, then the streams' ready queues in vbucket order.
-    pub(crate) fn step(&self, max: usize, send: &mut dyn FnMut(Packet)) -> bool {
+    pub(crate) async fn step(&self, max: usize, send: &mut dyn FnMut(Packet)) -> bool {
         let mut sent = 0;
         {
             let mut out = self.out.borrow_mut();
@@ -425,7 +454,7 @@ impl Producer {
                 return true;
             }
         }
-        let mut streams = self.streams.borrow_mut();
+        let mut streams = self.streams.lock().await;
         for stream in streams.values_mut() {
             while sent < max {
                 let Some(p) = stream.ready.pop_front() else {
@@ -442,7 +471,7 @@ impl Producer {
         if let Some(task) = self.task.take() {
             node.executor.cancel(task).await;
         }
-        let streams = std::mem::take(&mut *self.streams.borrow_mut());
+        let streams = std::mem::take(&mut *self.streams.lock().await);
         tracing::debug!(target: "faultline::dcp", conn = self.conn, streams = streams.len(), "producer closed");
     }
 }

@@ -1,9 +1,13 @@
 //! HAP-FDRACE does not hang on one timing: with the scenario's 1-3 ms links
 //! and seeded client pauses, the buggy variant fails within 200 seeds for
-//! every kv idle timeout in 2..8 ms and with 3 or 4 proxy threads (the
+//! every kv idle timeout in 3..8 ms and with 3 or 4 proxy threads (the
 //! report's trigger was a request rate near 1/keep-alive, with at least 3
-//! threads). Preemption comes from the synchronization points only: the
-//! scenario names no point of the bug's window.
+//! threads). At 2 ms most connections die before their reuse and the
+//! window is rare (measured under the default race space: 3 failing seeds
+//! of 300 with 4 threads), so that timing is left to the sweeps.
+//! Preemption comes from the synchronization points only, with the
+//! harness's default race space: the scenario names no point of the bug's
+//! window.
 
 use faultline_harness::Variant;
 use faultline_harness::runner::{self, RunOptions, SweepOptions};
@@ -40,7 +44,7 @@ fn the_buggy_variant_fails_for_every_idle_timeout_and_thread_count() {
     let registry = faultline::registry();
     let seeds: Vec<u64> = (0..SEEDS).collect();
     let mut found = Vec::new();
-    for idle_ms in 2..=8 {
+    for idle_ms in 3..=8 {
         for threads in [3, 4] {
             let changed = variant(&text, idle_ms, threads);
             assert!(

@@ -255,6 +255,10 @@ pub enum StoreError {
     NotMyVbucket,
     NonNumeric,
     TooLarge,
+    /// The key has a durable write in flight (SYNC_WRITE_IN_PROGRESS).
+    SyncWriteInProgress,
+    /// The vbucket tracks as many durable writes as it may (ETMPFAIL).
+    TempFail,
 }
 
 /// How a store operation treats an existing item.
@@ -347,6 +351,23 @@ impl Store {
         !flush.is_some_and(|(at, max_cas)| at <= now && item.cas <= max_cas)
     }
 
+    /// A key whose durable write is in flight takes no other write until
+    /// that write commits or aborts (SET, ADD, DELETE, INCR, ...: each is
+    /// answered SYNC_WRITE_IN_PROGRESS, as kv_engine's hash table answers
+    /// for a pending item), so no write slips in between a prepare and its
+    /// commit. Asked with the vbucket's hash table lock held, which every
+    /// prepare of the key holds too: the answer stays true until the write.
+    async fn refuse_if_pending(
+        durability: &Mutex<DurabilityMonitor>,
+        vb: u16,
+        key: &[u8],
+    ) -> Result<(), StoreError> {
+        if durability.lock().await.in_progress(vb, key) {
+            return Err(StoreError::SyncWriteInProgress);
+        }
+        Ok(())
+    }
+
     pub async fn get(
         &self,
         vb: u16,
@@ -375,10 +396,15 @@ impl Store {
         expiration_s: u32,
         cas: u64,
         now: Duration,
+        durability: &Mutex<DurabilityMonitor>,
     ) -> Result<u64, StoreError> {
-        let new_cas = self.next_cas().await;
         let (v, _state) = self.active(vb).await?;
         let mut ht = v.hash_table.lock().await;
+        Self::refuse_if_pending(durability, vb, &key).await?;
+        // The CAS is drawn under the hash table's lock, as the engine
+        // draws it under the hash bucket's: the writes of a key take
+        // increasing CAS values in the order they are made.
+        let new_cas = self.next_cas().await;
         let write = Write {
             mode,
             key,
@@ -475,9 +501,11 @@ impl Store {
         key: &[u8],
         cas: u64,
         now: Duration,
+        durability: &Mutex<DurabilityMonitor>,
     ) -> Result<(), StoreError> {
         let (v, _state) = self.active(vb).await?;
         let mut ht = v.hash_table.lock().await;
+        Self::refuse_if_pending(durability, vb, key).await?;
         let flush = self.flush.load().await;
         let Some(existing) = ht.get(key).filter(|i| Self::is_live(flush, i, now)) else {
             return Err(StoreError::NotFound);
@@ -507,9 +535,11 @@ impl Store {
         expiration_s: u32,
         expires_at: Option<Duration>,
         now: Duration,
+        durability: &Mutex<DurabilityMonitor>,
     ) -> Result<(u64, u64), StoreError> {
         let (v, _state) = self.active(vb).await?;
         let mut ht = v.hash_table.lock().await;
+        Self::refuse_if_pending(durability, vb, &key).await?;
         let flush = self.flush.load().await;
         let existing = ht
             .get(&key)
@@ -667,22 +697,47 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a synchronous write: logs a prepare; the item is not visible
-    /// until [`Store::commit`]. Returns the prepare's seqno. The caller
-    /// holds the vbucket's state lock (it checked the vbucket is active).
+    /// A durable SET's prepare, under the vbucket's hash table lock from
+    /// its checks to its tracking, as kv_engine's `processSet` runs under
+    /// the hash bucket lock: refused while the key has a durable write in
+    /// flight or the vbucket tracks its maximum, refused on a CAS mismatch,
+    /// else appended to the log and tracked by the durability monitor
+    /// before the checkpoint's queue lock is let go (no stream sees it, and
+    /// no acknowledgement covers it, untracked). The caller holds the
+    /// vbucket's state lock (shared).
+    #[allow(clippy::too_many_arguments)]
     pub async fn prepare(
         &self,
         v: &VBucket,
         key: Bytes,
         value: Bytes,
         flags: u32,
+        cas: u64,
+        now: Duration,
         durability: &Mutex<DurabilityMonitor>,
     ) -> Result<(u64, oneshot::Receiver<Outcome>), StoreError> {
         if value.len() > self.max_value_bytes {
             return Err(StoreError::TooLarge);
         }
-        let cas = self.next_cas().await;
-        let _ht = v.hash_table.lock().await;
+        let ht = v.hash_table.lock().await;
+        {
+            let monitor = durability.lock().await;
+            if monitor.in_progress(v.id, &key) {
+                return Err(StoreError::SyncWriteInProgress);
+            }
+            if !monitor.has_room(v.id) {
+                return Err(StoreError::TempFail);
+            }
+        }
+        if cas != 0 {
+            let flush = self.flush.load().await;
+            match ht.get(&key).filter(|i| Self::is_live(flush, i, now)) {
+                Some(item) if item.cas == cas => {}
+                Some(_) => return Err(StoreError::Exists),
+                None => return Err(StoreError::NotFound),
+            }
+        }
+        let new_cas = self.next_cas().await;
         let mut cm = v.checkpoints.lock().await;
         cm.high_seqno += 1;
         let seqno = cm.high_seqno;
@@ -691,21 +746,12 @@ impl Store {
             value,
             flags,
             seqno,
-            cas,
+            cas: new_cas,
         });
-        // The durability monitor tracks it under the queue lock (the
-        // engine adds the sync write before the prepare can be streamed).
         let outcome = durability.lock().await.track(v.id, seqno, key);
+        drop(cm);
+        drop(ht);
         Ok((seqno, outcome))
-    }
-
-    /// The item under `key` of a vbucket whose state lock the caller holds.
-    pub async fn get_locked(&self, v: &VBucket, key: &[u8], now: Duration) -> Option<Item> {
-        let ht = v.hash_table.lock().await;
-        let flush = self.flush.load().await;
-        ht.get(key)
-            .filter(|i| Self::is_live(flush, i, now))
-            .cloned()
     }
 
     /// Makes a prepared write visible; returns (commit seqno, CAS).

@@ -30,6 +30,7 @@ pub async fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
             expiration_s,
             expires_at,
             now,
+            &conn.node.dcp.durability,
         )
         .await;
     let response = match result {

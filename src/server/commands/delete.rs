@@ -11,7 +11,13 @@ pub async fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Fl
     let result = conn
         .node
         .store
-        .delete(h.vbucket(), &request.key, h.cas, now)
+        .delete(
+            h.vbucket(),
+            &request.key,
+            h.cas,
+            now,
+            &conn.node.dcp.durability,
+        )
         .await;
     let status = match result {
         Ok(()) => Status::SUCCESS,

@@ -79,6 +79,8 @@ pub fn status_of(error: StoreError) -> Status {
         StoreError::NotMyVbucket => Status::NOT_MY_VBUCKET,
         StoreError::NonNumeric => Status::DELTA_BADVAL,
         StoreError::TooLarge => Status::E2BIG,
+        StoreError::SyncWriteInProgress => Status::SYNC_WRITE_IN_PROGRESS,
+        StoreError::TempFail => Status::ETMPFAIL,
     }
 }
 
@@ -98,17 +100,6 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         tracing::debug!(target: "faultline::kv", conn = conn.id, %opcode, why = why.as_str(), "invalid request");
         conn.respond(Packet::response(&packet.header, Status::EINVAL));
         return Flow::Continue;
-    }
-    // A key whose durable write is in flight takes no other write until
-    // that write commits or aborts (a durable SET checks it among its own
-    // refusals, after the vbucket's and the replica's).
-    let durable = !matches!(packet.durability_requirement(), Ok(None));
-    if mutates(opcode) && !durable && sync_write_in_progress(conn, &packet).await {
-        return answer(
-            conn,
-            &packet,
-            Packet::response(&packet.header, Status::SYNC_WRITE_IN_PROGRESS),
-        );
     }
     let flow = match opcode.loud() {
         Opcode::GET | Opcode::GETK => get::get(conn, &packet).await,
@@ -149,19 +140,6 @@ fn mutates(opcode: Opcode) -> bool {
             | Opcode::INCREMENT
             | Opcode::DECREMENT
     )
-}
-
-/// Whether `request`'s key has a durable write in flight. Until it commits
-/// or aborts, the key takes no other write of any kind (SET, ADD, DELETE,
-/// INCR, ...): each is answered SYNC_WRITE_IN_PROGRESS, as kv_engine does,
-/// so no write slips in between a prepare and its commit.
-async fn sync_write_in_progress(conn: &Conn<impl ServerStream>, request: &Packet) -> bool {
-    conn.node
-        .dcp
-        .durability
-        .lock()
-        .await
-        .in_progress(request.header.vbucket(), &request.key)
 }
 
 /// Answers a status, unless the request is quiet and succeeded.

@@ -58,6 +58,7 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
             expiration_s,
             h.cas,
             now,
+            &conn.node.dcp.durability,
         )
         .await;
     let response = match result {
@@ -89,30 +90,16 @@ async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flag
         if !node.dcp.has_replica_stream(vb).await {
             return Packet::response(h, Status::DURABILITY_IMPOSSIBLE);
         }
-        {
-            let durability = node.dcp.durability.lock().await;
-            if durability.in_progress(vb, &request.key) {
-                return Packet::response(h, Status::SYNC_WRITE_IN_PROGRESS);
-            }
-            if !durability.has_room(vb) {
-                return Packet::response(h, Status::ETMPFAIL);
-            }
-        }
-        if h.cas != 0 {
-            match store.get_locked(v, &request.key, now).await {
-                Some(item) if item.cas == h.cas => {}
-                Some(_) => return Packet::response(h, Status::KEY_EEXISTS),
-                None => return Packet::response(h, Status::KEY_ENOENT),
-            }
-        }
-        // Tracked before the checkpoint's queue lock is let go: no stream
-        // sees the prepare (and no acknowledgement covers it) untracked.
+        // The key's pending write, the vbucket's room, the CAS and the
+        // prepare itself, under the hash table's lock.
         let prepared = store
             .prepare(
                 v,
                 request.key.clone(),
                 request.value.clone(),
                 flags,
+                h.cas,
+                now,
                 &node.dcp.durability,
             )
             .await;

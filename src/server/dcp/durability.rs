@@ -38,6 +38,10 @@ struct SyncWrite {
 #[derive(Default)]
 pub struct DurabilityMonitor {
     tracked: BTreeMap<u16, BTreeMap<u64, SyncWrite>>,
+    /// Acknowledged prepares whose commit has not been made yet: their
+    /// keys still take no other write (in kv_engine the pending item stays
+    /// in the hash table until the commit replaces it).
+    committing: BTreeMap<u16, BTreeMap<u64, Bytes>>,
 }
 
 impl DurabilityMonitor {
@@ -47,6 +51,17 @@ impl DurabilityMonitor {
         self.tracked
             .get(&vb)
             .is_some_and(|t| t.values().any(|w| w.key == key))
+            || self
+                .committing
+                .get(&vb)
+                .is_some_and(|c| c.values().any(|k| k == key))
+    }
+
+    /// The prepare at `seqno`, taken by [`seqno_acknowledged`], is
+    /// committed (or could not be): its key takes writes again.
+    fn committed(&mut self, vb: u16, seqno: u64) {
+        let removed = self.committing.get_mut(&vb).and_then(|c| c.remove(&seqno));
+        assert!(removed.is_some(), "a commit follows its acknowledgement");
     }
 
     /// Whether the vbucket can take another synchronous write.
@@ -93,6 +108,10 @@ impl DurabilityMonitor {
         };
         let rest = tracked.split_off(&seqno.saturating_add(1));
         let done = std::mem::replace(tracked, rest);
+        let committing = self.committing.entry(vb).or_default();
+        for (seqno, write) in &done {
+            committing.insert(*seqno, write.key.clone());
+        }
         done.into_iter().collect()
     }
 }
@@ -111,6 +130,7 @@ pub async fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
             .await
             .map(|(_, cas)| cas)
             .map_err(|_| Status::SYNC_WRITE_AMBIGUOUS);
+        node.dcp.durability.lock().await.committed(vb, prepared);
         tracing::trace!(target: "faultline::dcp", vb, prepared, ok = outcome.is_ok(), "sync write committed");
         if let Some(waiter) = write.waiter.take() {
             // The writer may have stopped waiting (its timeout).
@@ -134,6 +154,8 @@ mod tests {
         assert!(m.in_progress(0, b"a") && !m.in_progress(1, b"a"));
         let done: Vec<u64> = m.take_through(0, 4).into_iter().map(|(s, _)| s).collect();
         assert_eq!(done, [3]);
+        assert!(m.in_progress(0, b"a"), "taken, not committed yet");
+        m.committed(0, 3);
         assert!(!m.in_progress(0, b"a") && m.in_progress(0, b"b"));
         assert!(m.take_through(0, 4).is_empty());
         assert_eq!(m.take_through(0, u64::MAX).len(), 1);

@@ -322,6 +322,21 @@ impl Queues {
             .map(|(waketime, _)| *waketime)
             .unwrap_or(FOREVER)
     }
+
+    /// Puts `task` in the future queue at wake time `key` (the engine's
+    /// `futureQueue.push`).
+    fn push_future(&mut self, task: Rc<GlobalTask>, key: WakeTime) {
+        let id = task.id;
+        self.entries.insert(
+            id,
+            Queued {
+                task,
+                place: Place::Future,
+                key,
+            },
+        );
+        self.future.insert((key, id));
+    }
 }
 
 /// One task type's queue: its lock and condition variable (the engine's
@@ -450,15 +465,7 @@ impl Executor {
             .await
             .ok();
         let key = task.waketime.load().await;
-        q.entries.insert(
-            id,
-            Queued {
-                task,
-                place: Place::Future,
-                key,
-            },
-        );
-        q.future.insert((key, id));
+        q.push_future(task, key);
         self.do_wake(queue, &q, 1).await;
         drop(q);
         drop(tasks);
@@ -759,16 +766,7 @@ impl Executor {
         // TaskQueue::reschedule, under the queue's lock.
         let mut q = queue.mutex.lock().await;
         let key = task.waketime.load().await;
-        let id = task.id;
-        q.entries.insert(
-            id,
-            Queued {
-                task,
-                place: Place::Future,
-                key,
-            },
-        );
-        q.future.insert((key, id));
+        q.push_future(task, key);
         let earliest = q.earliest_waketime();
         drop(q);
         // Record the queue's earliest wake time as the thread's.

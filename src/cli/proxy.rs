@@ -86,7 +86,7 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             .listen()
             .await
             .map_err(|e| format!("cannot listen on port {}: {e}", args.listen))?;
-        let listener = proxy.state.borrow().listener.expect("listening");
+        let listener = *proxy.listener.get().expect("listening");
         let port = sys
             .local_port(listener)
             .map_err(|e| format!("getsockname: {e}"))?;

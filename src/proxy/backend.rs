@@ -25,7 +25,7 @@ pub fn node_of(vb: u16, nodes: usize, vbuckets: u16) -> usize {
 }
 
 /// One kv node as the proxy sees it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Server {
     pub name: String,
     pub addr: SocketAddr,

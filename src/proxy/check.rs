@@ -78,17 +78,17 @@ pub fn judge(buf: &[u8], full: bool) -> Verdict {
 pub async fn start_due_checks<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize) {
     let now = Instant::now();
     let due: Vec<usize> = {
-        let st = px.state.borrow();
-        (0..st.servers.len())
+        let st = px.state();
+        (0..st.next_check.len())
             .filter(|&i| st.next_check[i] <= now)
             .collect()
     };
     for server in due {
         let interval = Duration::from_millis(px.config.check.interval_ms);
-        px.state.borrow_mut().next_check[server] = now + interval;
+        px.state().next_check[server] = now + interval;
         if let Err(errno) = start(px, tid, server).await {
             tracing::debug!(target: "faultline::proxy", server, error = %errno, "check could not start");
-            record(px, server, false);
+            record(px, server, false).await;
         }
     }
 }
@@ -98,7 +98,7 @@ async fn start<S: Syscalls + 'static>(
     tid: usize,
     server: usize,
 ) -> Result<(), Errno> {
-    let addr = px.state.borrow().servers[server].addr;
+    let addr = px.backends[server].addr;
     let fd = px.sys.socket().await?;
     let in_progress = match px.sys.connect(fd, addr).await {
         Ok(()) => false,
@@ -108,11 +108,11 @@ async fn start<S: Syscalls + 'static>(
             return Err(e);
         }
     };
-    let id = px.state.borrow_mut().new_conn_id();
+    let id = px.state().new_conn_id();
     let mut c = Connection::new(id, tid);
     c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
     c.xprt_init();
-    let mut st = px.state.borrow_mut();
+    let mut st = px.state();
     if in_progress {
         c.flags |= CO_FL_WAIT_L4_CONN;
     }
@@ -151,12 +151,18 @@ fn check_buf(role: &mut Role) -> &mut Buffer {
     &mut check_of(role).buf
 }
 
-fn record<S: Syscalls + 'static>(px: &Proxy<S>, server: usize, ok: bool) {
-    let mut st = px.state.borrow_mut();
-    let (rise, fall) = (px.config.check.rise, px.config.check.fall);
-    let s = &mut st.servers[server];
-    if let Some(up) = s.record_check(ok, rise, fall) {
-        tracing::info!(target: "faultline::proxy", server = s.name.as_str(), up, "server state changed");
+/// Records a check result in thread 0's health record; a change of state
+/// is published to every thread (HAProxy's `srv->cur_state`).
+async fn record<S: Syscalls + 'static>(px: &Proxy<S>, server: usize, ok: bool) {
+    let changed = {
+        let mut st = px.state();
+        let (rise, fall) = (px.config.check.rise, px.config.check.fall);
+        let s = &mut st.health[server];
+        s.record_check(ok, rise, fall)
+    };
+    if let Some(up) = changed {
+        px.backends[server].up.store(up).await;
+        tracing::info!(target: "faultline::proxy", server = px.backends[server].name.as_str(), up, "server state changed");
         faultline_harness::probe(if up {
             "proxy:server-up"
         } else {
@@ -174,7 +180,7 @@ pub async fn process_check<S: Syscalls + 'static>(
 ) -> bool {
     let (server, verdict, progress, wanted) = {
         let (flags_before, size) = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let Some(conn) = st.conns.get_mut(&id) else {
                 return false;
             };
@@ -188,7 +194,7 @@ pub async fn process_check<S: Syscalls + 'static>(
         let mut progress = false;
         if let Some(size) = size {
             let mut lent = Lent {
-                state: &px.state,
+                state: px.state_cell(),
                 id,
                 part: check_buf,
             };
@@ -197,7 +203,7 @@ pub async fn process_check<S: Syscalls + 'static>(
         }
         // (Sent from a copy: nothing is borrowed across a syscall.)
         let to_send = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let conn = st.conns.get_mut(&id).expect("present");
             let failed = conn.c.has(CO_FL_ERROR);
             let check = check_of(&mut conn.role);
@@ -206,24 +212,15 @@ pub async fn process_check<S: Syscalls + 'static>(
         };
         if let Some(data) = to_send {
             let mut lent = Lent {
-                state: &px.state,
+                state: px.state_cell(),
                 id,
                 part: check_of,
             };
             let n = snd_buf(&px.sys, &px.fdtab, &mut lent, &data, &px.bugs).await;
-            check_of(
-                &mut px
-                    .state
-                    .borrow_mut()
-                    .conns
-                    .get_mut(&id)
-                    .expect("present")
-                    .role,
-            )
-            .sent += n;
+            check_of(&mut px.state().conns.get_mut(&id).expect("present").role).sent += n;
             progress |= n > 0;
         }
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let conn = st.conns.get_mut(&id).expect("present");
         let Conn { c, role, .. } = conn;
         let Role::Check(check) = role else {
@@ -254,25 +251,25 @@ pub async fn process_check<S: Syscalls + 'static>(
     set_polling(px, wanted).await;
     if verdict != Verdict::Incomplete {
         if verdict == Verdict::Fail {
-            let errno = px.state.borrow().conns.get(&id).and_then(|c| c.c.errno);
+            let errno = px.state().conns.get(&id).and_then(|c| c.c.errno);
             tracing::debug!(target: "faultline::proxy", conn = id, server, errno = ?errno, "check failed");
         }
-        record(px, server, verdict == Verdict::Pass);
-        px.state.borrow_mut().close(id);
+        record(px, server, verdict == Verdict::Pass).await;
+        px.state().close(id);
         return true;
     }
     progress
 }
 
 /// A check timed out.
-pub fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, _tid: usize, id: ConnId) {
-    let server = match px.state.borrow().conns.get(&id).map(|c| &c.role) {
+pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, _tid: usize, id: ConnId) {
+    let server = match px.state().conns.get(&id).map(|c| &c.role) {
         Some(Role::Check(check)) => check.server,
         _ => return,
     };
     tracing::debug!(target: "faultline::proxy", conn = id, server, "check timed out");
-    record(px, server, false);
-    px.state.borrow_mut().close(id);
+    record(px, server, false).await;
+    px.state().close(id);
 }
 
 #[cfg(test)]

@@ -28,12 +28,13 @@
 //! operation is a point where the seed may switch threads, as real threads
 //! would interleave anywhere.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::{OnceCell, RefCell, RefMut};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_harness::Syscalls;
+use faultline_harness::sync::Atomic;
 use faultline_harness::sys::EpollOp;
 use faultline_harness::{Errno, Events, Fd};
 use tokio::time::Instant;
@@ -233,64 +234,49 @@ pub struct Conn {
     pub closing: bool,
 }
 
-/// Per-thread bookkeeping.
-pub struct ThreadState {
-    pub epfd: Fd,
-    /// (expiry, conn): the thread's timers.
+/// An idle backend connection, held by its server's pool while it waits
+/// (HAProxy's idle trees hold the connection itself): the thread that put
+/// it there takes it out to handle its events, another thread takes it
+/// over.
+pub struct IdleConn {
+    pub id: ConnId,
+    pub conn: Conn,
+}
+
+/// One thread's own state: only that thread's task touches it (HAProxy's
+/// connections, timers and tasklets belong to one thread), so it is a
+/// `RefCell`, never borrowed across an await. What other threads hand
+/// this one goes through [`Thread`]'s `sync` primitives.
+pub struct State {
+    pub tid: usize,
+    threads: usize,
+    /// The thread's connections (an idle backend connection is in its
+    /// server's pool instead, see `idle_here`).
+    pub conns: BTreeMap<ConnId, Conn>,
+    /// (expiry, conn): the thread's timers. An entry can outlive its
+    /// connection's move to another thread: it is checked when it fires.
     pub timers: BTreeSet<(Instant, ConnId)>,
     /// Connections whose handler must run (as tasklets).
     pub wake: BTreeSet<ConnId>,
     /// Connections to close.
     pub closing: Vec<ConnId>,
-    /// Wakes the thread's poller when another thread gives it work
-    /// (HAProxy's `wake_thread()`, a write to the thread's pipe): a `sync`
-    /// primitive, so the seed may switch threads at the wake-up and at
-    /// the wait.
-    pub notify: Rc<faultline_harness::sync::Notify>,
-}
-
-impl Default for ThreadState {
-    fn default() -> ThreadState {
-        ThreadState {
-            epfd: Fd::default(),
-            timers: BTreeSet::new(),
-            wake: BTreeSet::new(),
-            closing: Vec::new(),
-            notify: Rc::new(faultline_harness::sync::Notify::new("proxy.thread.wake")),
-        }
-    }
-}
-
-/// Everything the threads share (one host: `RefCell`s, never held across
-/// an await).
-pub struct State {
-    pub conns: BTreeMap<ConnId, Conn>,
-    pub servers: Vec<Server>,
-    pub threads: Vec<ThreadState>,
-    pub listener: Option<Fd>,
-    next_conn: ConnId,
-    /// The thread the next accepted connection goes to (round robin).
-    next_accept_thread: usize,
-    /// Threads given work by [`State::wake`] whose poller is still to be
-    /// woken (one bit per thread): the caller holds the state, so the
-    /// wake-up itself, a scheduling point, follows in
-    /// [`Proxy::wake_threads`].
-    to_wake: ThreadMask,
-    /// Per server: when its next check starts (thread 0 runs checks).
+    /// Backend connections this thread put in an idle pool, with their
+    /// server: their events and timers come here until another thread
+    /// takes one over.
+    pub idle_here: BTreeMap<ConnId, usize>,
+    /// Connections this thread made (ids are `tid + 1 + n * threads`:
+    /// unique without a shared counter).
+    made: u64,
+    /// Thread 0 runs the checks: per server, its health record and when
+    /// its next check starts.
+    pub health: Vec<Server>,
     pub next_check: Vec<Instant>,
-    /// Per vbucket: the server believed active for it. It starts as the
-    /// configured split and learns from `NOT_MY_VBUCKET` answers (a
-    /// rebalance moved the vbucket), as a memcached-aware proxy must.
-    pub vbmap: Vec<usize>,
-    /// Body bytes that went backend -> client through pipes (`splice()`),
-    /// for STAT `spliced_bytes`.
-    pub spliced_bytes: u64,
 }
 
 impl State {
     pub fn new_conn_id(&mut self) -> ConnId {
-        let id = self.next_conn;
-        self.next_conn += 1;
+        let id = self.tid as u64 + 1 + self.made * self.threads as u64;
+        self.made += 1;
         id
     }
 
@@ -299,56 +285,70 @@ impl State {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let thread = conn.c.thread;
+        assert_eq!(conn.c.thread, self.tid, "conn {id}: a timer of another thread");
         if let Some(old) = conn.expire.take() {
-            self.threads[thread].timers.remove(&(old, id));
+            self.timers.remove(&(old, id));
         }
         conn.expire = expire;
         if let Some(at) = expire {
-            self.threads[thread].timers.insert((at, id));
+            self.timers.insert((at, id));
         }
     }
 
-    /// Runs `id`'s handler soon, on its thread.
+    /// Runs `id`'s handler soon (this thread's connections only: another
+    /// thread's are handed over through its queues).
     pub fn wake(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get(&id) {
-            let thread = conn.c.thread;
-            if self.threads[thread].wake.insert(id) {
-                self.to_wake |= bit(thread);
-            }
+            assert_eq!(conn.c.thread, self.tid, "conn {id}: woken by another thread");
+            self.wake.insert(id);
         }
     }
 
-    /// Schedules `id` for closing (its thread does it). An idle backend
-    /// connection must have left its pool first.
+    /// Schedules `id` for closing. An idle backend connection must have
+    /// left its pool first.
     pub fn close(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get_mut(&id) {
             if !conn.closing {
                 conn.closing = true;
-                let thread = conn.c.thread;
-                self.threads[thread].closing.push(id);
+                self.closing.push(id);
             }
         }
     }
-
-    /// Moves a connection to another thread (after an fd takeover).
-    pub fn migrate(&mut self, id: ConnId, to: usize) {
-        let expire = self.conns.get(&id).and_then(|c| c.expire);
-        self.set_timer(id, None);
-        if let Some(conn) = self.conns.get_mut(&id) {
-            let from = conn.c.thread;
-            conn.c.thread = to;
-            // The takeover stopped the fd's polling.
-            conn.c.polling_reset();
-            self.threads[from].wake.remove(&id);
-        }
-        self.set_timer(id, expire);
-    }
 }
 
-/// Connection `id`'s layers and a part of its role, lent from the shared
-/// state for a moment (see [`raw_sock::Lend`]): borrowed anew each time,
-/// never across a syscall (other threads may run there).
+/// What every thread sees of a backend.
+pub struct Backend {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    /// Whether it is up, as thread 0's checks judge it (HAProxy's
+    /// `srv->cur_state`: written by the check, read by every thread).
+    pub up: Atomic<bool>,
+}
+
+/// One proxy thread: its poller, its own state, and what other threads
+/// hand it.
+pub struct Thread {
+    pub epfd: Fd,
+    /// The task that runs the thread, set when it starts: the state is
+    /// lent to that task only.
+    task: OnceCell<tokio::task::Id>,
+    state: RefCell<State>,
+    /// Connections accepted for this thread (HAProxy's per-thread accept
+    /// ring, `accept_queue_push_mp` / `accept_queue_pop_sc`; a lock here,
+    /// each push and pop one step as on the ring).
+    accept_queue: faultline_harness::sync::Mutex<VecDeque<(Fd, std::net::SocketAddr)>>,
+    /// The ring's tasklet is woken (HAProxy's `tasklet_wakeup` puts it on
+    /// the thread's shared tasklet list, which the thread checks on each
+    /// pass).
+    accept_woken: Atomic<bool>,
+    /// Wakes the thread's poller when another thread gives it work
+    /// (HAProxy's `wake_thread()`, a write to the thread's pipe).
+    notify: faultline_harness::sync::Notify,
+}
+
+/// Connection `id`'s layers and a part of its role, lent from its
+/// thread's state for a moment (see [`raw_sock::Lend`]): borrowed anew
+/// each time, never across a syscall (other threads may run there).
 pub struct Lent<'a, T> {
     pub state: &'a RefCell<State>,
     pub id: ConnId,
@@ -378,61 +378,123 @@ pub struct Proxy<S: Syscalls> {
     pub bugs: Bugs,
     pub limits: Limits,
     pub fdtab: FdTable,
+    pub threads: Vec<Thread>,
+    pub backends: Vec<Backend>,
     /// Per server: its idle backend connections, oldest first; any thread
     /// may take one (HAProxy's `idle_conns` under their lock).
-    pub idle: Vec<faultline_harness::sync::Mutex<Vec<ConnId>>>,
-    pub state: RefCell<State>,
+    pub idle: Vec<faultline_harness::sync::Mutex<Vec<IdleConn>>>,
+    /// Per vbucket: the server believed active for it. It starts as the
+    /// configured split and learns from `NOT_MY_VBUCKET` answers (a
+    /// rebalance moved the vbucket), as a memcached-aware proxy must; any
+    /// thread reads and writes it.
+    pub vbmap: Vec<Atomic<usize>>,
+    /// Body bytes that went backend -> client through pipes (`splice()`),
+    /// for STAT `spliced_bytes` (a counter every thread adds to, atomic as
+    /// HAProxy's counters are).
+    pub spliced_bytes: Atomic<u64>,
+    /// The thread the next accepted connection goes to (round robin;
+    /// HAProxy's `l->thr_idx`, updated with a CAS).
+    next_accept_thread: Atomic<usize>,
+    pub listener: OnceCell<Fd>,
 }
 
 fn all_threads(threads: usize) -> ThreadMask {
     (0..threads).fold(0, |m, t| m | bit(t))
 }
 
+impl<S: Syscalls> Proxy<S> {
+    /// The calling thread's state cell: a proxy thread's task only touches
+    /// its own (asserted: the threads share nothing that is not a `sync`
+    /// primitive).
+    pub fn state_cell(&self) -> &RefCell<State> {
+        let me = tokio::task::try_id();
+        let thread = self
+            .threads
+            .iter()
+            .find(|t| me.is_some() && t.task.get() == me.as_ref())
+            .expect("a proxy thread's state is touched by that thread's task only");
+        &thread.state
+    }
+
+    /// The calling thread's state, borrowed until the next await.
+    pub fn state(&self) -> RefMut<'_, State> {
+        self.state_cell().borrow_mut()
+    }
+}
+
 impl<S: Syscalls + 'static> Proxy<S> {
     /// Resolves the backends and creates the pollers; nothing runs yet.
     pub async fn new(sys: S, config: ProxyConfig) -> Result<Rc<Proxy<S>>, String> {
         config.validate()?;
-        let mut servers = Vec::new();
+        let mut health = Vec::new();
+        let mut backends = Vec::new();
         for (i, b) in config.backends.iter().enumerate() {
             let addr = sys
                 .resolve(&b.host, b.port)
                 .map_err(|e| format!("backend {}:{}: {e}", b.host, b.port))?;
-            servers.push(Server::new(format!("{}#{i}", b.host), addr));
+            let name = format!("{}#{i}", b.host);
+            health.push(Server::new(name.clone(), addr));
+            backends.push(Backend {
+                name,
+                addr,
+                up: Atomic::new("proxy.server.cur_state", true),
+            });
         }
+        let first_check = Instant::now() + Duration::from_millis(config.check.interval_ms);
         let mut threads = Vec::new();
-        for _ in 0..config.threads {
+        for tid in 0..config.threads {
             let epfd = sys
                 .epoll_create()
                 .await
                 .map_err(|e| format!("epoll_create: {e}"))?;
-            threads.push(ThreadState {
+            let checks = tid == 0;
+            let state = State {
+                tid,
+                threads: config.threads,
+                conns: BTreeMap::new(),
+                timers: BTreeSet::new(),
+                wake: BTreeSet::new(),
+                closing: Vec::new(),
+                idle_here: BTreeMap::new(),
+                made: 0,
+                health: if checks { health.clone() } else { Vec::new() },
+                next_check: if checks {
+                    vec![first_check; backends.len()]
+                } else {
+                    Vec::new()
+                },
+            };
+            threads.push(Thread {
                 epfd,
-                ..ThreadState::default()
+                task: OnceCell::new(),
+                state: RefCell::new(state),
+                accept_queue: faultline_harness::sync::Mutex::new(
+                    "proxy.thread.accept_queue",
+                    VecDeque::new(),
+                ),
+                accept_woken: Atomic::new("proxy.thread.shared_tasklets", false),
+                notify: faultline_harness::sync::Notify::new("proxy.thread.wake"),
             });
         }
-        let now = Instant::now();
-        let first_check = now + Duration::from_millis(config.check.interval_ms);
         let vbmap = (0..config.vbuckets)
-            .map(|vb| backend::node_of(vb, servers.len(), config.vbuckets))
+            .map(|vb| {
+                Atomic::new(
+                    "proxy.vbmap",
+                    backend::node_of(vb, backends.len(), config.vbuckets),
+                )
+            })
             .collect();
-        let state = State {
-            conns: BTreeMap::new(),
-            next_check: vec![first_check; servers.len()],
-            vbmap,
-            spliced_bytes: 0,
-            servers,
-            threads,
-            listener: None,
-            next_conn: 1,
-            next_accept_thread: 0,
-            to_wake: 0,
-        };
         Ok(Rc::new(Proxy {
             fdtab: FdTable::new(config.threads, config.bugs.clone()),
             idle: (0..config.backends.len())
                 .map(|_| faultline_harness::sync::Mutex::new("proxy.server.idle_conns", Vec::new()))
                 .collect(),
-            state: RefCell::new(state),
+            threads,
+            backends,
+            vbmap,
+            spliced_bytes: Atomic::new("proxy.stats.spliced_bytes", 0),
+            next_accept_thread: Atomic::new("proxy.listener.thr_idx", 0),
+            listener: OnceCell::new(),
             bugs: config.bugs.clone(),
             limits: config.limits(),
             config,
@@ -447,7 +509,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             .insert(lfd, Owner::Listener, all_threads(self.config.threads))
             .await;
         self.fdtab.want_recv(lfd, 0).await;
-        self.state.borrow_mut().listener = Some(lfd);
+        assert!(self.listener.set(lfd).is_ok(), "listen is called once");
         tracing::debug!(target: "faultline::proxy", fd = lfd, port = self.config.listen_port, "listening");
         Ok(())
     }
@@ -468,29 +530,31 @@ impl<S: Syscalls + 'static> Proxy<S> {
         Ok(())
     }
 
-    /// One thread's loop: timers, handlers, closes, updates, poll.
+    /// One thread's loop: accepted connections, timers, handlers, closes,
+    /// updates, poll.
     async fn thread_loop(self: Rc<Self>, tid: usize) {
-        let (epfd, notify) = {
-            let st = self.state.borrow();
-            (st.threads[tid].epfd, st.threads[tid].notify.clone())
-        };
+        let me = tokio::task::try_id().expect("a proxy thread is a task");
+        assert!(
+            self.threads[tid].task.set(me).is_ok(),
+            "thread {tid} starts once"
+        );
+        let epfd = self.threads[tid].epfd;
         let close = |fd: Fd| -> CloseFuture<'_> { Box::pin(self.close_fd(fd)) };
         loop {
+            self.run_accept_queue(tid).await;
             self.run_timers(tid).await;
             if tid == 0 && self.config.check.enabled {
                 check::start_due_checks(&self, tid).await;
-                self.wake_threads(tid).await;
             }
             self.run_wakes(tid).await;
             self.run_closes(tid).await;
             self.apply_updates(tid).await;
             let timeout = {
-                let st = self.state.borrow();
-                let th = &st.threads[tid];
-                if !th.wake.is_empty() || !th.closing.is_empty() {
+                let st = self.state();
+                if !st.wake.is_empty() || !st.closing.is_empty() {
                     Some(Duration::ZERO)
                 } else {
-                    let mut next = th.timers.first().map(|(at, _)| *at);
+                    let mut next = st.timers.first().map(|(at, _)| *at);
                     if tid == 0 && self.config.check.enabled {
                         let check = st.next_check.iter().min().copied();
                         next = match (next, check) {
@@ -504,7 +568,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             let polled = tokio::select! {
                 biased;
                 polled = self.sys.epoll_wait(epfd, MAX_EVENTS, timeout) => polled,
-                () = notify.notified() => Ok(Vec::new()),
+                () = self.threads[tid].notify.notified() => Ok(Vec::new()),
             };
             let events = match polled {
                 Ok(events) => events,
@@ -523,10 +587,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
                     continue;
                 }
                 match self.fdtab.entry(event.fd).owner() {
-                    Some(Owner::Listener) => {
-                        self.accept(tid, event.fd).await;
-                        self.wake_threads(tid).await;
-                    }
+                    Some(Owner::Listener) => self.accept(tid, event.fd).await,
                     Some(Owner::Conn(id)) => self.io_handler(tid, id, event.events).await,
                     None => {}
                 }
@@ -561,41 +622,107 @@ impl<S: Syscalls + 'static> Proxy<S> {
 
     /// Runs a connection's handler. Answers whether it made progress.
     pub async fn process(&self, tid: usize, id: ConnId, events: Option<Events>) -> bool {
+        if !self.reclaim_idle(tid, id, None).await {
+            return false;
+        }
         let kind = {
-            let st = self.state.borrow();
+            let st = self.state();
             match st.conns.get(&id) {
-                Some(c) if !c.closing && c.c.thread == tid => c.role.kind(),
+                Some(c) if !c.closing => {
+                    assert_eq!(c.c.thread, tid, "conn {id}: in thread {tid}'s state");
+                    c.role.kind()
+                }
                 _ => return false,
             }
         };
-        let progress = match kind {
+        match kind {
             session::Kind::Client => session::process_client(self, tid, id).await,
             session::Kind::Server => session::process_server(self, tid, id, events).await,
             session::Kind::Check => check::process_check(self, tid, id, events).await,
-        };
-        self.wake_threads(tid).await;
-        progress
+        }
     }
 
-    /// Wakes the pollers of the other threads the last handler gave work
-    /// to (this thread looks at its own work before it polls again).
-    pub async fn wake_threads(&self, tid: usize) {
-        let notifies: Vec<_> = {
-            let mut st = self.state.borrow_mut();
-            let mask = std::mem::take(&mut st.to_wake) & !bit(tid);
-            (0..st.threads.len())
-                .filter(|t| mask & bit(*t) != 0)
-                .map(|t| st.threads[t].notify.clone())
-                .collect()
+    /// Makes connection `id` this thread's to handle: an idle backend
+    /// connection this thread pooled comes out of its pool, as HAProxy's
+    /// `h1_io_cb` takes it out of the idle tree under the lock before it
+    /// handles its events (and finds it gone when another thread took it
+    /// over). `timer`: only if its timeout is still that one (a timer
+    /// entry may be older than a move to another thread and back).
+    /// Answers whether the connection is in this thread's state.
+    async fn reclaim_idle(&self, tid: usize, id: ConnId, timer: Option<Instant>) -> bool {
+        let server = {
+            let st = self.state();
+            if st.conns.contains_key(&id) {
+                return true;
+            }
+            match st.idle_here.get(&id) {
+                Some(server) => *server,
+                None => return false,
+            }
         };
-        for notify in notifies {
-            notify.notify_one().await;
+        let mut pool = self.idle[server].lock().await;
+        let pos = pool
+            .iter()
+            .position(|i| i.id == id && i.conn.c.thread == tid);
+        let mut st = self.state();
+        match pos {
+            Some(pos) if timer.is_none() || pool[pos].conn.expire == timer => {
+                let idle = pool.remove(pos);
+                st.idle_here.remove(&id);
+                st.conns.insert(id, idle.conn);
+                true
+            }
+            Some(_) => false,
+            None => {
+                tracing::trace!(target: "faultline::proxy", thread = tid, conn = id, "idle connection taken over by another thread");
+                st.idle_here.remove(&id);
+                false
+            }
         }
+    }
+
+    /// Takes the connections accepted for this thread from its queue and
+    /// starts them (HAProxy's `accept_queue_process`, run when its
+    /// tasklet was woken).
+    async fn run_accept_queue(&self, tid: usize) {
+        let th = &self.threads[tid];
+        if !th.accept_woken.load().await {
+            return;
+        }
+        th.accept_woken.store(false).await;
+        for _ in 0..self.config.max_accept {
+            let next = th.accept_queue.lock().await.pop_front();
+            let Some((fd, peer)) = next else {
+                return;
+            };
+            let id = self.state().new_conn_id();
+            let mut c = Connection::new(id, tid);
+            c.ctrl_init(&self.fdtab, fd, bit(tid)).await;
+            c.xprt_init();
+            let mut st = self.state();
+            st.conns.insert(
+                id,
+                Conn {
+                    c,
+                    role: session::Role::Client(session::ClientSide::new(
+                        self.config.buffer_bytes,
+                    )),
+                    expire: None,
+                    closing: false,
+                },
+            );
+            let expire = Instant::now() + Duration::from_millis(self.config.client_timeout_ms);
+            st.set_timer(id, Some(expire));
+            st.wake(id);
+            tracing::debug!(target: "faultline::proxy", thread = tid, conn = id, fd, %peer, "accepted");
+        }
+        // Out of budget: again on the next pass.
+        th.accept_woken.store(true).await;
     }
 
     async fn run_wakes(&self, tid: usize) {
         for _ in 0..MAX_WAKES_PER_PASS {
-            let next = self.state.borrow_mut().threads[tid].wake.pop_first();
+            let next = self.state().wake.pop_first();
             let Some(id) = next else {
                 return;
             };
@@ -607,32 +734,33 @@ impl<S: Syscalls + 'static> Proxy<S> {
         let now = Instant::now();
         loop {
             let expired = {
-                let mut st = self.state.borrow_mut();
-                let th = &mut st.threads[tid];
-                match th.timers.first() {
-                    Some((at, _)) if *at <= now => th.timers.pop_first(),
+                let mut st = self.state();
+                match st.timers.first() {
+                    Some((at, _)) if *at <= now => st.timers.pop_first(),
                     _ => None,
                 }
             };
-            let Some((_, id)) = expired else {
+            let Some((at, id)) = expired else {
                 return;
             };
+            if !self.reclaim_idle(tid, id, Some(at)).await {
+                continue;
+            }
             let kind = {
-                let mut st = self.state.borrow_mut();
+                let mut st = self.state();
                 match st.conns.get_mut(&id) {
-                    Some(c) => {
+                    Some(c) if c.expire == Some(at) => {
                         c.expire = None;
                         (!c.closing).then(|| c.role.kind())
                     }
-                    None => None,
+                    _ => None,
                 }
             };
             match kind {
-                Some(session::Kind::Check) => check::on_timeout(self, tid, id),
+                Some(session::Kind::Check) => check::on_timeout(self, tid, id).await,
                 Some(_) => session::on_timeout(self, tid, id).await,
                 None => {}
             }
-            self.wake_threads(tid).await;
         }
     }
 
@@ -641,14 +769,14 @@ impl<S: Syscalls + 'static> Proxy<S> {
     async fn run_closes(&self, tid: usize) {
         let close = |fd: Fd| -> CloseFuture<'_> { Box::pin(self.close_fd(fd)) };
         loop {
-            let next = self.state.borrow_mut().threads[tid].closing.pop();
+            let next = self.state().closing.pop();
             let Some(id) = next else {
                 return;
             };
             let fd = {
-                let mut st = self.state.borrow_mut();
+                let mut st = self.state();
                 st.set_timer(id, None);
-                st.threads[tid].wake.remove(&id);
+                st.wake.remove(&id);
                 let Some(conn) = st.conns.get_mut(&id) else {
                     continue;
                 };
@@ -658,7 +786,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
             if let Some(fd) = fd {
                 self.fdtab.delete(fd, tid, &close).await;
             }
-            let removed = self.state.borrow_mut().conns.remove(&id);
+            let removed = self.state().conns.remove(&id);
             if let Some(mut conn) = removed {
                 if conn.c.ctrl_ready() {
                     conn.c.ctrl_closed();
@@ -676,7 +804,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
     /// Applies this thread's pending polling updates to its poller: its own
     /// list, then the shared one (HAProxy's `_do_poll` before it waits).
     async fn apply_updates(&self, tid: usize) {
-        let epfd = self.state.borrow().threads[tid].epfd;
+        let epfd = self.threads[tid].epfd;
         for fd in self.fdtab.take_updates(tid) {
             let e = self.fdtab.entry(fd);
             if !self.fdtab.grab_tgid(&e).await {
@@ -744,38 +872,22 @@ impl<S: Syscalls + 'static> Proxy<S> {
     }
 
     /// The listener is readable on thread `tid`: accept what is pending.
-    /// Each new connection goes to the next thread in turn (which may be
-    /// another one: it is woken).
+    /// Each new connection goes to the next thread in turn, through that
+    /// thread's accept queue (HAProxy's `listener_accept` defers even its
+    /// own thread's), and that thread is woken.
     async fn accept(&self, tid: usize, lfd: Fd) {
         for _ in 0..self.config.max_accept {
             match self.sys.accept(lfd).await {
                 Ok((fd, peer)) => {
-                    let (id, owner) = {
-                        let mut st = self.state.borrow_mut();
-                        let owner = st.next_accept_thread;
-                        st.next_accept_thread = (owner + 1) % self.config.threads;
-                        (st.new_conn_id(), owner)
-                    };
-                    let mut c = Connection::new(id, owner);
-                    c.ctrl_init(&self.fdtab, fd, bit(owner)).await;
-                    c.xprt_init();
-                    let mut st = self.state.borrow_mut();
-                    st.conns.insert(
-                        id,
-                        Conn {
-                            c,
-                            role: session::Role::Client(session::ClientSide::new(
-                                self.config.buffer_bytes,
-                            )),
-                            expire: None,
-                            closing: false,
-                        },
-                    );
-                    let expire =
-                        Instant::now() + Duration::from_millis(self.config.client_timeout_ms);
-                    st.set_timer(id, Some(expire));
-                    st.wake(id);
-                    tracing::debug!(target: "faultline::proxy", thread = tid, owner, conn = id, fd, %peer, "accepted");
+                    let threads = self.config.threads;
+                    let owner = self.next_accept_thread.update(|t| (t + 1) % threads).await;
+                    let th = &self.threads[owner];
+                    th.accept_queue.lock().await.push_back((fd, peer));
+                    th.accept_woken.store(true).await;
+                    if owner != tid {
+                        th.notify.notify_one().await;
+                    }
+                    tracing::trace!(target: "faultline::proxy", thread = tid, owner, fd, "queued for its thread");
                 }
                 Err(Errno::EAGAIN) => return,
                 Err(e) => {

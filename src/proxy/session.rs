@@ -36,7 +36,7 @@ use super::conn::{
 use super::fd::{Owner, bit};
 use super::pipe::Pipe;
 use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
-use super::{Conn, Lent, Proxy, ProxyConfig, VERSION};
+use super::{Conn, IdleConn, Lent, Proxy, ProxyConfig, VERSION};
 use crate::bugs::{HAP_SPLICE_OVERRUN, HAP_SPLICE_SPIN};
 use crate::protocol::{
     HEADER_LEN, Header, Limits, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of,
@@ -199,7 +199,7 @@ pub(super) fn lent<S: Syscalls, T>(
     part: fn(&mut Role) -> &mut T,
 ) -> Lent<'_, T> {
     Lent {
-        state: &px.state,
+        state: px.state_cell(),
         id,
         part,
     }
@@ -299,7 +299,7 @@ pub async fn set_polling<S: Syscalls>(px: &Proxy<S>, polling: Option<Polling>) {
 pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) -> bool {
     let mut progress = false;
     {
-        let flags_before = match px.state.borrow().conns.get(&id) {
+        let flags_before = match px.state().conns.get(&id) {
             Some(conn) => conn.c.flags,
             None => return false,
         };
@@ -307,7 +307,7 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
         progress |= send_pending(px, id).await > 0;
         // Receive while there is room: ask for the free space.
         let room = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let cl = client_of(st.conns.get_mut(&id).expect("present"));
             cl.inbuf.compact();
             cl.inbuf.room()
@@ -317,7 +317,7 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
             let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
             progress |= n > 0;
         }
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let st = &mut *st;
         let conn = st.conns.get_mut(&id).expect("present");
         let feeder = client_of(conn).feeder;
@@ -338,7 +338,7 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
     // Handle the requests that arrived, one at a time.
     loop {
         let packet = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let conn = st.conns.get_mut(&id).expect("present");
             let cl = client_of(conn);
             if cl.request.is_some() || cl.feeder.is_some() || cl.close_after_flush {
@@ -383,19 +383,19 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
     }
     // Send what the requests produced (speculatively).
     let pending = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         client_of(st.conns.get_mut(&id).expect("present")).pending_bytes() > 0
     };
     if pending {
         progress |= send_pending(px, id).await > 0;
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         if st.conns[&id].c.has(CO_FL_ERROR) {
             abort_client(&mut st, id);
             return true;
         }
     }
     let wanted = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let st = &mut *st;
         let conn = st.conns.get_mut(&id).expect("present");
         let Conn { c, role, .. } = conn;
@@ -434,11 +434,11 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
 /// bytes are sent from a copy: nothing is borrowed across a syscall.)
 async fn send_pending<S: Syscalls>(px: &Proxy<S>, id: ConnId) -> usize {
     let mut sent = 0;
-    let pipe = client_of(px.state.borrow_mut().conns.get_mut(&id).expect("present")).pipe;
+    let pipe = client_of(px.state().conns.get_mut(&id).expect("present")).pipe;
     if let Some(mut pipe) = pipe {
         sent += snd_pipe(&px.sys, &px.fdtab, &mut lent(px, id, whole_role), &mut pipe).await;
         let flushed = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let conn = st.conns.get_mut(&id).expect("present");
             let failed = conn.c.has(CO_FL_ERROR);
             let cl = client_of(conn);
@@ -452,7 +452,7 @@ async fn send_pending<S: Syscalls>(px: &Proxy<S>, id: ConnId) -> usize {
         flushed.put(&px.sys).await;
     }
     let out = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let cl = client_of(st.conns.get_mut(&id).expect("present"));
         (!cl.out.is_empty()).then(|| cl.out.clone())
     };
@@ -465,7 +465,7 @@ async fn send_pending<S: Syscalls>(px: &Proxy<S>, id: ConnId) -> usize {
             &px.bugs,
         )
         .await;
-        client_of(px.state.borrow_mut().conns.get_mut(&id).expect("present"))
+        client_of(px.state().conns.get_mut(&id).expect("present"))
             .out
             .drain(..n);
         sent += n;
@@ -513,8 +513,64 @@ fn abort_client(st: &mut super::State, id: ConnId) {
 
 /// Handles one request packet of client connection `id`.
 async fn dispatch<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId, packet: Packet) {
-    if accept_request(px, &mut px.state.borrow_mut(), id, packet) {
+    let seen = Seen::read(px, &packet).await;
+    if accept_request(px, &mut px.state(), id, packet, &seen) {
         attach(px, tid, id, false).await;
+    }
+}
+
+/// The keyed requests, routed by their key's vbucket.
+fn keyed(opcode: Opcode) -> bool {
+    matches!(
+        opcode,
+        Opcode::GET
+            | Opcode::GETK
+            | Opcode::SET
+            | Opcode::ADD
+            | Opcode::REPLACE
+            | Opcode::APPEND
+            | Opcode::PREPEND
+            | Opcode::DELETE
+            | Opcode::INCREMENT
+            | Opcode::DECREMENT
+    )
+}
+
+/// What handling a request reads of what the threads share (the vbucket
+/// map, the servers' states, the counters), read before it is handled:
+/// each read is an atomic load, a point where other threads may run.
+#[derive(Default)]
+struct Seen {
+    /// A keyed request: its vbucket, the server believed active for it,
+    /// whether that server is up.
+    route: Option<(u16, usize, bool)>,
+    /// STAT and FLUSH: every server's state.
+    up: Vec<bool>,
+    spliced_bytes: u64,
+}
+
+impl Seen {
+    async fn read<S: Syscalls + 'static>(px: &Proxy<S>, packet: &Packet) -> Seen {
+        let h = &packet.header;
+        if !h.is_request() {
+            return Seen::default();
+        }
+        let opcode = h.opcode.loud();
+        let mut seen = Seen::default();
+        if opcode == Opcode::STAT || opcode == Opcode::FLUSH {
+            for b in &px.backends {
+                seen.up.push(b.up.load().await);
+            }
+            if opcode == Opcode::STAT {
+                seen.spliced_bytes = px.spliced_bytes.load().await;
+            }
+        } else if keyed(opcode) && !packet.key.is_empty() {
+            let vb = vbucket_of(&packet.key, px.config.vbuckets);
+            let server = px.vbmap[usize::from(vb)].load().await;
+            let up = px.backends[server].up.load().await;
+            seen.route = Some((vb, server, up));
+        }
+        seen
     }
 }
 
@@ -525,6 +581,7 @@ fn accept_request<S: Syscalls + 'static>(
     st: &mut super::State,
     id: ConnId,
     packet: Packet,
+    seen: &Seen,
 ) -> bool {
     let h = packet.header;
     let cl = client_of(st.conns.get_mut(&id).expect("present"));
@@ -534,7 +591,7 @@ fn accept_request<S: Syscalls + 'static>(
     }
     let opcode = h.opcode.loud();
     if opcode == Opcode::STAT {
-        let answer = stats(px, st, &h, &packet.key);
+        let answer = stats(px, st, seen, &h, &packet.key);
         client_of(st.conns.get_mut(&id).expect("present"))
             .out
             .extend_from_slice(&answer);
@@ -558,17 +615,8 @@ fn accept_request<S: Syscalls + 'static>(
             cl.close_after_flush = true;
             return false;
         }
-        Opcode::FLUSH => return flush_request(st, id, packet, px.config.retries),
-        Opcode::GET
-        | Opcode::GETK
-        | Opcode::SET
-        | Opcode::ADD
-        | Opcode::REPLACE
-        | Opcode::APPEND
-        | Opcode::PREPEND
-        | Opcode::DELETE
-        | Opcode::INCREMENT
-        | Opcode::DECREMENT => {}
+        Opcode::FLUSH => return flush_request(st, id, packet, seen, px.config.retries),
+        op if keyed(op) => {}
         _ => {
             Packet::response(&h, Status::NOT_SUPPORTED).encode_into(&mut cl.out);
             return false;
@@ -578,9 +626,8 @@ fn accept_request<S: Syscalls + 'static>(
         Packet::response(&h, Status::EINVAL).encode_into(&mut cl.out);
         return false;
     }
-    let vb = vbucket_of(&packet.key, px.config.vbuckets);
-    let server = st.vbmap[usize::from(vb)];
-    if !st.servers[server].up {
+    let (vb, server, up) = seen.route.expect("a keyed request's route was read");
+    if !up {
         faultline_harness::probe("proxy:server-down");
         Packet::response(&h, Status::ETMPFAIL).encode_into(&mut cl.out);
         return false;
@@ -604,7 +651,7 @@ fn accept_request<S: Syscalls + 'static>(
         server,
         server_conn: None,
         retries_left: px.config.retries,
-        moves_left: (st.servers.len() - 1) as u32,
+        moves_left: (px.backends.len() - 1) as u32,
         flush_left: 0,
         sentinel,
     });
@@ -615,11 +662,17 @@ fn accept_request<S: Syscalls + 'static>(
 /// answers success, to the next; the client hears the last answer (or the
 /// first failure). A server that is down cannot be flushed: `ETMPFAIL`
 /// before any is, so that a flush is never half done by choice.
-fn flush_request(st: &mut super::State, id: ConnId, packet: Packet, retries: u32) -> bool {
+fn flush_request(
+    st: &mut super::State,
+    id: ConnId,
+    packet: Packet,
+    seen: &Seen,
+    retries: u32,
+) -> bool {
     let h = packet.header;
-    let servers = st.servers.len();
+    let servers = seen.up.len();
     assert!(servers > 0, "a proxy has at least one backend");
-    let all_up = st.servers.iter().all(|s| s.up);
+    let all_up = seen.up.iter().all(|up| *up);
     let cl = client_of(st.conns.get_mut(&id).expect("present"));
     if !all_up {
         faultline_harness::probe("proxy:flush-server-down");
@@ -647,6 +700,7 @@ fn flush_request(st: &mut super::State, id: ConnId, packet: Packet, retries: u32
 fn stats<S: Syscalls + 'static>(
     px: &Proxy<S>,
     st: &super::State,
+    seen: &Seen,
     h: &Header,
     group: &[u8],
 ) -> Vec<u8> {
@@ -660,18 +714,18 @@ fn stats<S: Syscalls + 'static>(
         .values()
         .filter(|c| c.role.kind() == Kind::Client)
         .count();
-    let up = st.servers.iter().filter(|s| s.up).count();
+    let up = seen.up.iter().filter(|up| **up).count();
     let mut entries = vec![
         ("version".to_string(), VERSION.to_string()),
         ("threads".into(), px.config.threads.to_string()),
         ("curr_connections".into(), clients.to_string()),
-        ("backends".into(), st.servers.len().to_string()),
+        ("backends".into(), px.backends.len().to_string()),
         ("backends_up".into(), up.to_string()),
-        ("spliced_bytes".into(), st.spliced_bytes.to_string()),
+        ("spliced_bytes".into(), seen.spliced_bytes.to_string()),
     ];
-    entries.extend(st.servers.iter().map(|s| {
-        let state = if s.up { "up" } else { "down" };
-        (format!("server:{}", s.name), state.to_string())
+    entries.extend(px.backends.iter().zip(&seen.up).map(|(b, up)| {
+        let state = if *up { "up" } else { "down" };
+        (format!("server:{}", b.name), state.to_string())
     }));
     for (key, value) in entries {
         Packet::response(h, Status::SUCCESS)
@@ -693,7 +747,7 @@ fn attach<'a, S: Syscalls + 'static>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
     Box::pin(async move {
         let server = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             client_of(st.conns.get_mut(&id).expect("present"))
                 .request
                 .as_ref()
@@ -704,11 +758,11 @@ fn attach<'a, S: Syscalls + 'static>(
             Ok(sid) => sid,
             Err(errno) => {
                 tracing::debug!(target: "faultline::proxy", conn = id, server, error = %errno, "no backend connection");
-                request_failed(&mut px.state.borrow_mut(), id);
+                request_failed(&mut px.state(), id);
                 return;
             }
         };
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let st = &mut *st;
         let (bytes, sentinel) = {
             let r = client_of(st.conns.get_mut(&id).expect("present"))
@@ -754,28 +808,33 @@ async fn server_conn<S: Syscalls + 'static>(
 ) -> Result<ConnId, Errno> {
     if !force_new {
         let mut idle = px.idle[server].lock().await;
-        let own = {
-            let st = px.state.borrow();
-            idle.iter().rposition(|c| st.conns[c].c.thread == tid)
-        };
-        if let Some(pos) = own {
-            return Ok(idle.remove(pos));
+        if let Some(pos) = idle.iter().rposition(|i| i.conn.c.thread == tid) {
+            let IdleConn { id, conn } = idle.remove(pos);
+            let mut st = px.state();
+            st.idle_here.remove(&id);
+            st.conns.insert(id, conn);
+            return Ok(id);
         }
         for pos in (0..idle.len()).rev() {
-            let sid = idle[pos];
-            let fd = px.state.borrow().conns[&sid].c.fd;
+            let (sid, fd) = (idle[pos].id, idle[pos].conn.c.fd);
             if px.fdtab.takeover(fd, tid, Owner::Conn(sid)).await {
-                idle.remove(pos);
-                let mut st = px.state.borrow_mut();
-                let from = st.conns[&sid].c.thread;
-                st.migrate(sid, tid);
+                let IdleConn { id, mut conn } = idle.remove(pos);
+                let from = conn.c.thread;
+                conn.c.thread = tid;
+                // The takeover stopped the fd's polling; the old
+                // thread's timer is left to find it gone.
+                conn.c.polling_reset();
+                conn.expire = None;
+                let mut st = px.state();
+                st.idle_here.remove(&id);
+                st.conns.insert(id, conn);
                 faultline_harness::probe("proxy:takeover");
-                tracing::debug!(target: "faultline::proxy", conn = sid, fd, from, to = tid, "idle backend connection taken over");
-                return Ok(sid);
+                tracing::debug!(target: "faultline::proxy", conn = id, fd, from, to = tid, "idle backend connection taken over");
+                return Ok(id);
             }
         }
     }
-    let addr = px.state.borrow().servers[server].addr;
+    let addr = px.backends[server].addr;
     let fd = px.sys.socket().await?;
     let in_progress = match px.sys.connect(fd, addr).await {
         Ok(()) => false,
@@ -786,7 +845,7 @@ async fn server_conn<S: Syscalls + 'static>(
             return Err(e);
         }
     };
-    let sid = px.state.borrow_mut().new_conn_id();
+    let sid = px.state().new_conn_id();
     let mut c = Connection::new(sid, tid);
     c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
     c.xprt_init();
@@ -794,7 +853,7 @@ async fn server_conn<S: Syscalls + 'static>(
         c.flags |= CO_FL_WAIT_L4_CONN;
     }
     tracing::debug!(target: "faultline::proxy", thread = tid, conn = sid, fd, %addr, "connecting");
-    px.state.borrow_mut().conns.insert(
+    px.state().conns.insert(
         sid,
         Conn {
             c,
@@ -813,19 +872,6 @@ async fn server_conn<S: Syscalls + 'static>(
         },
     );
     Ok(sid)
-}
-
-/// Takes backend connection `sid` out of its server's idle pool; answers
-/// whether it was there (else another thread took it over).
-async fn take_idle<S: Syscalls + 'static>(px: &Proxy<S>, server: usize, sid: ConnId) -> bool {
-    let mut idle = px.idle[server].lock().await;
-    match idle.iter().position(|c| *c == sid) {
-        Some(pos) => {
-            idle.remove(pos);
-            true
-        }
-        None => false,
-    }
 }
 
 /// Client `id`'s request cannot be served: `ETMPFAIL`.
@@ -849,7 +895,7 @@ async fn backend_failed<S: Syscalls + 'static>(
     before_response: bool,
 ) {
     let retry = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let st = &mut *st;
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
@@ -886,7 +932,7 @@ pub async fn process_server<S: Syscalls + 'static>(
     let mut progress = false;
     let (state, streaming) = {
         let (flags_before, to_send) = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let Some(conn) = st.conns.get_mut(&sid) else {
                 return false;
             };
@@ -906,11 +952,11 @@ pub async fn process_server<S: Syscalls + 'static>(
         if let Some(data) = to_send {
             let mut lent = lent(px, sid, whole_role);
             let n = snd_buf(&px.sys, &px.fdtab, &mut lent, &data, &px.bugs).await;
-            server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).sent += n;
+            server_of(px.state().conns.get_mut(&sid).expect("present")).sent += n;
             progress |= n > 0;
         }
         let (streaming, room) = {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let conn = st.conns.get_mut(&sid).expect("present");
             let failed = conn.c.has(CO_FL_ERROR);
             let s = server_of(conn);
@@ -922,12 +968,12 @@ pub async fn process_server<S: Syscalls + 'static>(
             let mut lent = lent(px, sid, server_inbuf);
             let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
             if n > 0 {
-                server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present"))
+                server_of(px.state().conns.get_mut(&sid).expect("present"))
                     .response_started = true;
                 progress = true;
             }
         }
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let conn = st.conns.get_mut(&sid).expect("present");
         progress |= conn.c.flags != flags_before;
         (server_of(conn).state, streaming)
@@ -936,7 +982,7 @@ pub async fn process_server<S: Syscalls + 'static>(
         progress |= forward_body(px, sid, cid).await;
     }
     let (failed, ended, started, sent_all, to_forward) = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let conn = st.conns.get_mut(&sid).expect("present");
         let (failed, ended) = (conn.c.has(CO_FL_ERROR), conn.c.has(CO_FL_SOCK_RD_SH));
         let s = server_of(conn);
@@ -951,7 +997,7 @@ pub async fn process_server<S: Syscalls + 'static>(
     match state {
         ServerState::Idle => {
             let unexpected = {
-                let mut st = px.state.borrow_mut();
+                let mut st = px.state();
                 failed
                     || ended
                     || !server_of(st.conns.get_mut(&sid).expect("present"))
@@ -959,24 +1005,20 @@ pub async fn process_server<S: Syscalls + 'static>(
                         .is_empty()
             };
             if unexpected {
-                // Closed by the server, failed, or unexpected bytes.
-                if take_idle(px, server_of_conn(px, sid), sid).await {
-                    px.state.borrow_mut().close(sid);
-                }
+                // Closed by the server, failed, or unexpected bytes (the
+                // connection left its pool to be handled).
+                px.state().close(sid);
                 return true;
             }
             let wanted = polling(
-                &mut px
-                    .state
-                    .borrow_mut()
-                    .conns
-                    .get_mut(&sid)
-                    .expect("present")
-                    .c,
+                &mut px.state().conns.get_mut(&sid).expect("present").c,
                 true,
                 false,
             );
             set_polling(px, wanted).await;
+            // Back into its pool (HAProxy's `h1_io_cb` puts it back
+            // in the idle tree after handling it).
+            pool_idle(px, sid).await;
         }
         ServerState::Draining => {
             drain_sentinel(px, sid, failed || ended).await;
@@ -989,7 +1031,7 @@ pub async fn process_server<S: Syscalls + 'static>(
                 return true;
             }
             let buffered = {
-                let mut st = px.state.borrow_mut();
+                let mut st = px.state();
                 server_of(st.conns.get_mut(&sid).expect("present"))
                     .inbuf
                     .len()
@@ -998,11 +1040,11 @@ pub async fn process_server<S: Syscalls + 'static>(
             // rest of the body (it waits for room at the client).
             if failed || (ended && buffered < to_forward) {
                 tracing::debug!(target: "faultline::proxy", conn = sid, to_forward, "backend connection ended inside a streamed body");
-                stream_broken(&mut px.state.borrow_mut(), sid, client_id);
+                stream_broken(&mut px.state(), sid, client_id);
                 return true;
             }
             let wanted = {
-                let mut st = px.state.borrow_mut();
+                let mut st = px.state();
                 let out_bytes = st.conns.get(&client_id).map_or(0, |c| match &c.role {
                     Role::Client(cl) => cl.out.len(),
                     _ => 0,
@@ -1024,11 +1066,11 @@ pub async fn process_server<S: Syscalls + 'static>(
             set_polling(px, wanted).await;
         }
         ServerState::Busy(client_id) => {
-            if start_stream(px, &mut px.state.borrow_mut(), sid, client_id) {
+            if start_stream(px, &mut px.state(), sid, client_id) {
                 return true;
             }
             let parsed = {
-                let mut st = px.state.borrow_mut();
+                let mut st = px.state();
                 let s = server_of(st.conns.get_mut(&sid).expect("present"));
                 match Packet::try_parse(s.inbuf.data(), &px.limits) {
                     Ok(Some((response, used))) => {
@@ -1046,7 +1088,7 @@ pub async fn process_server<S: Syscalls + 'static>(
                 }
                 Ok(None) => {
                     let full = {
-                        let mut st = px.state.borrow_mut();
+                        let mut st = px.state();
                         let full = server_of(st.conns.get_mut(&sid).expect("present"))
                             .inbuf
                             .is_full();
@@ -1066,13 +1108,13 @@ pub async fn process_server<S: Syscalls + 'static>(
                 }
                 Err(e) => {
                     tracing::debug!(target: "faultline::proxy", conn = sid, error = %e, "malformed response");
-                    px.state.borrow_mut().close(sid);
+                    px.state().close(sid);
                     backend_failed(px, tid, client_id, false).await;
                     return true;
                 }
             }
             let wanted = {
-                let mut st = px.state.borrow_mut();
+                let mut st = px.state();
                 let conn = st.conns.get_mut(&sid).expect("present");
                 let waiting_connect = conn.c.has(CO_FL_WAIT_L4_CONN);
                 let wanted = polling(&mut conn.c, true, !sent_all || waiting_connect);
@@ -1103,11 +1145,6 @@ fn header_wait_room(config: &ProxyConfig, inbuf: &Buffer) -> usize {
     } else {
         inbuf.room()
     }
-}
-
-/// The server a backend connection belongs to.
-fn server_of_conn<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) -> usize {
-    server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).server
 }
 
 /// Starts streaming the response whose header is in backend connection
@@ -1210,7 +1247,7 @@ fn forwarded_opcode(request: &Request) -> Opcode {
 /// syscalls only.
 async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: ConnId) -> bool {
     let (mut pipe, mut splice_off, out_bytes) = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let Some(client) = st.conns.get_mut(&cid) else {
             return false;
         };
@@ -1221,7 +1258,7 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
     let mut spliced = 0;
     'splice: {
         {
-            let mut st = px.state.borrow_mut();
+            let mut st = px.state();
             let conn = st.conns.get_mut(&sid).expect("present");
             let failed = conn.c.has(CO_FL_ERROR);
             let s = server_of(conn);
@@ -1246,7 +1283,7 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
         let p = pipe.as_mut().expect("just made");
         // (What is to forward when splice() is called.)
         let to_forward =
-            server_of(px.state.borrow_mut().conns.get_mut(&sid).expect("present")).to_forward;
+            server_of(px.state().conns.get_mut(&sid).expect("present")).to_forward;
         let mut lent = lent(px, sid, whole_role);
         match rcv_pipe(&px.sys, &px.fdtab, &mut lent, p, to_forward, &px.bugs).await {
             None => {
@@ -1254,7 +1291,7 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
                 splice_off = true;
             }
             Some(n) => {
-                let mut st = px.state.borrow_mut();
+                let mut st = px.state();
                 let s = server_of(st.conns.get_mut(&sid).expect("present"));
                 // With HAP-SPLICE-OVERRUN a splice may take more than was
                 // scheduled (the count only stops at zero); the fixed
@@ -1275,7 +1312,7 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
         pipe.take().expect("just seen").put(&px.sys).await;
     }
     let room = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let conn = st.conns.get_mut(&sid).expect("present");
         let Conn { c, role, .. } = conn;
         let Role::Server(s) = role else {
@@ -1308,7 +1345,10 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
         let mut lent = lent(px, sid, server_inbuf);
         moved += rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
     }
-    let mut st = px.state.borrow_mut();
+    if spliced > 0 {
+        px.spliced_bytes.fetch_add(spliced as u64).await;
+    }
+    let mut st = px.state();
     let st = &mut *st;
     let s = server_of(st.conns.get_mut(&sid).expect("present"));
     // What the buffer holds of the body goes on to the client's buffer.
@@ -1317,7 +1357,6 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
     let bytes = s.inbuf.data()[..take].to_vec();
     s.inbuf.consume(take);
     s.to_forward -= take;
-    st.spliced_bytes += spliced as u64;
     let cl = client_of(st.conns.get_mut(&cid).expect("present"));
     cl.out.extend_from_slice(&bytes);
     cl.pipe = pipe;
@@ -1331,7 +1370,7 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
 /// The streamed body is all forwarded: client `cid`'s response is done.
 async fn finish_stream<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: ConnId) {
     let sentinel = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         if let Some(conn) = st.conns.get_mut(&cid) {
             client_of(conn).feeder = None;
         }
@@ -1346,7 +1385,7 @@ async fn finish_stream<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: C
 /// One that is closing (it answered something else) goes nowhere: in the
 /// pool, another request would take it.
 async fn response_done<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, sentinel: bool) {
-    let closing = px.state.borrow().conns.get(&sid).is_none_or(|c| c.closing);
+    let closing = px.state().conns.get(&sid).is_none_or(|c| c.closing);
     if closing {
         return;
     }
@@ -1374,14 +1413,14 @@ fn stream_broken(st: &mut super::State, sid: ConnId, cid: ConnId) {
 /// `sid` waits for the answer to the NOOP behind it.
 async fn start_draining<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
     {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let s = server_of(st.conns.get_mut(&sid).expect("present"));
         s.state = ServerState::Draining;
         let expire = Instant::now() + ms(px.config.server_timeout_ms);
         st.set_timer(sid, Some(expire));
     }
     let failed = {
-        let st = px.state.borrow();
+        let st = px.state();
         st.conns[&sid].c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH)
     };
     drain_sentinel(px, sid, failed).await;
@@ -1391,7 +1430,7 @@ async fn start_draining<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
 /// anything else, or its end, closes it.
 async fn drain_sentinel<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, failed: bool) {
     let parsed = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let s = server_of(st.conns.get_mut(&sid).expect("present"));
         match Packet::try_parse(s.inbuf.data(), &px.limits) {
             Ok(Some((p, used))) => {
@@ -1408,13 +1447,7 @@ async fn drain_sentinel<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, faile
         }
         Ok(None) if !failed => {
             let wanted = polling(
-                &mut px
-                    .state
-                    .borrow_mut()
-                    .conns
-                    .get_mut(&sid)
-                    .expect("present")
-                    .c,
+                &mut px.state().conns.get_mut(&sid).expect("present").c,
                 true,
                 false,
             );
@@ -1422,7 +1455,7 @@ async fn drain_sentinel<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, faile
         }
         other => {
             tracing::debug!(target: "faultline::proxy", conn = sid, failed, unexpected = ?other.map(|p| p.map(|p| p.header.opcode)), "draining backend connection closed");
-            px.state.borrow_mut().close(sid);
+            px.state().close(sid);
         }
     }
 }
@@ -1435,8 +1468,8 @@ async fn deliver<S: Syscalls + 'static>(
     cid: ConnId,
     response: Packet,
 ) {
-    let (moved, sentinel) = {
-        let mut st = px.state.borrow_mut();
+    let (moved, sentinel, learned) = {
+        let mut st = px.state();
         let st = &mut *st;
         let request = st
             .conns
@@ -1452,11 +1485,14 @@ async fn deliver<S: Syscalls + 'static>(
             // The quiet request's answer is silence, and the backend
             // is done with it.
             st.wake(cid);
-            (false, false)
+            (false, false, None)
         } else {
             deliver_answer(px, st, sid, cid, request, response)
         }
     };
+    if let Some((vb, server)) = learned {
+        px.vbmap[usize::from(vb)].store(server).await;
+    }
     response_done(px, sid, sentinel).await;
     if moved {
         attach(px, tid, cid, false).await;
@@ -1464,7 +1500,8 @@ async fn deliver<S: Syscalls + 'static>(
 }
 
 /// [`deliver`]'s answer to a request: what goes to the client, or where the
-/// request goes next. Answers (moved to another server, sentinel behind).
+/// request goes next. Answers (moved to another server, sentinel behind,
+/// the server a `NOT_MY_VBUCKET` says to try for the request's vbucket).
 fn deliver_answer<S: Syscalls + 'static>(
     px: &Proxy<S>,
     st: &mut super::State,
@@ -1472,7 +1509,7 @@ fn deliver_answer<S: Syscalls + 'static>(
     cid: ConnId,
     mut request: Request,
     response: Packet,
-) -> (bool, bool) {
+) -> (bool, bool, Option<(u16, usize)>) {
     {
         let h = response.header;
         let sentinel = request.sentinel;
@@ -1483,34 +1520,34 @@ fn deliver_answer<S: Syscalls + 'static>(
             let cl = client_of(st.conns.get_mut(&cid).expect("present"));
             Packet::response(&request.header, Status::EINTERNAL).encode_into(&mut cl.out);
             st.wake(cid);
-            return (false, false);
+            return (false, false, None);
         }
         let status = h.status();
         if status == Status::NOT_MY_VBUCKET && request.moves_left > 0 {
             // The vbucket moved (a rebalance): try the next server, and
             // remember where it answered.
-            let next = (request.server + 1) % st.servers.len();
+            let next = (request.server + 1) % px.backends.len();
             tracing::debug!(target: "faultline::proxy", conn = cid, vb = request.vb, from = request.server, to = next, "not my vbucket: trying the next server");
             faultline_harness::probe("proxy:not-my-vbucket");
-            st.vbmap[usize::from(request.vb)] = next;
             request.server = next;
             request.server_conn = None;
             request.moves_left -= 1;
             request.retries_left = px.config.retries;
+            let vb = request.vb;
             client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
-            (true, sentinel)
+            (true, sentinel, Some((vb, next)))
         } else if status.is_success() && request.flush_left > 0 {
             // This server is flushed: the next one.
             request.server += 1;
             assert!(
-                request.server < st.servers.len(),
+                request.server < px.backends.len(),
                 "flush_left counts servers"
             );
             request.server_conn = None;
             request.flush_left -= 1;
             request.retries_left = px.config.retries;
             client_of(st.conns.get_mut(&cid).expect("present")).request = Some(request);
-            (true, sentinel)
+            (true, sentinel, None)
         } else {
             // Quiet commands forwarded loud (FLUSHQ): GETQ/GETKQ answer
             // hits only, the others failures only.
@@ -1527,7 +1564,7 @@ fn deliver_answer<S: Syscalls + 'static>(
                 back.encode_into(&mut cl.out);
             }
             st.wake(cid);
-            (false, sentinel)
+            (false, sentinel, None)
         }
     }
 }
@@ -1537,8 +1574,8 @@ fn deliver_answer<S: Syscalls + 'static>(
 /// polling) before it is published in the pool: from then on another
 /// thread may take it over.
 async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
-    let (server, wanted) = {
-        let mut st = px.state.borrow_mut();
+    let wanted = {
+        let mut st = px.state();
         let conn = st.conns.get_mut(&sid).expect("present");
         assert!(
             !conn.closing,
@@ -1552,7 +1589,7 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
             st.close(sid);
             return;
         }
-        let server = {
+        {
             let s = server_of(conn);
             assert_eq!(
                 s.to_forward, 0,
@@ -1563,26 +1600,44 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
             s.sent = 0;
             s.response_started = false;
             s.sentinel = false;
-            s.server
-        };
+        }
         let wanted = polling(&mut conn.c, true, false);
         let expire = Instant::now() + ms(px.config.keepalive_timeout_ms);
         st.set_timer(sid, Some(expire));
-        (server, wanted)
+        wanted
     };
     set_polling(px, wanted).await;
-    px.idle[server].lock().await.push(sid);
+    pool_idle(px, sid).await;
+}
+
+/// Publishes idle backend connection `sid` in its server's pool: from then
+/// on the pool holds it, and another thread may take it over.
+async fn pool_idle<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
+    let (server, conn) = {
+        let mut st = px.state();
+        let conn = st.conns.remove(&sid).expect("present");
+        let server = match &conn.role {
+            Role::Server(s) => {
+                assert_eq!(s.state, ServerState::Idle, "conn {sid}: pooled while busy");
+                s.server
+            }
+            _ => unreachable!("a backend connection"),
+        };
+        assert!(st.idle_here.insert(sid, server).is_none(), "conn {sid}: pooled twice");
+        (server, conn)
+    };
+    px.idle[server].lock().await.push(IdleConn { id: sid, conn });
 }
 
 /// A client or backend connection's timer fired.
 pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: ConnId) {
     enum Then {
         Nothing,
-        CloseIdle(usize),
+        CloseIdle,
         Failed { client: ConnId, retry: bool },
     }
     let then = {
-        let mut st = px.state.borrow_mut();
+        let mut st = px.state();
         let st = &mut *st;
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
@@ -1596,7 +1651,7 @@ pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Co
                 Then::Nothing
             }
             Role::Server(s) => match s.state {
-                ServerState::Idle => Then::CloseIdle(s.server),
+                ServerState::Idle => Then::CloseIdle,
                 ServerState::Draining => {
                     tracing::debug!(target: "faultline::proxy", conn = id, "no answer to the sentinel NOOP");
                     st.close(id);
@@ -1630,11 +1685,10 @@ pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Co
     };
     match then {
         Then::Nothing => {}
-        Then::CloseIdle(server) => {
-            // Unless another thread took it over meanwhile.
-            if take_idle(px, server, id).await {
-                px.state.borrow_mut().close(id);
-            }
+        Then::CloseIdle => {
+            // Out of its pool already (its thread reclaimed it for the
+            // timer): no other thread can take it over now.
+            px.state().close(id);
         }
         Then::Failed { client, retry } => backend_failed(px, tid, client, retry).await,
     }

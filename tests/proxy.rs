@@ -554,3 +554,80 @@ fn a_client_that_half_closes_after_its_requests_still_gets_every_answer() {
         ]
     );
 }
+
+/// The proxy's threads share only `sync` primitives (ARCHITECTURE.md, the
+/// proxy's table): every `RefCell` in `src/proxy/` is one of these, each
+/// touched by one thread at a time for the reason given, and no tokio
+/// synchronization primitive is used there at all. A new `RefCell` or a
+/// tokio primitive in the proxy makes this fail until it is a `sync`
+/// primitive or joins the list with its reason.
+#[test]
+fn proxy_threads_share_only_sync_primitives() {
+    let allowed: &[(&str, &str, &str)] = &[
+        // A thread's own state, lent by `Proxy::state` to that thread's
+        // task only (asserted there).
+        ("mod.rs", "state: RefCell<State>,", "one thread's"),
+        ("mod.rs", "pub state: &'a RefCell<State>,", "a lend of it"),
+        (
+            "mod.rs",
+            "pub fn state_cell(&self) -> &RefCell<State> {",
+            "its accessor",
+        ),
+        // HAProxy's `fdtab[]` is an array sized at start-up; the map is
+        // its storage (slots made on first use), entries hold atomics.
+        (
+            "fd.rs",
+            "entries: RefCell<BTreeMap<Fd, Rc<FdEntry>>>,",
+            "array storage",
+        ),
+        // `fd_updt[]`: each thread's own list.
+        ("fd.rs", "updates: Vec<RefCell<Vec<Fd>>>,", "per thread"),
+        // The real kernel's epoll bookkeeping (`faultline proxy`), not simulated.
+        (
+            "os.rs",
+            "pollers: Rc<RefCell<BTreeMap<Fd, Rc<AsyncFd<Watched>>>>>,",
+            "real OS",
+        ),
+        (
+            "os.rs",
+            "data: Rc<RefCell<BTreeMap<(Fd, Fd), u64>>>,",
+            "real OS",
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proxy");
+    let mut found = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("src/proxy")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("a source file");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim();
+            if code.starts_with("//") {
+                continue;
+            }
+            assert!(
+                !code.contains("tokio::sync"),
+                "src/proxy/{name}:{}: a tokio primitive in the proxy: {code}",
+                i + 1
+            );
+            if code.contains("RefCell<") {
+                found.push((name.clone(), code.to_string(), i + 1));
+            }
+        }
+    }
+    for (name, code, line) in &found {
+        assert!(
+            allowed.iter().any(|(f, c, _)| f == name && c == code),
+            "src/proxy/{name}:{line}: a RefCell not known to be one thread's: {code}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        allowed.len(),
+        "an allowed RefCell is gone: {found:?}"
+    );
+}

@@ -285,7 +285,10 @@ impl State {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        assert_eq!(conn.c.thread, self.tid, "conn {id}: a timer of another thread");
+        assert_eq!(
+            conn.c.thread, self.tid,
+            "conn {id}: a timer of another thread"
+        );
         if let Some(old) = conn.expire.take() {
             self.timers.remove(&(old, id));
         }
@@ -299,7 +302,10 @@ impl State {
     /// thread's are handed over through its queues).
     pub fn wake(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get(&id) {
-            assert_eq!(conn.c.thread, self.tid, "conn {id}: woken by another thread");
+            assert_eq!(
+                conn.c.thread, self.tid,
+                "conn {id}: woken by another thread"
+            );
             self.wake.insert(id);
         }
     }
@@ -704,9 +710,7 @@ impl<S: Syscalls + 'static> Proxy<S> {
                 id,
                 Conn {
                     c,
-                    role: session::Role::Client(session::ClientSide::new(
-                        self.config.buffer_bytes,
-                    )),
+                    role: session::Role::Client(session::ClientSide::new(self.config.buffer_bytes)),
                     expire: None,
                     closing: false,
                 },

@@ -968,8 +968,7 @@ pub async fn process_server<S: Syscalls + 'static>(
             let mut lent = lent(px, sid, server_inbuf);
             let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, room, &px.bugs).await;
             if n > 0 {
-                server_of(px.state().conns.get_mut(&sid).expect("present"))
-                    .response_started = true;
+                server_of(px.state().conns.get_mut(&sid).expect("present")).response_started = true;
                 progress = true;
             }
         }
@@ -1282,8 +1281,7 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
         }
         let p = pipe.as_mut().expect("just made");
         // (What is to forward when splice() is called.)
-        let to_forward =
-            server_of(px.state().conns.get_mut(&sid).expect("present")).to_forward;
+        let to_forward = server_of(px.state().conns.get_mut(&sid).expect("present")).to_forward;
         let mut lent = lent(px, sid, whole_role);
         match rcv_pipe(&px.sys, &px.fdtab, &mut lent, p, to_forward, &px.bugs).await {
             None => {
@@ -1623,10 +1621,16 @@ async fn pool_idle<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
             }
             _ => unreachable!("a backend connection"),
         };
-        assert!(st.idle_here.insert(sid, server).is_none(), "conn {sid}: pooled twice");
+        assert!(
+            st.idle_here.insert(sid, server).is_none(),
+            "conn {sid}: pooled twice"
+        );
         (server, conn)
     };
-    px.idle[server].lock().await.push(IdleConn { id: sid, conn });
+    px.idle[server]
+        .lock()
+        .await
+        .push(IdleConn { id: sid, conn });
 }
 
 /// A client or backend connection's timer fired.

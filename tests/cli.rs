@@ -417,3 +417,52 @@ fn explore_ends_with_its_count_and_rejects_a_bad_schedule() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn every_catalog_failure_ends_with_its_one_line_verdict() {
+    // What a CI script reads: `faultline run ... | tail -n 1` is the
+    // verdict, whatever the oracle (a linearizability failure's timeline
+    // and every other explanation stand above it).
+    let (scenarios, errors) = faultline::registry().load_dir(&faultline::default_scenarios_dir());
+    assert!(errors.is_empty(), "{errors:?}");
+    let dir = scratch_dir("verdicts");
+    let mut oracles = std::collections::BTreeSet::new();
+    for scenario in scenarios.iter().filter(|s| s.bug().is_some()) {
+        let Some(recorded) = scenario.spec.expect.fails.first() else {
+            continue;
+        };
+        let seed = recorded.seed.to_string();
+        let trace = dir.join(format!("{}.trace", scenario.name));
+        let diagram = dir.join(format!("{}.md", scenario.name));
+        let out = faultline(&[
+            "run",
+            &scenario.name,
+            "--seed",
+            &seed,
+            "--variant",
+            "buggy",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--diagram",
+            diagram.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{}: {stdout}", scenario.name);
+        let line = last_line(&out);
+        let head = format!("verdict: fail seed={seed} variant=buggy trace=");
+        assert!(line.starts_with(&head), "{}: {line}", scenario.name);
+        assert!(
+            line.contains(&format!(" oracle={}: ", recorded.oracle)),
+            "{}: {line}",
+            scenario.name
+        );
+        let verdicts = stdout.lines().filter(|l| l.starts_with("verdict:")).count();
+        assert_eq!(verdicts, 1, "{}: one verdict line: {stdout}", scenario.name);
+        oracles.insert(recorded.oracle.clone());
+    }
+    assert!(
+        oracles.contains("linearizability"),
+        "the multi-line message is among them: {oracles:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -241,7 +241,9 @@ pub struct Outcome {
 pub const REPLAY_PREFIX: &str = "cargo run --release --";
 
 impl Outcome {
-    /// The last line of `faultline run`.
+    /// The last line of `faultline run`: always one line. A message of
+    /// several lines (a linearizability timeline) gives its first; the
+    /// rest stands above it, in [`Outcome::report`].
     pub fn verdict_line(&self) -> String {
         let head = format!(
             "seed={} variant={} trace={} sim_ms={}",
@@ -253,7 +255,14 @@ impl Outcome {
         match &self.verdict {
             Verdict::Pass => format!("verdict: pass {head}"),
             Verdict::Fail { oracle, message } => {
-                format!("verdict: fail {head} oracle={oracle}: {message}")
+                let mut lines = message.lines();
+                let first = lines.next().unwrap_or_default().trim_end();
+                let more = if lines.next().is_some() {
+                    " (more above)"
+                } else {
+                    ""
+                };
+                format!("verdict: fail {head} oracle={oracle}: {first}{more}")
             }
         }
     }

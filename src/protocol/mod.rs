@@ -46,7 +46,8 @@ pub const FRAME_INFO_DURABILITY: u8 = 0x01;
 /// Size limits of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest key, in bytes (memcached's 250).
+    /// Longest key, in bytes (memcached's `KEY_MAX_LENGTH`, 250; kv_engine
+    /// `daemon/memcached.h` at commit 32c0ae9f1).
     pub max_key_bytes: usize,
     /// Largest value, in bytes.
     pub max_value_bytes: usize,

@@ -74,7 +74,8 @@ pub fn bit(tid: usize) -> ThreadMask {
 /// The proxy's thread group (one group: every thread is in it).
 const TGID: u32 = 1;
 
-/// One reference in `refc_tgid`'s upper half.
+/// One reference in `refc_tgid`'s upper half (`fd_grab_tgid` adds
+/// 0x10000, `include/haproxy/fd.h` at HAProxy commit cd8914bc5).
 const REFC_ONE: u32 = 0x1_0000;
 
 /// In `state`: the fd was deleted; whoever leaves it last closes it
@@ -94,7 +95,8 @@ pub enum Owner {
     Conn(u64),
 }
 
-/// Direction bits of `state` (HAProxy's `FD_EV_*`, `fd-t.h`).
+/// Direction bits of `state` (HAProxy's `FD_EV_*`,
+/// `include/haproxy/fd-t.h` at commit cd8914bc5).
 pub const ACTIVE_R: u32 = 0x01;
 pub const READY_R: u32 = 0x02;
 pub const ACTIVE_W: u32 = 0x10;
@@ -102,7 +104,7 @@ pub const READY_W: u32 = 0x20;
 const ACTIVE_RW: u32 = ACTIVE_R | ACTIVE_W;
 
 /// What the last poll reported, also in `state` (HAProxy's `FD_POLL_*`,
-/// bits 8 to 12 of `fd-t.h`).
+/// bits 8 to 12 of `include/haproxy/fd-t.h` at commit cd8914bc5).
 const FD_POLL_IN: u32 = 1 << 8;
 const FD_POLL_OUT: u32 = 1 << 10;
 const FD_POLL_ERR: u32 = 1 << 11;

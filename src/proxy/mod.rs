@@ -140,11 +140,13 @@ pub struct ProxyConfig {
     /// splice-response`); else each response is buffered whole.
     pub splice: bool,
     /// The smallest body (or rest of a body) forwarded with `splice()`;
-    /// less goes through the buffers (HAProxy's `MIN_SPLICE_FORWARD`).
+    /// less goes through the buffers (HAProxy's `MIN_SPLICE_FORWARD`,
+    /// 4096 by default: `include/common/defaults.h` at commit 61d39a0e2).
     pub min_splice_bytes: usize,
     /// How much of a streamed body may wait in user space (HAProxy's
-    /// buffer size on the response side): more waits in the socket, and is
-    /// spliced once the buffered bytes have gone.
+    /// buffer size on the response side, `BUFSIZE` 16384 by default:
+    /// `include/common/defaults.h` at commit 61d39a0e2): more waits in the
+    /// socket, and is spliced once the buffered bytes have gone.
     pub response_buffer_bytes: usize,
     pub check: CheckConfig,
     pub bugs: Bugs,

@@ -9,16 +9,20 @@
 
 use faultline_harness::{Errno, Fd, Syscalls};
 
-/// HAProxy's `SPLICE_FULL_HINT`: a pipe holding this much is taken as
-/// full enough to stop receiving for this pass.
-pub const SPLICE_FULL_HINT_BYTES: usize = 16 * 448;
+/// HAProxy's `SPLICE_FULL_HINT` (`src/raw_sock.c`, the same from commit
+/// c0e98868f to 237e6a0d6): a pipe holds 16 buffers, and with TCP
+/// timestamps segments of 1448 bytes are common, so a pipe holding this
+/// much is taken as full enough to stop receiving for this pass.
+pub const SPLICE_FULL_HINT_BYTES: usize = 16 * 1448;
 
-/// HAProxy's `MAX_SPLICE_AT_ONCE`: the most one `splice()` is asked for.
+/// HAProxy's `MAX_SPLICE_AT_ONCE` (`src/raw_sock.c`, commit 61d39a0e2):
+/// the most one `splice()` is asked for.
 pub const MAX_SPLICE_AT_ONCE_BYTES: usize = 1 << 30;
 
-/// HAProxy's `tune.recv_enough`: a receive this large is enough for one
-/// pass.
-pub const RECV_ENOUGH_BYTES: usize = 10 * 1024;
+/// HAProxy's `tune.recv_enough`, whose default is `MIN_RECV_AT_ONCE_ENOUGH`
+/// (`include/common/defaults.h`, commit 61d39a0e2: more than 7 segments
+/// of 1448 bytes): a receive this large is enough for one pass.
+pub const RECV_ENOUGH_BYTES: usize = 7 * 1448;
 
 /// One pipe: bytes go in at `prod`, out at `cons`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -68,7 +68,8 @@ use faultline_harness::sync::{Atomic, Condvar, Mutex, MutexGuard};
 
 use crate::bugs::{Bugs, MB_35649};
 
-/// The engine's `MIN_SLEEP_TIME`: the longest a worker sleeps without
+/// The engine's `MIN_SLEEP_TIME` (2.0 s, `engines/ep/src/executorthread.h`
+/// at kv_engine commit 32c0ae9f1): the longest a worker sleeps without
 /// looking at its queue again, in ms, unless configured otherwise. A lost
 /// wake-up costs at most this.
 pub const DEFAULT_FALLBACK_SLEEP_MS: u64 = 2000;
@@ -141,7 +142,8 @@ impl TaskType {
     }
 }
 
-/// The engine's `task_state_t`: a task's `state`.
+/// The engine's `task_state_t`: a task's `state` (`engines/ep/src/globaltask.h`
+/// at kv_engine commit 32c0ae9f1).
 const TASK_RUNNING: u8 = 0;
 const TASK_SNOOZED: u8 = 1;
 const TASK_DEAD: u8 = 2;
@@ -347,9 +349,12 @@ struct TaskQueue {
     cond: Condvar,
 }
 
-/// A thread's state as the engine's `ExecutorThread::state`.
+/// A thread's state as the engine's `ExecutorThread::state`
+/// (`executor_state_t`, `engines/ep/src/executorthread.h` at kv_engine
+/// commit 32c0ae9f1: RUNNING 0, WAITING 1, SLEEPING 2; WAITING is not
+/// modelled).
 const THREAD_RUNNING: u8 = 0;
-const THREAD_SLEEPING: u8 = 1;
+const THREAD_SLEEPING: u8 = 2;
 
 /// A worker thread's own state (atomics, as the engine's).
 struct ThreadState {

@@ -35,6 +35,9 @@ use crate::server::dcp::durability::{DurabilityMonitor, Outcome};
 
 /// Expiry values up to this many seconds are relative to now; larger ones
 /// are absolute Unix times (memcached's rule).
+///
+/// (memcached's `REALTIME_MAXDELTA`; kv_engine `daemon/mc_time.cc` at
+/// commit 32c0ae9f1.)
 pub const RELATIVE_EXPIRY_MAX_S: u32 = 30 * 24 * 60 * 60;
 
 /// Most mutations a vbucket keeps for streams that start late.

@@ -168,18 +168,25 @@ pub struct Errno {
     pub personality: Personality,
 }
 
-/// Linux's pipe capacity: 16 pages of 4 KiB. A host no `[[pipe]]` entry
-/// matches gets pipes of this size.
+/// Linux's pipe capacity: 16 buffers of a 4 KiB page (`PIPE_DEF_BUFFERS`,
+/// `include/linux/pipe_fs_i.h`). A host no `[[pipe]]` entry matches gets
+/// pipes of this size.
 pub const DEFAULT_PIPE_CAPACITY_BYTES: u32 = 65_536;
 
+/// The smallest pipe capacity a plan may ask for: one page, the least
+/// `F_SETPIPE_SZ` sets (`round_pipe_size`, `fs/pipe.c`, rounds every
+/// request up to whole pages).
+pub const MIN_PIPE_CAPACITY_BYTES: u32 = 4096;
+
 /// The largest pipe capacity a plan may ask for: Linux's default
-/// `/proc/sys/fs/pipe-max-size` (1 MiB), what an unprivileged `F_SETPIPE_SZ`
-/// may set.
+/// `/proc/sys/fs/pipe-max-size` (1 MiB, `pipe_max_size` in `fs/pipe.c`),
+/// what an unprivileged `F_SETPIPE_SZ` may set.
 pub const MAX_PIPE_CAPACITY_BYTES: u32 = 1_048_576;
 
-/// The capacity of the pipes some hosts create (`[[pipe]]` in a plan): a
-/// `splice` into a pipe moves at most its free room, and one into a full pipe
-/// answers `EAGAIN`. The first entry whose glob matches a host wins; a host no
+/// The capacity of the pipes some hosts create (`[[pipe]]` in a plan), set
+/// as `F_SETPIPE_SZ` sets it (whole pages, their number rounded up to a
+/// power of two; one buffer each): a `splice` into a pipe fills its free
+/// buffers at most, and one into a pipe with none free answers `EAGAIN`. The first entry whose glob matches a host wins; a host no
 /// entry matches gets [`DEFAULT_PIPE_CAPACITY_BYTES`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,8 +195,8 @@ pub struct Pipe {
     /// (glob).
     pub host: String,
     /// Capacity of each pipe, in bytes, within
-    /// 1..=[`MAX_PIPE_CAPACITY_BYTES`]. Checked while the plan is read, so a
-    /// bad value is reported at its line.
+    /// [`MIN_PIPE_CAPACITY_BYTES`]..=[`MAX_PIPE_CAPACITY_BYTES`]. Checked
+    /// while the plan is read, so a bad value is reported at its line.
     #[serde(deserialize_with = "pipe_capacity_bytes")]
     pub capacity_bytes: u32,
 }
@@ -201,9 +208,9 @@ fn pipe_capacity_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D:
 }
 
 fn check_pipe_capacity(name: &str, n: u64) -> Result<(), String> {
-    if n == 0 || n > u64::from(MAX_PIPE_CAPACITY_BYTES) {
+    if n < u64::from(MIN_PIPE_CAPACITY_BYTES) || n > u64::from(MAX_PIPE_CAPACITY_BYTES) {
         return Err(format!(
-            "{name} must be within 1..={MAX_PIPE_CAPACITY_BYTES} bytes (1 MiB), not {n}"
+            "{name} must be within {MIN_PIPE_CAPACITY_BYTES}..={MAX_PIPE_CAPACITY_BYTES} bytes (one page to 1 MiB, what F_SETPIPE_SZ sets), not {n}"
         ));
     }
     Ok(())
@@ -837,7 +844,7 @@ pub struct PipeSpace {
     /// Hosts to draw from (globs; one is drawn; must not be empty).
     pub hosts: Vec<String>,
     /// Range of the pipes' capacity, in bytes, within
-    /// 1..=[`MAX_PIPE_CAPACITY_BYTES`].
+    /// [`MIN_PIPE_CAPACITY_BYTES`]..=[`MAX_PIPE_CAPACITY_BYTES`].
     pub capacity_bytes: Range2,
     /// Chance, within 0..=1, that a run's plan has this fault (default 1).
     #[serde(default = "default_probability")]

@@ -26,7 +26,7 @@
 //! descriptors.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -268,6 +268,10 @@ struct Rx {
     /// Leading bytes of `buf` already counted as read for the writer's
     /// send buffer (see `credit_incomplete_header`).
     credited: usize,
+    /// The lengths of the segments `buf` holds, oldest first (their sum is
+    /// `buf.len()`): a splice takes bytes segment by segment. A segment
+    /// longer than what one pull takes counts as several.
+    segments: VecDeque<usize>,
 }
 
 /// One end of a simulated TCP connection (see the module docs).
@@ -353,6 +357,7 @@ impl SimSocket {
                 framing,
                 timer: None,
                 credited: 0,
+                segments: VecDeque::new(),
             },
             write_closed: false,
         })
@@ -510,6 +515,9 @@ impl SimSocket {
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.rx.buf) {
                 Poll::Ready(Ok(n)) => {
                     got = true;
+                    if n > 0 {
+                        self.rx.segments.push_back(n);
+                    }
                     if n == 0 {
                         if self.recv_pipe().borrow().reset_at_end {
                             self.rx.error = Some(io::ErrorKind::ConnectionReset);
@@ -634,6 +642,25 @@ impl SimSocket {
     /// Reads released bytes into `out`. `Ok(0)` is the end of the stream.
     /// `WouldBlock` when nothing is available (after registering `cx`).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.poll_recv_from(cx, out, false)
+    }
+
+    /// As [`SimSocket::poll_recv`], from one segment at most: what a
+    /// splice turns into one pipe buffer (or one per page of it).
+    pub fn poll_recv_segment(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_recv_from(cx, out, true)
+    }
+
+    fn poll_recv_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+        one_segment: bool,
+    ) -> Poll<io::Result<usize>> {
         if out.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -647,13 +674,31 @@ impl SimSocket {
         }
         std::task::ready!(self.poll_recv_ready(cx));
         if self.rx.released > 0 {
-            let n = self.rx.released.min(out.len());
+            let mut n = self.rx.released.min(out.len());
+            if one_segment {
+                n = n.min(*self.rx.segments.front().expect("bytes are in segments"));
+            }
             out[..n].copy_from_slice(&self.rx.buf[..n]);
             if let Framing::Watch { framer, tracker } = &mut self.rx.framing {
                 tracker.observe(&**framer, &out[..n], &self.shared, self.side);
             }
             self.rx.buf.advance(n);
             self.rx.released -= n;
+            let mut left = n;
+            while left > 0 {
+                let head = self.rx.segments.front_mut().expect("bytes are in segments");
+                let take = left.min(*head);
+                *head -= take;
+                left -= take;
+                if *head == 0 {
+                    self.rx.segments.pop_front();
+                }
+            }
+            assert_eq!(
+                self.rx.segments.is_empty(),
+                self.rx.buf.is_empty(),
+                "the segments hold the buffer's bytes"
+            );
             let fresh = n.saturating_sub(self.rx.credited);
             self.rx.credited = self.rx.credited.saturating_sub(n);
             self.recv_pipe().borrow_mut().consumed(fresh);

@@ -6,10 +6,12 @@
 //! once), sockets whose `connect` completes later, `recv`/`send` that answer
 //! a byte count or an [`Errno`], and epoll-like pollers that report
 //! readiness (`IN`, `OUT`, `ERR`, `HUP`, `RDHUP`), level-triggered, or
-//! edge-triggered on request. A peer's reset arrives as `ERR|HUP` together
-//! (with `IN` while bytes sent before it are unread: recv returns those
-//! first, then the error). `ERR` and `HUP` are reported whatever the
-//! interest, as epoll does.
+//! edge-triggered on request. A refused connect or a peer's reset closes
+//! the socket both ways, as Linux's `tcp_done`: the poll reports
+//! `IN|OUT|ERR|HUP|RDHUP` (`ERR` until the error is read; recv returns
+//! bytes that arrived before a reset first, then the error). The poller
+//! filters `IN`, `OUT` and `RDHUP` by the interest set and reports `ERR`
+//! and `HUP` whatever it is, as epoll does.
 //!
 //! The host's *errno personality* comes from the run's fault plan
 //! (`[[errno]]`): on a socket whose connect is still in progress,
@@ -19,8 +21,11 @@
 //! Sockets are [`SimSocket`]s, so the send-buffer, segmentation and frame
 //! faults apply here too.
 //!
-//! Pipes ([`Sys::pipe`]) hold `[[pipe]]` `capacity_bytes` (65536 by default,
-//! as Linux), and [`Sys::splice`] moves bytes between a socket and a pipe as
+//! Pipes ([`Sys::pipe`]) are Linux's: 16 buffers of at most a page
+//! ([`PAGE_BYTES`]) by default, or as many as `F_SETPIPE_SZ` gives for the
+//! host's `[[pipe]]` `capacity_bytes`; a splice from a socket fills one
+//! buffer per segment, so a pipe may be full with far fewer bytes than its
+//! size. [`Sys::splice`] moves bytes between a socket and a pipe as
 //! Linux's `splice(SPLICE_F_NONBLOCK | SPLICE_F_MOVE)` does: through the
 //! same socket paths as `recv` and `send`, so their faults apply. Under
 //! `linux-2.6.35` every splice fails with `EBADF`.
@@ -156,7 +161,7 @@ impl std::fmt::Display for Errno {
     }
 }
 
-/// Poll event bits (Linux's values).
+/// Poll event bits (Linux's values, `include/uapi/linux/eventpoll.h`).
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Events(pub u32);
 
@@ -359,12 +364,30 @@ struct EpollFile {
     interests: BTreeMap<Fd, Interest>,
 }
 
-/// The bytes of one pipe, shared by its two ends.
+/// A page: the most one pipe buffer holds.
+pub const PAGE_BYTES: usize = 4096;
+
+/// The size `F_SETPIPE_SZ` gives a pipe asked for `requested` bytes:
+/// whole pages, their number rounded up to a power of two (Linux's
+/// `round_pipe_size`, `fs/pipe.c`).
+pub fn pipe_size_bytes(requested: usize) -> usize {
+    assert!(requested > 0, "a pipe of no size");
+    requested.div_ceil(PAGE_BYTES).next_power_of_two() * PAGE_BYTES
+}
+
+/// The bytes of one pipe, shared by its two ends. As Linux's
+/// `pipe_inode_info`: a ring of `max_buffers` buffers, each holding at
+/// most a page. A splice from a socket fills one buffer per segment (per
+/// page of a longer one) and never adds to a buffer already there, so a
+/// pipe is full after 16 small segments however few bytes they carry; a
+/// buffer is free again once all of its bytes left.
 struct PipeBuffer {
     bytes: VecDeque<u8>,
-    /// At most this many bytes are held; a splice into a full pipe is
-    /// `EAGAIN`.
-    capacity_bytes: usize,
+    /// The bytes each used buffer holds, oldest first (their sum is
+    /// `bytes.len()`, each within 1..=PAGE_BYTES).
+    buffers: VecDeque<usize>,
+    /// A splice into a pipe all of whose buffers are used is `EAGAIN`.
+    max_buffers: usize,
     reader_open: bool,
     writer_open: bool,
     /// Pollers of either end: woken when bytes move or an end closes.
@@ -372,8 +395,37 @@ struct PipeBuffer {
 }
 
 impl PipeBuffer {
-    fn room_bytes(&self) -> usize {
-        self.capacity_bytes - self.bytes.len()
+    fn free_buffers(&self) -> usize {
+        self.max_buffers - self.buffers.len()
+    }
+
+    /// Takes `n` bytes in, in new buffers of a page at most.
+    fn push(&mut self, data: &[u8]) {
+        for page in data.chunks(PAGE_BYTES) {
+            assert!(
+                self.free_buffers() > 0,
+                "a pipe never holds more buffers than it has"
+            );
+            self.buffers.push_back(page.len());
+        }
+        self.bytes.extend(data);
+    }
+
+    /// Lets `n` bytes out, freeing the buffers they emptied.
+    fn pop(&mut self, n: usize) {
+        assert!(n <= self.bytes.len(), "only what the pipe holds leaves it");
+        self.bytes.drain(..n);
+        let mut left = n;
+        while left > 0 {
+            let head = self.buffers.front_mut().expect("bytes are in buffers");
+            let take = left.min(*head);
+            *head -= take;
+            left -= take;
+            if *head == 0 {
+                self.buffers.pop_front();
+            }
+        }
+        assert_eq!(self.buffers.is_empty(), self.bytes.is_empty());
     }
 }
 
@@ -527,8 +579,9 @@ impl Sys {
         let sys = Sys::with_personality(host, personality);
         if let Some(bytes) = pipe_capacity {
             let mut k = sys.kernel.borrow_mut();
-            tracing::debug!(target: "faultline::fault", host = k.host.as_str(), capacity_bytes = bytes, "pipe capacity");
-            k.pipe_capacity_bytes = bytes as usize;
+            let size_bytes = pipe_size_bytes(bytes as usize);
+            tracing::debug!(target: "faultline::fault", host = k.host.as_str(), capacity_bytes = bytes, size_bytes, "pipe capacity");
+            k.pipe_capacity_bytes = size_bytes;
         }
         sys
     }
@@ -559,7 +612,8 @@ impl Sys {
         self.kernel.borrow().files.len()
     }
 
-    /// The capacity of the pipes this kernel creates, in bytes.
+    /// The capacity of the pipes this kernel creates, in bytes (whole
+    /// pages, one buffer each).
     pub fn pipe_capacity_bytes(&self) -> usize {
         self.kernel.borrow().pipe_capacity_bytes
     }
@@ -717,16 +771,18 @@ impl Sys {
         let File::Socket(sock) = file else {
             return Err(Errno::ENOTSOCK);
         };
-        Self::recv_socket(sock, fd, personality, buf)
+        Self::recv_socket(sock, fd, personality, buf, false)
     }
 
     /// What `recv` does once it has the socket: `splice` from a socket reads
-    /// through it too, so both answer alike and the same faults apply.
+    /// through it too (`one_segment`: from the oldest segment only), so
+    /// both answer alike and the same faults apply.
     fn recv_socket(
         sock: &mut SockFile,
         fd: Fd,
         personality: Personality,
         buf: &mut [u8],
+        one_segment: bool,
     ) -> Result<usize, Errno> {
         Self::settle(sock, fd);
         // Bytes that arrived before a reset are read before its error.
@@ -756,7 +812,12 @@ impl Sys {
                 }
                 let waker = Waker::from(fanout);
                 let mut cx = Context::from_waker(&waker);
-                match socket.poll_recv(&mut cx, buf) {
+                let received = if one_segment {
+                    socket.poll_recv_segment(&mut cx, buf)
+                } else {
+                    socket.poll_recv(&mut cx, buf)
+                };
+                match received {
                     Poll::Ready(Ok(n)) => Ok(n),
                     Poll::Ready(Err(e)) => {
                         sock.reset_seen = true;
@@ -839,10 +900,14 @@ impl Sys {
             return Err(Errno::EMFILE);
         }
         let capacity_bytes = k.pipe_capacity_bytes;
-        assert!(capacity_bytes > 0, "a pipe holds at least one byte");
+        assert!(
+            capacity_bytes >= PAGE_BYTES && capacity_bytes % PAGE_BYTES == 0,
+            "a pipe holds whole pages"
+        );
         let buffer = Rc::new(RefCell::new(PipeBuffer {
             bytes: VecDeque::new(),
-            capacity_bytes,
+            buffers: VecDeque::new(),
+            max_buffers: capacity_bytes / PAGE_BYTES,
             reader_open: true,
             writer_open: true,
             fanout: Arc::default(),
@@ -914,29 +979,50 @@ impl Sys {
             return Err(Errno::EBADF);
         }
         let moved = if into_pipe {
-            let room_bytes = {
+            {
                 let p = pipe.buffer.borrow();
                 if !p.reader_open {
                     return Err(Errno::EPIPE);
                 }
-                p.room_bytes()
-            };
-            if room_bytes == 0 {
-                cover("pipe:full");
-                return Err(Errno::EAGAIN);
+                if p.free_buffers() == 0 {
+                    cover("pipe:full");
+                    return Err(Errno::EAGAIN);
+                }
             }
-            let mut chunk = vec![0u8; max_bytes.min(room_bytes)];
-            let n = Self::recv_socket(sock, sock_fd, personality, &mut chunk)?;
-            if n == 0 {
+            // Segment by segment, a buffer per segment (per page of a
+            // longer one), while buffers are free (Linux's
+            // tcp_splice_read -> skb_splice_bits -> splice_to_pipe). What
+            // stops it after bytes moved (no more data, the end of the
+            // stream, an error) is for the next call to answer.
+            let mut moved = 0;
+            let mut chunk = Vec::new();
+            loop {
+                let free = pipe.buffer.borrow().free_buffers();
+                let want = (max_bytes - moved).min(free * PAGE_BYTES);
+                if want == 0 {
+                    break;
+                }
+                chunk.resize(want, 0);
+                match Self::recv_socket(sock, sock_fd, personality, &mut chunk, true) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        pipe.buffer.borrow_mut().push(&chunk[..n]);
+                        moved += n;
+                    }
+                    Err(Errno::EAGAIN) if moved > 0 => break,
+                    Err(errno) if moved > 0 => {
+                        // Reported by the next call, as Linux leaves
+                        // `sk_err` for it once something was spliced.
+                        sock.pending_error = Some(errno);
+                        break;
+                    }
+                    Err(errno) => return Err(errno),
+                }
+            }
+            if moved == 0 {
                 return Ok(0);
             }
-            let mut p = pipe.buffer.borrow_mut();
-            p.bytes.extend(&chunk[..n]);
-            assert!(
-                p.bytes.len() <= p.capacity_bytes,
-                "a pipe never holds more than its capacity"
-            );
-            n
+            moved
         } else {
             let n = {
                 let p = pipe.buffer.borrow();
@@ -959,9 +1045,7 @@ impl Sys {
                 };
                 Self::send_socket(sock, sock_fd, personality, bufs)?
             };
-            let mut p = pipe.buffer.borrow_mut();
-            assert!(n <= p.bytes.len(), "the socket took only what was offered");
-            p.bytes.drain(..n);
+            pipe.buffer.borrow_mut().pop(n);
             n
         };
         let fanout = pipe.buffer.borrow().fanout.clone();
@@ -1190,7 +1274,7 @@ impl Sys {
                         }
                     }
                     PipeSide::Write => {
-                        if p.room_bytes() > 0 {
+                        if p.free_buffers() > 0 {
                             ready |= Events::OUT;
                         }
                         if !p.reader_open {
@@ -1222,7 +1306,15 @@ impl Sys {
                     // An unconnected socket reports OUT|HUP, as Linux does.
                     SockState::Fresh => ready = Events::OUT | Events::HUP,
                     SockState::Connecting { .. } => {}
-                    SockState::Failed => ready = Events::OUT | Events::ERR | Events::HUP,
+                    // A refused connect, as Linux's tcp_reset -> tcp_done:
+                    // the socket is closed both ways (TCP_CLOSE,
+                    // SHUTDOWN_MASK), so tcp_poll reports HUP, IN|RDHUP
+                    // (RCV_SHUTDOWN) and OUT (SEND_SHUTDOWN outside
+                    // SYN_SENT), ERR while the error is unread (added
+                    // below). The poller filters the directions by interest.
+                    SockState::Failed => {
+                        ready = Events::IN | Events::OUT | Events::HUP | Events::RDHUP;
+                    }
                     SockState::Connected(socket) => {
                         if socket.poll_recv_ready(&mut cx).is_ready() {
                             if socket.readable_bytes() > 0 {
@@ -1251,7 +1343,8 @@ impl Sys {
                             }
                         }
                         if sock.reset_seen {
-                            ready |= Events::IN | Events::HUP | Events::RDHUP;
+                            // tcp_done again: closed both ways, OUT included.
+                            ready |= Events::IN | Events::OUT | Events::HUP | Events::RDHUP;
                             if sock.pending_error.is_some() {
                                 ready |= Events::ERR;
                             }

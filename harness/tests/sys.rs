@@ -158,7 +158,11 @@ fn recv_and_send_during_a_connect_answer_each_personalitys_errno() {
 }
 
 #[test]
-fn a_refused_connect_reports_out_err_hup_and_so_error() {
+fn a_refused_connect_reports_what_linux_reports_filtered_by_the_interest() {
+    // Linux closes a refused socket both ways (tcp_done): tcp_poll reports
+    // IN|OUT|ERR|HUP|RDHUP; epoll keeps the directions asked for, and ERR
+    // and HUP always. Polled for OUT only (HAProxy while connecting), it is
+    // OUT|ERR|HUP.
     let log: Log = Arc::default();
     let out = log.clone();
     let scenario = scenario_from_fn("refused", "summary = \"t\"\n", move |sim, _| {
@@ -169,24 +173,31 @@ fn a_refused_connect_reports_out_err_hup_and_so_error() {
         let log = out.clone();
         sim.client("proxy", async move {
             let sys = Sys::new();
-            let fd = sys.socket().unwrap();
-            let _ = sys.connect(fd, server_addr());
-            let ep = sys.epoll_create().unwrap();
-            sys.epoll_ctl(ep, EpollOp::Add, fd, Events::OUT, 0, false)
-                .unwrap();
-            let events = sys
-                .epoll_wait(ep, 8, Some(Duration::from_secs(1)))
-                .await
-                .unwrap();
-            note(
-                &log,
-                format!(
-                    "{:?} {:?} {:?}",
-                    events[0].events,
-                    sys.take_error(fd),
-                    sys.take_error(fd)
-                ),
-            );
+            for interest in [Events::OUT, Events::IN | Events::OUT | Events::RDHUP] {
+                let fd = sys.socket().unwrap();
+                let _ = sys.connect(fd, server_addr());
+                let ep = sys.epoll_create().unwrap();
+                sys.epoll_ctl(ep, EpollOp::Add, fd, interest, 0, false)
+                    .unwrap();
+                let events = sys
+                    .epoll_wait(ep, 8, Some(Duration::from_secs(1)))
+                    .await
+                    .unwrap();
+                note(
+                    &log,
+                    format!(
+                        "{:?}: {:?} {:?} {:?}",
+                        interest,
+                        events[0].events,
+                        sys.take_error(fd),
+                        sys.take_error(fd)
+                    ),
+                );
+                let after = sys.epoll_wait(ep, 8, Some(Duration::ZERO)).await.unwrap();
+                note(&log, format!("after: {:?}", after[0].events));
+                let mut buf = [0u8; 4];
+                note(&log, format!("recv {:?}", sys.recv(fd, &mut buf)));
+            }
             Ok(())
         });
         Ok(())
@@ -194,7 +205,14 @@ fn a_refused_connect_reports_out_err_hup_and_so_error() {
     run(&scenario, "");
     assert_eq!(
         *log.lock().unwrap(),
-        vec!["OUT|ERR|HUP Ok(Some(ECONNREFUSED)) Ok(None)"]
+        vec![
+            "OUT: OUT|ERR|HUP Ok(Some(ECONNREFUSED)) Ok(None)",
+            "after: OUT|HUP",
+            "recv Err(ENOTCONN)",
+            "IN|OUT|RDHUP: IN|OUT|ERR|HUP|RDHUP Ok(Some(ECONNREFUSED)) Ok(None)",
+            "after: IN|OUT|HUP|RDHUP",
+            "recv Err(ENOTCONN)",
+        ]
     );
 }
 
@@ -610,7 +628,7 @@ async fn wait_for(sys: &Sys, fd: i32, events: Events) -> Events {
 }
 
 #[test]
-fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
+fn splice_moves_the_least_of_max_readable_and_free_buffers_and_pollers_see_the_pipe() {
     let log: Log = Arc::default();
     let out = log.clone();
     let scenario = scenario_from_fn("splice", "summary = \"t\"\n", move |sim, _| {
@@ -655,7 +673,8 @@ fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
                     sys.splice(src, w, 0),
                 ),
             );
-            // 10 bytes readable, 6 of room (see the plan): max, then room.
+            // 10 bytes readable in one segment, one buffer (see the plan):
+            // max, then the pipe is full although it holds 4 bytes.
             note(&log, format!("max {:?}", sys.splice(src, w, 4)));
             note(
                 &log,
@@ -667,7 +686,6 @@ fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
                     polled(edge).await
                 ),
             );
-            note(&log, format!("room {:?}", sys.splice(src, w, 100)));
             note(
                 &log,
                 format!(
@@ -694,7 +712,11 @@ fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
             note(&log, format!("edge after refill {}", polled(edge).await));
             // The source closes: the socket's end of stream.
             wait_for(&sys, src, Events::RDHUP).await;
-            note(&log, format!("source eof {:?}", sys.splice(src, w, 100)));
+            // A full pipe answers before the socket does.
+            note(
+                &log,
+                format!("source eof, pipe full {:?}", sys.splice(src, w, 100)),
+            );
             note(&log, format!("part {:?}", sys.splice(r, dst, 3)));
             sys.close(w).unwrap();
             note(
@@ -725,6 +747,8 @@ fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
                     sys.splice(src, w2, 1)
                 ),
             );
+            let (_, w3) = sys.pipe().unwrap();
+            note(&log, format!("source eof {:?}", sys.splice(src, w3, 100)));
             sys.shutdown(dst, Shutdown::Write).unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(())
@@ -733,26 +757,26 @@ fn splice_moves_the_least_of_max_readable_and_room_and_pollers_see_the_pipe() {
     });
     let outcome = run(
         &scenario,
-        "[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 6\n",
+        "[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 4096\n",
     );
     assert_eq!(
         *log.lock().unwrap(),
         vec![
-            "pipe 3 4 holds 6",
+            "pipe 3 4 holds 4096",
             "empty: []",
             "checks Err(EINVAL) Err(EBADF) Err(EBADF) Err(EBADF) Err(EINVAL) Ok(0)",
             "max Ok(4)",
             "held Some(4) level [IN] edge [IN] edge again []",
-            "room Ok(2)",
-            "full Err(EAGAIN) write end Ok(-) held Some(6)",
-            "drain Ok(6) Err(EAGAIN) level [] edge []",
-            "readable Ok(4)",
+            "full Err(EAGAIN) write end Ok(-) held Some(4)",
+            "drain Ok(4) Err(EAGAIN) level [] edge []",
+            "readable Ok(6)",
             "edge after refill [IN]",
-            "source eof Ok(0)",
+            "source eof, pipe full Err(EAGAIN)",
             "part Ok(3)",
             "writer closed: read end Ok(IN|HUP) level [IN|HUP]",
-            "rest Ok(1) then Ok(0) read end Ok(HUP)",
+            "rest Ok(3) then Ok(0) read end Ok(HUP)",
             "no reader Ok(OUT|ERR) Err(EPIPE)",
+            "source eof Ok(0)",
             "sink got 0123456789",
         ]
     );
@@ -819,47 +843,83 @@ fn splice_into_a_socket_with_a_small_send_buffer_leaves_the_rest_in_the_pipe() {
 }
 
 #[test]
-fn a_small_pipe_capacity_limits_every_splice_into_it() {
+fn a_pipe_fills_one_buffer_per_segment_spliced_from_a_socket() {
+    // A source that sends 17 segments of 100 bytes, then 9000 bytes in one:
+    // a new pipe (16 buffers) takes 16 of the small ones (1600 bytes) and
+    // is full; each buffer emptied takes one more segment; a segment longer
+    // than a page takes a buffer per page.
     let log: Log = Arc::default();
     let out = log.clone();
-    let scenario = scenario_from_fn("splice-small-pipe", "summary = \"t\"\n", move |sim, _| {
-        source_and_sink(sim, &out, 0);
+    let scenario = scenario_from_fn("splice-segments", "summary = \"t\"\n", move |sim, _| {
+        sim.host("source", || async {
+            let listener = SimListener::bind(("0.0.0.0", 80)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            for _ in 0..17 {
+                stream.write_all(&[b's'; 100]).await?;
+            }
+            stream.write_all(&[b'l'; 9000]).await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        sim.host("sink", || async {
+            let listener = SimListener::bind(("0.0.0.0", 81)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await?;
+            Ok(())
+        });
         let log = out.clone();
         sim.client("proxy", async move {
             let sys = Sys::new();
             let (r, w) = sys.pipe().unwrap();
             let src = connected(&sys, "source", 80).await;
             let dst = connected(&sys, "sink", 81).await;
-            wait_for(&sys, src, Events::IN).await;
-            let mut moved = Vec::new();
-            loop {
-                match sys.splice(src, w, 1000) {
-                    Ok(0) => break,
-                    Ok(n) => moved.push(n),
-                    Err(e) => {
-                        assert_eq!(e, faultline_harness::Errno::EAGAIN);
-                        wait_for(&sys, src, Events::IN).await;
-                        continue;
-                    }
-                }
-                while sys.pipe_bytes(r) != Some(0) {
-                    sys.splice(r, dst, 1000).unwrap();
-                }
-            }
-            note(&log, format!("moved {moved:?}"));
-            sys.shutdown(dst, Shutdown::Write).unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Everything has arrived by then (links of at most 100 ms).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            note(
+                &log,
+                format!(
+                    "in {:?} held {:?} write end {:?} then {:?}",
+                    sys.splice(src, w, 1 << 20),
+                    sys.pipe_bytes(r),
+                    sys.ready_now(w),
+                    sys.splice(src, w, 1 << 20)
+                ),
+            );
+            note(
+                &log,
+                format!(
+                    "out {:?} write end {:?} in {:?} then {:?}",
+                    sys.splice(r, dst, 150),
+                    sys.ready_now(w),
+                    sys.splice(src, w, 1 << 20),
+                    sys.splice(src, w, 1 << 20)
+                ),
+            );
+            // Emptied: 16 buffers, the large segment takes 3 of them.
+            note(&log, format!("out {:?}", sys.splice(r, dst, 1 << 20)));
+            note(
+                &log,
+                format!(
+                    "in {:?} held {:?} again {:?}",
+                    sys.splice(src, w, 1 << 20),
+                    sys.pipe_bytes(r),
+                    sys.splice(src, w, 1 << 20)
+                ),
+            );
             Ok(())
         });
         Ok(())
     });
-    run(
-        &scenario,
-        "[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 3\n",
-    );
+    run(&scenario, "");
     assert_eq!(
         *log.lock().unwrap(),
-        ["moved [3, 3, 3, 1]", "sink got 0123456789"]
+        [
+            "in Ok(1600) held Some(1600) write end Ok(-) then Err(EAGAIN)",
+            "out Ok(150) write end Ok(OUT) in Ok(100) then Err(EAGAIN)",
+            "out Ok(1550)",
+            "in Ok(9000) held Some(9000) again Err(EAGAIN)",
+        ]
     );
 }
 
@@ -959,15 +1019,16 @@ fn the_pipe_fault_sets_capacity_per_host_and_the_first_matching_entry_wins() {
         got
     };
     assert_eq!(capacities(""), ["other 65536", "proxy 65536"]);
+    // As F_SETPIPE_SZ: whole pages, a power of two of them.
     assert_eq!(
         capacities(
-            "[[pipe]]\nhost = \"prox*\"\ncapacity_bytes = 100\n[[pipe]]\nhost = \"*\"\ncapacity_bytes = 1048576\n"
+            "[[pipe]]\nhost = \"prox*\"\ncapacity_bytes = 9000\n[[pipe]]\nhost = \"*\"\ncapacity_bytes = 1048576\n"
         ),
-        ["other 1048576", "proxy 100"]
+        ["other 1048576", "proxy 16384"]
     );
     let plan: FaultPlan =
-        toml::from_str("[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 7\n").unwrap();
-    assert_eq!(plan.summary(), "pipe proxy=7B");
+        toml::from_str("[[pipe]]\nhost = \"proxy\"\ncapacity_bytes = 4096\n").unwrap();
+    assert_eq!(plan.summary(), "pipe proxy=4096B");
     assert_eq!(plan.len(), 1);
     assert_eq!(toml::from_str::<FaultPlan>(&plan.to_toml()).unwrap(), plan);
     // A glob that matches no host of the run is a mistake, not a no-op.
@@ -976,7 +1037,7 @@ fn the_pipe_fault_sets_capacity_per_host_and_the_first_matching_entry_wins() {
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Plan {
             plan: Box::new(
-                toml::from_str("[[pipe]]\nhost = \"proxx\"\ncapacity_bytes = 7\n").unwrap(),
+                toml::from_str("[[pipe]]\nhost = \"proxx\"\ncapacity_bytes = 4096\n").unwrap(),
             ),
             source: None,
         }),
@@ -1003,7 +1064,12 @@ fn bad_pipe_faults_name_the_file_line_and_field() {
         (
             "zero.toml",
             "0",
-            &["capacity_bytes", "1..=1048576", "not 0"][..],
+            &["capacity_bytes", "4096..=1048576", "not 0"][..],
+        ),
+        (
+            "below-a-page.toml",
+            "4095",
+            &["capacity_bytes", "one page", "F_SETPIPE_SZ", "not 4095"][..],
         ),
         (
             "huge.toml",
@@ -1046,7 +1112,7 @@ fn bad_pipe_faults_name_the_file_line_and_field() {
     };
     let message = plan.validate().unwrap_err();
     assert!(
-        message.starts_with("pipe.capacity_bytes must be within 1..="),
+        message.starts_with("pipe.capacity_bytes must be within 4096..="),
         "{message}"
     );
 }
@@ -1065,14 +1131,15 @@ fn a_pipe_space_draws_capacities_in_its_range_and_bad_ranges_name_their_line() {
             &format!("summary = \"t\"\nworkload = \"w\"\n\n{faults}"),
         )
     };
-    let good = scenario("[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = [1, 64]\n").unwrap();
+    let good =
+        scenario("[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = [4096, 65536]\n").unwrap();
     let mut seen = std::collections::BTreeSet::new();
     for seed in 0..100 {
         let plan = good.spec.faults.draw(seed).current();
         assert_eq!(plan.len(), plan.pipe.len(), "only pipes: {plan:?}");
         for p in &plan.pipe {
             assert_eq!(p.host, "proxy");
-            assert!((1..=64).contains(&p.capacity_bytes), "{p:?}");
+            assert!((4096..=65536).contains(&p.capacity_bytes), "{p:?}");
             seen.insert(p.capacity_bytes);
         }
     }
@@ -1080,15 +1147,20 @@ fn a_pipe_space_draws_capacities_in_its_range_and_bad_ranges_name_their_line() {
     assert_eq!(good.spec.faults.kinds(), ["pipe"]);
     for (range, words) in [
         (
-            "[0, 64]",
-            &["faults.pipe.capacity_bytes", "1..=1048576", "not 0"][..],
+            "[0, 8192]",
+            &["faults.pipe.capacity_bytes", "4096..=1048576", "not 0"][..],
+        ),
+        // Below a page: F_SETPIPE_SZ cannot make such a pipe.
+        (
+            "[1024, 16384]",
+            &["faults.pipe.capacity_bytes", "one page", "not 1024"][..],
         ),
         (
-            "[1, 2000000]",
+            "[4096, 2000000]",
             &["faults.pipe.capacity_bytes", "not 2000000"],
         ),
         (
-            "[64, 1]",
+            "[8192, 4096]",
             &["faults.pipe.capacity_bytes", "ends before it starts"],
         ),
     ] {
@@ -1102,7 +1174,7 @@ fn a_pipe_space_draws_capacities_in_its_range_and_bad_ranges_name_their_line() {
         }
     }
     let unknown =
-        scenario("[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = [1, 2]\nsize = 3\n")
+        scenario("[faults.pipe]\nhosts = [\"proxy\"]\ncapacity_bytes = [4096, 8192]\nsize = 3\n")
             .unwrap_err();
     assert!(
         unknown.contains("unknown field") && unknown.contains("size"),
@@ -1128,7 +1200,8 @@ fn adding_a_pipe_space_leaves_the_other_kinds_draws_and_swarms_unchanged() {
     .unwrap();
     let mut with = without.clone();
     with.pipe = Some(
-        toml::from_str("hosts = [\"a\"]\ncapacity_bytes = [1, 8]\nprobability = 0.5\n").unwrap(),
+        toml::from_str("hosts = [\"a\"]\ncapacity_bytes = [4096, 8192]\nprobability = 0.5\n")
+            .unwrap(),
     );
     with.validate().unwrap();
     let mut pipes = 0;

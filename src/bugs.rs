@@ -2,7 +2,8 @@
 //!
 //! Every buggy line in `src/` is marked with its id in a comment, so
 //! `grep -rn MB-24634 src/` finds the lines of that fix. A run turns on the
-//! old lines of at most one bug (the scenario's, or the one `hunt` picks).
+//! old lines of at most one bug (the scenario's, or the one `hunt` picks),
+//! with those of the later fixes its old code predates ([`PREDATES`]).
 
 use std::collections::BTreeSet;
 
@@ -39,6 +40,16 @@ pub const ALL: [&str; 13] = [
     HAP_SPLICE_EBADF,
 ];
 
+/// Bugs whose old code predates another catalog fix: a buggy variant is
+/// the code as it was before its fix, so the later fixes are not in it
+/// either.
+///
+/// HAP-CONNERR's old code is HAProxy before commit c0e98868f (October
+/// 2012), two months before commit debdc4b65 (HAP-ERRHUP's fix) added the
+/// error check at `raw_sock_to_buf`'s `read0`: with that check, a failed
+/// connect taken for a hangup would still be caught there.
+pub const PREDATES: [(&str, &[&str]); 1] = [(HAP_CONNERR, &[HAP_ERRHUP])];
+
 /// The bugs whose old (pre-fix) lines run; empty means every fix is in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bugs {
@@ -51,15 +62,20 @@ impl Bugs {
         Bugs::default()
     }
 
-    /// The old lines of `id` run.
+    /// The old lines of `id` run, and those of every later fix its old
+    /// code predates (see [`PREDATES`]).
     pub fn with(id: &str) -> Bugs {
         let id = ALL
             .iter()
             .find(|known| **known == id)
             .unwrap_or_else(|| panic!("unknown bug id {id}"));
-        Bugs {
-            buggy: BTreeSet::from([*id]),
+        let mut buggy = BTreeSet::from([*id]);
+        for (old, later) in PREDATES {
+            if old == *id {
+                buggy.extend(later.iter().copied());
+            }
         }
+        Bugs { buggy }
     }
 
     /// The bugs a run's spec turns on.

@@ -8,8 +8,9 @@
 //!
 //! The handler runs as HAProxy's connection handler did: receive, send,
 //! then, while the connect is still pending, the connect probe
-//! (`SO_ERROR`). So a failed connect is first seen by the receive path's
-//! reading of the poll flags (HAP-CONNERR).
+//! (`SO_ERROR`). A pending connect is polled for write only, so a refused
+//! one is reported as OUT|ERR|HUP, and the receive path, called on ERR and
+//! HUP, reads those poll flags first (HAP-CONNERR).
 
 use std::time::Duration;
 
@@ -242,10 +243,8 @@ pub async fn process_check<S: Syscalls + 'static>(
         if verdict == Verdict::Incomplete && c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH) {
             verdict = Verdict::Fail;
         }
-        let wanted = (verdict == Verdict::Incomplete).then(|| {
-            let sending = check.sent < check.request.len() || c.has(CO_FL_WAIT_L4_CONN);
-            polling(c, true, sending)
-        });
+        let wanted = (verdict == Verdict::Incomplete)
+            .then(|| polling(c, true, check.sent < check.request.len()));
         (check.server, verdict, progress, wanted.flatten())
     };
     set_polling(px, wanted).await;

@@ -25,22 +25,26 @@ use crate::bugs::{
     HAP_SPLICE_RDHUP, HAP_SPLICE_SPIN,
 };
 
-/// Linux's ENOSYS: a kernel without `splice()`.
+/// Linux's ENOSYS (38, `include/uapi/asm-generic/errno.h`): a kernel
+/// without `splice()`.
 const ENOSYS: Errno = Errno::Other(38);
 
-/// The read side reached the end of the stream (HAProxy's `read0`
-/// label), with `ev` the last poll report.
-fn read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
+/// The read side reached the end of the stream (HAProxy's `read0` and
+/// `out_read0` labels).
+fn read0(conn: &mut Connection) {
     conn.flags |= CO_FL_SOCK_RD_SH;
     conn.flags &= !CO_FL_WAIT_L4_CONN;
-    // HAP-ERRHUP (HAProxy commit debdc4b65): the end of stream may have
-    // been taken from HUP alone, and a reset queues ERR with HUP: without
-    // this check the error is never noticed, the connection is not marked
-    // failed and its polling is never stopped. HAP-CONNERR's old code
-    // predates this check (commit c0e98868f came two months earlier), so
-    // its variant lacks it too.
-    let checks_err = !bugs.is_buggy(HAP_ERRHUP) && !bugs.is_buggy(HAP_CONNERR);
-    if checks_err && ev.contains(Events::ERR) {
+}
+
+/// `raw_sock_to_buf`'s `read0` label, with `ev` the last poll report.
+fn buf_read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
+    read0(conn);
+    // HAP-ERRHUP (HAProxy commit debdc4b65, in `raw_sock_to_buf` only):
+    // the end of stream may have been taken from HUP alone, and a reset
+    // queues ERR with HUP: without this check the error is never noticed,
+    // the connection is not marked failed and its polling is never
+    // stopped.
+    if !bugs.is_buggy(HAP_ERRHUP) && ev.contains(Events::ERR) {
         conn.fail(None);
     }
 }
@@ -48,8 +52,13 @@ fn read0(conn: &mut Connection, ev: Events, bugs: &Bugs) {
 /// The test both receive paths (HAProxy's `raw_sock_to_buf` and
 /// `raw_sock_to_pipe`) make of the last poll report before reading:
 /// answers `true` when it ended the stream or failed the connection and
-/// nothing is to be read.
-fn nothing_to_read(conn: &mut Connection, ev: Events, bugs: &Bugs) -> bool {
+/// nothing is to be read. `at_read0` is the path's end-of-stream label.
+fn nothing_to_read(
+    conn: &mut Connection,
+    ev: Events,
+    bugs: &Bugs,
+    at_read0: impl FnOnce(&mut Connection),
+) -> bool {
     if ev.contains(Events::IN) {
         return false;
     }
@@ -64,7 +73,7 @@ fn nothing_to_read(conn: &mut Connection, ev: Events, bugs: &Bugs) -> bool {
         ev & (Events::ERR | Events::HUP) == Events::HUP
     };
     if hangup {
-        read0(conn, ev, bugs);
+        at_read0(conn);
         return true;
     }
     // ...and an error before the connection was established is its failure.
@@ -135,7 +144,7 @@ pub async fn rcv_buf<S: Syscalls>(
         return 0;
     };
     let go = lent.with(|conn, buf| {
-        if nothing_to_read(conn, ev, bugs) {
+        if nothing_to_read(conn, ev, bugs, |c| buf_read0(c, ev, bugs)) {
             return false;
         }
         buf.compact();
@@ -173,7 +182,7 @@ pub async fn rcv_buf<S: Syscalls>(
             });
             match filled {
                 Ok(0) => {
-                    read0(conn, ev, bugs);
+                    buf_read0(conn, ev, bugs);
                     Next::Stop
                 }
                 Ok(n) => {
@@ -184,7 +193,7 @@ pub async fn rcv_buf<S: Syscalls>(
                         // without another recv() to learn it (an error
                         // reported with the hangup is read0's to notice).
                         if ev.contains(Events::HUP) {
-                            read0(conn, ev, bugs);
+                            buf_read0(conn, ev, bugs);
                             return Next::Stop;
                         }
                         drained = true;
@@ -315,7 +324,7 @@ pub async fn rcv_pipe<S: Syscalls, T>(
     let Some((fd, ev)) = recv_ready(table, lent).await else {
         return Some(0);
     };
-    if lent.with(|conn, _| nothing_to_read(conn, ev, bugs)) {
+    if lent.with(|conn, _| nothing_to_read(conn, ev, bugs, read0)) {
         return Some(0);
     }
     let mut retval = 0;
@@ -326,7 +335,7 @@ pub async fn rcv_pipe<S: Syscalls, T>(
         let spliced = sys.splice(fd, pipe.prod, ask).await;
         let next = lent.with(|conn, _| match spliced {
             Ok(0) => {
-                read0(conn, ev, bugs);
+                read0(conn);
                 Next::Stop
             }
             Ok(n) => {
@@ -340,7 +349,7 @@ pub async fn rcv_pipe<S: Syscalls, T>(
                     // 4fc90efed): a HUP was taken as "this was the last
                     // segment". A splice may also stop short because the
                     // pipe is full: the rest of the input is lost.
-                    read0(conn, ev, bugs);
+                    read0(conn);
                     return Next::Stop;
                 }
                 if !bugs.is_buggy(HAP_SPLICE_OVERRUN) {
@@ -373,12 +382,18 @@ pub async fn rcv_pipe<S: Syscalls, T>(
                 drained = true;
                 Next::Stop
             }
-            Err(Errno::EINVAL) | Err(ENOSYS) if retval == 0 => Next::Unsupported,
-            Err(Errno::EBADF) if retval == 0 && !bugs.is_buggy(HAP_SPLICE_EBADF) => {
-                // HAProxy commit 45b889396: some kernels fail splice()
-                // with EBADF on valid fds; splicing is disabled on the
-                // connection, which goes on with recv(). (HAP-SPLICE-EBADF:
-                // the old code lands below and fails the connection.)
+            Err(errno)
+                if errno == ENOSYS
+                    || errno == Errno::EINVAL
+                    // HAProxy commit 45b889396: some kernels fail splice()
+                    // with EBADF on valid fds; it is taken as "not
+                    // supported" too. (HAP-SPLICE-EBADF: the old code lands
+                    // below and fails the connection.)
+                    || (errno == Errno::EBADF && !bugs.is_buggy(HAP_SPLICE_EBADF)) =>
+            {
+                // Splicing is disabled on the connection, which goes on
+                // with recv(). These errors come before any byte moves.
+                assert_eq!(retval, 0, "splice answered {errno} after moving bytes");
                 faultline_harness::probe("proxy:splice-not-supported");
                 Next::Unsupported
             }

@@ -37,7 +37,7 @@ use super::fd::{Owner, bit};
 use super::pipe::Pipe;
 use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
 use super::{Conn, IdleConn, Lent, Proxy, ProxyConfig, VERSION};
-use crate::bugs::{HAP_SPLICE_OVERRUN, HAP_SPLICE_SPIN};
+use crate::bugs::HAP_SPLICE_SPIN;
 use crate::protocol::{
     HEADER_LEN, Header, Limits, MAGIC_RESPONSE, Opcode, Packet, ProtocolError, Status, vbucket_of,
 };
@@ -238,9 +238,9 @@ pub struct Polling {
 
 /// The polling a connection wants now, as changes to what it asked last
 /// (HAProxy's `conn_cond_update_polling`): a failed connection stops both
-/// directions whatever it asked (`conn_stop_polling`); otherwise only a
-/// direction whose wish changed is passed on. `None` without a control
-/// layer.
+/// directions whatever it asked (`conn_stop_polling`); a pending connect
+/// polls for write only; otherwise only a direction whose wish changed is
+/// passed on. `None` without a control layer.
 pub fn polling(c: &mut Connection, recv: bool, send: bool) -> Option<Polling> {
     if !c.ctrl_ready() {
         return None;
@@ -254,8 +254,14 @@ pub fn polling(c: &mut Connection, recv: bool, send: bool) -> Option<Polling> {
             send: Some(false),
         });
     }
-    let recv = recv && !c.has(CO_FL_SOCK_RD_SH);
-    let send = send && !c.has(CO_FL_SOCK_WR_SH);
+    // While the connect is pending the socket layer's polling applies,
+    // not the data layer's: send only, "for connect status" (HAProxy's
+    // `conn_cond_update_polling` with `CO_FL_POLL_SOCK`, and
+    // `tcp_connect_server`'s `conn_sock_want_send`, at commit c0e98868f).
+    // The first receive stays speculative.
+    let connecting = c.has(CO_FL_WAIT_L4_CONN);
+    let recv = recv && !connecting && !c.has(CO_FL_SOCK_RD_SH);
+    let send = (send || connecting) && !c.has(CO_FL_SOCK_WR_SH);
     let mut change = |flag: u32, wanted: bool| {
         if c.has(flag) == wanted {
             return None;
@@ -1116,7 +1122,7 @@ pub async fn process_server<S: Syscalls + 'static>(
                 let mut st = px.state();
                 let conn = st.conns.get_mut(&sid).expect("present");
                 let waiting_connect = conn.c.has(CO_FL_WAIT_L4_CONN);
-                let wanted = polling(&mut conn.c, true, !sent_all || waiting_connect);
+                let wanted = polling(&mut conn.c, true, !sent_all);
                 if sent_all && !waiting_connect && progress {
                     // Sent and connected: the server timeout runs from now.
                     let expire = Instant::now() + ms(px.config.server_timeout_ms);
@@ -1291,15 +1297,9 @@ async fn forward_body<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, cid: Co
             Some(n) => {
                 let mut st = px.state();
                 let s = server_of(st.conns.get_mut(&sid).expect("present"));
-                // With HAP-SPLICE-OVERRUN a splice may take more than was
-                // scheduled (the count only stops at zero); the fixed
-                // code never does.
-                assert!(
-                    n <= s.to_forward || px.bugs.is_buggy(HAP_SPLICE_OVERRUN),
-                    "spliced {n} bytes, {} were to forward",
-                    s.to_forward
-                );
-                s.to_forward = s.to_forward.saturating_sub(n);
+                // Unsigned, as HAProxy's `chn->to_forward -= ret`: a splice
+                // that took more than was to forward wraps it.
+                s.to_forward = s.to_forward.wrapping_sub(n);
                 moved += n;
                 spliced += n;
             }

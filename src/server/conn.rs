@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
+use tokio::time::Instant;
 
 use super::buffers::{Piece, ReadBuffer, WriteBuffer, give_back_idle};
 use super::dcp::{DcpConn, MAX_MESSAGES_PER_STEP};
@@ -35,7 +36,9 @@ use super::thread_buffers::Kind;
 use super::{Node, ServerStream, commands};
 use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError, Status};
 
-/// Most pieces handed to one scatter/gather write (as IOV_MAX bounds it).
+/// Most pieces handed to one scatter/gather write: our own bound, well
+/// below Linux's `IOV_MAX` (1024), which bounds kv_engine's
+/// (`daemon/connection.cc` at commit 32c0ae9f1).
 pub const MAX_IOV_PIECES: usize = 64;
 
 /// What the connection does after a command.
@@ -46,10 +49,10 @@ pub enum Flow {
     Close,
 }
 
-/// How long a new connection's first request may take to arrive, in ms:
-/// the idle timeout runs between requests (a keep-alive timeout, as the
-/// backend's `timeout http-keep-alive` in the HAProxy report), and a
-/// request on a connection just opened is on its way.
+/// How long a new connection's first request may take to arrive, in ms,
+/// when an idle timeout is set: ours (neither memcached nor HAProxy has
+/// this value), so that a short idle timeout does not close a connection
+/// whose first request is on its way.
 pub const FIRST_REQUEST_TIMEOUT_MS: u64 = 5000;
 
 /// One client connection.
@@ -63,8 +66,10 @@ pub struct Conn<S> {
     out: VecDeque<Piece>,
     /// Set by `DCP_OPEN`.
     dcp: Option<DcpConn>,
-    /// A request was answered: the idle timeout applies from now on.
-    served: bool,
+    /// When the last request was read: the idle timeout runs from it
+    /// (none yet: a new connection's first request has
+    /// [`FIRST_REQUEST_TIMEOUT_MS`]).
+    last_command: Option<Instant>,
 }
 
 /// Serves `stream` until the peer closes it or it fails.
@@ -80,7 +85,7 @@ pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u6
         write: None,
         out: VecDeque::new(),
         dcp: None,
-        served: false,
+        last_command: None,
     };
     match conn.run().await {
         Ok(()) => tracing::debug!(target: "faultline::kv", conn = id, "closed"),
@@ -101,21 +106,10 @@ impl<S: ServerStream> Conn<S> {
                 Err(ConnError::Io(e)) => return Err(e),
                 Err(ConnError::Protocol(header, e)) => return self.refuse(header, e).await,
             };
+            self.last_command = Some(Instant::now());
             let flow = commands::execute(self, packet).await;
             self.transmit().await?;
-            self.served = true;
             if flow == Flow::Close {
-                return Ok(());
-            }
-            // A plan switch: the node ends the connection right after an
-            // answer, between two requests, as a server does that limits
-            // the requests per connection or closes idle ones at once.
-            let between_requests = self.read.as_ref().is_none_or(|r| r.unparsed() == 0);
-            if self.dcp.is_none()
-                && between_requests
-                && faultline_harness::switch("kv.close-after-answer")
-            {
-                tracing::debug!(target: "faultline::kv", conn = self.id, "closing after an answer");
                 return Ok(());
             }
             if let Some(dcp) = self.dcp.clone() {
@@ -291,22 +285,23 @@ impl<S: ServerStream> Conn<S> {
         let stream = &mut self.stream;
         let ready = poll_fn(|cx| stream.poll_read_ready(cx));
         // Replication streams are quiet when nothing changes: the idle
-        // timeout is for client connections only.
-        let idle_timeout_ms = match self.dcp {
-            Some(_) => None,
-            None if self.served => self.node.config.idle_timeout_ms,
-            None => self
-                .node
-                .config
-                .idle_timeout_ms
-                .map(|ms| ms.max(FIRST_REQUEST_TIMEOUT_MS)),
+        // timeout is for client connections only. As memcached's
+        // (`conn_timeout_thread` in memcached.c): a connection waiting for
+        // a command is closed once its last command is older than the
+        // timeout, however long its answer took to send.
+        let deadline = match (&self.dcp, self.node.config.idle_timeout_ms) {
+            (Some(_), _) | (None, None) => None,
+            (None, Some(ms)) => Some(match self.last_command {
+                Some(at) => at + Duration::from_millis(ms),
+                None => Instant::now() + Duration::from_millis(ms.max(FIRST_REQUEST_TIMEOUT_MS)),
+            }),
         };
-        match idle_timeout_ms {
+        match deadline {
             None => ready.await.map_err(ConnError::Io)?,
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), ready).await {
+            Some(at) => match tokio::time::timeout_at(at, ready).await {
                 Ok(result) => result.map_err(ConnError::Io)?,
                 Err(_) => {
-                    tracing::debug!(target: "faultline::kv", conn = self.id, idle_ms = ms, "idle timeout");
+                    tracing::debug!(target: "faultline::kv", conn = self.id, "idle timeout");
                     return Ok(false);
                 }
             },

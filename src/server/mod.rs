@@ -58,8 +58,8 @@ pub struct KvConfig {
     pub workers: usize,
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
-    /// Close a connection idle for this long between requests (memcached's
-    /// idle timeout, as a keep-alive timeout: a new connection's first
+    /// Close a connection waiting for a request once its last request is
+    /// this old (memcached's `idle_timeout`: a new connection's first
     /// request has [`conn::FIRST_REQUEST_TIMEOUT_MS`]); never when `None`.
     pub idle_timeout_ms: Option<u64>,
     /// Extra `STAT` entries (`detail_N`), to make the response large.

@@ -238,6 +238,21 @@ impl FrameTracker {
     }
 }
 
+/// Takes `n` bytes off the front of a queue of chunk lengths (a socket's
+/// segments, a pipe's buffers), dropping the chunks they empty.
+pub(crate) fn consume_front(lengths: &mut VecDeque<usize>, n: usize) {
+    let mut left = n;
+    while left > 0 {
+        let head = lengths.front_mut().expect("the bytes are in chunks");
+        let take = left.min(*head);
+        *head -= take;
+        left -= take;
+        if *head == 0 {
+            lengths.pop_front();
+        }
+    }
+}
+
 /// Traces a frame's delivery and marks it as an event (`frame:FROM->TO:LABEL`).
 fn delivered(shared: &ConnShared, side: Side, info: &FrameInfo) {
     let pipe = shared.pipes[side.recv_pipe()].borrow();
@@ -684,16 +699,7 @@ impl SimSocket {
             }
             self.rx.buf.advance(n);
             self.rx.released -= n;
-            let mut left = n;
-            while left > 0 {
-                let head = self.rx.segments.front_mut().expect("bytes are in segments");
-                let take = left.min(*head);
-                *head -= take;
-                left -= take;
-                if *head == 0 {
-                    self.rx.segments.pop_front();
-                }
-            }
+            consume_front(&mut self.rx.segments, n);
             assert_eq!(
                 self.rx.segments.is_empty(),
                 self.rx.buf.is_empty(),

@@ -415,16 +415,7 @@ impl PipeBuffer {
     fn pop(&mut self, n: usize) {
         assert!(n <= self.bytes.len(), "only what the pipe holds leaves it");
         self.bytes.drain(..n);
-        let mut left = n;
-        while left > 0 {
-            let head = self.buffers.front_mut().expect("bytes are in buffers");
-            let take = left.min(*head);
-            *head -= take;
-            left -= take;
-            if *head == 0 {
-                self.buffers.pop_front();
-            }
-        }
+        crate::net::consume_front(&mut self.buffers, n);
         assert_eq!(self.buffers.is_empty(), self.bytes.is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! * one seed of every scenario file, fixed variant, faults drawn.
 
 use faultline::bench::{EchoLoad, bare_echo};
-use faultline_harness::runner::{self, Faults, RunOptions};
+use faultline_harness::{Faults, RunOptions};
 use faultline_harness::{Scenario, Variant};
 
 const LOAD: EchoLoad = EchoLoad {
@@ -31,7 +31,7 @@ fn echo_harness(bencher: divan::Bencher) {
         .expect("a valid scenario");
     let options = RunOptions::new(Variant::Fixed).faults(Faults::Off);
     bencher.bench(|| {
-        let outcome = runner::run(&scenario, divan::black_box(1), &options);
+        let outcome = faultline_harness::run(&scenario, divan::black_box(1), &options);
         assert!(outcome.verdict.is_pass());
     });
 }
@@ -53,5 +53,5 @@ fn scenario_seed(bencher: divan::Bencher, name: &str) {
         .find(|s| s.name == name)
         .expect("listed above");
     let options = RunOptions::new(Variant::Fixed);
-    bencher.bench(|| runner::run(&scenario, divan::black_box(0), &options));
+    bencher.bench(|| faultline_harness::run(&scenario, divan::black_box(0), &options));
 }

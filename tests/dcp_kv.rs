@@ -13,8 +13,8 @@ use faultline::protocol::dcp;
 use faultline::protocol::{Limits, Opcode, Packet, Status, read_packet};
 use faultline::server::store::VbState;
 use faultline::server::{KV_PORT, KvConfig, Node, VbRange, serve};
-use faultline_harness::runner::{self, Faults, RunOptions};
-use faultline_harness::{FaultPlan, SimListener, SimStream, Variant, scenario_from_fn};
+use faultline_harness::{Faults, RunOptions};
+use faultline_harness::{SimListener, SimStream, Variant, faults::FaultPlan, scenario_from_fn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -219,7 +219,7 @@ where
         plan: Box::new(plan),
         source: None,
     });
-    let outcome = runner::run(&scenario, 0, &options);
+    let outcome = faultline_harness::run(&scenario, 0, &options);
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
 }
 
@@ -517,7 +517,7 @@ fn the_idle_timeout_closes_quiet_client_connections_but_not_replication_streams(
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
     assert_eq!(
         *log.lock().unwrap(),
@@ -560,7 +560,7 @@ fn producer_connections_are_bounded_and_refused_beyond_the_limit() {
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
     assert_eq!(
         *log.lock().unwrap(),

@@ -18,9 +18,9 @@ use faultline::protocol::vbucket_of;
 use faultline::server::store::VbState;
 use faultline::server::{KV_PORT, KvConfig, Node, VbRange, serve};
 use faultline_harness::oracle::KvModel;
-use faultline_harness::runner::{self, Faults, RunOptions};
 use faultline_harness::testing::Check;
-use faultline_harness::{FaultPlan, SimListener, SimStream, Variant, scenario_from_fn};
+use faultline_harness::{Faults, RunOptions};
+use faultline_harness::{SimListener, SimStream, Variant, faults::FaultPlan, scenario_from_fn};
 
 const VBUCKETS: u16 = 8;
 
@@ -83,7 +83,7 @@ where
         plan: Box::new(plan),
         source: None,
     });
-    let outcome = runner::run(&scenario, seed, &options);
+    let outcome = faultline_harness::run(&scenario, seed, &options);
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
 }
 

@@ -10,8 +10,8 @@ use faultline::bugs::Bugs;
 use faultline::server::executor::{
     Executor, ExecutorConfig, FOREVER, GlobalTask, Task, TaskFuture, TaskType,
 };
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
-use faultline_harness::{FaultPlan, Scenario, Variant, Verdict, oracle, scenario_from_fn};
+use faultline_harness::{Faults, RunOptions, SweepOptions};
+use faultline_harness::{Scenario, Variant, Verdict, faults::FaultPlan, oracle, scenario_from_fn};
 use rand::Rng;
 use tokio::sync::Notify;
 
@@ -137,7 +137,7 @@ fn failing_seeds(variant: Variant, faults: Faults, seeds: u64) -> Vec<(u64, Stri
     options.keep_going = true;
     options.jobs = 1;
     let seeds: Vec<u64> = (0..seeds).collect();
-    let report = runner::sweep(&toy(), &seeds, &options);
+    let report = faultline_harness::sweep(&toy(), &seeds, &options);
     report
         .failures
         .iter()
@@ -170,7 +170,7 @@ fn a_wake_up_in_the_window_is_lost_for_the_fallback_sleep() {
         .find(|(_, oracle)| oracle == "latency")
         .expect("a seed that fails on its latency")
         .0;
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &toy(),
         seed,
         &RunOptions::new(Variant::Buggy).faults(race_plan()),
@@ -196,7 +196,7 @@ fn a_wake_up_in_the_window_is_lost_for_the_fallback_sleep() {
 #[test]
 fn the_fix_never_sleeps_past_a_due_task() {
     for seed in 0..5 {
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &toy(),
             seed,
             &RunOptions::new(Variant::Fixed).faults(race_plan()),

@@ -10,7 +10,7 @@
 //! window.
 
 use faultline_harness::Variant;
-use faultline_harness::runner::{self, RunOptions, SweepOptions};
+use faultline_harness::{RunOptions, SweepOptions};
 
 const SCENARIO: &str = "HAP-FDRACE-late-update-vs-close";
 
@@ -56,8 +56,8 @@ fn the_buggy_variant_fails_for_every_idle_timeout_and_thread_count() {
                 .load_str(SCENARIO, None, &changed)
                 .expect("a valid variation");
             let mut options = SweepOptions::new(RunOptions::new(Variant::Buggy));
-            options.jobs = runner::default_jobs();
-            let report = runner::sweep(&scenario, &seeds, &options);
+            options.jobs = faultline_harness::default_jobs();
+            let report = faultline_harness::sweep(&scenario, &seeds, &options);
             let first = report.failures.first().unwrap_or_else(|| {
                 panic!("idle {idle_ms} ms, {threads} threads: no failure in {SEEDS} seeds")
             });

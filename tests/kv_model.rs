@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use faultline::protocol::client::{Client, ClientError, Store};
 use faultline::protocol::{Opcode, Packet, Status};
 use faultline::server::{KvConfig, run_node};
-use faultline_harness::runner::{self, RunOptions};
+use faultline_harness::RunOptions;
 use faultline_harness::{SimStream, Variant, scenario_from_fn};
 use proptest::prelude::*;
 
@@ -177,7 +177,7 @@ fn server_answers(cmds: Vec<Cmd>) -> Vec<String> {
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
     answers.lock().unwrap().clone()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use faultline::protocol::client::{Client, ClientError, Store};
 use faultline::protocol::{HEADER_LEN, Opcode, Packet, Status, read_packet};
 use faultline::server::{KvConfig, run_node};
-use faultline_harness::runner::{self, RunOptions};
+use faultline_harness::RunOptions;
 use faultline_harness::{SimStream, Variant, scenario_from_fn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,7 +37,7 @@ where
             Ok(())
         },
     );
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
     log.lock().unwrap().clone()
 }

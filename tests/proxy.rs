@@ -13,11 +13,11 @@ use faultline::proxy::buffer::Buffer;
 use faultline::proxy::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, Connection};
 use faultline::proxy::fd::{self, FdTable, bit};
 use faultline::proxy::raw_sock::{Lend, rcv_buf, snd_buf};
-use faultline_harness::runner::{self, Faults, RunOptions};
 use faultline_harness::sys::EpollOp;
 use faultline_harness::{
-    Events, FaultPlan, Scenario, SimListener, Sys, Variant, Verdict, scenario_from_fn,
+    Events, Scenario, SimListener, Sys, Variant, Verdict, faults::FaultPlan, scenario_from_fn,
 };
+use faultline_harness::{Faults, RunOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn scenario(name: &str) -> Scenario {
@@ -40,7 +40,7 @@ fn mixed(params: &str) -> Scenario {
 fn many_clients_through_the_proxy_see_what_a_model_of_the_store_predicts() {
     let scenario = mixed("nodes = 3\nthreads = 3\nclients = 16\nrequests = 120\nkeys = 6\n");
     for seed in 0..3 {
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &scenario,
             seed,
             &RunOptions::new(Variant::Fixed).faults(Faults::Off),
@@ -72,7 +72,7 @@ keys = 6
 stale_map = true
 ",
     );
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Off),
@@ -88,7 +88,7 @@ stale_map = true
 #[test]
 fn idle_backend_connections_migrate_between_threads_and_old_pollers_forget_them() {
     let scenario = scenario("HAP-FDRACE-late-update-vs-close");
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Off),
@@ -267,7 +267,7 @@ where
         },
     );
     let plan: FaultPlan = toml::from_str(plan).expect("a valid plan");
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Plan {
@@ -543,7 +543,7 @@ fn a_client_that_half_closes_after_its_requests_still_gets_every_answer() {
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert_eq!(outcome.verdict, Verdict::Pass, "{}", outcome.report());
     assert_eq!(
         *log.lock().unwrap(),

@@ -1,8 +1,8 @@
 //! The README's worked example prints exactly what the program prints: the
 //! verdict line it quotes (trace hash included) is checked here.
 
+use faultline_harness::RunOptions;
 use faultline_harness::Variant;
-use faultline_harness::runner::{self, RunOptions};
 
 #[test]
 fn the_readme_quotes_the_worked_examples_real_verdict_line() {
@@ -14,6 +14,6 @@ fn the_readme_quotes_the_worked_examples_real_verdict_line() {
     let scenario = faultline::registry()
         .load_file(&faultline::default_scenarios_dir().join("echo-partial-write.toml"))
         .expect("the worked example loads");
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Buggy));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Buggy));
     assert_eq!(quoted, outcome.verdict_line());
 }

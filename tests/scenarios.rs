@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
+use faultline_harness::Faults;
 use faultline_harness::Variant;
-use faultline_harness::runner::Faults;
 use faultline_harness::testing::Check;
 use libtest_mimic::{Arguments, Failed, Trial};
 

@@ -3,8 +3,8 @@
 //! how a bug fails shows up in review as a snapshot diff
 //! (`cargo insta review`, or `INSTA_UPDATE=always cargo test --test snapshots`).
 
-use faultline_harness::report::failure_summary;
-use faultline_harness::runner::{self, RunOptions};
+use faultline_harness::RunOptions;
+use faultline_harness::failure_summary;
 use faultline_harness::{TraceMode, Variant};
 
 /// Trace lines kept before the verdict.
@@ -18,7 +18,7 @@ fn each_bug_fails_its_recorded_seed_the_same_way() {
     for scenario in scenarios.iter().filter(|s| s.bug().is_some()) {
         for recorded in &scenario.spec.expect.fails {
             let options = RunOptions::new(Variant::Buggy).trace(TraceMode::Full);
-            let outcome = runner::run(scenario, recorded.seed, &options);
+            let outcome = faultline_harness::run(scenario, recorded.seed, &options);
             assert_eq!(
                 outcome.verdict.oracle(),
                 Some(recorded.oracle.as_str()),

@@ -7,6 +7,7 @@
 //! the oracles) and the primitives of `sync`; outside a simulation they cost one
 //! thread-local read and do nothing.
 
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -15,11 +16,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::faults::{FaultPlan, glob_match};
-use crate::net::NetState;
-use crate::oracle::OracleState;
-use crate::schedule::Scheduler;
 use crate::seed::{self, SimRng};
-use crate::trace::TraceSink;
 
 /// Splits the bytes of a connection into frames, so that faults can act on
 /// messages. The system under test supplies one per run (its protocol's
@@ -76,27 +73,31 @@ struct Switches {
     asked: BTreeMap<(usize, String), u32>,
 }
 
+/// One run's shared state. Its fields are private: a later layer asks for
+/// what it needs through one method per thing, and keeps its own state (the
+/// network's connections, the oracles', the scheduler's, the trace's) as a
+/// [`RunCtx::part`], which the world holds without knowing its type, so the
+/// world imports nothing from the layers above it.
 pub(crate) struct RunCtx {
-    pub(crate) seed: u64,
-    pub(crate) plan: FaultPlan,
+    seed: u64,
+    plan: FaultPlan,
     streams: RefCell<BTreeMap<String, SimRng>>,
-    pub(crate) coverage: RefCell<BTreeMap<String, u64>>,
-    pub(crate) oracles: RefCell<OracleState>,
-    pub(crate) schedule: RefCell<Scheduler>,
-    pub(crate) net: RefCell<NetState>,
-    pub(crate) events: RefCell<Events>,
-    pub(crate) trace: RefCell<TraceSink>,
-    pub(crate) framer: RefCell<Option<Rc<dyn Framer>>>,
+    coverage: RefCell<BTreeMap<String, u64>>,
+    events: RefCell<Events>,
+    framer: RefCell<Option<Rc<dyn Framer>>>,
     switches: RefCell<Switches>,
     /// Hosts whose software a process crash holds down.
     processes_down: RefCell<BTreeSet<String>>,
     /// Simulated time at the last step boundary (runner-maintained); used
     /// when no host is running.
-    pub(crate) step_elapsed: Cell<Duration>,
+    step_elapsed: Cell<Duration>,
     /// The host turmoil is running now (tracked from its `node` span).
-    pub(crate) current_host: RefCell<Option<std::sync::Arc<str>>>,
+    current_host: RefCell<Option<std::sync::Arc<str>>>,
     /// Monotonic id source for connections and other objects.
     next_id: Cell<u64>,
+    /// The later layers' state, one `RefCell<T>` per type, installed by the
+    /// runner before the run starts (a handful: a scan beats a map).
+    parts: Vec<(TypeId, Box<dyn Any>)>,
 }
 
 thread_local! {
@@ -104,24 +105,98 @@ thread_local! {
 }
 
 impl RunCtx {
-    pub(crate) fn new(seed: u64, plan: FaultPlan, trace: TraceSink) -> RunCtx {
+    pub(crate) fn new(seed: u64, plan: FaultPlan) -> RunCtx {
         RunCtx {
             seed,
-            schedule: RefCell::new(Scheduler::new(seed, &plan)),
             plan,
             streams: RefCell::new(BTreeMap::new()),
             coverage: RefCell::new(BTreeMap::new()),
-            oracles: RefCell::new(OracleState::default()),
-            net: RefCell::new(NetState::default()),
             events: RefCell::new(Events::default()),
-            trace: RefCell::new(trace),
             framer: RefCell::new(None),
             switches: RefCell::new(Switches::default()),
             processes_down: RefCell::new(BTreeSet::new()),
             step_elapsed: Cell::new(Duration::ZERO),
             current_host: RefCell::new(None),
             next_id: Cell::new(1),
+            parts: Vec::new(),
         }
+    }
+
+    /// Adds a later layer's state. Each type once.
+    pub(crate) fn with_part<T: 'static>(mut self, part: T) -> RunCtx {
+        let id = TypeId::of::<T>();
+        assert!(
+            self.parts.iter().all(|(t, _)| *t != id),
+            "a run context part of type {} is installed twice",
+            std::any::type_name::<T>()
+        );
+        self.parts.push((id, Box::new(RefCell::new(part))));
+        self
+    }
+
+    /// A later layer's state, installed with [`RunCtx::with_part`].
+    pub(crate) fn part<T: 'static>(&self) -> &RefCell<T> {
+        let id = TypeId::of::<T>();
+        let (_, part) = self
+            .parts
+            .iter()
+            .find(|(t, _)| *t == id)
+            .unwrap_or_else(|| {
+                panic!("no run context part of type {}", std::any::type_name::<T>())
+            });
+        part.downcast_ref::<RefCell<T>>()
+            .expect("stored under its own TypeId")
+    }
+
+    /// Takes a part back when the run is over (the trace, for its hash).
+    pub(crate) fn into_part<T: 'static>(self) -> T {
+        let id = TypeId::of::<T>();
+        let (_, part) = self
+            .parts
+            .into_iter()
+            .find(|(t, _)| *t == id)
+            .unwrap_or_else(|| {
+                panic!("no run context part of type {}", std::any::type_name::<T>())
+            });
+        part.downcast::<RefCell<T>>()
+            .expect("stored under its own TypeId")
+            .into_inner()
+    }
+
+    /// The run's fault plan.
+    pub(crate) fn plan(&self) -> &FaultPlan {
+        &self.plan
+    }
+
+    /// The framer the system under test installed, if any.
+    pub(crate) fn framer(&self) -> Option<Rc<dyn Framer>> {
+        self.framer.borrow().clone()
+    }
+
+    /// The named events that have happened, and tasks waiting for one.
+    pub(crate) fn events(&self) -> std::cell::RefMut<'_, Events> {
+        self.events.borrow_mut()
+    }
+
+    /// The coverage counted so far (probes, events, applied faults).
+    pub(crate) fn coverage(&self) -> BTreeMap<String, u64> {
+        self.coverage.borrow().clone()
+    }
+
+    /// Sets the host turmoil runs now (`None` between hosts).
+    pub(crate) fn set_host(&self, host: Option<std::sync::Arc<str>>) {
+        *self.current_host.borrow_mut() = host;
+    }
+
+    /// Sets the simulated time of the step boundary (the runner's clock
+    /// when no host is running).
+    pub(crate) fn set_step_elapsed(&self, now: Duration) {
+        self.step_elapsed.set(now);
+    }
+
+    /// The simulated time of the last step boundary.
+    pub(crate) fn step_elapsed(&self) -> Duration {
+        self.step_elapsed.get()
     }
 
     /// Marks `host`'s software as held down by a process crash (or not).
@@ -241,7 +316,7 @@ pub fn probe(name: &str) {
 pub fn event(name: &str) {
     with(|ctx| {
         ctx.cover(&format!("event:{name}"));
-        ctx.events.borrow_mut().mark(name)
+        ctx.events().mark(name)
     });
 }
 
@@ -253,7 +328,7 @@ pub fn switch(name: &str) -> bool {
         let host = ctx.host();
         let host = host.as_deref().unwrap_or("");
         let mut on = false;
-        for (index, s) in ctx.plan.switch.iter().enumerate() {
+        for (index, s) in ctx.plan().switch.iter().enumerate() {
             if s.name != name {
                 continue;
             }

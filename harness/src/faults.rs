@@ -614,7 +614,7 @@ impl FaultPlan {
         if path.extension().is_some_and(|ext| ext == "json") {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
         } else {
-            toml::from_str(&text).map_err(|e| crate::scenario::toml_error(path, &text, &e))
+            toml::from_str(&text).map_err(|e| crate::diag::toml_error(path, &text, &e))
         }
     }
 

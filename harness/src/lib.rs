@@ -2,84 +2,103 @@
 //!
 //! The harness owns seeds, faults, traces, oracles and running; it knows
 //! nothing about the system under test. A run is `(scenario, seed,
-//! variant)`:
+//! variant)`: one `u64` seeds turmoil and every named random stream, the
+//! run's [`faults::FaultPlan`] is drawn from the scenario's
+//! [`faults::FaultSpace`] by the seed (or given), and the run's verdict
+//! comes from the oracles.
 //!
-//! * [`seed`]: one `u64` seeds turmoil and every named random stream;
-//! * [`faults`]: the run's [`FaultPlan`], drawn from the scenario's
-//!   [`FaultSpace`] by the seed, or given;
-//! * [`net`]: simulated TCP with tiny send buffers, segmentation and frame
-//!   delays; [`sys`]: a non-blocking syscall view with errno personalities
-//!   and an epoll-like poller;
+//! # The public surface
+//!
+//! The crate root holds what a workload and a test runner need:
+//!
+//! * for code under test: the simulated network ([`SimStream`],
+//!   [`SimListener`], [`SimSocket`]), simulated threads ([`spawn`],
+//!   [`yield_now`]), and the probes a system under test calls
+//!   ([`switch`], [`probe`], [`event`], [`with_rng`], [`now`],
+//!   [`current_host`], [`in_sim`], [`set_framer`] with its [`Framer`]);
+//! * for running: [`Scenario`] files, the [`Workload`] trait and its
+//!   [`Registry`], [`run`], [`sweep`], [`check_determinism`], [`shrink`],
+//!   their options and [`Outcome`]; failure rates ([`FailureRate`]) and
+//!   the failure summary of a report ([`failure_summary`]).
+//!
+//! Beside it, one module per face:
+//!
+//! * [`faults`]: fault plans (what a run injects) and fault spaces (what a
+//!   scenario allows);
 //! * [`sync`]: locks, condition variables and atomics whose every
-//!   operation is a preemption point; [`schedule`]: where the seed makes
-//!   threads ([`spawn`]) give way there (random, PCT, targeted, one
-//!   schedule of bounded exploration);
-//! * [`oracle`]: how a run decides it failed;
+//!   operation is a preemption point;
+//! * [`sys`]: a non-blocking syscall view with errno personalities, pipes,
+//!   `splice` and an epoll-like poller;
+//! * [`oracle`]: the checks a workload reports to (liveness, busy loops,
+//!   latency, explicit failures);
 //! * [`linearizability`]: whether a concurrent history could come from a
-//!   sequential model (Wing & Gong with Lowe's memo, per partition), and
-//!   a few operations that explain a failure;
-//! * [`trace`]: the canonical trace and its hash;
-//! * [`runner`]: run, sweep, determinism check, shrink; [`explore`]:
-//!   every schedule with at most `c` preemptions;
-//! * [`scenario`]: scenario files and the [`Workload`] trait;
-//! * [`stats`]: failure rates with their 95% interval, seeds that prove a fix;
-//! * [`testing`]: `cargo test` helpers.
+//!   sequential model;
+//! * [`explore`]: every schedule of a seed with at most `c` preemptions;
+//! * [`testing`]: scenario expectations in `cargo test`;
+//! * `cli` (feature `cli`, on by default): the generic command line.
+//!
+//! # Layers
+//!
+//! Inside, each module imports only from the layers before it (a test,
+//! `tests/layers.rs`, keeps it so): data (seeds, variants, fault plans and
+//! spaces, TOML diagnostics, statistics, histories) -> the world (the run
+//! context) -> what code under test calls (trace, oracles, the schedule,
+//! `sync`, the network, `sys`) -> what drives runs (scenarios, the runner,
+//! exploration, reports, `testing`, the CLI). See ARCHITECTURE.md.
 
 #![warn(missing_docs)]
 
-pub mod cli;
-pub mod ctx;
-pub mod explore;
+// Data.
+mod diag;
 pub mod faults;
 pub mod linearizability;
-pub mod net;
+#[doc(hidden)]
+pub mod seed; // MERGE-TODO: private once src/server stops calling splitmix64
+mod stats;
+mod variant;
+// The world.
+mod ctx;
+// What code under test calls.
+mod net;
 pub mod oracle;
-pub mod report;
-pub mod runner;
-pub mod scenario;
-pub mod schedule;
-pub mod seed;
-pub mod stats;
+mod schedule;
 pub mod sync;
 pub mod sys;
+mod trace;
+// What drives runs.
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod explore;
+mod report;
+mod runner;
+mod scenario;
 pub mod testing;
-pub mod trace;
 
 pub use ctx::{
     FrameInfo, Framer, current_host, event, in_sim, now, probe, set_framer, switch, with_rng,
 };
-pub use faults::{FaultPlan, FaultSpace, Personality};
-pub use net::{SimListener, SimSocket, SimStream};
-pub use runner::{Faults, Outcome, RunOptions, Variant, Verdict};
+pub use net::{SimListener, SimSocket, SimStream, connect_socket};
+pub use report::{REPLAY_PREFIX, failure_summary, mermaid};
+pub use runner::{
+    DeterminismReport, Faults, Mismatch, Outcome, Progress, Replay, RunOptions, SetupError,
+    ShrinkReport, SweepOptions, SweepReport, TOKIO_UNSTABLE, TOKIO_UNSTABLE_MISSING, Verdict,
+    WORKER_STACK_BYTES, check_determinism, default_jobs, require_tokio_unstable, run, shrink,
+    sweep,
+};
 pub use scenario::{
-    FnWorkload, ParamError, Registry, RunSpec, Scenario, SimSetup, Workload, parse_params,
-    scenario_from_fn,
+    Expect, FnWorkload, ParamError, RecordedFailure, Registry, RunSpec, Scenario, ScenarioSpec,
+    SimConfig, SimSetup, Workload, parse_params, scenario_from_fn,
 };
 pub use schedule::{spawn, yield_now};
+pub use seed::{SeedRange, SimRng};
+pub use stats::{FailureRate, seeds_for_95, wilson_95};
+pub use trace::{TraceMode, TraceRecord};
+pub use variant::Variant;
+// MERGE-TODO: gone once src/proxy names them through `sys`.
+#[doc(hidden)]
 pub use sys::{Errno, Events, Fd, Sys, Syscalls};
-pub use trace::TraceMode;
 
 /// The crate's README, whose example runs as a doctest.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
-
-/// Whether this build has `--cfg tokio_unstable`, without which turmoil
-/// cannot seed tokio's own random choices (`select!` branch order).
-pub const TOKIO_UNSTABLE: bool = cfg!(tokio_unstable);
-
-/// What a build without `--cfg tokio_unstable` is told at its first run.
-pub const TOKIO_UNSTABLE_MISSING: &str = "this build lacks `--cfg tokio_unstable`: without it turmoil cannot seed tokio's own random choices (the branch order of `select!`), and a seed would not replay. Add to `.cargo/config.toml` at your workspace's root:\n\n    [build]\n    rustflags = [\"--cfg\", \"tokio_unstable\"]\n\n(and do not override it with a RUSTFLAGS variable)";
-
-/// Fails with [`TOKIO_UNSTABLE_MISSING`] when the build lacks the flag.
-pub fn require_tokio_unstable() -> Result<(), String> {
-    check_tokio_unstable(TOKIO_UNSTABLE)
-}
-
-fn check_tokio_unstable(present: bool) -> Result<(), String> {
-    if present {
-        Ok(())
-    } else {
-        Err(TOKIO_UNSTABLE_MISSING.to_string())
-    }
-}

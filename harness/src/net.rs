@@ -75,7 +75,7 @@ struct Pipe {
 
 impl Pipe {
     fn new(ctx: &RunCtx, writer: &Rc<str>, reader: &Rc<str>) -> Pipe {
-        let plan = &ctx.plan;
+        let plan = ctx.plan();
         let capacity_bytes = plan
             .send_buffer
             .iter()
@@ -325,13 +325,13 @@ impl SimSocket {
         let local = inner.local_addr()?;
         let peer = inner.peer_addr()?;
         let framing = ctx::with(|ctx| {
-            let framer = ctx.framer.borrow().clone();
+            let framer = ctx.framer();
             match framer {
                 None => Framing::Off,
                 Some(framer) => {
                     let pipe = shared.pipes[side.recv_pipe()].borrow();
                     let rules: Vec<(usize, FrameDelay)> = ctx
-                        .plan
+                        .plan()
                         .frame_delay
                         .iter()
                         .enumerate()
@@ -607,9 +607,9 @@ impl SimSocket {
             let blocked = match &frame.hold_until {
                 // A hold ends with its event, or at its bound (`release_at`).
                 Some(event) => {
-                    let happened = ctx::with(|c| c.events.borrow().has(event)).unwrap_or(true);
+                    let happened = ctx::with(|c| c.events().has(event)).unwrap_or(true);
                     if !happened {
-                        ctx::with(|c| c.events.borrow_mut().wait(cx.waker()));
+                        ctx::with(|c| c.events().wait(cx.waker()));
                     }
                     !happened && now < frame.release_at
                 }
@@ -819,7 +819,7 @@ fn decide(
         return frame;
     }
     ctx::with(|ctx| {
-        let mut net = ctx.net.borrow_mut();
+        let mut net = ctx.part::<NetState>().borrow_mut();
         for (index, rule) in rules {
             if !glob_match(&rule.frame, &frame.info.label) {
                 continue;
@@ -910,7 +910,7 @@ fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
         })
     });
     ctx::with(|ctx| {
-        ctx.net
+        ctx.part::<NetState>()
             .borrow_mut()
             .handoff
             .insert((local, peer), shared.clone());
@@ -929,7 +929,13 @@ fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
 
 /// Finds the state the acceptor made for this connection.
 fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
-    let found = ctx::with(|ctx| ctx.net.borrow_mut().handoff.remove(&(peer, local))).flatten();
+    let found = ctx::with(|ctx| {
+        ctx.part::<NetState>()
+            .borrow_mut()
+            .handoff
+            .remove(&(peer, local))
+    })
+    .flatten();
     match found {
         Some(shared) => shared,
         None => {

@@ -298,7 +298,7 @@ pub struct LatencySummary {
 pub fn fail(oracle: &str, message: impl std::fmt::Display) {
     ctx::with(|ctx| {
         let now = ctx.now();
-        ctx.oracles
+        ctx.part::<OracleState>()
             .borrow_mut()
             .fail(oracle, message.to_string(), now)
     });
@@ -306,7 +306,7 @@ pub fn fail(oracle: &str, message: impl std::fmt::Display) {
 
 /// Whether the run has already failed.
 pub fn failed() -> bool {
-    ctx::with(|ctx| ctx.oracles.borrow().failure.is_some()).unwrap_or(false)
+    ctx::with(|ctx| ctx.part::<OracleState>().borrow().failure.is_some()).unwrap_or(false)
 }
 
 /// An operation that must finish (with success or an error) by a deadline.
@@ -319,15 +319,21 @@ pub struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            ctx::with(|ctx| ctx.oracles.borrow_mut().pending.remove(&id));
+            ctx::with(|ctx| ctx.part::<OracleState>().borrow_mut().pending.remove(&id));
         }
     }
 }
 
 /// Registers an operation with the scenario's liveness deadline.
 pub fn pending(name: impl Into<String>) -> Pending {
-    let deadline =
-        ctx::with(|ctx| Duration::from_millis(ctx.oracles.borrow().config.liveness_deadline_ms));
+    let deadline = ctx::with(|ctx| {
+        Duration::from_millis(
+            ctx.part::<OracleState>()
+                .borrow()
+                .config
+                .liveness_deadline_ms,
+        )
+    });
     pending_within(name, deadline.unwrap_or(Duration::MAX))
 }
 
@@ -336,7 +342,7 @@ pub fn pending_within(name: impl Into<String>, within: Duration) -> Pending {
     let name = name.into();
     let id = ctx::with(|ctx| {
         let deadline = ctx.now().saturating_add(within);
-        let mut oracles = ctx.oracles.borrow_mut();
+        let mut oracles = ctx.part::<OracleState>().borrow_mut();
         let id = oracles.next_op;
         oracles.next_op += 1;
         oracles.pending.insert(id, PendingOp { name, deadline });
@@ -348,7 +354,7 @@ pub fn pending_within(name: impl Into<String>, within: Duration) -> Pending {
 /// Records one sample of a latency metric (simulated time).
 pub fn record_latency(metric: &str, latency: Duration) {
     ctx::with(|ctx| {
-        let mut oracles = ctx.oracles.borrow_mut();
+        let mut oracles = ctx.part::<OracleState>().borrow_mut();
         let histogram = oracles
             .latencies
             .entry(metric.to_string())
@@ -364,7 +370,7 @@ pub fn record_latency(metric: &str, latency: Duration) {
 pub fn count(metric: &str) {
     ctx::with(|ctx| {
         let second = ctx.now().as_secs();
-        let mut oracles = ctx.oracles.borrow_mut();
+        let mut oracles = ctx.part::<OracleState>().borrow_mut();
         *oracles
             .counts
             .entry(metric.to_string())
@@ -379,7 +385,7 @@ pub fn count(metric: &str) {
 pub fn busy_wakeup(key: &str) {
     ctx::with(|ctx| {
         let now = ctx.now();
-        let mut oracles = ctx.oracles.borrow_mut();
+        let mut oracles = ctx.part::<OracleState>().borrow_mut();
         let limit = oracles.config.busy_loop_max_per_ms;
         let ms = now.as_millis();
         if oracles.busy.ms != ms {
@@ -400,7 +406,11 @@ pub fn busy_wakeup(key: &str) {
 /// The handler named by `key` made progress: its wake-ups are forgiven.
 pub fn busy_progress(key: &str) {
     ctx::with(|ctx| {
-        ctx.oracles.borrow_mut().busy.wakeups.remove(key);
+        ctx.part::<OracleState>()
+            .borrow_mut()
+            .busy
+            .wakeups
+            .remove(key);
     });
 }
 

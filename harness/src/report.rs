@@ -1,4 +1,8 @@
-//! Sequence diagrams of a run, drawn from its trace.
+//! What a person reads about a run: its verdict line, the command that
+//! replays it, a failure report, a stable failure summary for snapshots,
+//! and sequence diagrams drawn from its trace. The runner only produces
+//! [`Outcome`]s; how they read (and how the command line is spelled) is
+//! this module's.
 //!
 //! The harness traces every message frame it delivers (`faultline::net`
 //! `frame` events), every connection it accepts, every fault it applies and
@@ -9,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+
+use crate::runner::{Faults, Outcome, Replay, Verdict};
 
 /// One parsed trace line.
 struct Line<'a> {
@@ -347,12 +353,143 @@ fn gap_note(left_out: &[Step]) -> String {
     note
 }
 
+/// How a replay command starts by default: a CLI run with cargo.
+pub const REPLAY_PREFIX: &str = "cargo run --release --";
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay::Cli {
+            prefix: REPLAY_PREFIX.to_string(),
+        }
+    }
+}
+
+/// The flag of a replay command that gives the run its faults again.
+fn faults_flag(faults: &Faults) -> String {
+    match faults {
+        Faults::Drawn => String::new(),
+        Faults::Off => " --faults off".to_string(),
+        Faults::Swarm => " --faults swarm".to_string(),
+        Faults::RaceStrategy(strategy) => format!(" --faults {strategy}"),
+        Faults::Plan {
+            source: Some(path), ..
+        } => format!(" --plan {}", path.display()),
+        Faults::Plan { source: None, .. } => " --plan PLAN.toml".to_string(),
+    }
+}
+
+impl Outcome {
+    /// The last line of `faultline run`: always one line. A message of
+    /// several lines (a linearizability timeline) gives its first; the
+    /// rest stands above it, in [`Outcome::report`].
+    pub fn verdict_line(&self) -> String {
+        let head = format!(
+            "seed={} variant={} trace={} sim_ms={}",
+            self.seed,
+            self.variant,
+            self.trace.hash_hex(),
+            self.sim_time.as_millis()
+        );
+        match &self.verdict {
+            Verdict::Pass => format!("verdict: pass {head}"),
+            Verdict::Setup(error) => format!("verdict: setup error {head}: {error}"),
+            Verdict::Fail { oracle, message } => {
+                let mut lines = message.lines();
+                let first = lines.next().unwrap_or_default().trim_end();
+                let more = if lines.next().is_some() {
+                    " (more above)"
+                } else {
+                    ""
+                };
+                format!("verdict: fail {head} oracle={oracle}: {first}{more}")
+            }
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        match &self.replay {
+            Replay::Cli { prefix } => {
+                let bug = self
+                    .bug
+                    .as_ref()
+                    .map(|b| format!(" --bug {b}"))
+                    .unwrap_or_default();
+                format!(
+                    "{prefix} run {} --seed {} --variant {}{bug}{}",
+                    self.scenario,
+                    self.seed,
+                    self.variant,
+                    faults_flag(&self.faults)
+                )
+            }
+            Replay::Test { command, seed_env } if *seed_env => {
+                format!("FAULTLINE_SEED={} {command}", self.seed)
+            }
+            Replay::Test { command, .. } => command.clone(),
+        }
+    }
+
+    /// A failure report people can read: seed, variant, plan, the oracle's
+    /// message, the last trace lines of each host and the replay command.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "scenario: {}", self.scenario);
+        let _ = writeln!(out, "seed:     {}", self.seed);
+        let _ = writeln!(out, "variant:  {}", self.variant);
+        let _ = writeln!(out, "sim time: {} ms", self.sim_time.as_millis());
+        let _ = writeln!(
+            out,
+            "trace:    {} ({} lines)",
+            self.trace.hash_hex(),
+            self.trace.line_count
+        );
+        match &self.verdict {
+            Verdict::Pass => {}
+            Verdict::Fail { oracle, message } => {
+                let _ = writeln!(out, "oracle:   {oracle}");
+                let _ = writeln!(out, "message:  {message}");
+            }
+            Verdict::Setup(error) => {
+                let _ = writeln!(out, "setup error: {error}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "fault plan ({} faults): {}",
+            self.plan.len(),
+            self.plan.summary()
+        );
+        if !self.plan.is_empty() {
+            for line in self.plan.to_toml().lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        for (host, lines) in &self.trace.tails {
+            let _ = writeln!(out, "last trace lines of {host}:");
+            for line in lines
+                .iter()
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        let _ = writeln!(out, "replay: {}", self.replay_command());
+        out
+    }
+}
+
 /// A stable, readable summary of a failing run for snapshot tests: the
 /// verdict, the fault plan and the last `max_lines` trace lines before the
 /// verdict (turmoil's own host announcements left out). The trace hash is
 /// not in it, so the summary only changes when the story of the failure
 /// does. Needs a run with the whole trace (`TraceMode::Full`).
-pub fn failure_summary(outcome: &crate::Outcome, max_lines: usize) -> String {
+pub fn failure_summary(outcome: &Outcome, max_lines: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -360,10 +497,14 @@ pub fn failure_summary(outcome: &crate::Outcome, max_lines: usize) -> String {
         outcome.scenario, outcome.seed, outcome.variant
     );
     match &outcome.verdict {
-        crate::Verdict::Pass => {
+        Verdict::Pass => {
             let _ = writeln!(out, "verdict: pass");
         }
-        crate::Verdict::Fail { oracle, message } => {
+        Verdict::Setup(error) => {
+            let _ = writeln!(out, "verdict: setup error");
+            let _ = writeln!(out, "message: {error}");
+        }
+        Verdict::Fail { oracle, message } => {
             let _ = writeln!(out, "verdict: fail oracle={oracle}");
             let _ = writeln!(out, "message: {message}");
         }

@@ -14,55 +14,20 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::ctx::{self, RunCtx};
 use crate::faults::{CrashMode, FaultPlan, PartitionMode, glob_match};
+use crate::net::NetState;
 use crate::oracle::{Failure, LatencySummary, OracleState};
 use crate::scenario::{RunSpec, Scenario, SimSetup};
+use crate::schedule::Scheduler;
 use crate::trace::{HarnessLayer, TraceMode, TraceRecord, TraceSink};
-
-/// Which lines of a bug's fix run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    /// The lines before the fix.
-    Buggy,
-    /// The lines of the fix.
-    Fixed,
-}
-
-impl Variant {
-    /// The variant's name, as `--variant` takes it (`buggy`, `fixed`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Buggy => "buggy",
-            Variant::Fixed => "fixed",
-        }
-    }
-}
-
-impl std::fmt::Display for Variant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Variant {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "buggy" => Ok(Variant::Buggy),
-            "fixed" => Ok(Variant::Fixed),
-            other => Err(format!("unknown variant `{other}` (buggy or fixed)")),
-        }
-    }
-}
+use crate::variant::Variant;
 
 /// Where a run's faults come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,21 +53,6 @@ pub enum Faults {
     },
 }
 
-impl Faults {
-    fn flag(&self) -> String {
-        match self {
-            Faults::Drawn => String::new(),
-            Faults::Off => " --faults off".to_string(),
-            Faults::Swarm => " --faults swarm".to_string(),
-            Faults::RaceStrategy(strategy) => format!(" --faults {strategy}"),
-            Faults::Plan {
-                source: Some(path), ..
-            } => format!(" --plan {}", path.display()),
-            Faults::Plan { source: None, .. } => " --plan PLAN.toml".to_string(),
-        }
-    }
-}
-
 /// How a failure's replay command reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Replay {
@@ -120,14 +70,6 @@ pub enum Replay {
         /// recorded seed is the test's own).
         seed_env: bool,
     },
-}
-
-impl Default for Replay {
-    fn default() -> Self {
-        Replay::Cli {
-            prefix: REPLAY_PREFIX.to_string(),
-        }
-    }
 }
 
 /// How to run one seed.
@@ -180,13 +122,32 @@ pub enum Verdict {
     Pass,
     /// An oracle fired: the run's first failure.
     Fail {
-        /// The oracle's name, e.g. `liveness`, `host-crash`, `setup` or one of
-        /// the workload's own.
+        /// The oracle's name, e.g. `liveness`, `host-crash` or one of the
+        /// workload's own.
         oracle: String,
         /// What the oracle found.
         message: String,
     },
+    /// The run could not start (a bad scenario parameter, a plan the
+    /// scenario cannot run, a build without `tokio_unstable`): no oracle
+    /// judged anything. The CLI answers it as a usage error (exit 2).
+    Setup(SetupError),
 }
+
+/// Why a run could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupError {
+    /// What is wrong, naming the file, line and field where there is one.
+    pub message: String,
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SetupError {}
 
 impl Verdict {
     /// Whether the run passed.
@@ -197,7 +158,7 @@ impl Verdict {
     /// The name of the oracle that failed; `None` for a pass.
     pub fn oracle(&self) -> Option<&str> {
         match self {
-            Verdict::Pass => None,
+            Verdict::Pass | Verdict::Setup(_) => None,
             Verdict::Fail { oracle, .. } => Some(oracle),
         }
     }
@@ -237,36 +198,7 @@ pub struct Outcome {
     pub replay: Replay,
 }
 
-/// How a replay command starts by default: a CLI run with cargo.
-pub const REPLAY_PREFIX: &str = "cargo run --release --";
-
 impl Outcome {
-    /// The last line of `faultline run`: always one line. A message of
-    /// several lines (a linearizability timeline) gives its first; the
-    /// rest stands above it, in [`Outcome::report`].
-    pub fn verdict_line(&self) -> String {
-        let head = format!(
-            "seed={} variant={} trace={} sim_ms={}",
-            self.seed,
-            self.variant,
-            self.trace.hash_hex(),
-            self.sim_time.as_millis()
-        );
-        match &self.verdict {
-            Verdict::Pass => format!("verdict: pass {head}"),
-            Verdict::Fail { oracle, message } => {
-                let mut lines = message.lines();
-                let first = lines.next().unwrap_or_default().trim_end();
-                let more = if lines.next().is_some() {
-                    " (more above)"
-                } else {
-                    ""
-                };
-                format!("verdict: fail {head} oracle={oracle}: {first}{more}")
-            }
-        }
-    }
-
     /// Whether the run reached the scenario's `expect.mechanism` (true when
     /// it names none).
     pub fn reached_mechanism(&self, scenario: &Scenario) -> bool {
@@ -277,84 +209,13 @@ impl Outcome {
                 .any(|want| self.coverage.keys().any(|got| glob_match(want, got)))
     }
 
-    /// The command that replays this run.
-    pub fn replay_command(&self) -> String {
-        match &self.replay {
-            Replay::Cli { prefix } => {
-                let bug = self
-                    .bug
-                    .as_ref()
-                    .map(|b| format!(" --bug {b}"))
-                    .unwrap_or_default();
-                format!(
-                    "{prefix} run {} --seed {} --variant {}{bug}{}",
-                    self.scenario,
-                    self.seed,
-                    self.variant,
-                    self.faults.flag()
-                )
-            }
-            Replay::Test { command, seed_env } if *seed_env => {
-                format!("FAULTLINE_SEED={} {command}", self.seed)
-            }
-            Replay::Test { command, .. } => command.clone(),
-        }
-    }
-
     /// The message of a run that could not start (a bad scenario, a build
     /// without `tokio_unstable`): a usage error rather than a failure.
     pub fn setup_error(&self) -> Option<&str> {
         match &self.verdict {
-            Verdict::Fail { oracle, message } if oracle == "setup" => Some(message),
+            Verdict::Setup(error) => Some(&error.message),
             _ => None,
         }
-    }
-
-    /// A failure report people can read: seed, variant, plan, the oracle's
-    /// message, the last trace lines of each host and the replay command.
-    pub fn report(&self) -> String {
-        let mut out = String::new();
-        use std::fmt::Write as _;
-        let _ = writeln!(out, "scenario: {}", self.scenario);
-        let _ = writeln!(out, "seed:     {}", self.seed);
-        let _ = writeln!(out, "variant:  {}", self.variant);
-        let _ = writeln!(out, "sim time: {} ms", self.sim_time.as_millis());
-        let _ = writeln!(
-            out,
-            "trace:    {} ({} lines)",
-            self.trace.hash_hex(),
-            self.trace.line_count
-        );
-        if let Verdict::Fail { oracle, message } = &self.verdict {
-            let _ = writeln!(out, "oracle:   {oracle}");
-            let _ = writeln!(out, "message:  {message}");
-        }
-        let _ = writeln!(
-            out,
-            "fault plan ({} faults): {}",
-            self.plan.len(),
-            self.plan.summary()
-        );
-        if !self.plan.is_empty() {
-            for line in self.plan.to_toml().lines() {
-                let _ = writeln!(out, "    {line}");
-            }
-        }
-        for (host, lines) in &self.trace.tails {
-            let _ = writeln!(out, "last trace lines of {host}:");
-            for line in lines
-                .iter()
-                .rev()
-                .take(12)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                let _ = writeln!(out, "    {line}");
-            }
-        }
-        let _ = writeln!(out, "replay: {}", self.replay_command());
-        out
     }
 }
 
@@ -594,10 +455,9 @@ pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Outcome {
             Err(e) => {
                 // A setup error, reported as every other one is.
                 let mut outcome = run_plan(scenario, seed, options, FaultPlan::default());
-                outcome.verdict = Verdict::Fail {
-                    oracle: "setup".into(),
+                outcome.verdict = Verdict::Setup(SetupError {
                     message: format!("--faults {strategy}: {e}"),
-                };
+                });
                 return outcome;
             }
         },
@@ -629,8 +489,13 @@ fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPla
     // Wall time of the run, for reports: measured outside the simulation.
     let wall_start = std::time::Instant::now();
     let sink = TraceSink::new(options.trace, options.echo.clone());
-    let run_ctx = Rc::new(RunCtx::new(seed, plan.clone(), sink));
-    *run_ctx.oracles.borrow_mut() = OracleState::new(scenario.spec.oracles.clone());
+    let run_ctx = Rc::new(
+        RunCtx::new(seed, plan.clone())
+            .with_part(Scheduler::new(seed, &plan))
+            .with_part(NetState::default())
+            .with_part(OracleState::new(scenario.spec.oracles.clone()))
+            .with_part(sink),
+    );
 
     let guard = ctx::enter(run_ctx.clone());
     let subscriber = tracing_subscriber::registry().with(HarnessLayer::new(options.echo.clone()));
@@ -643,10 +508,10 @@ fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPla
     let panic_text = PANIC.with(|p| p.borrow_mut().take()).flatten();
     let (sim_time, setup_error) = match result {
         Ok(r) => r,
-        Err(_) => (run_ctx.step_elapsed.get(), None),
+        Err(_) => (run_ctx.step_elapsed(), None),
     };
     if let Some(text) = panic_text {
-        let mut oracles = run_ctx.oracles.borrow_mut();
+        let mut oracles = run_ctx.part::<OracleState>().borrow_mut();
         // The step loop recorded the crash without its text; the hook has it.
         if oracles
             .failure
@@ -657,35 +522,34 @@ fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPla
             oracles.fail("host-crash", text, sim_time);
         }
     }
-    if let Some(error) = setup_error {
+    let failure: Option<Failure> = run_ctx.part::<OracleState>().borrow().failure.clone();
+    let verdict = match (setup_error, failure) {
         // A run that could not start says so, whatever fired before.
-        let mut oracles = run_ctx.oracles.borrow_mut();
-        oracles.failure = None;
-        oracles.fail("setup", error, sim_time);
-    }
-
-    let failure: Option<Failure> = run_ctx.oracles.borrow().failure.clone();
-    let verdict = match failure {
-        None => Verdict::Pass,
-        Some(f) => Verdict::Fail {
+        (Some(message), _) => Verdict::Setup(SetupError { message }),
+        (None, None) => Verdict::Pass,
+        (None, Some(f)) => Verdict::Fail {
             oracle: f.oracle,
             message: f.message,
         },
     };
-    if let Verdict::Fail { oracle, message } = &verdict {
-        run_ctx
-            .trace
-            .borrow_mut()
-            .note("-", format!("verdict fail oracle={oracle}: {message}"));
+    let note = match &verdict {
+        Verdict::Pass => None,
+        Verdict::Fail { oracle, message } => {
+            Some(format!("verdict fail oracle={oracle}: {message}"))
+        }
+        Verdict::Setup(error) => Some(format!("verdict setup error: {error}")),
+    };
+    if let Some(note) = note {
+        run_ctx.part::<TraceSink>().borrow_mut().note("-", note);
     }
-    let latencies = run_ctx.oracles.borrow().latency_summary();
-    let mut coverage = run_ctx.coverage.borrow().clone();
-    coverage.extend(run_ctx.schedule.borrow().coverage());
+    let latencies = run_ctx.part::<OracleState>().borrow().latency_summary();
+    let mut coverage = run_ctx.coverage();
+    coverage.extend(run_ctx.part::<Scheduler>().borrow().coverage());
     drop(dispatch);
     drop(guard);
     let run_ctx = Rc::try_unwrap(run_ctx)
         .unwrap_or_else(|_| panic!("the run context outlived its simulation"));
-    let trace = run_ctx.trace.into_inner().finish();
+    let trace = run_ctx.into_part::<TraceSink>().finish();
     Outcome {
         scenario: scenario.name.clone(),
         seed,
@@ -715,7 +579,7 @@ fn simulate(
     plan: &FaultPlan,
     run_ctx: &RunCtx,
 ) -> (Duration, Option<String>) {
-    if let Err(message) = crate::require_tokio_unstable() {
+    if let Err(message) = require_tokio_unstable() {
         return (Duration::ZERO, Some(message));
     }
     let config = &scenario.spec.sim;
@@ -784,33 +648,34 @@ fn simulate(
 
     let mut now = sim.elapsed();
     loop {
-        run_ctx.step_elapsed.set(now);
+        run_ctx.set_step_elapsed(now);
         while let Some((_, action)) = actions.next_if(|(at, _)| *at <= now) {
             apply(&mut sim, &action, run_ctx);
         }
         let step = catch_unwind(AssertUnwindSafe(|| sim.step()));
         now = sim.elapsed();
-        run_ctx.step_elapsed.set(now);
+        run_ctx.set_step_elapsed(now);
         let finished = match step {
             Ok(Ok(finished)) => finished,
             // A host panicked: the hook kept its text; `run` reports it.
             Err(_) => {
-                run_ctx
-                    .oracles
-                    .borrow_mut()
-                    .fail("host-crash", "a host panicked".into(), now);
+                run_ctx.part::<OracleState>().borrow_mut().fail(
+                    "host-crash",
+                    "a host panicked".into(),
+                    now,
+                );
                 break;
             }
             Ok(Err(error)) => {
                 let message = error.to_string();
                 run_ctx
-                    .oracles
+                    .part::<OracleState>()
                     .borrow_mut()
                     .fail("host-error", message, now);
                 break;
             }
         };
-        let mut oracles = run_ctx.oracles.borrow_mut();
+        let mut oracles = run_ctx.part::<OracleState>().borrow_mut();
         oracles.check_step(now);
         if oracles.failure.is_some() || finished {
             break;
@@ -833,8 +698,8 @@ fn simulate(
             break;
         }
     }
-    if run_ctx.oracles.borrow().failure.is_none() {
-        run_ctx.oracles.borrow_mut().check_end(now);
+    if run_ctx.part::<OracleState>().borrow().failure.is_none() {
+        run_ctx.part::<OracleState>().borrow_mut().check_end(now);
     }
     // Hosts' drops may touch the run context: drop the simulation while it
     // is still installed, and never let a panicking drop escape.
@@ -866,8 +731,19 @@ fn check_plan_hosts(plan: &FaultPlan, hosts: &[String], faults: &Faults) -> Resu
 // Sweeps.
 // ---------------------------------------------------------------------------
 
+/// Told as a sweep's seeds finish, from its worker threads: the CLI draws
+/// a progress bar with it; the runner knows no terminal.
+pub trait Progress: Send + Sync {
+    /// A sweep of `seeds` seeds of `scenario` starts.
+    fn start(&self, scenario: &str, seeds: u64);
+    /// One more seed is done.
+    fn advance(&self);
+    /// The sweep is over.
+    fn finish(&self);
+}
+
 /// How to sweep.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SweepOptions {
     /// How to run each seed.
     pub run: RunOptions,
@@ -875,8 +751,19 @@ pub struct SweepOptions {
     pub jobs: usize,
     /// Go on after a failure.
     pub keep_going: bool,
-    /// Show a progress bar (only drawn on a terminal).
-    pub progress: bool,
+    /// Told as seeds finish (`None`: nobody).
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for SweepOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepOptions")
+            .field("run", &self.run)
+            .field("jobs", &self.jobs)
+            .field("keep_going", &self.keep_going)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl SweepOptions {
@@ -887,7 +774,7 @@ impl SweepOptions {
             run,
             jobs: default_jobs(),
             keep_going: false,
-            progress: false,
+            progress: None,
         }
     }
 }
@@ -1013,7 +900,10 @@ fn parallel<T: Sync, R: Send>(
 pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> SweepReport {
     let wall_start = std::time::Instant::now();
     let stop = AtomicBool::new(false);
-    let bar = progress_bar(options.progress, seeds.len() as u64, &scenario.name);
+    let bar = options.progress.as_deref();
+    if let Some(bar) = bar {
+        bar.start(&scenario.name, seeds.len() as u64);
+    }
     let outcomes = parallel(
         seeds,
         options.jobs,
@@ -1023,13 +913,13 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
             if !outcome.verdict.is_pass() && !options.keep_going {
                 stop.store(true, Ordering::Relaxed);
             }
-            if let Some(bar) = &bar {
-                bar.inc(1);
+            if let Some(bar) = bar {
+                bar.advance();
             }
         },
     );
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     let mut report = SweepReport {
         scenario: scenario.name.clone(),
@@ -1086,22 +976,6 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
     report
 }
 
-fn progress_bar(enabled: bool, len: u64, name: &str) -> Option<indicatif::ProgressBar> {
-    if !enabled {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} seeds {per_sec} eta {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(name.to_string());
-    Some(bar)
-}
-
 // ---------------------------------------------------------------------------
 // The determinism check.
 // ---------------------------------------------------------------------------
@@ -1143,11 +1017,14 @@ pub fn check_determinism(
     seeds: &[u64],
     run: &RunOptions,
     jobs: usize,
-    progress: bool,
+    progress: Option<&dyn Progress>,
 ) -> DeterminismReport {
     let options = run.clone().trace(TraceMode::Full);
     let stop = AtomicBool::new(false);
-    let bar = progress_bar(progress, seeds.len() as u64, &scenario.name);
+    let bar = progress;
+    if let Some(bar) = bar {
+        bar.start(&scenario.name, seeds.len() as u64);
+    }
     let results = parallel(
         seeds,
         jobs,
@@ -1167,13 +1044,13 @@ pub fn check_determinism(
             })
         },
         |_| {
-            if let Some(bar) = &bar {
-                bar.inc(1);
+            if let Some(bar) = bar {
+                bar.advance();
             }
         },
     );
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     DeterminismReport {
         seeds: seeds.len() as u64,
@@ -1277,4 +1154,24 @@ pub fn shrink(
         runs,
         outcome: best,
     })
+}
+
+/// Whether this build has `--cfg tokio_unstable`, without which turmoil
+/// cannot seed tokio's own random choices (`select!` branch order).
+pub const TOKIO_UNSTABLE: bool = cfg!(tokio_unstable);
+
+/// What a build without `--cfg tokio_unstable` is told at its first run.
+pub const TOKIO_UNSTABLE_MISSING: &str = "this build lacks `--cfg tokio_unstable`: without it turmoil cannot seed tokio's own random choices (the branch order of `select!`), and a seed would not replay. Add to `.cargo/config.toml` at your workspace's root:\n\n    [build]\n    rustflags = [\"--cfg\", \"tokio_unstable\"]\n\n(and do not override it with a RUSTFLAGS variable)";
+
+/// Fails with [`TOKIO_UNSTABLE_MISSING`] when the build lacks the flag.
+pub fn require_tokio_unstable() -> Result<(), String> {
+    check_tokio_unstable(TOKIO_UNSTABLE)
+}
+
+fn check_tokio_unstable(present: bool) -> Result<(), String> {
+    if present {
+        Ok(())
+    } else {
+        Err(TOKIO_UNSTABLE_MISSING.to_string())
+    }
 }

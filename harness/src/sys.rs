@@ -44,7 +44,7 @@ use std::time::Duration;
 use crate::ctx;
 use crate::faults::{DEFAULT_PIPE_CAPACITY_BYTES, Personality, glob_match};
 use crate::net::{SimListener, SimSocket, connect_socket};
-use crate::schedule::preempt;
+use crate::schedule::{self, preempt};
 
 /// A file descriptor.
 pub type Fd = i32;
@@ -489,7 +489,7 @@ impl Kernel {
     /// time passing, fires the `busy-loop` oracle and unwinds the spinning
     /// task (the run's verdict stays `busy-loop`).
     fn count_call(&mut self, call: &str, fd: Fd) {
-        ctx::with(|c| c.schedule.borrow_mut().note_activity());
+        schedule::note_activity();
         let now = ctx::now();
         if self.spin.0 != now {
             self.spin = (now, 0);
@@ -548,7 +548,7 @@ impl Sys {
     pub fn new() -> Sys {
         let host = ctx::current_host().unwrap_or_else(|| "-".to_string());
         let personality = ctx::with(|c| {
-            c.plan
+            c.plan()
                 .errno
                 .iter()
                 .find(|f| glob_match(&f.host, &host))
@@ -560,7 +560,7 @@ impl Sys {
             tracing::debug!(target: "faultline::fault", host = host.as_str(), personality = personality.name(), "errno personality");
         }
         let pipe_capacity = ctx::with(|c| {
-            c.plan
+            c.plan()
                 .pipe
                 .iter()
                 .find(|f| glob_match(&f.host, &host))

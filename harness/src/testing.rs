@@ -34,8 +34,9 @@
 
 use std::ops::Range;
 
-use crate::runner::{self, Faults, Replay, RunOptions, SweepOptions, Variant, Verdict};
+use crate::runner::{self, Faults, Replay, RunOptions, SweepOptions, Verdict};
 use crate::scenario::Scenario;
+use crate::variant::Variant;
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -215,10 +216,8 @@ impl<'a> Check<'a> {
             seed_env: false,
         };
         let outcome = runner::run(self.scenario, seed, &self.options);
-        if let Some(message) = outcome.setup_error() {
-            panic!("{}: cannot run: {message}", self.scenario.name);
-        }
         match &outcome.verdict {
+            Verdict::Setup(error) => panic!("{}: cannot run: {error}", self.scenario.name),
             Verdict::Fail { oracle: got, .. } if got == oracle => outcome,
             Verdict::Fail {
                 oracle: got,

@@ -229,7 +229,7 @@ where
         if let Some(span) = ctx.span(id) {
             if let Some(HostName(name)) = span.extensions().get::<HostName>() {
                 let name = name.clone();
-                ctx::with(|run| *run.current_host.borrow_mut() = Some(name));
+                ctx::with(|run| run.set_host(Some(name)));
             }
         }
     }
@@ -237,7 +237,7 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             if span.extensions().get::<HostName>().is_some() {
-                ctx::with(|run| *run.current_host.borrow_mut() = None);
+                ctx::with(|run| run.set_host(None));
             }
         }
     }
@@ -248,7 +248,7 @@ where
         let record = self.echo.is_none() || self.record.would_enable(meta.target(), meta.level());
         ctx::with(|run| {
             let host = run.host().unwrap_or_else(|| Arc::from("-"));
-            let mut sink = run.trace.borrow_mut();
+            let mut sink = run.part::<TraceSink>().borrow_mut();
             let echo = sink
                 .echo
                 .as_ref()
@@ -334,10 +334,4 @@ impl Visit for LineVisitor<'_> {
             let _ = write!(self.line, " {}={:?}", field.name(), value);
         }
     }
-}
-
-/// Parses a `RUST_LOG`-style filter for the terminal echo.
-pub fn parse_echo_filter(spec: &str) -> Result<Targets, String> {
-    spec.parse::<Targets>()
-        .map_err(|e| format!("bad log filter `{spec}`: {e}"))
 }

@@ -5,12 +5,12 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
 use faultline_harness::sync::{Atomic, Condvar, Mutex as SimMutex};
 use faultline_harness::sys::{EpollOp, Events, Sys};
+use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{
-    FaultPlan, FrameInfo, Framer, Scenario, SimListener, SimStream, Variant, Verdict, oracle,
-    scenario_from_fn,
+    FrameInfo, Framer, Scenario, SimListener, SimStream, Variant, Verdict, faults::FaultPlan,
+    oracle, scenario_from_fn,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -79,7 +79,7 @@ fn failing_seeds(scenario: &Scenario, variant: Variant, faults: Faults, seeds: u
     options.keep_going = true;
     options.jobs = 2;
     let seeds: Vec<u64> = (0..seeds).collect();
-    let report = runner::sweep(scenario, &seeds, &options);
+    let report = faultline_harness::sweep(scenario, &seeds, &options);
     for f in &report.failures {
         assert_eq!(f.verdict.oracle(), Some("latency"), "{}", f.report());
     }
@@ -108,8 +108,8 @@ fn preemption_exposes_the_lost_wakeup_on_some_seeds_and_never_without_it() {
     // The failure is a 2 s wait, in simulated time, and replays identically.
     let seed = exposed[0];
     let options = RunOptions::new(Variant::Buggy).faults(with_plan(RANDOM_RACE));
-    let a = runner::run(&toy, seed, &options);
-    let b = runner::run(&toy, seed, &options);
+    let a = faultline_harness::run(&toy, seed, &options);
+    let b = faultline_harness::run(&toy, seed, &options);
     assert_eq!(a.trace.hash, b.trace.hash);
     let Verdict::Fail { message, .. } = &a.verdict else {
         unreachable!()
@@ -126,7 +126,7 @@ fn preemption_exposes_the_lost_wakeup_on_some_seeds_and_never_without_it() {
 fn strategies_decide_where_tasks_yield() {
     let toy = lost_wakeup_toy("");
     let yields = |plan: &str| {
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &toy,
             1,
             &RunOptions::new(Variant::Fixed).faults(with_plan(plan)),
@@ -186,12 +186,12 @@ sleep_us = [3000, 3000]
     let toy = lost_wakeup_toy(space);
     let seed = (0..60)
         .find(|seed| {
-            let outcome = runner::run(&toy, *seed, &RunOptions::new(Variant::Buggy));
+            let outcome = faultline_harness::run(&toy, *seed, &RunOptions::new(Variant::Buggy));
             outcome.plan.len() >= 4 && !outcome.verdict.is_pass()
         })
         .expect("some seed draws many faults and fails");
-    let report =
-        runner::shrink(&toy, seed, &RunOptions::new(Variant::Buggy), 200).expect("the seed fails");
+    let report = faultline_harness::shrink(&toy, seed, &RunOptions::new(Variant::Buggy), 200)
+        .expect("the seed fails");
     assert!(report.before.len() >= 4, "{}", report.before.summary());
     assert_eq!(report.after.len(), 1, "{}", report.after.summary());
     assert_eq!(
@@ -204,7 +204,7 @@ sleep_us = [3000, 3000]
         format!("shrink: {} faults -> 1 faults", report.before.len())
     );
     // The shrunk plan, run alone, fails the same way.
-    let again = runner::run(
+    let again = faultline_harness::run(
         &toy,
         seed,
         &RunOptions::new(Variant::Buggy).faults(Faults::Plan {
@@ -237,7 +237,7 @@ fn switches_answer_by_name_host_rate_and_nth() {
     });
     let asked = |plan: &str| {
         answers.lock().unwrap().clear();
-        runner::run(
+        faultline_harness::run(
             &scenario,
             0,
             &RunOptions::new(Variant::Fixed).faults(with_plan(plan)),
@@ -255,7 +255,7 @@ fn switches_answer_by_name_host_rate_and_nth() {
         "a switch answers only on its hosts"
     );
     // A host that is not in the run is a mistake, not a silent no-op.
-    let typo = runner::run(
+    let typo = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(with_plan(
@@ -333,7 +333,7 @@ fn crashes_restarts_partitions_and_latency_changes_happen_at_their_times() {
     let plan = "[[crash]]\nhost = \"server\"\nat_ms = 120\nrestart_ms = 220\n\
                 [[partition]]\na = \"client\"\nb = \"server\"\nat_ms = 320\nheal_ms = 420\n\
                 [[latency]]\na = \"client\"\nb = \"server\"\nat_ms = 470\nmax_ms = 30\n";
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(with_plan(plan)),
@@ -601,12 +601,12 @@ capacity_bytes = [4096, 8192]
 fn determinism_holds_with_every_fault_kind_active() {
     let scenario = every_fault();
     let seeds: Vec<u64> = (0..100).collect();
-    let report = runner::check_determinism(
+    let report = faultline_harness::check_determinism(
         &scenario,
         &seeds,
         &RunOptions::new(Variant::Fixed),
         2,
-        false,
+        None,
     );
     assert!(
         report.mismatches.is_empty(),
@@ -616,7 +616,7 @@ fn determinism_holds_with_every_fault_kind_active() {
     // And the faults really were active across those seeds.
     let mut options = SweepOptions::new(RunOptions::new(Variant::Fixed));
     options.keep_going = true;
-    let sweep = runner::sweep(&scenario, &seeds, &options);
+    let sweep = faultline_harness::sweep(&scenario, &seeds, &options);
     for f in &sweep.failures {
         assert_ne!(f.verdict.oracle(), Some("host-crash"), "{}", f.report());
         assert_ne!(f.verdict.oracle(), Some("reply-check"), "{}", f.report());
@@ -666,7 +666,7 @@ fn determinism_holds_with_every_fault_kind_active() {
 
 #[test]
 fn swarm_spaces_switch_random_subsets_of_kinds_on_deterministically() {
-    let space: faultline_harness::FaultSpace = toml::from_str(
+    let space: faultline_harness::faults::FaultSpace = toml::from_str(
         r#"
         [send_buffer]
         hosts = ["a"]
@@ -706,7 +706,11 @@ fn swarm_spaces_switch_random_subsets_of_kinds_on_deterministically() {
         "only {} different subsets of 5 kinds",
         subsets.len()
     );
-    assert!(faultline_harness::FaultSpace::default().swarm(1).is_empty());
+    assert!(
+        faultline_harness::faults::FaultSpace::default()
+            .swarm(1)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -752,7 +756,7 @@ fn a_holding_partition_delays_a_connection_and_a_dropping_one_loses_it() {
         let plan = format!(
             "[[partition]]\na = \"client\"\nb = \"server\"\nat_ms = 100\nheal_ms = 200\nmode = \"{mode}\"\n"
         );
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &scenario,
             0,
             &RunOptions::new(Variant::Fixed).faults(with_plan(&plan)),
@@ -803,7 +807,7 @@ fn a_task_waking_from_a_pause_goes_behind_what_became_ready_meanwhile() {
     });
     let plan =
         "[[race]]\nstrategy = \"targeted\"\npoint = \"toy.pause.lock\"\nnth = 1\nsleep_us = 1500\n";
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(with_plan(plan)),
@@ -844,8 +848,9 @@ fn crash_then_connect() -> Scenario {
 
 fn connect_result(plan: &str) -> String {
     let options = RunOptions::new(Variant::Fixed).faults(with_plan(plan));
-    match runner::run(&crash_then_connect(), 0, &options).verdict {
+    match faultline_harness::run(&crash_then_connect(), 0, &options).verdict {
         Verdict::Fail { message, .. } => message,
+        Verdict::Setup(error) => panic!("cannot run: {error}"),
         Verdict::Pass => "no verdict".into(),
     }
 }

@@ -5,8 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_harness::runner::{self, Faults, RunOptions};
-use faultline_harness::{FaultPlan, SimListener, SimStream, Variant, Verdict, scenario_from_fn};
+use faultline_harness::{Faults, RunOptions};
+use faultline_harness::{
+    SimListener, SimStream, Variant, Verdict, faults::FaultPlan, scenario_from_fn,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn plan(text: &str) -> Faults {
@@ -63,7 +65,7 @@ fn a_write_accepts_at_most_the_free_space_then_blocks_until_the_peer_reads() {
     });
     let options = RunOptions::new(Variant::Fixed)
         .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 5\n"));
-    let outcome = runner::run(&scenario, 1, &options);
+    let outcome = faultline_harness::run(&scenario, 1, &options);
     expect_pass(&outcome);
     assert_eq!(
         *log.lock().unwrap(),
@@ -112,7 +114,7 @@ fn write_all_through_a_tiny_buffer_delivers_every_byte_in_order() {
     });
     let options = RunOptions::new(Variant::Fixed)
         .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 7\n"));
-    let outcome = runner::run(&scenario, 3, &options);
+    let outcome = faultline_harness::run(&scenario, 3, &options);
     expect_pass(&outcome);
     let expected: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(*received.lock().unwrap(), expected);
@@ -161,7 +163,7 @@ fn segmented_transfer(faults: Faults, seed: u64) -> (bool, usize, usize) {
         });
         Ok(())
     });
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         seed,
         &RunOptions::new(Variant::Fixed).faults(faults),
@@ -258,7 +260,7 @@ fn a_frame_delay_lets_a_message_on_one_connection_overtake_one_on_another() {
     });
     let run = |faults| {
         order.lock().unwrap().clear();
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &scenario,
             0,
             &RunOptions::new(Variant::Fixed).faults(faults),
@@ -323,7 +325,7 @@ fn a_send_buffer_smaller_than_a_frame_header_still_delivers_and_traces_every_fra
     });
     let options = RunOptions::new(Variant::Fixed)
         .faults(plan("[[send_buffer]]\nhost = \"writer\"\nbytes = 2\n"));
-    let outcome = runner::run(&scenario, 0, &options);
+    let outcome = faultline_harness::run(&scenario, 0, &options);
     expect_pass(&outcome);
     assert_eq!(
         outcome.coverage.get("event:frame:writer->reader:msg"),
@@ -337,7 +339,7 @@ fn a_send_buffer_smaller_than_a_frame_header_still_delivers_and_traces_every_fra
         "[[send_buffer]]\nhost = \"writer\"\nbytes = 2\n\
          [[frame_delay]]\nfrom = \"writer\"\nto = \"reader\"\nframe = \"msg\"\ndelay_ms = 3\n",
     ));
-    let outcome = runner::run(&scenario, 0, &options);
+    let outcome = faultline_harness::run(&scenario, 0, &options);
     expect_pass(&outcome);
     assert_eq!(
         outcome.coverage.get("event:frame:writer->reader:msg"),
@@ -378,7 +380,7 @@ fn closing_with_unread_bytes_resets_the_peer_instead_of_a_clean_end() {
         Ok(())
     });
     // Without faults turmoil itself still holds the 9 bytes and resets.
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     expect_pass(&outcome);
     assert_eq!(*seen.lock().unwrap(), ["error ConnectionReset"]);
     // With coalescing segmentation the socket had pulled them from turmoil:
@@ -386,7 +388,7 @@ fn closing_with_unread_bytes_resets_the_peer_instead_of_a_clean_end() {
     seen.lock().unwrap().clear();
     let coalescing =
         plan("[[segmentation]]\nfrom = \"writer\"\nto = \"reader\"\nmax_segment_bytes = 1000\n");
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(coalescing),

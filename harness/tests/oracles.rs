@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use faultline_harness::runner::{self, RunOptions};
+use faultline_harness::RunOptions;
 use faultline_harness::{Variant, Verdict, oracle, scenario_from_fn};
 
 #[test]
@@ -29,14 +29,14 @@ fn the_busy_loop_detector_fires_on_wakeups_without_progress_only() {
             Ok(())
         },
     );
-    let spinning = runner::run(&scenario, 0, &RunOptions::new(Variant::Buggy));
+    let spinning = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Buggy));
     let Verdict::Fail { oracle, message } = &spinning.verdict else {
         panic!("must fire")
     };
     assert_eq!(oracle, "busy-loop");
     assert!(message.contains("handler fd=7 woke 51 times"), "{message}");
     assert!(
-        runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed))
+        faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed))
             .verdict
             .is_pass()
     );
@@ -61,7 +61,7 @@ fn liveness_names_the_operations_still_pending_at_their_deadline() {
             Ok(())
         },
     );
-    let hung = runner::run(&scenario, 0, &RunOptions::new(Variant::Buggy));
+    let hung = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Buggy));
     let Verdict::Fail { oracle, message } = &hung.verdict else {
         panic!("must fire")
     };
@@ -72,7 +72,7 @@ fn liveness_names_the_operations_still_pending_at_their_deadline() {
     );
     assert_eq!(hung.sim_time.as_millis(), 500);
     assert!(
-        runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed))
+        faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed))
             .verdict
             .is_pass()
     );
@@ -91,7 +91,7 @@ fn a_workload_that_never_finishes_fails_liveness_at_the_scenario_limit() {
             Ok(())
         },
     );
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert_eq!(outcome.verdict.oracle(), Some("liveness"));
     assert_eq!(outcome.sim_time.as_millis(), 300);
 }

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
+use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{Scenario, Variant, Verdict, scenario_from_fn};
 
 /// A host that panics at 5 ms on even seeds.
@@ -32,7 +32,7 @@ fn panicking() -> Scenario {
 
 #[test]
 fn a_host_panic_is_a_failure_naming_the_host_and_the_panic() {
-    let outcome = runner::run(&panicking(), 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&panicking(), 0, &RunOptions::new(Variant::Fixed));
     let Verdict::Fail { oracle, message } = &outcome.verdict else {
         panic!("a panicking host must fail the run");
     };
@@ -41,7 +41,7 @@ fn a_host_panic_is_a_failure_naming_the_host_and_the_panic() {
     assert!(message.contains("index out of bounds"), "{message}");
     assert!(outcome.verdict_line().contains("oracle=host-crash"));
     assert_eq!(
-        runner::run(&panicking(), 1, &RunOptions::new(Variant::Fixed)).verdict,
+        faultline_harness::run(&panicking(), 1, &RunOptions::new(Variant::Fixed)).verdict,
         Verdict::Pass
     );
 }
@@ -52,7 +52,7 @@ fn a_sweep_reports_panicking_seeds_and_goes_on() {
     let mut options = SweepOptions::new(RunOptions::new(Variant::Fixed));
     options.keep_going = true;
     options.jobs = 2;
-    let report = runner::sweep(&panicking(), &seeds, &options);
+    let report = faultline_harness::sweep(&panicking(), &seeds, &options);
     assert_eq!(report.passed, 5);
     let failed: Vec<u64> = report.failures.iter().map(|o| o.seed).collect();
     assert_eq!(failed, vec![0, 2, 4, 6, 8]);
@@ -115,7 +115,7 @@ fn the_build_has_tokio_unstable_so_select_order_follows_the_seed() {
     // With tokio_unstable, select! picks branches from tokio's seeded RNG:
     // the same seed gives the same picks, and the picks vary with the seed.
     let picks = |seed| {
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &noisy(),
             seed,
             &RunOptions::new(Variant::Fixed).trace(faultline_harness::TraceMode::Full),
@@ -139,17 +139,17 @@ fn the_build_has_tokio_unstable_so_select_order_follows_the_seed() {
 
 #[test]
 fn the_same_seed_gives_the_same_trace_twice_in_one_process() {
-    let report = runner::check_determinism(
+    let report = faultline_harness::check_determinism(
         &noisy(),
         &[0, 1, 2, 3],
         &RunOptions::new(Variant::Fixed),
         2,
-        false,
+        None,
     );
     assert_eq!(report.seeds, 4);
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
-    let a = runner::run(&noisy(), 0, &RunOptions::new(Variant::Fixed));
-    let b = runner::run(&noisy(), 1, &RunOptions::new(Variant::Fixed));
+    let a = faultline_harness::run(&noisy(), 0, &RunOptions::new(Variant::Fixed));
+    let b = faultline_harness::run(&noisy(), 1, &RunOptions::new(Variant::Fixed));
     assert_ne!(
         a.trace.hash, b.trace.hash,
         "different seeds should give different traces"
@@ -164,7 +164,7 @@ fn child_prints_trace_hashes() {
         return;
     }
     for seed in 0..3 {
-        let outcome = runner::run(
+        let outcome = faultline_harness::run(
             &noisy(),
             seed,
             &RunOptions::new(Variant::Fixed).faults(Faults::Off),
@@ -202,7 +202,7 @@ fn the_trace_hash_is_the_same_in_two_processes() {
     assert_eq!(first, second);
     let here: Vec<String> = (0..3)
         .map(|seed| {
-            let outcome = runner::run(
+            let outcome = faultline_harness::run(
                 &noisy(),
                 seed,
                 &RunOptions::new(Variant::Fixed).faults(Faults::Off),

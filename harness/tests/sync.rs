@@ -12,9 +12,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use faultline_harness::explore::{self, Explored};
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
 use faultline_harness::sync::{Atomic, Condvar, Mutex, Notify, RwLock};
-use faultline_harness::{FaultPlan, Scenario, Variant, oracle, probe, scenario_from_fn, spawn};
+use faultline_harness::{Faults, RunOptions, SweepOptions};
+use faultline_harness::{
+    Scenario, Variant, faults::FaultPlan, oracle, probe, scenario_from_fn, spawn,
+};
 
 fn plan(text: &str) -> Faults {
     Faults::Plan {
@@ -35,7 +37,7 @@ fn failing(
     options.keep_going = true;
     options.jobs = 2;
     let seeds: Vec<u64> = (0..seeds).collect();
-    let report = runner::sweep(scenario, &seeds, &options);
+    let report = faultline_harness::sweep(scenario, &seeds, &options);
     for f in &report.failures {
         assert_eq!(f.verdict.oracle(), Some(oracle), "{}", f.report());
     }
@@ -237,12 +239,12 @@ fn pct_finds_a_bug_of_depth_two_as_often_as_its_bound_says_and_more_often_than_r
     let seeds: Vec<u64> = (0..DEPTH_TWO_SEEDS).collect();
     let mut options = SweepOptions::new(RunOptions::new(Variant::Fixed).faults(pct.clone()));
     options.keep_going = true;
-    let report = runner::sweep(&scenario, &seeds, &options);
+    let report = faultline_harness::sweep(&scenario, &seeds, &options);
     let found = report.failures.len() as u64;
     // k: the most steps a run took (each run's plan says its own).
     let k = (0..50)
         .map(|seed| {
-            let outcome = runner::run(
+            let outcome = faultline_harness::run(
                 &scenario,
                 seed,
                 &RunOptions::new(Variant::Fixed).faults(pct.clone()),
@@ -257,7 +259,7 @@ fn pct_finds_a_bug_of_depth_two_as_often_as_its_bound_says_and_more_often_than_r
         .unwrap();
     let (n, d) = (2u64, 2u32);
     let bound = 1.0 / (n as f64 * (k as f64).powi(d as i32 - 1));
-    let (low, high) = faultline_harness::stats::wilson_95(found, DEPTH_TWO_SEEDS);
+    let (low, high) = faultline_harness::wilson_95(found, DEPTH_TWO_SEEDS);
     println!(
         "pct, depth 2, n = {n}, k = {k}: {found} of {DEPTH_TWO_SEEDS} seeds, rate {:.4} (95%: {low:.4}-{high:.4}), bound {bound:.4}",
         found as f64 / DEPTH_TWO_SEEDS as f64
@@ -332,7 +334,7 @@ fn coverage_of(
     let mut options = SweepOptions::new(RunOptions::new(Variant::Fixed).faults(faults.clone()));
     options.keep_going = true;
     let seeds: Vec<u64> = (0..seeds).collect();
-    let report = runner::sweep(scenario, &seeds, &options);
+    let report = faultline_harness::sweep(scenario, &seeds, &options);
     assert!(
         report.failures.is_empty(),
         "{}",
@@ -432,7 +434,7 @@ fn hand_off() -> Scenario {
 fn a_released_lock_may_be_taken_back_by_its_releaser_or_go_to_any_waiter() {
     let scenario = hand_off();
     // No rule: handed to the first waiter, as tokio's lock does.
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Off),
@@ -677,6 +679,6 @@ fn a_notification_reaches_only_tasks_already_waiting() {
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     assert!(outcome.verdict.is_pass(), "{}", outcome.report());
 }

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_harness::runner::{self, Faults, RunOptions};
 use faultline_harness::sys::{EpollOp, Events, Shutdown, Sys};
+use faultline_harness::{Faults, RunOptions};
 use faultline_harness::{
-    FaultPlan, Personality, Scenario, SimListener, Variant, Verdict, scenario_from_fn,
+    Scenario, SimListener, Variant, Verdict, faults::FaultPlan, faults::Personality,
+    scenario_from_fn,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,7 +21,7 @@ fn note(log: &Log, line: String) {
 
 fn run(scenario: &Scenario, plan: &str) -> faultline_harness::Outcome {
     let plan: FaultPlan = toml::from_str(plan).expect("a valid plan");
-    let outcome = runner::run(
+    let outcome = faultline_harness::run(
         scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Plan {
@@ -403,7 +404,7 @@ fn a_task_that_never_waits_is_a_busy_loop_not_a_hung_run() {
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     let Verdict::Fail { oracle, message } = &outcome.verdict else {
         panic!("the spin must fail the run")
     };
@@ -501,7 +502,7 @@ fn a_poll_loop_woken_again_and_again_is_a_busy_loop() {
         });
         Ok(())
     });
-    let outcome = runner::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
+    let outcome = faultline_harness::run(&scenario, 0, &RunOptions::new(Variant::Fixed));
     let Verdict::Fail { oracle, message } = &outcome.verdict else {
         panic!("the spin must fail the run")
     };
@@ -1032,7 +1033,7 @@ fn the_pipe_fault_sets_capacity_per_host_and_the_first_matching_entry_wins() {
     assert_eq!(plan.len(), 1);
     assert_eq!(toml::from_str::<FaultPlan>(&plan.to_toml()).unwrap(), plan);
     // A glob that matches no host of the run is a mistake, not a no-op.
-    let typo = runner::run(
+    let typo = faultline_harness::run(
         &scenario,
         0,
         &RunOptions::new(Variant::Fixed).faults(Faults::Plan {
@@ -1184,7 +1185,7 @@ fn a_pipe_space_draws_capacities_in_its_range_and_bad_ranges_name_their_line() {
 
 #[test]
 fn adding_a_pipe_space_leaves_the_other_kinds_draws_and_swarms_unchanged() {
-    let without: faultline_harness::FaultSpace = toml::from_str(
+    let without: faultline_harness::faults::FaultSpace = toml::from_str(
         r#"
         [send_buffer]
         hosts = ["a", "b"]

@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use faultline::bench::{EchoLoad, bare_echo};
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
+use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{Registry, Scenario, Variant};
 
 use super::{Error, Result};
@@ -57,7 +57,7 @@ pub fn bench(
     };
     println!(
         "machine: {} cores; build: {}",
-        runner::default_jobs(),
+        faultline_harness::default_jobs(),
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -114,7 +114,7 @@ fn measure_overhead(registry: &Registry, seeds: u64) -> Result<f64> {
         let start = Instant::now();
         bare_sim += bare_echo(seed, load).map_err(Error::Usage)?;
         bare += start.elapsed();
-        let outcome = runner::run(&scenario, seed, &options);
+        let outcome = faultline_harness::run(&scenario, seed, &options);
         if !outcome.verdict.is_pass() {
             return Err(Error::Usage(format!(
                 "the echo benchmark failed: {}",
@@ -161,7 +161,7 @@ fn measure_jobs(scenarios: &[Scenario], seeds: u64) -> Result<f64> {
         let mut options = SweepOptions::new(RunOptions::new(Variant::Fixed));
         options.jobs = jobs;
         options.keep_going = true;
-        runner::sweep(scenario, seeds, &options).wall_time
+        faultline_harness::sweep(scenario, seeds, &options).wall_time
     };
     for round in 0..ROUNDS {
         let seeds: Vec<u64> = (round * per_round..(round + 1) * per_round).collect();
@@ -200,7 +200,7 @@ fn measure_speed(scenarios: &[Scenario], seeds: u64) -> f64 {
     for scenario in scenarios {
         let (mut sim, mut wall) = (Duration::ZERO, Duration::ZERO);
         for seed in 0..seeds {
-            let outcome = runner::run(scenario, seed, &RunOptions::new(Variant::Fixed));
+            let outcome = faultline_harness::run(scenario, seed, &RunOptions::new(Variant::Fixed));
             sim += outcome.sim_time;
             wall += outcome.wall_time;
         }

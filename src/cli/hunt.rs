@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use faultline::bugs;
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
-use faultline_harness::seed::SeedRange;
+use faultline_harness::SeedRange;
+use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{Scenario, Variant, Verdict};
 use serde::Serialize;
 
@@ -69,7 +69,10 @@ pub fn hunt(
         Some(name) => vec![app.load_one(dir, name)?],
         None => hunting_grounds(app.load_all(dir)?),
     };
-    let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(faultline_harness::default_jobs)
+        .max(1);
     let ids: Vec<String> = if args.bugs.is_empty() {
         bugs::ALL.iter().map(|id| id.to_string()).collect()
     } else {
@@ -127,7 +130,7 @@ fn hunt_one(scenarios: &[Scenario], id: &str, range: SeedRange, jobs: usize) -> 
         ..RunOptions::new(Variant::Buggy).faults(Faults::Swarm)
     });
     options.jobs = jobs;
-    options.progress = true;
+    options.progress = Some(std::sync::Arc::new(faultline_harness::cli::Bar::default()));
     let mut finding = Finding {
         bug: id.to_string(),
         found: false,
@@ -169,7 +172,7 @@ fn search_chunk(
     let mut next = chunk.start;
     while next < chunk.end {
         let seeds: Vec<u64> = (next..chunk.end).collect();
-        let report = runner::sweep(scenario, &seeds, options);
+        let report = faultline_harness::sweep(scenario, &seeds, options);
         let Some(failure) = report.failures.first() else {
             finding.runs += chunk.end - next;
             return false;
@@ -178,7 +181,7 @@ fn search_chunk(
         // seeds in order), so the answer does not depend on the jobs.
         let seed = failure.seed;
         finding.runs += seed - next + 1;
-        let confirm = runner::run(
+        let confirm = faultline_harness::run(
             scenario,
             seed,
             &RunOptions::new(Variant::Fixed).faults(Faults::Swarm),

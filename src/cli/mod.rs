@@ -51,7 +51,7 @@ pub fn app() -> App {
     App::new(faultline::registry())
         .scenarios_dir(faultline::default_scenarios_dir())
         .bugs(&faultline::bugs::ALL)
-        .replay_prefix(faultline_harness::runner::REPLAY_PREFIX)
+        .replay_prefix(faultline_harness::REPLAY_PREFIX)
         .list_footer("the bug catalog (origins, old and new lines, figures): docs/bugs.md")
 }
 

@@ -15,8 +15,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use faultline_harness::runner::{self, Faults, RunOptions, SweepOptions};
-use faultline_harness::stats::FailureRate;
+use faultline_harness::FailureRate;
+use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{Scenario, Variant, Verdict};
 use serde::Serialize;
 
@@ -107,7 +107,10 @@ pub fn reproduce(
             "no scenario has a recorded failing seed to reproduce".into(),
         ));
     }
-    let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(faultline_harness::default_jobs)
+        .max(1);
     let bar = indicatif::ProgressBar::new(targets.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("reproducing [{bar:20}] {pos}/{len} {msg}")
@@ -190,7 +193,7 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
     }
     let buggy = RunOptions::new(Variant::Buggy);
     for (index, recorded) in expect.fails.iter().enumerate() {
-        let outcome = runner::run(scenario, recorded.seed, &buggy);
+        let outcome = faultline_harness::run(scenario, recorded.seed, &buggy);
         match &outcome.verdict {
             Verdict::Fail { oracle, .. } if *oracle == recorded.oracle => {
                 if !outcome.reached_mechanism(scenario) {
@@ -214,6 +217,9 @@ fn reproduce_one(scenario: &Scenario, jobs: usize, fixed_override: Option<u64>) 
                 recorded.oracle,
                 outcome.replay_command()
             )),
+            Verdict::Setup(error) => {
+                problems.push(format!("seed {} could not start: {error}", recorded.seed))
+            }
             Verdict::Pass => problems.push(format!(
                 "seed {} passed, expected `{}` to fire; replay: {}",
                 recorded.seed,
@@ -309,12 +315,12 @@ fn sweep(
     faults: Faults,
     seeds: u64,
     jobs: usize,
-) -> runner::SweepReport {
+) -> faultline_harness::SweepReport {
     let seeds: Vec<u64> = (0..seeds).collect();
     let mut options = SweepOptions::new(RunOptions::new(variant).faults(faults));
     options.jobs = jobs;
     options.keep_going = true;
-    runner::sweep(scenario, &seeds, &options)
+    faultline_harness::sweep(scenario, &seeds, &options)
 }
 
 fn print_table(rows: &[Row]) {

@@ -35,6 +35,7 @@
 
 mod explore;
 mod merge;
+mod progress;
 mod run;
 mod sweep;
 
@@ -43,11 +44,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::faults::FaultPlan;
 use crate::runner::{Faults, Replay, RunOptions};
 use crate::scenario::{Registry, Scenario};
 use crate::seed::SeedRange;
 use crate::trace::TraceMode;
-use crate::{FaultPlan, Variant};
+use crate::variant::Variant;
+pub use progress::Bar;
 
 pub use explore::ExploreArgs;
 pub use merge::MergeArgs;
@@ -378,7 +381,15 @@ pub fn exit(result: Result<ExitCode>) -> ExitCode {
 /// The terminal echo filter from `RUST_LOG` (read here, outside simulations).
 fn echo_filter() -> Result<Option<tracing_subscriber::filter::Targets>> {
     match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => Ok(Some(crate::trace::parse_echo_filter(&spec)?)),
+        Ok(spec) if !spec.trim().is_empty() => Ok(Some(parse_echo_filter(&spec)?)),
         _ => Ok(None),
     }
+}
+
+/// Parses a `RUST_LOG`-style filter for the terminal echo.
+fn parse_echo_filter(
+    spec: &str,
+) -> std::result::Result<tracing_subscriber::filter::Targets, String> {
+    spec.parse::<tracing_subscriber::filter::Targets>()
+        .map_err(|e| format!("bad log filter `{spec}`: {e}"))
 }

@@ -68,7 +68,7 @@ pub(super) fn run(
         );
     }
     match &outcome.verdict {
-        Verdict::Pass => println!("faults: {}", outcome.plan.summary()),
+        Verdict::Pass | Verdict::Setup(_) => println!("faults: {}", outcome.plan.summary()),
         Verdict::Fail { .. } => {
             print!("{}", outcome.report());
             // A run keeps only the hash unless asked for more; replay the

@@ -124,7 +124,7 @@ pub(super) fn sweep(app: &App, dir: Option<&Path>, args: SweepArgs) -> Result<Ex
     let mut options = SweepOptions::new(run_options);
     options.jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
     options.keep_going = args.keep_going;
-    options.progress = true;
+    options.progress = Some(std::sync::Arc::new(super::Bar::default()));
     let report = runner::sweep(&scenario, &seeds, &options);
     if let Some(message) = report.failures.iter().find_map(|o| o.setup_error()) {
         return Err(super::Error::Usage(message.to_string()));
@@ -196,6 +196,7 @@ pub(super) fn sweep(app: &App, dir: Option<&Path>, args: SweepArgs) -> Result<Ex
                 oracle: o.verdict.oracle().unwrap_or_default().to_string(),
                 message: match &o.verdict {
                     crate::Verdict::Fail { message, .. } => message.clone(),
+                    crate::Verdict::Setup(error) => error.message.clone(),
                     crate::Verdict::Pass => String::new(),
                 },
                 replay: o.replay_command(),
@@ -287,7 +288,13 @@ pub(super) fn check_determinism(
     if let Some(message) = first.setup_error() {
         return Err(super::Error::Usage(message.to_string()));
     }
-    let report = runner::check_determinism(&scenario, &seeds, &options, jobs, true);
+    let report = runner::check_determinism(
+        &scenario,
+        &seeds,
+        &options,
+        jobs,
+        Some(&super::Bar::default()),
+    );
     for m in &report.mismatches {
         println!("seed {}: trace {} vs {}", m.seed, m.hashes.0, m.hashes.1);
         if let Some((line, a, b)) = &m.first_difference {

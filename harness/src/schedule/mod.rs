@@ -117,8 +117,6 @@ pub struct Hit<'a> {
     pub point: &'a str,
     /// How many times the point was hit in this run, this hit included.
     pub point_hits: u64,
-    /// How many hits of points this rule acts on, this one included.
-    pub rule_hits: u64,
     /// When another thread of the host could run now (a *step*, as PCT
     /// and bounded exploration count them): how many steps of points this
     /// rule acts on, this one included. `None`: the task is alone.
@@ -411,7 +409,6 @@ impl Scheduler {
         let action = self.strategies[rule].decide(Hit {
             point: &point.name,
             point_hits: point.hits,
-            rule_hits: self.rule_hits[rule],
             step: (!ready.is_empty()).then_some(self.rule_steps[rule]),
             task,
             ready: &ready,
@@ -518,7 +515,7 @@ pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
     // One borrow on the common path: no switch deferred for this task.
     let Some(first) = ctx::with(|ctx| {
         let host = ctx.host();
-        let mut schedule = ctx.schedule.borrow_mut();
+        let mut schedule = ctx.part::<Scheduler>().borrow_mut();
         if !schedule.deferred.is_empty() {
             let task = schedule.task_key(host.clone());
             if let Some(deferred) = schedule.deferred.remove(&task) {
@@ -538,7 +535,9 @@ pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
             act(deferred).await;
             ctx::with(|ctx| {
                 let host = ctx.host();
-                ctx.schedule.borrow_mut().hit(primitive, op, host)
+                ctx.part::<Scheduler>()
+                    .borrow_mut()
+                    .hit(primitive, op, host)
             })
             .flatten()
         }
@@ -552,10 +551,26 @@ pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
 /// release): the hit is counted and decided now, and a switch it decides
 /// is taken at the task's next point. The code in between runs in one
 /// step with the release.
+/// A spin of the running task (a `spin_loop` hint): its spins at this
+/// simulated instant so far; `None` outside a simulation.
+pub(crate) fn spin() -> Option<u64> {
+    ctx::with(|ctx| {
+        ctx.part::<Scheduler>()
+            .borrow_mut()
+            .spin(ctx.host(), ctx.now())
+    })
+}
+
+/// Tells the scheduler that the running task did something a spinning
+/// loop would not (a syscall): the syscall view calls it on every call.
+pub(crate) fn note_activity() {
+    ctx::with(|ctx| ctx.part::<Scheduler>().borrow_mut().note_activity());
+}
+
 pub(crate) fn preempt_later(primitive: &'static str, op: &'static str) {
     ctx::with(|ctx| {
         let host = ctx.host();
-        let Ok(mut schedule) = ctx.schedule.try_borrow_mut() else {
+        let Ok(mut schedule) = ctx.part::<Scheduler>().try_borrow_mut() else {
             return;
         };
         if let Some(decision) = schedule.hit(primitive, op, host) {
@@ -572,7 +587,7 @@ pub(crate) fn preempt_later(primitive: &'static str, op: &'static str) {
 /// futex lock lets a thread take it back ahead of its waiters).
 pub(crate) fn choose_waiter(primitive: &'static str, waiters: &[TaskKey]) -> Option<usize> {
     ctx::with(|ctx| {
-        let mut schedule = ctx.schedule.try_borrow_mut().ok()?;
+        let mut schedule = ctx.part::<Scheduler>().try_borrow_mut().ok()?;
         let schedule = &mut *schedule;
         if schedule.rules.is_empty() {
             return None;
@@ -592,7 +607,7 @@ pub(crate) fn choose_waiter(primitive: &'static str, waiters: &[TaskKey]) -> Opt
 /// with the probability of the first rule acting on `primitive.wait`.
 pub(crate) fn spurious_wakeup(primitive: &'static str) -> bool {
     ctx::with(|ctx| {
-        let mut schedule = ctx.schedule.borrow_mut();
+        let mut schedule = ctx.part::<Scheduler>().borrow_mut();
         let schedule = &mut *schedule;
         if schedule.rules.is_empty() {
             return None;
@@ -611,7 +626,7 @@ pub(crate) fn spurious_wakeup(primitive: &'static str) -> bool {
 pub(crate) fn current_task() -> Option<TaskKey> {
     ctx::with(|ctx| {
         let host = ctx.host();
-        ctx.schedule.borrow_mut().task_key(host)
+        ctx.part::<Scheduler>().borrow_mut().task_key(host)
     })
 }
 
@@ -635,7 +650,7 @@ async fn act(decision: Decision) {
 /// Rounds of yields until one in which no other task of the host did
 /// anything (or [`MAX_QUIET_ROUNDS`]).
 async fn until_quiet() {
-    let activity = || ctx::with(|ctx| ctx.schedule.borrow().activity).unwrap_or(0);
+    let activity = || ctx::with(|ctx| ctx.part::<Scheduler>().borrow().activity).unwrap_or(0);
     for _ in 0..MAX_QUIET_ROUNDS {
         let before = activity();
         yield_once().await;
@@ -657,7 +672,7 @@ async fn paused(pause: Duration) {
 async fn wait_for_priority(decision: Decision) {
     let may_continue = || {
         ctx::with(|ctx| {
-            ctx.schedule
+            ctx.part::<Scheduler>()
                 .borrow_mut()
                 .may_continue(decision.rule, decision.task)
         })
@@ -666,14 +681,22 @@ async fn wait_for_priority(decision: Decision) {
     let mut rounds = 0;
     while !may_continue() {
         if rounds == MAX_PRIORITY_ROUNDS {
-            ctx::with(|ctx| ctx.schedule.borrow_mut().gave_way(decision.point, true));
+            ctx::with(|ctx| {
+                ctx.part::<Scheduler>()
+                    .borrow_mut()
+                    .gave_way(decision.point, true)
+            });
             return;
         }
         yield_once().await;
         rounds += 1;
     }
     if rounds > 0 {
-        ctx::with(|ctx| ctx.schedule.borrow_mut().gave_way(decision.point, false));
+        ctx::with(|ctx| {
+            ctx.part::<Scheduler>()
+                .borrow_mut()
+                .gave_way(decision.point, false)
+        });
     }
 }
 
@@ -705,7 +728,7 @@ pub async fn yield_now() {
     preempt("task", "yield").await;
     ctx::with(|ctx| {
         let host = ctx.host();
-        let mut schedule = ctx.schedule.borrow_mut();
+        let mut schedule = ctx.part::<Scheduler>().borrow_mut();
         if !schedule.rules.is_empty() {
             let task = schedule.task_key(host);
             schedule.yielding.insert(task);

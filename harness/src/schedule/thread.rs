@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::ctx;
+use crate::schedule::Scheduler;
 
 use super::TaskKey;
 
@@ -74,10 +75,10 @@ where
     });
     ctx::with(|ctx| {
         let host = ctx.host();
-        let key = ctx
-            .schedule
-            .borrow_mut()
-            .thread_spawned(host, handle.id(), waker.clone());
+        let key =
+            ctx.part::<Scheduler>()
+                .borrow_mut()
+                .thread_spawned(host, handle.id(), waker.clone());
         waker.key.set(key).expect("a thread is spawned once");
     });
     handle
@@ -93,7 +94,7 @@ impl<F> Thread<F> {
     fn ended(&self) {
         if let Some(&key) = self.waker.key.get() {
             ctx::with(|ctx| {
-                if let Ok(mut schedule) = ctx.schedule.try_borrow_mut() {
+                if let Ok(mut schedule) = ctx.part::<Scheduler>().try_borrow_mut() {
                     schedule.thread_ended(key);
                 }
             });

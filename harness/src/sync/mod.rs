@@ -58,8 +58,6 @@ pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use std::time::Duration;
 
-use crate::ctx;
-
 /// Spins one task may make at one simulated instant before each further
 /// spin lets [`SPIN_CPU_TIME`] pass: the task it waits for may be paused.
 pub const SPINS_PER_INSTANT: u64 = 256;
@@ -70,7 +68,7 @@ pub const SPIN_CPU_TIME: Duration = Duration::from_micros(1);
 /// The hint inside a spin-wait loop (`while flag.load().await { spin_loop().await }`).
 /// See the module docs.
 pub async fn spin_loop() {
-    let spins = ctx::with(|ctx| ctx.schedule.borrow_mut().spin(ctx.host(), ctx.now()));
+    let spins = crate::schedule::spin();
     match spins {
         None => crate::schedule::yield_once().await,
         Some(spins) if spins > SPINS_PER_INSTANT => tokio::time::sleep(SPIN_CPU_TIME).await,

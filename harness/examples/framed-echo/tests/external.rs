@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use faultline_harness::runner::Faults;
+use faultline_harness::Faults;
 use faultline_harness::testing::Check;
 use faultline_harness::{Scenario, Variant};
 

@@ -27,14 +27,43 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::ReadBuf;
+use faultline_harness::SimStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::buffers::{Piece, ReadBuffer, WriteBuffer, give_back_idle};
+use super::commands;
 use super::dcp::{DcpConn, MAX_MESSAGES_PER_STEP};
+use super::node::Node;
 use super::thread_buffers::Kind;
-use super::{Node, ServerStream, commands};
 use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError, Status};
+
+/// A stream the node can serve: bytes both ways and a readiness wait that
+/// holds no buffer (so an idle connection can give its buffers back).
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>>;
+}
+
+impl ServerStream for SimStream {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.socket().poll_recv_ready(cx).map(Ok)
+    }
+}
+
+impl ServerStream for tokio::net::TcpStream {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
 
 /// Most pieces handed to one scatter/gather write: our own bound, well
 /// below Linux's `IOV_MAX` (1024), which bounds kv_engine's

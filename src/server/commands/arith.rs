@@ -4,7 +4,7 @@
 
 use super::{answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::ServerStream;
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
 use crate::server::store::expiry;
 

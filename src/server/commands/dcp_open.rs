@@ -2,7 +2,7 @@
 //! seqno (4, unused), flags (4); key: the connection's name).
 
 use crate::protocol::{Packet, Status, dcp};
-use crate::server::ServerStream;
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
 use crate::server::dcp::{DcpConn, MAX_PRODUCERS};
 

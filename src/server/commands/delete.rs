@@ -2,7 +2,7 @@
 
 use super::{answer, status_of};
 use crate::protocol::{Packet, Status};
-use crate::server::ServerStream;
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
 
 pub async fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {

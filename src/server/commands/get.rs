@@ -2,7 +2,7 @@
 
 use super::status_of;
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::ServerStream;
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
 
 pub async fn get<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::answer;
 use crate::protocol::{Opcode, Packet, Status};
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
-use crate::server::{ServerStream, VERSION};
+use crate::server::node::VERSION;
 
 pub fn noop<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     conn.respond(Packet::response(&request.header, Status::SUCCESS));

@@ -6,7 +6,7 @@
 //! Quiet variants answer only what their loud twins would answer on
 //! failure (GETQ/GETKQ: only hits).
 
-use super::ServerStream;
+use super::conn::ServerStream;
 use super::conn::{Conn, Flow};
 use super::store::StoreError;
 use crate::protocol::{Opcode, Packet, Status};

@@ -4,8 +4,9 @@
 //! response as large as a scenario needs.
 
 use crate::protocol::{Packet, Status};
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
-use crate::server::{ServerStream, VERSION};
+use crate::server::node::VERSION;
 
 pub async fn stat<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;

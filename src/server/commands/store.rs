@@ -9,7 +9,7 @@ use faultline_harness::oracle;
 
 use super::{answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::ServerStream;
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
 use crate::server::store::{StoreMode, VbState, expiry};
 

@@ -3,7 +3,7 @@
 //! 4 dead), e.g. a replica before a stream fills it during a rebalance.
 
 use crate::protocol::{Packet, Status, dcp};
-use crate::server::ServerStream;
+use crate::server::conn::ServerStream;
 use crate::server::conn::{Conn, Flow};
 use crate::server::store::VbState;
 

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use super::refuse;
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, ProtocolError, Status};
-use crate::server::Node;
+use crate::server::node::Node;
 use crate::server::store::{Mutation, VbState};
 
 /// Most streams one consumer connection holds.

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::protocol::Status;
-use crate::server::Node;
+use crate::server::node::Node;
 
 /// Most synchronous writes in flight per vbucket.
 pub const MAX_TRACKED_PER_VBUCKET: usize = 65_536;

@@ -42,7 +42,7 @@ use std::rc::{Rc, Weak};
 use faultline_harness::sync::Mutex;
 use tokio::sync::Notify;
 
-use super::Node;
+use super::node::Node;
 use crate::protocol::{Packet, Status};
 
 pub mod consumer;

@@ -26,8 +26,8 @@ use tokio::sync::Notify;
 use super::{durability, refuse};
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::Node;
 use crate::server::executor::{FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};
+use crate::server::node::Node;
 use crate::server::store::{Mutation, VbState};
 
 /// Most log entries one snapshot carries.

@@ -3,15 +3,23 @@
 //! The same code runs as a turmoil host ([`run_node`], over the harness's
 //! simulated streams) and on real sockets ([`serve`] with tokio's, for
 //! `faultline serve`). One node holds one bucket split in vbuckets; its
-//! connections are served like memcached's (`conn.rs`: a state machine,
-//! buffers a worker thread lends its connections, scatter/gather
-//! sends, idle connections giving their buffers back), its background
+//! connections are served like memcached's (`handler.rs`: a connection's
+//! request loop; `conn.rs`: its framing, with buffers a worker thread
+//! lends its connections, scatter/gather sends, idle connections giving
+//! their buffers back), its background
 //! tasks run on an executor like the engine's (`executor.rs`), and it
 //! replicates over DCP (`dcp/`).
 //!
-//! Data flow of a request: `conn` reads and parses a packet, `commands`
-//! executes it against the `store` (and, for a durable write, waits for the
-//! replica through `dcp`), `conn` formats and sends the response.
+//! Data flow of a request: `conn` reads and parses a packet, `handler`
+//! hands it to `commands`, which executes it against the `store` (and, for
+//! a durable write, waits for the replica through `dcp`) and queues the
+//! response on `conn`, which formats and sends it.
+//!
+//! Layers, each file using only those below it (as in mini-redis, where
+//! the `Connection` frames and the `Handler` loops): `handler` over
+//! `commands` over `conn` (framing, `buffers`, `thread_buffers`), all over
+//! `node` (`Node`: `store`, `dcp`, `executor`). This file only declares
+//! the modules, re-exports the names used outside, and accepts.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +32,7 @@ pub mod commands;
 pub mod conn;
 pub mod dcp;
 pub mod executor;
+mod handler;
 pub mod node;
 pub mod store;
 pub mod thread_buffers;
@@ -64,7 +73,7 @@ pub async fn serve<L: Accept>(listener: L, node: Rc<Node>) -> io::Result<()> {
         let node = node.clone();
         faultline_harness::spawn(async move {
             tracing::debug!(target: "faultline::kv", conn = id, %peer, worker, "connection");
-            conn::serve_connection(stream, node, id, worker).await;
+            handler::serve_connection(stream, node, id, worker).await;
         });
     }
 }

@@ -37,7 +37,7 @@ pub struct KvConfig {
     pub write_buffer_bytes: usize,
     /// Close a connection waiting for a request once its last request is
     /// this old (memcached's `idle_timeout`: a new connection's first
-    /// request has `FIRST_REQUEST_TIMEOUT_MS`); never when `None`.
+    /// request has `FIRST_REQUEST_TIMEOUT_MS`, in `handler.rs`); never when `None`.
     pub idle_timeout_ms: Option<u64>,
     /// Extra `STAT` entries (`detail_N`), to make the response large.
     pub stat_detail_entries: usize,

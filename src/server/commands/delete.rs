@@ -1,23 +1,23 @@
 //! DELETE, DELETEQ.
 
+use std::rc::Rc;
+
+use super::Flow;
 use super::{answer, status_of};
 use crate::protocol::{Packet, Status};
-use crate::server::conn::ServerStream;
-use crate::server::conn::{Conn, Flow};
+use crate::server::conn::{Conn, ServerStream};
+use crate::server::node::Node;
 
-pub async fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn delete<S: ServerStream>(
+    node: &Rc<Node>,
+    conn: &mut Conn<S>,
+    request: &Packet,
+) -> Flow {
     let h = &request.header;
-    let now = conn.node.now();
-    let result = conn
-        .node
+    let now = node.now();
+    let result = node
         .store
-        .delete(
-            h.vbucket(),
-            &request.key,
-            h.cas,
-            now,
-            &conn.node.dcp.durability,
-        )
+        .delete(h.vbucket(), &request.key, h.cas, now, &node.dcp.durability)
         .await;
     let status = match result {
         Ok(()) => Status::SUCCESS,

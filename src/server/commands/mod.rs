@@ -6,8 +6,11 @@
 //! Quiet variants answer only what their loud twins would answer on
 //! failure (GETQ/GETKQ: only hits).
 
-use super::conn::ServerStream;
-use super::conn::{Conn, Flow};
+use std::rc::Rc;
+
+use super::conn::{Conn, ServerStream};
+use super::dcp::DcpConn;
+use super::node::Node;
 use super::store::StoreError;
 use crate::protocol::{Opcode, Packet, Status};
 
@@ -19,6 +22,16 @@ mod misc;
 mod stat;
 mod store;
 mod vbucket;
+
+/// What the connection does after a command.
+pub enum Flow {
+    Continue,
+    /// Send what is queued, then close.
+    Close,
+    /// Send what is queued, then serve the connection as a DCP connection
+    /// (`DCP_OPEN` succeeded).
+    StartDcp(DcpConn),
+}
 
 /// The shape a request must have.
 struct Shape {
@@ -85,7 +98,7 @@ pub fn status_of(error: StoreError) -> Status {
 }
 
 /// Executes one request and queues its response(s).
-pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flow {
+pub async fn execute<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, packet: Packet) -> Flow {
     let opcode = packet.header.opcode;
     if !packet.header.is_request() {
         tracing::debug!(target: "faultline::kv", conn = conn.id, %opcode, "a response where a request belongs");
@@ -102,27 +115,24 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         return Flow::Continue;
     }
     let flow = match opcode.loud() {
-        Opcode::GET | Opcode::GETK => get::get(conn, &packet).await,
+        Opcode::GET | Opcode::GETK => get::get(node, conn, &packet).await,
         Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
-            store::store(conn, &packet).await
+            store::store(node, conn, &packet).await
         }
-        Opcode::DELETE => delete::delete(conn, &packet).await,
-        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(conn, &packet).await,
-        Opcode::FLUSH => misc::flush(conn, &packet).await,
+        Opcode::DELETE => delete::delete(node, conn, &packet).await,
+        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(node, conn, &packet).await,
+        Opcode::FLUSH => misc::flush(node, conn, &packet).await,
         Opcode::NOOP => misc::noop(conn, &packet),
         Opcode::VERSION => misc::version(conn, &packet),
         Opcode::QUIT => misc::quit(conn, &packet),
-        Opcode::STAT => stat::stat(conn, &packet).await,
-        Opcode::DCP_OPEN => dcp_open::dcp_open(conn, &packet).await,
-        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(conn, &packet).await,
+        Opcode::STAT => stat::stat(node, conn, &packet).await,
+        Opcode::DCP_OPEN => dcp_open::dcp_open(node, conn, &packet).await,
+        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(node, conn, &packet).await,
         _ => unreachable!("every shaped opcode is dispatched"),
     };
     if mutates(opcode) {
         // Replication streams of the vbucket have something to send.
-        conn.node
-            .dcp
-            .notify_vbucket(&conn.node, packet.header.vbucket())
-            .await;
+        node.dcp.notify_vbucket(node, packet.header.vbucket()).await;
     }
     flow
 }

@@ -4,7 +4,7 @@
 //! (this node sends a vbucket's mutations to a replica) or a *consumer*
 //! (this node receives them). From then on the connection is duplex: it
 //! reads requests and responses from its peer, and it sends what the node
-//! produces for it (the connection loop in `conn.rs` waits for either).
+//! produces for it (the connection loop in `handler.rs` waits for either).
 //! The peer is the cluster manager's DCP proxy, which relays the packets
 //! between a consumer node and a producer node.
 //!

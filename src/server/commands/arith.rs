@@ -4,8 +4,7 @@
 
 use std::rc::Rc;
 
-use super::Flow;
-use super::{answer, status_of};
+use super::reply::{Flow, answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::node::Node;

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::Flow;
+use super::reply::Flow;
 use crate::protocol::{Packet, Status, dcp};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::dcp::{DcpConn, MAX_PRODUCERS};

@@ -2,8 +2,7 @@
 
 use std::rc::Rc;
 
-use super::Flow;
-use super::{answer, status_of};
+use super::reply::{Flow, answer, status_of};
 use crate::protocol::{Packet, Status};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::node::Node;

@@ -2,8 +2,7 @@
 
 use std::rc::Rc;
 
-use super::Flow;
-use super::status_of;
+use super::reply::{Flow, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::node::Node;

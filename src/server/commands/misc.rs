@@ -3,8 +3,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::Flow;
-use super::answer;
+use super::reply::{Flow, answer};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::node::{Node, VERSION};

@@ -9,9 +9,7 @@
 use std::rc::Rc;
 
 use super::conn::{Conn, ServerStream};
-use super::dcp::DcpConn;
 use super::node::Node;
-use super::store::StoreError;
 use crate::protocol::{Opcode, Packet, Status};
 
 mod arith;
@@ -19,19 +17,12 @@ mod dcp_open;
 mod delete;
 mod get;
 mod misc;
+mod reply;
 mod stat;
 mod store;
 mod vbucket;
 
-/// What the connection does after a command.
-pub enum Flow {
-    Continue,
-    /// Send what is queued, then close.
-    Close,
-    /// Send what is queued, then serve the connection as a DCP connection
-    /// (`DCP_OPEN` succeeded).
-    StartDcp(DcpConn),
-}
+pub use reply::Flow;
 
 /// The shape a request must have.
 struct Shape {
@@ -81,20 +72,6 @@ fn check(packet: &Packet, shape: &Shape) -> Result<(), String> {
         return Err("framing extras".into());
     }
     Ok(())
-}
-
-/// The status a store error answers with.
-pub fn status_of(error: StoreError) -> Status {
-    match error {
-        StoreError::NotFound => Status::KEY_ENOENT,
-        StoreError::Exists => Status::KEY_EEXISTS,
-        StoreError::NotStored => Status::NOT_STORED,
-        StoreError::NotMyVbucket => Status::NOT_MY_VBUCKET,
-        StoreError::NonNumeric => Status::DELTA_BADVAL,
-        StoreError::TooLarge => Status::E2BIG,
-        StoreError::SyncWriteInProgress => Status::SYNC_WRITE_IN_PROGRESS,
-        StoreError::TempFail => Status::ETMPFAIL,
-    }
 }
 
 /// Executes one request and queues its response(s).
@@ -150,13 +127,4 @@ fn mutates(opcode: Opcode) -> bool {
             | Opcode::INCREMENT
             | Opcode::DECREMENT
     )
-}
-
-/// Answers a status, unless the request is quiet and succeeded.
-fn answer<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, response: Packet) -> Flow {
-    let quiet = request.header.opcode.is_quiet();
-    if !(quiet && response.header.status().is_success()) {
-        conn.respond(response);
-    }
-    Flow::Continue
 }

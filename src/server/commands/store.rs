@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use faultline_harness::oracle;
 
-use super::Flow;
-use super::{answer, status_of};
+use super::reply::{Flow, answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::node::Node;

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::Flow;
+use super::reply::Flow;
 use crate::protocol::{Packet, Status, dcp};
 use crate::server::conn::{Conn, ServerStream};
 use crate::server::node::Node;

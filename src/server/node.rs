@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use faultline_harness::sync::Atomic;
 
-use super::dcp::Dcp;
+use super::dcp::conn_map::Dcp;
 use super::executor::{Executor, ExecutorConfig};
 use super::store::{Store, VbState};
 use super::thread_buffers::ThreadBuffers;

@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use super::conn::{Conn, ServerStream};
+use super::dcp;
 use super::node::Node;
 use crate::protocol::{Opcode, Packet, Status};
 
@@ -109,7 +110,7 @@ pub async fn execute<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, packe
     };
     if mutates(opcode) {
         // Replication streams of the vbucket have something to send.
-        node.dcp.notify_vbucket(node, packet.header.vbucket()).await;
+        dcp::notify_vbucket(node, packet.header.vbucket()).await;
     }
     flow
 }

@@ -11,6 +11,7 @@ use faultline_harness::oracle;
 use super::reply::{Flow, answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::conn::{Conn, ServerStream};
+use crate::server::dcp::notify_vbucket;
 use crate::server::node::Node;
 use crate::server::store::{StoreMode, VbState, expiry};
 
@@ -114,7 +115,7 @@ async fn durable_set<S: ServerStream>(
         }
     };
     // The prepare goes out with the vbucket's next snapshot.
-    node.dcp.notify_vbucket(node, vb).await;
+    notify_vbucket(node, vb).await;
     let timeout = Duration::from_millis(node.config.durability_timeout_ms);
     let response = match tokio::time::timeout(timeout, outcome).await {
         Ok(Ok(Ok(cas))) => Packet::response(h, Status::SUCCESS).cas(cas),

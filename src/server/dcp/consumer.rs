@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use tokio::sync::Notify;
 
-use super::refuse;
+use super::reply::refuse;
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, ProtocolError, Status};
 use crate::server::node::Node;

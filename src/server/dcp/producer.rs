@@ -23,7 +23,8 @@ use std::rc::{Rc, Weak};
 use faultline_harness::sync::{Atomic, Mutex};
 use tokio::sync::Notify;
 
-use super::{durability, refuse};
+use super::durability;
+use super::reply::refuse;
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
 use crate::server::executor::{FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};

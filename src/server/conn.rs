@@ -1,22 +1,24 @@
-//! A connection, served like memcached serves one.
+//! A connection's framing, as memcached frames it: it reads packets and
+//! sends responses, and owns the memory both need; what is done with a
+//! packet is the handler's (`handler.rs`), what a packet asks the
+//! commands' (`commands/`).
 //!
-//! The loop: wait until the socket is readable (holding no buffer: an idle
-//! connection gives its buffers back to its worker thread, which keeps one
-//! spare of each kind), read into a read buffer the thread lends, parse a
-//! whole packet (a packet larger
-//! than the read buffer has its body read straight into its own memory, as
-//! memcached reads a value into its item), execute it, then send the
-//! response with one scatter/gather write per attempt: the header from the
-//! write buffer, the value straight from the item. When the socket takes
-//! only part of it (a short write), the connection waits for writability,
-//! and meanwhile looks idle: it gives back the buffers that hold nothing
-//! pending. Whether "nothing pending" is judged right is MB-24634.
+//! Reading: the connection waits until the socket is readable holding no
+//! buffer (an idle connection gives its buffers back to its worker
+//! thread, which keeps one spare of each kind), reads into a read buffer
+//! the thread lends, and parses a whole packet (a packet larger than the
+//! read buffer has its body read straight into its own memory, as
+//! memcached reads a value into its item).
 //!
-//! After `DCP_OPEN` the connection is a DCP connection (`dcp/`): duplex,
-//! it waits for the peer's bytes *or* for the node to have messages for
-//! the peer, handles every whole packet it has read, then sends what the
-//! node prepared. A DCP connection keeps its buffers once it has them, as
-//! memcached's did.
+//! Sending: a response goes out with one scatter/gather write per
+//! attempt: the header from the write buffer, the value straight from
+//! the item. When the socket takes only part of it (a short write), the
+//! connection waits for writability, and meanwhile looks idle: it gives
+//! back the buffers that hold nothing pending. Whether "nothing pending"
+//! is judged right is MB-24634.
+//!
+//! A DCP connection keeps its buffers once it has them, as memcached's
+//! did ([`Conn::keep_buffers`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -24,163 +26,88 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::ReadBuf;
-use tokio::time::Instant;
+use faultline_harness::SimStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::buffers::{Piece, ReadBuffer, WriteBuffer, give_back_idle};
-use super::dcp::{DcpConn, MAX_MESSAGES_PER_STEP};
+use super::node::Node;
 use super::thread_buffers::Kind;
-use super::{Node, ServerStream, commands};
-use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError, Status};
+use crate::protocol::{HEADER_LEN, Header, Packet, ProtocolError};
 
 /// Most pieces handed to one scatter/gather write: our own bound, well
 /// below Linux's `IOV_MAX` (1024), which bounds kv_engine's
 /// (`daemon/connection.cc` at commit 32c0ae9f1).
 pub const MAX_IOV_PIECES: usize = 64;
 
-/// What the connection does after a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    /// Send what is queued, then close.
-    Close,
+/// A stream the node can serve: bytes both ways and a readiness wait that
+/// holds no buffer (so an idle connection can give its buffers back).
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>>;
 }
 
-/// How long a new connection's first request may take to arrive, in ms,
-/// when an idle timeout is set: ours (neither memcached nor HAProxy has
-/// this value), so that a short idle timeout does not close a connection
-/// whose first request is on its way.
-pub const FIRST_REQUEST_TIMEOUT_MS: u64 = 5000;
+impl ServerStream for SimStream {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.socket().poll_recv_ready(cx).map(Ok)
+    }
+}
 
-/// One client connection.
+impl ServerStream for tokio::net::TcpStream {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// One client connection's framing: its stream, the buffers its worker
+/// thread lends it, and the queue of what is to be sent.
 pub struct Conn<S> {
     pub id: u64,
     stream: S,
-    pub node: Rc<Node>,
+    /// For the worker thread's buffers, the limits and the bugs (the
+    /// write buffer's).
+    node: Rc<Node>,
     worker: usize,
     read: Option<ReadBuffer>,
     write: Option<WriteBuffer>,
     out: VecDeque<Piece>,
-    /// Set by `DCP_OPEN`.
-    dcp: Option<DcpConn>,
-    /// When the last request was read: the idle timeout runs from it
-    /// (none yet: a new connection's first request has
-    /// [`FIRST_REQUEST_TIMEOUT_MS`]).
-    last_command: Option<Instant>,
-}
-
-/// Serves `stream` until the peer closes it or it fails.
-pub async fn serve_connection<S: ServerStream>(stream: S, node: Rc<Node>, id: u64, worker: usize) {
-    node.stats.curr_connections.fetch_add(1).await;
-    node.stats.total_connections.fetch_add(1).await;
-    let mut conn = Conn {
-        id,
-        stream,
-        node: node.clone(),
-        worker,
-        read: None,
-        write: None,
-        out: VecDeque::new(),
-        dcp: None,
-        last_command: None,
-    };
-    match conn.run().await {
-        Ok(()) => tracing::debug!(target: "faultline::kv", conn = id, "closed"),
-        Err(e) => {
-            tracing::debug!(target: "faultline::kv", conn = id, error = %e, "closed on error")
-        }
-    }
-    conn.give_back_buffers();
-    node.stats.curr_connections.fetch_sub(1).await;
+    /// Set once the connection is a DCP connection: it no longer gives its
+    /// buffers back when idle.
+    keep_buffers: bool,
 }
 
 impl<S: ServerStream> Conn<S> {
-    async fn run(&mut self) -> io::Result<()> {
-        loop {
-            let packet = match self.next_packet().await {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(()),
-                Err(ConnError::Io(e)) => return Err(e),
-                Err(ConnError::Protocol(header, e)) => return self.refuse(header, e).await,
-            };
-            self.last_command = Some(Instant::now());
-            let flow = commands::execute(self, packet).await;
-            self.transmit().await?;
-            if flow == Flow::Close {
-                return Ok(());
-            }
-            if let Some(dcp) = self.dcp.clone() {
-                let result = self.run_dcp(&dcp).await;
-                dcp.close(&self.node, self.id).await;
-                return result;
-            }
+    pub fn new(stream: S, node: Rc<Node>, id: u64, worker: usize) -> Conn<S> {
+        Conn {
+            id,
+            stream,
+            node,
+            worker,
+            read: None,
+            write: None,
+            out: VecDeque::new(),
+            keep_buffers: false,
         }
     }
 
-    /// Malformed input: the next packet boundary is lost. Answers if the
-    /// header said what was asked, then the connection closes.
-    async fn refuse(&mut self, header: Option<Header>, e: ProtocolError) -> io::Result<()> {
-        tracing::debug!(target: "faultline::kv", conn = self.id, dcp = self.dcp.is_some(), error = %e, "malformed packet");
-        if let Some(header) = header {
-            self.respond(Packet::response(&header, refusal(&e)));
-            self.transmit().await?;
-        }
-        Ok(())
-    }
-
-    /// Makes this a DCP connection (after its `DCP_OPEN` is answered).
-    pub fn start_dcp(&mut self, dcp: DcpConn) {
-        assert!(self.dcp.is_none(), "a connection is opened for DCP once");
-        self.dcp = Some(dcp);
-    }
-
-    /// The DCP loop: handle what the peer sent, send what the node has,
-    /// wait for either.
-    async fn run_dcp(&mut self, dcp: &DcpConn) -> io::Result<()> {
-        let writer = dcp.writer();
-        tracing::debug!(target: "faultline::kv", conn = self.id, name = dcp.name(), "dcp connection");
-        loop {
-            // Every whole packet already read, before anything is sent.
-            loop {
-                match self.buffered_packet().await {
-                    Ok(Some(packet)) => dcp.handle(&self.node, packet).await,
-                    Ok(None) => break,
-                    Err(ConnError::Io(e)) => return Err(e),
-                    Err(ConnError::Protocol(header, e)) => return self.refuse(header, e).await,
-                }
-            }
-            let mut batch = Vec::new();
-            let more = dcp
-                .step(MAX_MESSAGES_PER_STEP, &mut |p| batch.push(p))
-                .await;
-            for packet in batch {
-                self.respond(packet);
-            }
-            self.transmit().await?;
-            if more {
-                // Let the peer's bytes in before the next batch.
-                writer.notify_one();
-            }
-            tokio::select! {
-                ready = self.wait_readable() => {
-                    if !ready? {
-                        return Ok(());
-                    }
-                    if self.fill().await? == 0 {
-                        return self.closed_by_peer();
-                    }
-                }
-                _ = writer.notified() => {}
-            }
-        }
+    /// From now on the connection keeps its buffers once it has them (a
+    /// DCP connection).
+    pub fn keep_buffers(&mut self) {
+        self.keep_buffers = true;
     }
 
     /// The peer closed: an error if it stopped inside a packet.
-    fn closed_by_peer(&self) -> Result<(), io::Error> {
-        let unparsed = self.read.as_ref().map(ReadBuffer::unparsed).unwrap_or(0);
+    pub fn closed_by_peer(&self) -> Result<(), io::Error> {
+        let unparsed = self.unparsed();
         if unparsed > 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -190,9 +117,14 @@ impl<S: ServerStream> Conn<S> {
         Ok(())
     }
 
+    /// Bytes read and not yet parsed.
+    pub fn unparsed(&self) -> usize {
+        self.read.as_ref().map(ReadBuffer::unparsed).unwrap_or(0)
+    }
+
     /// A whole packet from the bytes already read, if there is one (a
     /// packet larger than the read buffer is read to its end here).
-    async fn buffered_packet(&mut self) -> Result<Option<Packet>, ConnError> {
+    pub async fn buffered_packet(&mut self) -> Result<Option<Packet>, ConnError> {
         let limits = self.node.config.limits;
         let Some(read) = &mut self.read else {
             return Ok(None);
@@ -233,28 +165,6 @@ impl<S: ServerStream> Conn<S> {
         Ok(None)
     }
 
-    /// The next whole packet; `None` when the peer closed between packets.
-    async fn next_packet(&mut self) -> Result<Option<Packet>, ConnError> {
-        loop {
-            if let Some(packet) = self.buffered_packet().await? {
-                return Ok(Some(packet));
-            }
-            if !self.wait_readable().await? {
-                return Ok(None);
-            }
-            if self.fill().await? == 0 {
-                let unparsed = self.read.as_ref().map(ReadBuffer::unparsed).unwrap_or(0);
-                if unparsed > 0 {
-                    return Err(ConnError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the peer closed inside a packet ({unparsed} bytes read)"),
-                    )));
-                }
-                return Ok(None);
-            }
-        }
-    }
-
     /// The header of the unparsed bytes, if whole and valid.
     fn peek_header(&self) -> Option<Header> {
         let header = self.peek_raw_header()?;
@@ -276,42 +186,23 @@ impl<S: ServerStream> Conn<S> {
         Header::parse(bytes).ok()
     }
 
-    /// Waits until the socket is readable; idle meanwhile. `false` when the
-    /// idle timeout closed the connection.
-    async fn wait_readable(&mut self) -> Result<bool, ConnError> {
+    /// Before waiting for the peer: with nothing read and unparsed, the
+    /// connection is idle and gives its buffers back.
+    pub fn idle_if_drained(&mut self) {
         if self.read.as_ref().is_none_or(ReadBuffer::is_empty) {
             let _ = self.idle();
         }
+    }
+
+    /// Waits until the socket is readable, holding no buffer for it.
+    pub async fn readable(&mut self) -> io::Result<()> {
         let stream = &mut self.stream;
-        let ready = poll_fn(|cx| stream.poll_read_ready(cx));
-        // Replication streams are quiet when nothing changes: the idle
-        // timeout is for client connections only. As memcached's
-        // (`conn_timeout_thread` in memcached.c): a connection waiting for
-        // a command is closed once its last command is older than the
-        // timeout, however long its answer took to send.
-        let deadline = match (&self.dcp, self.node.config.idle_timeout_ms) {
-            (Some(_), _) | (None, None) => None,
-            (None, Some(ms)) => Some(match self.last_command {
-                Some(at) => at + Duration::from_millis(ms),
-                None => Instant::now() + Duration::from_millis(ms.max(FIRST_REQUEST_TIMEOUT_MS)),
-            }),
-        };
-        match deadline {
-            None => ready.await.map_err(ConnError::Io)?,
-            Some(at) => match tokio::time::timeout_at(at, ready).await {
-                Ok(result) => result.map_err(ConnError::Io)?,
-                Err(_) => {
-                    tracing::debug!(target: "faultline::kv", conn = self.id, "idle timeout");
-                    return Ok(false);
-                }
-            },
-        }
-        Ok(true)
+        poll_fn(|cx| stream.poll_read_ready(cx)).await
     }
 
     /// Reads what the socket has into the read buffer (lent by the thread
     /// if the connection gave it back). Returns the bytes read.
-    async fn fill(&mut self) -> Result<usize, ConnError> {
+    pub async fn fill(&mut self) -> Result<usize, ConnError> {
         if self.read.is_none() {
             let memory = self.node.buffers(self.worker).borrow_mut().lend(Kind::Read);
             self.read = Some(ReadBuffer::new(memory));
@@ -381,14 +272,14 @@ impl<S: ServerStream> Conn<S> {
     /// "steal the buffers of idle connections"), except on a DCP
     /// connection: those kept theirs once allocated.
     fn idle(&mut self) -> bool {
-        if self.dcp.is_some() {
+        if self.keep_buffers {
             return false;
         }
         let mut thread = self.node.buffers(self.worker).borrow_mut();
         give_back_idle(&mut thread, &mut self.read, &mut self.write)
     }
 
-    fn give_back_buffers(&mut self) {
+    pub fn give_back_buffers(&mut self) {
         let mut thread = self.node.buffers(self.worker).borrow_mut();
         if let Some(read) = self.read.take() {
             thread.give_back(Kind::Read, read.memory);
@@ -504,15 +395,8 @@ impl<S: ServerStream> Conn<S> {
     }
 }
 
-/// The status that answers a packet the connection cannot take.
-fn refusal(e: &ProtocolError) -> Status {
-    match e {
-        ProtocolError::BodyTooLarge { .. } => Status::E2BIG,
-        _ => Status::EINVAL,
-    }
-}
-
-enum ConnError {
+/// Why no packet could be read.
+pub enum ConnError {
     Io(io::Error),
     /// Malformed input; the header when it was readable.
     Protocol(Option<Header>, ProtocolError),

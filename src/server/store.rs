@@ -43,6 +43,11 @@ pub const RELATIVE_EXPIRY_MAX_S: u32 = 30 * 24 * 60 * 60;
 /// Most mutations a vbucket keeps for streams that start late.
 pub const MAX_LOG_ENTRIES: usize = 100_000;
 
+/// A stable uuid for a vbucket's history, derived from the node and vbucket.
+pub fn vbucket_uuid(seed: u64, vb: u16) -> u64 {
+    faultline_harness::seed::splitmix64(seed ^ (u64::from(vb) << 32) ^ 0x5642_5555_4944)
+}
+
 /// A vbucket's role on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum VbState {
@@ -297,7 +302,7 @@ impl Store {
         assert!(vbuckets > 0, "a node has at least one vbucket");
         Store {
             vbuckets: (0..vbuckets)
-                .map(|vb| VBucket::new(vb, active(vb), crate::server::vbucket_uuid(uuid_seed, vb)))
+                .map(|vb| VBucket::new(vb, active(vb), vbucket_uuid(uuid_seed, vb)))
                 .collect(),
             next_cas: Atomic::new("kv.store.next_cas", 1),
             max_value_bytes,

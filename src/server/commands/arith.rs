@@ -2,13 +2,15 @@
 //! Extras: delta (8), initial value (8), expiry (4); an expiry of
 //! 0xffffffff means "do not create".
 
-use super::{answer, status_of};
+use std::rc::Rc;
+
+use super::reply::{Flow, answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::ServerStream;
-use crate::server::conn::{Conn, Flow};
+use crate::server::conn::{Conn, ServerStream};
+use crate::server::node::Node;
 use crate::server::store::expiry;
 
-pub async fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn arith<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let delta = request
         .extras_u64(0)
@@ -16,10 +18,9 @@ pub async fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
     let initial = request.extras_u64(8).expect("shape checked");
     let expiration_s = request.extras_u32(16).expect("shape checked");
     let incr = h.opcode.loud() == Opcode::INCREMENT;
-    let now = conn.node.now();
-    let expires_at = expiry(expiration_s, now, conn.node.unix_now_s());
-    let result = conn
-        .node
+    let now = node.now();
+    let expires_at = expiry(expiration_s, now, node.unix_now_s());
+    let result = node
         .store
         .arith(
             h.vbucket(),
@@ -30,7 +31,7 @@ pub async fn arith<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
             expiration_s,
             expires_at,
             now,
-            &conn.node.dcp.durability,
+            &node.dcp.durability,
         )
         .await;
     let response = match result {

@@ -1,15 +1,22 @@
 //! DCP_OPEN: the connection becomes a DCP producer or consumer (extras:
 //! seqno (4, unused), flags (4); key: the connection's name).
 
+use std::rc::Rc;
+
+use super::reply::Flow;
 use crate::protocol::{Packet, Status, dcp};
-use crate::server::ServerStream;
-use crate::server::conn::{Conn, Flow};
+use crate::server::conn::{Conn, ServerStream};
 use crate::server::dcp::{DcpConn, MAX_PRODUCERS};
+use crate::server::node::Node;
 
 /// Longest connection name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
 
-pub async fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn dcp_open<S: ServerStream>(
+    node: &Rc<Node>,
+    conn: &mut Conn<S>,
+    request: &Packet,
+) -> Flow {
     let h = &request.header;
     let (Ok(producer), Ok(name)) = (
         dcp::open_is_producer(request),
@@ -22,15 +29,13 @@ pub async fn dcp_open<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> 
         conn.respond(Packet::response(h, Status::EINVAL));
         return Flow::Continue;
     }
-    let node = conn.node.clone();
     // Each producer has a task on the executor: their number is bounded.
     if producer && node.dcp.producer_count().await >= MAX_PRODUCERS {
         tracing::debug!(target: "faultline::kv", conn = conn.id, "too many DCP producers");
         conn.respond(Packet::response(h, Status::ENOMEM));
         return Flow::Continue;
     }
-    let dcp = DcpConn::open(&node, conn.id, name.to_string(), producer).await;
+    let dcp = DcpConn::open(node, conn.id, name.to_string(), producer).await;
     conn.respond(Packet::response(h, Status::SUCCESS));
-    conn.start_dcp(dcp);
-    Flow::Continue
+    Flow::StartDcp(dcp)
 }

@@ -1,23 +1,22 @@
 //! DELETE, DELETEQ.
 
-use super::{answer, status_of};
-use crate::protocol::{Packet, Status};
-use crate::server::ServerStream;
-use crate::server::conn::{Conn, Flow};
+use std::rc::Rc;
 
-pub async fn delete<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+use super::reply::{Flow, answer, status_of};
+use crate::protocol::{Packet, Status};
+use crate::server::conn::{Conn, ServerStream};
+use crate::server::node::Node;
+
+pub async fn delete<S: ServerStream>(
+    node: &Rc<Node>,
+    conn: &mut Conn<S>,
+    request: &Packet,
+) -> Flow {
     let h = &request.header;
-    let now = conn.node.now();
-    let result = conn
-        .node
+    let now = node.now();
+    let result = node
         .store
-        .delete(
-            h.vbucket(),
-            &request.key,
-            h.cas,
-            now,
-            &conn.node.dcp.durability,
-        )
+        .delete(h.vbucket(), &request.key, h.cas, now, &node.dcp.durability)
         .await;
     let status = match result {
         Ok(()) => Status::SUCCESS,

@@ -1,11 +1,12 @@
 //! NOOP, VERSION, QUIT, FLUSH.
 
+use std::rc::Rc;
 use std::time::Duration;
 
-use super::answer;
+use super::reply::{Flow, answer};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::conn::{Conn, Flow};
-use crate::server::{ServerStream, VERSION};
+use crate::server::conn::{Conn, ServerStream};
+use crate::server::node::{Node, VERSION};
 
 pub fn noop<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
     conn.respond(Packet::response(&request.header, Status::SUCCESS));
@@ -28,10 +29,10 @@ pub fn quit<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
 }
 
 /// FLUSH forgets every item, now or after the given delay in seconds.
-pub async fn flush<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn flush<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, request: &Packet) -> Flow {
     let delay_s = request.extras_u32(0).unwrap_or(0);
-    let at = conn.node.now() + Duration::from_secs(u64::from(delay_s));
-    conn.node.store.flush(at).await;
+    let at = node.now() + Duration::from_secs(u64::from(delay_s));
+    node.store.flush(at).await;
     answer(
         conn,
         request,

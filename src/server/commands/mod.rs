@@ -6,9 +6,11 @@
 //! Quiet variants answer only what their loud twins would answer on
 //! failure (GETQ/GETKQ: only hits).
 
-use super::ServerStream;
-use super::conn::{Conn, Flow};
-use super::store::StoreError;
+use std::rc::Rc;
+
+use super::conn::{Conn, ServerStream};
+use super::dcp;
+use super::node::Node;
 use crate::protocol::{Opcode, Packet, Status};
 
 mod arith;
@@ -16,9 +18,12 @@ mod dcp_open;
 mod delete;
 mod get;
 mod misc;
+mod reply;
 mod stat;
 mod store;
 mod vbucket;
+
+pub use reply::Flow;
 
 /// The shape a request must have.
 struct Shape {
@@ -70,22 +75,8 @@ fn check(packet: &Packet, shape: &Shape) -> Result<(), String> {
     Ok(())
 }
 
-/// The status a store error answers with.
-pub fn status_of(error: StoreError) -> Status {
-    match error {
-        StoreError::NotFound => Status::KEY_ENOENT,
-        StoreError::Exists => Status::KEY_EEXISTS,
-        StoreError::NotStored => Status::NOT_STORED,
-        StoreError::NotMyVbucket => Status::NOT_MY_VBUCKET,
-        StoreError::NonNumeric => Status::DELTA_BADVAL,
-        StoreError::TooLarge => Status::E2BIG,
-        StoreError::SyncWriteInProgress => Status::SYNC_WRITE_IN_PROGRESS,
-        StoreError::TempFail => Status::ETMPFAIL,
-    }
-}
-
 /// Executes one request and queues its response(s).
-pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flow {
+pub async fn execute<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, packet: Packet) -> Flow {
     let opcode = packet.header.opcode;
     if !packet.header.is_request() {
         tracing::debug!(target: "faultline::kv", conn = conn.id, %opcode, "a response where a request belongs");
@@ -102,27 +93,24 @@ pub async fn execute<S: ServerStream>(conn: &mut Conn<S>, packet: Packet) -> Flo
         return Flow::Continue;
     }
     let flow = match opcode.loud() {
-        Opcode::GET | Opcode::GETK => get::get(conn, &packet).await,
+        Opcode::GET | Opcode::GETK => get::get(node, conn, &packet).await,
         Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
-            store::store(conn, &packet).await
+            store::store(node, conn, &packet).await
         }
-        Opcode::DELETE => delete::delete(conn, &packet).await,
-        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(conn, &packet).await,
-        Opcode::FLUSH => misc::flush(conn, &packet).await,
+        Opcode::DELETE => delete::delete(node, conn, &packet).await,
+        Opcode::INCREMENT | Opcode::DECREMENT => arith::arith(node, conn, &packet).await,
+        Opcode::FLUSH => misc::flush(node, conn, &packet).await,
         Opcode::NOOP => misc::noop(conn, &packet),
         Opcode::VERSION => misc::version(conn, &packet),
         Opcode::QUIT => misc::quit(conn, &packet),
-        Opcode::STAT => stat::stat(conn, &packet).await,
-        Opcode::DCP_OPEN => dcp_open::dcp_open(conn, &packet).await,
-        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(conn, &packet).await,
+        Opcode::STAT => stat::stat(node, conn, &packet).await,
+        Opcode::DCP_OPEN => dcp_open::dcp_open(node, conn, &packet).await,
+        Opcode::SET_VBUCKET_STATE => vbucket::set_vbucket_state(node, conn, &packet).await,
         _ => unreachable!("every shaped opcode is dispatched"),
     };
     if mutates(opcode) {
         // Replication streams of the vbucket have something to send.
-        conn.node
-            .dcp
-            .notify_vbucket(&conn.node, packet.header.vbucket())
-            .await;
+        dcp::notify_vbucket(node, packet.header.vbucket()).await;
     }
     flow
 }
@@ -140,13 +128,4 @@ fn mutates(opcode: Opcode) -> bool {
             | Opcode::INCREMENT
             | Opcode::DECREMENT
     )
-}
-
-/// Answers a status, unless the request is quiet and succeeded.
-fn answer<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, response: Packet) -> Flow {
-    let quiet = request.header.opcode.is_quiet();
-    if !(quiet && response.header.status().is_success()) {
-        conn.respond(response);
-    }
-    Flow::Continue
 }

@@ -3,14 +3,16 @@
 //! vbucket's state; `KvConfig::stat_detail_entries` adds more, to make the
 //! response as large as a scenario needs.
 
-use crate::protocol::{Packet, Status};
-use crate::server::conn::{Conn, Flow};
-use crate::server::{ServerStream, VERSION};
+use std::rc::Rc;
 
-pub async fn stat<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+use super::reply::Flow;
+use crate::protocol::{Packet, Status};
+use crate::server::conn::{Conn, ServerStream};
+use crate::server::node::{Node, VERSION};
+
+pub async fn stat<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let group = String::from_utf8_lossy(&request.key).to_string();
-    let node = conn.node.clone();
     let now = node.now();
     let mut entries: Vec<(String, String)> = Vec::new();
     match group.as_str() {

@@ -3,17 +3,19 @@
 //! requirement (framing extras) makes a SET synchronous: it answers only
 //! once a majority of the vbucket's nodes hold it (`dcp/durability.rs`).
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_harness::oracle;
 
-use super::{answer, status_of};
+use super::reply::{Flow, answer, status_of};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::ServerStream;
-use crate::server::conn::{Conn, Flow};
+use crate::server::conn::{Conn, ServerStream};
+use crate::server::dcp::notify_vbucket;
+use crate::server::node::Node;
 use crate::server::store::{StoreMode, VbState, expiry};
 
-pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flow {
+pub async fn store<S: ServerStream>(node: &Rc<Node>, conn: &mut Conn<S>, request: &Packet) -> Flow {
     let h = &request.header;
     let (mode, flags, expiration_s) = match h.opcode.loud() {
         Opcode::SET => (StoreMode::Set, request.extras_u32(0), request.extras_u32(4)),
@@ -31,7 +33,7 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
         flags.expect("shape checked"),
         expiration_s.expect("shape checked"),
     );
-    conn.node.stats.cmd_set.fetch_add(1).await;
+    node.stats.cmd_set.fetch_add(1).await;
     let durability = match request.durability_requirement() {
         Ok(d) => d,
         Err(e) => {
@@ -40,13 +42,12 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
         }
     };
     if durability.is_some() {
-        let response = durable_set(conn, request, flags).await;
+        let response = durable_set(node, conn, request, flags).await;
         return answer(conn, request, response);
     }
-    let now = conn.node.now();
-    let expires_at = expiry(expiration_s, now, conn.node.unix_now_s());
-    let result = conn
-        .node
+    let now = node.now();
+    let expires_at = expiry(expiration_s, now, node.unix_now_s());
+    let result = node
         .store
         .store(
             mode,
@@ -58,7 +59,7 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
             expiration_s,
             h.cas,
             now,
-            &conn.node.dcp.durability,
+            &node.dcp.durability,
         )
         .await;
     let response = match result {
@@ -70,10 +71,14 @@ pub async fn store<S: ServerStream>(conn: &mut Conn<S>, request: &Packet) -> Flo
 
 /// A synchronous SET: prepare, wait for the replica's acknowledgement (or
 /// the durability timeout), answer. Expiry is not supported on this path.
-async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flags: u32) -> Packet {
+async fn durable_set<S: ServerStream>(
+    node: &Rc<Node>,
+    conn: &mut Conn<S>,
+    request: &Packet,
+    flags: u32,
+) -> Packet {
     let h = &request.header;
     let vb = h.vbucket();
-    let node = conn.node.clone();
     let now = node.now();
     // Under the vbucket's state lock (shared), as the engine's set: the
     // checks, the prepare and its tracking.
@@ -110,7 +115,7 @@ async fn durable_set<S: ServerStream>(conn: &mut Conn<S>, request: &Packet, flag
         }
     };
     // The prepare goes out with the vbucket's next snapshot.
-    node.dcp.notify_vbucket(&node, vb).await;
+    notify_vbucket(node, vb).await;
     let timeout = Duration::from_millis(node.config.durability_timeout_ms);
     let response = match tokio::time::timeout(timeout, outcome).await {
         Ok(Ok(Ok(cas))) => Packet::response(h, Status::SUCCESS).cas(cas),

@@ -21,10 +21,10 @@ use std::rc::Rc;
 
 use tokio::sync::Notify;
 
-use super::refuse;
+use super::reply::refuse;
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, ProtocolError, Status};
-use crate::server::Node;
+use crate::server::node::Node;
 use crate::server::store::{Mutation, VbState};
 
 /// Most streams one consumer connection holds.

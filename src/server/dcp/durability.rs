@@ -19,8 +19,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::notify_vbucket;
 use crate::protocol::Status;
-use crate::server::Node;
+use crate::server::node::Node;
 
 /// Most synchronous writes in flight per vbucket.
 pub const MAX_TRACKED_PER_VBUCKET: usize = 65_536;
@@ -138,7 +139,7 @@ pub async fn seqno_acknowledged(node: &Rc<Node>, vb: u16, seqno: u64) {
         }
     }
     // The commits go to the replica too.
-    node.dcp.notify_vbucket(node, vb).await;
+    notify_vbucket(node, vb).await;
 }
 
 #[cfg(test)]

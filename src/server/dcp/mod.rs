@@ -4,7 +4,7 @@
 //! (this node sends a vbucket's mutations to a replica) or a *consumer*
 //! (this node receives them). From then on the connection is duplex: it
 //! reads requests and responses from its peer, and it sends what the node
-//! produces for it (the connection loop in `conn.rs` waits for either).
+//! produces for it (the connection loop in `handler.rs` waits for either).
 //! The peer is the cluster manager's DCP proxy, which relays the packets
 //! between a consumer node and a producer node.
 //!
@@ -20,6 +20,11 @@
 //!   `DCP_SEQNO_ACKNOWLEDGED`.
 //! * [`durability`]: synchronous writes wait for the replica's
 //!   acknowledgement, then commit.
+//! * [`conn_map`]: the node's producers and durability monitor, under
+//!   their locks.
+//!
+//! This file is the layer above them that connections and commands use:
+//! [`DcpConn`] and [`notify_vbucket`].
 //!
 //! Two kv misbehaviours can be switched on by a fault plan (they are the
 //! error path the MB-53445 report's author put into the engine to trigger
@@ -36,22 +41,21 @@
 //! packets), other nodes (only its peer connection), or which bug a run
 //! exposes.
 
-use std::collections::BTreeMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
-use faultline_harness::sync::Mutex;
 use tokio::sync::Notify;
 
-use super::Node;
-use crate::protocol::{Packet, Status};
+use super::node::Node;
+use crate::protocol::Packet;
 
+pub mod conn_map;
 pub mod consumer;
 pub mod durability;
 pub mod producer;
+mod reply;
 
-pub use consumer::Consumer;
-pub use durability::DurabilityMonitor;
-pub use producer::Producer;
+use consumer::Consumer;
+use producer::Producer;
 
 /// Most messages one step hands to the connection before it reads again.
 pub const MAX_MESSAGES_PER_STEP: usize = 256;
@@ -61,77 +65,18 @@ pub const MAX_MESSAGES_PER_STEP: usize = 256;
 pub const MAX_PRODUCERS: usize = 256;
 const _: () = assert!(MAX_PRODUCERS < crate::server::executor::MAX_TASKS / 2);
 
-/// A node's DCP state: its producers (to wake them when a vbucket changes)
-/// and the durability monitor of its synchronous writes.
+/// A vbucket's log grew: every stream on it has something to send.
 ///
-/// Shared under harness locks, as kv_engine's: the conn map
-/// (`dcp.conn_map.conns`, the `DcpConnMap`'s connection lock) and the
-/// durability monitor's state (`kv.vbucket.durability_monitor.state`;
-/// kv_engine has one monitor per vbucket, here one for the node's
-/// vbuckets). Each producer's streams are under `dcp.producer.streams`.
-/// Lock order, with the store's: vbucket state -> conn map -> producer
-/// streams -> hash table -> checkpoint queue -> durability monitor.
-pub struct Dcp {
-    producers: Mutex<BTreeMap<u64, Weak<Producer>>>,
-    pub durability: Mutex<DurabilityMonitor>,
-}
-
-impl Default for Dcp {
-    fn default() -> Dcp {
-        Dcp {
-            producers: Mutex::new("dcp.conn_map.conns", BTreeMap::new()),
-            durability: Mutex::new(
-                "kv.vbucket.durability_monitor.state",
-                DurabilityMonitor::default(),
-            ),
-        }
-    }
-}
-
-impl Dcp {
-    /// How many producer connections are open.
-    pub async fn producer_count(&self) -> usize {
-        self.producers.lock().await.len()
-    }
-
-    async fn producers(&self) -> Vec<Rc<Producer>> {
-        self.producers
-            .lock()
-            .await
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect()
-    }
-
-    /// A vbucket's log grew: every stream on it has something to send.
-    pub async fn notify_vbucket(&self, node: &Node, vb: u16) {
-        let high_seqno = match node.store.vbucket(vb) {
-            Some(v) => v.high_seqno().await,
-            None => return,
-        };
-        for producer in self.producers().await {
-            producer.notify(node, vb, high_seqno).await;
-        }
-    }
-
-    /// Whether a replica follows this vbucket (a stream that is not a
-    /// takeover): synchronous writes need one.
-    pub async fn has_replica_stream(&self, vb: u16) -> bool {
-        for producer in self.producers().await {
-            if producer.has_replica_stream(vb).await {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// The vbucket is no longer active here: its streams end (state
-    /// changed) and its synchronous writes become ambiguous.
-    pub(crate) async fn vbucket_left_active(&self, vb: u16) {
-        for producer in self.producers().await {
-            producer.vbucket_left_active(vb).await;
-        }
-        self.durability.lock().await.abandon(vb);
+/// A function of the node rather than a method of the conn map
+/// ([`conn_map::Dcp`]): the conn map is part of the node, and does not
+/// reach back into it.
+pub async fn notify_vbucket(node: &Node, vb: u16) {
+    let high_seqno = match node.store.vbucket(vb) {
+        Some(v) => v.high_seqno().await,
+        None => return,
+    };
+    for producer in node.dcp.producers().await {
+        producer.notify(node, vb, high_seqno).await;
     }
 }
 
@@ -201,9 +146,4 @@ impl DcpConn {
             DcpConn::Consumer(c) => c.close(),
         }
     }
-}
-
-/// The answer to a request the DCP side does not take.
-pub(crate) fn refuse(request: &Packet, status: Status) -> Packet {
-    Packet::response(&request.header, status)
 }

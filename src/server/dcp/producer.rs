@@ -23,11 +23,12 @@ use std::rc::{Rc, Weak};
 use faultline_harness::sync::{Atomic, Mutex};
 use tokio::sync::Notify;
 
-use super::{durability, refuse};
+use super::durability;
+use super::reply::refuse;
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::Node;
 use crate::server::executor::{FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};
+use crate::server::node::Node;
 use crate::server::store::{Mutation, VbState};
 
 /// Most log entries one snapshot carries.

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 
 use super::buffer::Buffer;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection};
-use super::fd::bit;
+use super::conn::{check_connect, polling, set_polling};
 use super::raw_sock::{rcv_buf, snd_buf};
-use super::session::{Role, check_connect, polling, set_polling};
+use super::session::Role;
 use super::{CheckKind, Conn, Lent, Proxy};
 use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};
 
@@ -100,23 +100,9 @@ async fn start<S: Syscalls + 'static>(
     server: usize,
 ) -> Result<(), Errno> {
     let addr = px.backends[server].addr;
-    let fd = px.sys.socket().await?;
-    let in_progress = match px.sys.connect(fd, addr).await {
-        Ok(()) => false,
-        Err(Errno::EINPROGRESS) => true,
-        Err(e) => {
-            let _ = px.sys.close(fd).await;
-            return Err(e);
-        }
-    };
-    let id = px.state().new_conn_id();
-    let mut c = Connection::new(id, tid);
-    c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
-    c.xprt_init();
+    let c = Connection::open(&px.sys, &px.fdtab, addr, tid, || px.state().new_conn_id()).await?;
+    let (id, fd) = (c.id, c.fd);
     let mut st = px.state();
-    if in_progress {
-        c.flags |= CO_FL_WAIT_L4_CONN;
-    }
     st.conns.insert(
         id,
         Conn {
@@ -247,7 +233,7 @@ pub async fn process_check<S: Syscalls + 'static>(
             .then(|| polling(c, true, check.sent < check.request.len()));
         (check.server, verdict, progress, wanted.flatten())
     };
-    set_polling(px, wanted).await;
+    set_polling(&px.fdtab, wanted).await;
     if verdict != Verdict::Incomplete {
         if verdict == Verdict::Fail {
             let errno = px.state().conns.get(&id).and_then(|c| c.c.errno);

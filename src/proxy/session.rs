@@ -30,10 +30,10 @@ use tokio::time::Instant;
 
 use super::buffer::Buffer;
 use super::conn::{
-    CO_FL_CURR_RD_ENA, CO_FL_CURR_WR_ENA, CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH,
-    CO_FL_WAIT_L4_CONN, CO_FL_WAIT_ROOM, ConnId, Connection,
+    CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, CO_FL_WAIT_L4_CONN, CO_FL_WAIT_ROOM, ConnId,
+    Connection, check_connect, polling, set_polling,
 };
-use super::fd::{Owner, bit};
+use super::fd::Owner;
 use super::pipe::Pipe;
 use super::raw_sock::{rcv_buf, rcv_pipe, snd_buf, snd_pipe};
 use super::{Conn, IdleConn, Lent, Proxy, ProxyConfig, VERSION};
@@ -209,94 +209,6 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-/// Checks a pending connect after a poll report: `SO_ERROR` says whether
-/// it failed; writability says it completed.
-pub fn check_connect<S: Syscalls>(sys: &S, c: &mut Connection, events: Option<Events>) {
-    let Some(ev) = events else {
-        return;
-    };
-    if !c.has(CO_FL_WAIT_L4_CONN) || !ev.intersects(Events::OUT | Events::ERR | Events::HUP) {
-        return;
-    }
-    match sys.take_error(c.fd) {
-        Ok(Some(errno)) => c.fail(Some(errno)),
-        Err(errno) => c.fail(Some(errno)),
-        Ok(None) if ev.contains(Events::ERR) => c.fail(None),
-        Ok(None) if ev.contains(Events::OUT) => c.flags &= !CO_FL_WAIT_L4_CONN,
-        Ok(None) => {}
-    }
-}
-
-/// The polling changes a connection asks of its fd (`None`: unchanged).
-#[derive(Clone, Copy, Debug)]
-pub struct Polling {
-    fd: faultline_harness::Fd,
-    thread: usize,
-    recv: Option<bool>,
-    send: Option<bool>,
-}
-
-/// The polling a connection wants now, as changes to what it asked last
-/// (HAProxy's `conn_cond_update_polling`): a failed connection stops both
-/// directions whatever it asked (`conn_stop_polling`); a pending connect
-/// polls for write only; otherwise only a direction whose wish changed is
-/// passed on. `None` without a control layer.
-pub fn polling(c: &mut Connection, recv: bool, send: bool) -> Option<Polling> {
-    if !c.ctrl_ready() {
-        return None;
-    }
-    if c.has(CO_FL_ERROR) {
-        c.polling_reset();
-        return Some(Polling {
-            fd: c.fd,
-            thread: c.thread,
-            recv: Some(false),
-            send: Some(false),
-        });
-    }
-    // While the connect is pending the socket layer's polling applies,
-    // not the data layer's: send only, "for connect status" (HAProxy's
-    // `conn_cond_update_polling` with `CO_FL_POLL_SOCK`, and
-    // `tcp_connect_server`'s `conn_sock_want_send`, at commit c0e98868f).
-    // The first receive stays speculative.
-    let connecting = c.has(CO_FL_WAIT_L4_CONN);
-    let recv = recv && !connecting && !c.has(CO_FL_SOCK_RD_SH);
-    let send = (send || connecting) && !c.has(CO_FL_SOCK_WR_SH);
-    let mut change = |flag: u32, wanted: bool| {
-        if c.has(flag) == wanted {
-            return None;
-        }
-        c.flags ^= flag;
-        Some(wanted)
-    };
-    let recv = change(CO_FL_CURR_RD_ENA, recv);
-    let send = change(CO_FL_CURR_WR_ENA, send);
-    Some(Polling {
-        fd: c.fd,
-        thread: c.thread,
-        recv,
-        send,
-    })
-}
-
-/// Passes a connection's polling changes to its fd.
-pub async fn set_polling<S: Syscalls>(px: &Proxy<S>, polling: Option<Polling>) {
-    let Some(p) = polling else {
-        return;
-    };
-    let t = &px.fdtab;
-    match p.recv {
-        Some(true) => t.want_recv(p.fd, p.thread).await,
-        Some(false) => t.stop_recv(p.fd, p.thread).await,
-        None => {}
-    }
-    match p.send {
-        Some(true) => t.want_send(p.fd, p.thread).await,
-        Some(false) => t.stop_send(p.fd, p.thread).await,
-        None => {}
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Client side.
 // ---------------------------------------------------------------------------
@@ -429,7 +341,7 @@ pub async fn process_client<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id
         }
         wanted
     };
-    set_polling(px, wanted).await;
+    set_polling(&px.fdtab, wanted).await;
     progress
 }
 
@@ -841,23 +753,8 @@ async fn server_conn<S: Syscalls + 'static>(
         }
     }
     let addr = px.backends[server].addr;
-    let fd = px.sys.socket().await?;
-    let in_progress = match px.sys.connect(fd, addr).await {
-        Ok(()) => false,
-        Err(Errno::EINPROGRESS) => true,
-        Err(e) => {
-            // The control layer was never initialised: close the socket itself.
-            let _ = px.sys.close(fd).await;
-            return Err(e);
-        }
-    };
-    let sid = px.state().new_conn_id();
-    let mut c = Connection::new(sid, tid);
-    c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
-    c.xprt_init();
-    if in_progress {
-        c.flags |= CO_FL_WAIT_L4_CONN;
-    }
+    let c = Connection::open(&px.sys, &px.fdtab, addr, tid, || px.state().new_conn_id()).await?;
+    let (sid, fd) = (c.id, c.fd);
     tracing::debug!(target: "faultline::proxy", thread = tid, conn = sid, fd, %addr, "connecting");
     px.state().conns.insert(
         sid,
@@ -1020,7 +917,7 @@ pub async fn process_server<S: Syscalls + 'static>(
                 true,
                 false,
             );
-            set_polling(px, wanted).await;
+            set_polling(&px.fdtab, wanted).await;
             // Back into its pool (HAProxy's `h1_io_cb` puts it back
             // in the idle tree after handling it).
             pool_idle(px, sid).await;
@@ -1068,7 +965,7 @@ pub async fn process_server<S: Syscalls + 'static>(
                 }
                 wanted
             };
-            set_polling(px, wanted).await;
+            set_polling(&px.fdtab, wanted).await;
         }
         ServerState::Busy(client_id) => {
             if start_stream(px, &mut px.state(), sid, client_id) {
@@ -1130,7 +1027,7 @@ pub async fn process_server<S: Syscalls + 'static>(
                 }
                 wanted
             };
-            set_polling(px, wanted).await;
+            set_polling(&px.fdtab, wanted).await;
         }
     }
     progress
@@ -1449,7 +1346,7 @@ async fn drain_sentinel<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId, faile
                 true,
                 false,
             );
-            set_polling(px, wanted).await;
+            set_polling(&px.fdtab, wanted).await;
         }
         other => {
             tracing::debug!(target: "faultline::proxy", conn = sid, failed, unexpected = ?other.map(|p| p.map(|p| p.header.opcode)), "draining backend connection closed");
@@ -1604,7 +1501,7 @@ async fn release_backend<S: Syscalls + 'static>(px: &Proxy<S>, sid: ConnId) {
         st.set_timer(sid, Some(expire));
         wanted
     };
-    set_polling(px, wanted).await;
+    set_polling(&px.fdtab, wanted).await;
     pool_idle(px, sid).await;
 }
 
@@ -1701,27 +1598,6 @@ pub async fn on_timeout<S: Syscalls + 'static>(px: &Proxy<S>, tid: usize, id: Co
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn polling_passes_on_changes_only_and_a_failure_stops_both() {
-        let mut c = Connection::new(1, 0);
-        c.fd = 5;
-        c.flags |= super::super::conn::CO_FL_CTRL_READY;
-        let p = polling(&mut c, true, false).expect("a control layer");
-        assert_eq!((p.recv, p.send), (Some(true), None));
-        let p = polling(&mut c, true, false).expect("a control layer");
-        assert_eq!((p.recv, p.send), (None, None), "nothing changed");
-        c.flags |= CO_FL_SOCK_RD_SH;
-        let p = polling(&mut c, true, false).expect("a control layer");
-        assert_eq!((p.recv, p.send), (Some(false), None), "read side shut");
-        c.fail(None);
-        let p = polling(&mut c, false, false).expect("a control layer");
-        assert_eq!(
-            (p.recv, p.send),
-            (Some(false), Some(false)),
-            "whatever was asked before"
-        );
-    }
 
     #[test]
     fn waiting_for_a_header_reads_at_most_the_response_buffer_when_splicing() {

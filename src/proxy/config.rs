@@ -3,6 +3,8 @@
 //! with what is written here), as `faultline proxy` does for what it has
 //! no option for.
 
+use std::time::Duration;
+
 use crate::bugs::Bugs;
 use crate::protocol::{HEADER_LEN, Limits};
 
@@ -182,4 +184,9 @@ impl ProxyConfig {
                 .saturating_sub(HEADER_LEN + defaults.max_key_bytes + Limits::HEADROOM_BYTES),
         }
     }
+}
+
+/// A duration given in milliseconds, as the settings give them.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
 }

@@ -18,22 +18,14 @@ use faultline_harness::Syscalls;
 use faultline_harness::{Errno, Events};
 use tokio::time::Instant;
 
+use super::Proxy;
 use super::buffer::Buffer;
+use super::config::CheckKind;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection};
-use super::fd::bit;
+use super::conn::{check_connect, polling, set_polling};
 use super::raw_sock::{rcv_buf, snd_buf};
-use super::session::{Role, check_connect, polling, set_polling};
-use super::{CheckKind, Conn, Lent, Proxy};
+use super::role::{CheckSide, Conn, Role};
 use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};
-
-/// A check in progress.
-pub struct CheckSide {
-    pub server: usize,
-    /// The fixed-size check buffer.
-    pub buf: Buffer,
-    pub request: Vec<u8>,
-    pub sent: usize,
-}
 
 /// What the bytes read so far say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,28 +92,14 @@ async fn start<S: Syscalls + 'static>(
     server: usize,
 ) -> Result<(), Errno> {
     let addr = px.backends[server].addr;
-    let fd = px.sys.socket().await?;
-    let in_progress = match px.sys.connect(fd, addr).await {
-        Ok(()) => false,
-        Err(Errno::EINPROGRESS) => true,
-        Err(e) => {
-            let _ = px.sys.close(fd).await;
-            return Err(e);
-        }
-    };
-    let id = px.state().new_conn_id();
-    let mut c = Connection::new(id, tid);
-    c.ctrl_init(&px.fdtab, fd, bit(tid)).await;
-    c.xprt_init();
+    let c = Connection::open(&px.sys, &px.fdtab, addr, tid, || px.state().new_conn_id()).await?;
+    let (id, fd) = (c.id, c.fd);
     let mut st = px.state();
-    if in_progress {
-        c.flags |= CO_FL_WAIT_L4_CONN;
-    }
     st.conns.insert(
         id,
-        Conn {
+        Conn::new(
             c,
-            role: Role::Check(CheckSide {
+            Role::Check(CheckSide {
                 server,
                 buf: Buffer::new(px.config.check.buffer_bytes),
                 request: match px.config.check.kind {
@@ -130,9 +108,7 @@ async fn start<S: Syscalls + 'static>(
                 },
                 sent: 0,
             }),
-            expire: None,
-            closing: false,
-        },
+        ),
     );
     let expire = Instant::now() + Duration::from_millis(px.config.check.timeout_ms);
     st.set_timer(id, Some(expire));
@@ -141,15 +117,14 @@ async fn start<S: Syscalls + 'static>(
     Ok(())
 }
 
+// The parts of a check's role its transport functions are lent.
+
 fn check_of(role: &mut Role) -> &mut CheckSide {
-    match role {
-        Role::Check(check) => check,
-        _ => unreachable!("a check connection"),
-    }
+    role.check()
 }
 
 fn check_buf(role: &mut Role) -> &mut Buffer {
-    &mut check_of(role).buf
+    &mut role.check().buf
 }
 
 /// Records a check result in thread 0's health record; a change of state
@@ -186,7 +161,7 @@ pub async fn process_check<S: Syscalls + 'static>(
                 return false;
             };
             let failed = conn.c.has(CO_FL_ERROR);
-            let check = check_of(&mut conn.role);
+            let check = conn.check();
             // Asks for the buffer's whole size (both variants): rcv_buf
             // bounds it by the free space (the old one trusted its caller).
             let size = (!failed && !check.buf.is_full()).then(|| check.buf.size());
@@ -194,39 +169,29 @@ pub async fn process_check<S: Syscalls + 'static>(
         };
         let mut progress = false;
         if let Some(size) = size {
-            let mut lent = Lent {
-                state: px.state_cell(),
-                id,
-                part: check_buf,
-            };
+            let mut lent = px.lent(id, check_buf);
             let n = rcv_buf(&px.sys, &px.fdtab, &mut lent, size, &px.bugs).await;
             progress |= n > 0;
         }
         // (Sent from a copy: nothing is borrowed across a syscall.)
         let to_send = {
             let mut st = px.state();
-            let conn = st.conns.get_mut(&id).expect("present");
+            let conn = st.conn(id);
             let failed = conn.c.has(CO_FL_ERROR);
-            let check = check_of(&mut conn.role);
+            let check = conn.check();
             (check.sent < check.request.len() && !failed)
                 .then(|| check.request[check.sent..].to_vec())
         };
         if let Some(data) = to_send {
-            let mut lent = Lent {
-                state: px.state_cell(),
-                id,
-                part: check_of,
-            };
+            let mut lent = px.lent(id, check_of);
             let n = snd_buf(&px.sys, &px.fdtab, &mut lent, &data, &px.bugs).await;
-            check_of(&mut px.state().conns.get_mut(&id).expect("present").role).sent += n;
+            px.state().conn(id).check().sent += n;
             progress |= n > 0;
         }
         let mut st = px.state();
-        let conn = st.conns.get_mut(&id).expect("present");
-        let Conn { c, role, .. } = conn;
-        let Role::Check(check) = role else {
-            unreachable!("a check connection")
-        };
+        let conn = st.conn(id);
+        let c = &mut conn.c;
+        let check = conn.role.check();
         if !c.has(CO_FL_ERROR) {
             check_connect(&px.sys, c, events);
         }
@@ -247,7 +212,7 @@ pub async fn process_check<S: Syscalls + 'static>(
             .then(|| polling(c, true, check.sent < check.request.len()));
         (check.server, verdict, progress, wanted.flatten())
     };
-    set_polling(px, wanted).await;
+    set_polling(&px.fdtab, wanted).await;
     if verdict != Verdict::Incomplete {
         if verdict == Verdict::Fail {
             let errno = px.state().conns.get(&id).and_then(|c| c.c.errno);

@@ -13,10 +13,21 @@
 //! The flags, not the presence of an fd, say what remains to be undone:
 //! `CTRL_READY` from `ctrl_init` until the fd left the table,
 //! `XPRT_READY` from `xprt_init` until `xprt_close`.
+//!
+//! Both outgoing kinds, backend connections and health checks, are opened
+//! by [`Connection::open`]: one connect path, so the two cannot drift
+//! apart. What a connection asks of the poller is decided here too
+//! ([`polling`], passed on by [`set_polling`]), against what it asked
+//! last, and a pending connect is probed with [`check_connect`].
+//!
+//! This is the bottom of the connection layer: it knows the fd table, not
+//! what a connection is for (`role`) nor the proxy that holds it.
 
-use faultline_harness::{Errno, Fd};
+use std::net::SocketAddr;
 
-use super::fd::{FdTable, Owner, ThreadMask};
+use faultline_harness::{Errno, Events, Fd, Syscalls};
+
+use super::fd::{FdTable, Owner, ThreadMask, bit};
 
 pub type ConnId = u64;
 
@@ -97,6 +108,39 @@ impl Connection {
         }
     }
 
+    /// Opens an outgoing connection to `addr` on thread `thread`, for a
+    /// backend request or a health check alike (HAProxy's
+    /// `tcp_connect_server`). The socket is created and its connect
+    /// started before the control layer exists: a connect that fails at
+    /// once closes the bare socket, which never entered the table, and the
+    /// connection gets no id (`new_id` is called only once the connect is
+    /// under way). A connect still in progress is `CO_FL_WAIT_L4_CONN`.
+    pub async fn open<S: Syscalls>(
+        sys: &S,
+        table: &FdTable,
+        addr: SocketAddr,
+        thread: usize,
+        new_id: impl FnOnce() -> ConnId,
+    ) -> Result<Connection, Errno> {
+        let fd = sys.socket().await?;
+        let in_progress = match sys.connect(fd, addr).await {
+            Ok(()) => false,
+            Err(Errno::EINPROGRESS) => true,
+            Err(e) => {
+                // The control layer was never initialised: close the socket itself.
+                let _ = sys.close(fd).await;
+                return Err(e);
+            }
+        };
+        let mut c = Connection::new(new_id(), thread);
+        c.ctrl_init(table, fd, bit(thread)).await;
+        c.xprt_init();
+        if in_progress {
+            c.flags |= CO_FL_WAIT_L4_CONN;
+        }
+        Ok(c)
+    }
+
     /// Registers `fd` in the table for this connection (owned by the
     /// threads of `mask`).
     pub async fn ctrl_init(&mut self, table: &FdTable, fd: Fd, mask: ThreadMask) {
@@ -158,6 +202,93 @@ impl Connection {
     }
 }
 
+/// Checks a pending connect after a poll report: `SO_ERROR` says whether
+/// it failed; writability says it completed.
+pub fn check_connect<S: Syscalls>(sys: &S, c: &mut Connection, events: Option<Events>) {
+    let Some(ev) = events else {
+        return;
+    };
+    if !c.has(CO_FL_WAIT_L4_CONN) || !ev.intersects(Events::OUT | Events::ERR | Events::HUP) {
+        return;
+    }
+    match sys.take_error(c.fd) {
+        Ok(Some(errno)) => c.fail(Some(errno)),
+        Err(errno) => c.fail(Some(errno)),
+        Ok(None) if ev.contains(Events::ERR) => c.fail(None),
+        Ok(None) if ev.contains(Events::OUT) => c.flags &= !CO_FL_WAIT_L4_CONN,
+        Ok(None) => {}
+    }
+}
+
+/// The polling changes a connection asks of its fd (`None`: unchanged).
+#[derive(Clone, Copy, Debug)]
+pub struct Polling {
+    fd: Fd,
+    thread: usize,
+    recv: Option<bool>,
+    send: Option<bool>,
+}
+
+/// The polling a connection wants now, as changes to what it asked last
+/// (HAProxy's `conn_cond_update_polling`): a failed connection stops both
+/// directions whatever it asked (`conn_stop_polling`); a pending connect
+/// polls for write only; otherwise only a direction whose wish changed is
+/// passed on. `None` without a control layer.
+pub fn polling(c: &mut Connection, recv: bool, send: bool) -> Option<Polling> {
+    if !c.ctrl_ready() {
+        return None;
+    }
+    if c.has(CO_FL_ERROR) {
+        c.polling_reset();
+        return Some(Polling {
+            fd: c.fd,
+            thread: c.thread,
+            recv: Some(false),
+            send: Some(false),
+        });
+    }
+    // While the connect is pending the socket layer's polling applies,
+    // not the data layer's: send only, "for connect status" (HAProxy's
+    // `conn_cond_update_polling` with `CO_FL_POLL_SOCK`, and
+    // `tcp_connect_server`'s `conn_sock_want_send`, at commit c0e98868f).
+    // The first receive stays speculative.
+    let connecting = c.has(CO_FL_WAIT_L4_CONN);
+    let recv = recv && !connecting && !c.has(CO_FL_SOCK_RD_SH);
+    let send = (send || connecting) && !c.has(CO_FL_SOCK_WR_SH);
+    let mut change = |flag: u32, wanted: bool| {
+        if c.has(flag) == wanted {
+            return None;
+        }
+        c.flags ^= flag;
+        Some(wanted)
+    };
+    let recv = change(CO_FL_CURR_RD_ENA, recv);
+    let send = change(CO_FL_CURR_WR_ENA, send);
+    Some(Polling {
+        fd: c.fd,
+        thread: c.thread,
+        recv,
+        send,
+    })
+}
+
+/// Passes a connection's polling changes to its fd.
+pub async fn set_polling(t: &FdTable, polling: Option<Polling>) {
+    let Some(p) = polling else {
+        return;
+    };
+    match p.recv {
+        Some(true) => t.want_recv(p.fd, p.thread).await,
+        Some(false) => t.stop_recv(p.fd, p.thread).await,
+        None => {}
+    }
+    match p.send {
+        Some(true) => t.want_send(p.fd, p.thread).await,
+        Some(false) => t.stop_send(p.fd, p.thread).await,
+        None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +327,26 @@ mod tests {
         c.fail(Some(Errno::EPIPE));
         assert!(c.has(CO_FL_ERROR | CO_FL_SOCK_RD_SH | CO_FL_SOCK_WR_SH));
         assert_eq!(c.errno, Some(Errno::ECONNRESET));
+    }
+
+    #[test]
+    fn polling_passes_on_changes_only_and_a_failure_stops_both() {
+        let mut c = Connection::new(1, 0);
+        c.fd = 5;
+        c.flags |= CO_FL_CTRL_READY;
+        let p = polling(&mut c, true, false).expect("a control layer");
+        assert_eq!((p.recv, p.send), (Some(true), None));
+        let p = polling(&mut c, true, false).expect("a control layer");
+        assert_eq!((p.recv, p.send), (None, None), "nothing changed");
+        c.flags |= CO_FL_SOCK_RD_SH;
+        let p = polling(&mut c, true, false).expect("a control layer");
+        assert_eq!((p.recv, p.send), (Some(false), None), "read side shut");
+        c.fail(None);
+        let p = polling(&mut c, false, false).expect("a control layer");
+        assert_eq!(
+            (p.recv, p.send),
+            (Some(false), Some(false)),
+            "whatever was asked before"
+        );
     }
 }

@@ -107,7 +107,7 @@ pub(crate) struct Params {
     min_splice_bytes: usize,
     #[serde(default = "d_response_buffer_bytes")]
     response_buffer_bytes: usize,
-    #[serde(default = "d_true")]
+    #[serde(default = "d_checks")]
     checks: bool,
     #[serde(default = "d_check_interval_ms")]
     check_interval_ms: u64,
@@ -187,6 +187,8 @@ fn d_abort_think_ms() -> u64 {
 fn d_min_value_bytes() -> usize {
     1
 }
+// The proxy's settings default to the proxy's own defaults
+// (`ProxyConfig::default()`): they are defined once, in `crate::proxy`.
 fn d_min_splice_bytes() -> usize {
     ProxyConfig::default().min_splice_bytes
 }
@@ -194,43 +196,43 @@ fn d_response_buffer_bytes() -> usize {
     ProxyConfig::default().response_buffer_bytes
 }
 fn d_buffer_bytes() -> usize {
-    8 * 1024
+    ProxyConfig::default().buffer_bytes
 }
 fn d_connect_timeout_ms() -> u64 {
-    2000
+    ProxyConfig::default().connect_timeout_ms
 }
 fn d_server_timeout_ms() -> u64 {
-    5000
+    ProxyConfig::default().server_timeout_ms
 }
 fn d_client_timeout_ms() -> u64 {
-    30_000
+    ProxyConfig::default().client_timeout_ms
 }
 fn d_keepalive_timeout_ms() -> u64 {
-    10_000
+    ProxyConfig::default().keepalive_timeout_ms
 }
 fn d_retries() -> u32 {
-    3
+    ProxyConfig::default().retries
 }
-fn d_true() -> bool {
-    true
+fn d_checks() -> bool {
+    CheckConfig::default().enabled
 }
 fn d_check_interval_ms() -> u64 {
-    500
+    CheckConfig::default().interval_ms
 }
 fn d_check_timeout_ms() -> u64 {
-    1000
+    CheckConfig::default().timeout_ms
 }
 fn d_check_rise() -> u32 {
-    2
+    CheckConfig::default().rise
 }
 fn d_check_fall() -> u32 {
-    3
+    CheckConfig::default().fall
 }
 fn d_check_buffer_bytes() -> usize {
-    16 * 1024
+    CheckConfig::default().buffer_bytes
 }
 fn d_check_kind() -> String {
-    "stat".into()
+    CheckConfig::default().kind.name().into()
 }
 
 /// How often a client asks again after a temporary answer (a vbucket
@@ -265,13 +267,12 @@ impl Params {
             client_timeout_ms: self.client_timeout_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             retries: self.retries,
-            max_accept: 8,
             splice: self.splice,
             min_splice_bytes: self.min_splice_bytes,
             response_buffer_bytes: self.response_buffer_bytes,
             check: CheckConfig {
                 enabled: self.checks,
-                kind: if self.check_kind == "connect" {
+                kind: if self.check_kind == CheckKind::Connect.name() {
                     CheckKind::Connect
                 } else {
                     CheckKind::Stat
@@ -283,6 +284,7 @@ impl Params {
                 buffer_bytes: self.check_buffer_bytes,
             },
             bugs,
+            ..ProxyConfig::default()
         }
     }
 
@@ -348,7 +350,8 @@ impl Params {
                 format!("must be at most {MAX_THINK_TIME_MS}"),
             );
         }
-        if p.check_kind != "stat" && p.check_kind != "connect" {
+        let kinds = [CheckKind::Stat.name(), CheckKind::Connect.name()];
+        if !kinds.contains(&p.check_kind.as_str()) {
             return bad(
                 "check_kind",
                 format!("is `stat` or `connect`, not `{}`", p.check_kind),

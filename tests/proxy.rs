@@ -14,10 +14,11 @@ use faultline::proxy::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, 
 use faultline::proxy::fd::{self, FdTable, bit};
 use faultline::proxy::raw_sock::{Lend, rcv_buf, snd_buf};
 use faultline_harness::sys::EpollOp;
-use faultline_harness::{
-    Events, Scenario, SimListener, Sys, Variant, Verdict, faults::FaultPlan, scenario_from_fn,
-};
 use faultline_harness::{Faults, RunOptions};
+use faultline_harness::{
+    Scenario, SimListener, Variant, Verdict, faults::FaultPlan, scenario_from_fn, sys::Events,
+    sys::Sys,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn scenario(name: &str) -> Scenario {
@@ -144,7 +145,7 @@ impl Harness {
         let fd = sys.socket().unwrap();
         let mut conn = Connection::new(1, 0);
         let started = sys.connect(fd, server_addr());
-        assert_eq!(started, Err(faultline_harness::Errno::EINPROGRESS));
+        assert_eq!(started, Err(faultline_harness::sys::Errno::EINPROGRESS));
         conn.ctrl_init(&table, fd, bit(0)).await;
         conn.xprt_init();
         conn.flags |= CO_FL_WAIT_L4_CONN;

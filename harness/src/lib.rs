@@ -52,8 +52,7 @@
 mod diag;
 pub mod faults;
 pub mod linearizability;
-#[doc(hidden)]
-pub mod seed; // MERGE-TODO: private once src/server stops calling splitmix64
+mod seed;
 mod stats;
 mod variant;
 // The world.
@@ -94,9 +93,6 @@ pub use seed::{SeedRange, SimRng};
 pub use stats::{FailureRate, seeds_for_95, wilson_95};
 pub use trace::{TraceMode, TraceRecord};
 pub use variant::Variant;
-// MERGE-TODO: gone once src/proxy names them through `sys`.
-#[doc(hidden)]
-pub use sys::{Errno, Events, Fd, Sys, Syscalls};
 
 /// The crate's README, whose example runs as a doctest.
 #[doc = include_str!("../README.md")]

@@ -34,14 +34,9 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The seed of the stream `name` in the run with seed `seed`.
-///
-/// ```
-/// use faultline_harness::seed::derive;
-/// assert_eq!(derive(7, "net"), derive(7, "net"));
-/// assert_ne!(derive(7, "net"), derive(7, "disk"));
-/// assert_ne!(derive(7, "net"), derive(8, "net"));
-/// ```
+/// The seed of the stream `name` in the run with seed `seed`: the same
+/// for the same pair, different for another name or seed (a unit test
+/// below).
 pub fn derive(seed: u64, name: &str) -> u64 {
     splitmix64(seed ^ splitmix64(fnv1a64(name.as_bytes())))
 }
@@ -120,6 +115,14 @@ impl std::fmt::Display for SeedRange {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn derive_separates_names_and_seeds() {
+        use super::derive;
+        assert_eq!(derive(7, "net"), derive(7, "net"));
+        assert_ne!(derive(7, "net"), derive(7, "disk"));
+        assert_ne!(derive(7, "net"), derive(8, "net"));
+    }
+
     use super::*;
     use rand::Rng;
 

@@ -1478,7 +1478,7 @@ impl Drop for Kernel {
 /// reading a value and calling `epoll_ctl` with it, between clearing a
 /// field and `close()`, another thread may run. So on [`Sys`] every call
 /// that does I/O or changes the fd table is a preemption point (see
-/// [`crate::schedule`]) named `sys.OP`, awaited before the call itself,
+/// `schedule`) named `sys.OP`, awaited before the call itself,
 /// which stays indivisible: `sys.socket`, `sys.connect`, `sys.accept`,
 /// `sys.recv`, `sys.send` (`send` and `sendv`), `sys.close`, `sys.pipe`,
 /// `sys.splice`, `sys.epoll_create`, `sys.epoll_ctl`, and `sys.poll`

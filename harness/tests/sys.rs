@@ -399,7 +399,7 @@ fn a_task_that_never_waits_is_a_busy_loop_not_a_hung_run() {
             tokio::time::sleep(Duration::from_millis(10)).await;
             let mut buf = [0u8; 8];
             // Retries recv without ever waiting for readiness.
-            while let Err(faultline_harness::Errno::EAGAIN) = sys.recv(fd, &mut buf) {}
+            while let Err(faultline_harness::sys::Errno::EAGAIN) = sys.recv(fd, &mut buf) {}
             Ok(())
         });
         Ok(())

@@ -14,8 +14,8 @@
 
 use std::time::Duration;
 
-use faultline_harness::Syscalls;
-use faultline_harness::{Errno, Events};
+use faultline_harness::sys::Syscalls;
+use faultline_harness::{sys::Errno, sys::Events};
 use tokio::time::Instant;
 
 use super::Proxy;

@@ -10,7 +10,7 @@
 
 use std::ops::ControlFlow;
 
-use faultline_harness::Syscalls;
+use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
 use super::Proxy;

@@ -25,7 +25,7 @@
 
 use std::net::SocketAddr;
 
-use faultline_harness::{Errno, Events, Fd, Syscalls};
+use faultline_harness::{sys::Errno, sys::Events, sys::Fd, sys::Syscalls};
 
 use super::fd::{FdTable, Owner, ThreadMask, bit};
 

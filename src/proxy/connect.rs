@@ -6,7 +6,7 @@
 //! new connection, `retries` times; then, or after a timeout once the
 //! request was sent, the client gets `ETMPFAIL`.
 
-use faultline_harness::{Errno, Syscalls};
+use faultline_harness::{sys::Errno, sys::Syscalls};
 use tokio::time::Instant;
 
 use super::Proxy;

@@ -4,7 +4,7 @@
 //! connection drains up to that NOOP's answer before it may go back to
 //! the pool: a late answer would otherwise reach the next request.
 
-use faultline_harness::Syscalls;
+use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
 use super::config::ms;

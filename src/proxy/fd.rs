@@ -55,7 +55,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use faultline_harness::sync::{Atomic, Mutex, spin_loop};
-use faultline_harness::{Events, Fd};
+use faultline_harness::{sys::Events, sys::Fd};
 
 use crate::bugs::{Bugs, HAP_FDRACE, HAP_RUNMASK};
 

@@ -9,7 +9,7 @@
 //! A pooled connection is in no thread's state: it leaves the pool only
 //! under the pool's lock, so only once.
 
-use faultline_harness::Syscalls;
+use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
 use super::Proxy;

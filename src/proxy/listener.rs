@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use faultline_harness::{Errno, Fd, Syscalls};
+use faultline_harness::{sys::Errno, sys::Fd, sys::Syscalls};
 use tokio::time::Instant;
 
 use super::Proxy;

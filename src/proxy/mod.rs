@@ -4,7 +4,7 @@
 //! keyed request to the kv node active for the key's vbucket, over a pool
 //! of backend connections, and checks the nodes' health. It is written
 //! against a syscall API ([`Syscalls`]): the simulated kernel
-//! ([`faultline_harness::Sys`]) in simulations, the real one ([`os::OsSys`])
+//! ([`faultline_harness::sys::Sys`]) in simulations, the real one ([`os::OsSys`])
 //! for `faultline proxy`.
 //!
 //! Layers, bottom up:
@@ -50,9 +50,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_harness::Fd;
-use faultline_harness::Syscalls;
 use faultline_harness::sync::Atomic;
+use faultline_harness::sys::Fd;
+use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
 use crate::bugs::Bugs;

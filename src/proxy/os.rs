@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_harness::sys::{EpollEvent, EpollOp, Shutdown, Syscalls};
-use faultline_harness::{Errno, Events, Fd};
+use faultline_harness::{sys::Errno, sys::Events, sys::Fd};
 use tokio::io::unix::AsyncFd;
 
 /// An fd tokio may watch; closing stays ours.

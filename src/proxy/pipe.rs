@@ -7,7 +7,7 @@
 //! `data_bytes` is what the proxy believes the pipe holds: it counts what
 //! the splices moved in and out.
 
-use faultline_harness::{Errno, Fd, Syscalls};
+use faultline_harness::{sys::Errno, sys::Fd, sys::Syscalls};
 
 /// HAProxy's `SPLICE_FULL_HINT` (`src/raw_sock.c`, the same from commit
 /// c0e98868f to 237e6a0d6): a pipe holds 16 buffers, and with TCP

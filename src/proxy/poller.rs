@@ -9,9 +9,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_harness::Syscalls;
 use faultline_harness::sys::EpollOp;
-use faultline_harness::{Events, Fd};
+use faultline_harness::sys::Syscalls;
+use faultline_harness::{sys::Events, sys::Fd};
 use tokio::time::Instant;
 
 use super::conn::ConnId;

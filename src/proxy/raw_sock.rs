@@ -10,8 +10,8 @@
 //! whether the peer closed (`HUP`): the end of stream is taken from them
 //! without another syscall.
 
-use faultline_harness::Syscalls;
-use faultline_harness::{Errno, Events, Fd};
+use faultline_harness::sys::Syscalls;
+use faultline_harness::{sys::Errno, sys::Events, sys::Fd};
 
 use super::buffer::Buffer;
 use super::conn::{

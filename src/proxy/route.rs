@@ -3,7 +3,7 @@
 //! active for its key's vbucket, FLUSH to every server in turn. A request
 //! that must go to a backend becomes the client's [`Request`].
 
-use faultline_harness::Syscalls;
+use faultline_harness::sys::Syscalls;
 
 use super::Proxy;
 use super::conn::ConnId;

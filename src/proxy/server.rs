@@ -9,7 +9,7 @@
 //! all (quiet commands), or the request goes on to another server
 //! (`NOT_MY_VBUCKET`, FLUSH's next server).
 
-use faultline_harness::{Events, Syscalls};
+use faultline_harness::{sys::Events, sys::Syscalls};
 use tokio::time::Instant;
 
 use super::buffer::Buffer;

@@ -5,7 +5,7 @@
 //! else through the buffers. A backend connection streams to one client
 //! (its `feeder`) until the body is all forwarded, or the stream breaks.
 
-use faultline_harness::Syscalls;
+use faultline_harness::sys::Syscalls;
 
 use super::Proxy;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_ROOM, ConnId};

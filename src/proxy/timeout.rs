@@ -4,7 +4,7 @@
 //! `process_stream` handles: `timeout client`, `timeout connect`,
 //! `timeout server`, and an idle connection's keep-alive.
 
-use faultline_harness::Syscalls;
+use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
 use super::Proxy;

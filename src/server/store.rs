@@ -45,7 +45,17 @@ pub const MAX_LOG_ENTRIES: usize = 100_000;
 
 /// A stable uuid for a vbucket's history, derived from the node and vbucket.
 pub fn vbucket_uuid(seed: u64, vb: u16) -> u64 {
-    faultline_harness::seed::splitmix64(seed ^ (u64::from(vb) << 32) ^ 0x5642_5555_4944)
+    mix64(seed ^ (u64::from(vb) << 32) ^ 0x5642_5555_4944)
+}
+
+/// SplitMix64's finalizer: a fixed, well-mixed function of the node's seed
+/// and the vbucket, so that uuids differ between vbuckets and runs yet
+/// replay exactly (kv_engine draws them at random; a simulation cannot).
+fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A vbucket's role on this node.

@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use faultline_harness::oracle::{self, KvModel};
 use faultline_harness::{
-    ParamError, RunSpec, SimSetup, SimStream, Sys, Workload, parse_params, probe, switch, with_rng,
+    ParamError, RunSpec, SimSetup, SimStream, Workload, parse_params, probe, switch, sys::Sys,
+    with_rng,
 };
 use rand::Rng;
 use serde::Deserialize;

@@ -18,7 +18,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_harness::oracle::{self, KvModel};
-use faultline_harness::seed::fnv1a64;
 use faultline_harness::{ParamError, SimStream, with_rng};
 use rand::Rng;
 use serde::Deserialize;
@@ -649,4 +648,15 @@ async fn shared_op(
         ClientError::Status(other) => Failure::Validation(format!("{what} answered {other}")),
         e => validation(e),
     })
+}
+
+/// FNV-1a, 64 bits: a value's checksum that a client can recompute from
+/// the bytes it reads back.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }

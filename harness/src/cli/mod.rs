@@ -44,12 +44,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::TraceMode;
+use crate::Variant;
 use crate::faults::FaultPlan;
 use crate::runner::{Faults, Replay, RunOptions};
 use crate::scenario::{Registry, Scenario};
 use crate::seed::SeedRange;
-use crate::trace::TraceMode;
-use crate::variant::Variant;
 pub use progress::Bar;
 
 pub use explore::ExploreArgs;

@@ -122,7 +122,7 @@ fn write_diagram(path: &Path, outcome: &Outcome) -> Result<()> {
         "{} seed {} ({})",
         outcome.scenario, outcome.seed, outcome.variant
     );
-    let text = crate::report::mermaid(lines, &title, DIAGRAM_STEPS);
+    let text = crate::mermaid(lines, &title, DIAGRAM_STEPS);
     write_file(path, &text)
 }
 

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use super::{App, Result, VariantArgs, parse_seeds};
+use crate::FailureRate;
 use crate::Variant;
 use crate::runner::{self, Faults, RunOptions, SweepOptions};
 use crate::seed::SeedRange;
-use crate::stats::FailureRate;
 
 /// `sweep`: a range of seeds.
 #[derive(Debug, Clone, clap::Args)]

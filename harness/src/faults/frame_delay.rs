@@ -1,6 +1,6 @@
 //! `frame_delay`: frames delayed, or held until an event, on their way to
 //! the reader (`[[frame_delay]]` in a plan, `[[faults.frame_delay]]`, one
-//! rule per table, in a scenario). The simulated TCP in [`crate::net`]
+//! rule per table, in a scenario). The simulated TCP in `net`
 //! applies it, finding frames with the scenario's [`Framer`](crate::Framer).
 //!
 //! Everything about the kind is here (plan entry, space, checks, how a seed

@@ -101,7 +101,7 @@ pub struct FaultPlan {
     /// How many bytes the pipes a host's syscall view creates hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipe: Vec<Pipe>,
-    /// Where tasks give way at preemption points (see [`crate::schedule`]).
+    /// Where tasks give way at preemption points (see `schedule`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub race: Vec<Race>,
     /// Network partitions between two sets of hosts.
@@ -293,7 +293,7 @@ impl FaultPlan {
         if path.extension().is_some_and(|ext| ext == "json") {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
         } else {
-            toml::from_str(&text).map_err(|e| crate::scenario::toml_error(path, &text, &e))
+            toml::from_str(&text).map_err(|e| crate::diag::toml_error(path, &text, &e))
         }
     }
 

@@ -1,7 +1,7 @@
 //! `race`: where tasks give way at preemption points, and for how long
 //! (`[[race]]` in a plan, `[[faults.race]]`, one rule per table, in a
 //! scenario): the strategies `random`, `pct`, `targeted` and one
-//! `schedule` of bounded exploration. [`crate::schedule`] applies it.
+//! `schedule` of bounded exploration. `schedule` applies it.
 //!
 //! Everything about the kind is here (plan entry, space, checks, how a seed
 //! draws it, how it is summarised, the two runs of a `pct` plan);
@@ -19,7 +19,7 @@ use super::{FaultPlan, FaultSpace, Kind};
 
 /// A schedule for the preemption points whose name matches `point` (a
 /// glob over `primitive.operation`; `*` is every point): where tasks give
-/// way, and for how long (see [`crate::schedule`]).
+/// way, and for how long (see `schedule`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "strategy", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Race {
@@ -51,7 +51,7 @@ pub enum Race {
     /// PCT (Burckhardt et al.): a seeded priority per thread, `depth - 1`
     /// priority change points drawn among the run's `steps` steps; a thread
     /// goes on at a point only when no thread of its host with a higher
-    /// priority is ready (see [`crate::schedule::pct`]).
+    /// priority is ready (see `schedule::pct`).
     Pct {
         /// Preemption points the rule acts on (glob over `primitive.operation`;
         /// `*` is every point).
@@ -86,7 +86,7 @@ pub enum Race {
     },
     /// One schedule of bounded exploration: the thread taking each of
     /// `steps` (1-based, counted as PCT counts them) gives way there once
-    /// (see [`crate::schedule::bounded`]). `faultline explore` prints them.
+    /// (see `schedule::bounded`). `faultline explore` prints them.
     Schedule {
         /// Preemption points the rule acts on (glob over `primitive.operation`;
         /// `*` is every point).
@@ -128,7 +128,7 @@ impl Race {
 
 impl FaultPlan {
     /// The plan of the first of a `pct` plan's two runs (see
-    /// [`crate::runner::run`]): every `pct` rule that does not say its
+    /// [`crate::run`]): every `pct` rule that does not say its
     /// steps, without change points. `None` when there is none.
     pub fn pct_probe(&self) -> Option<FaultPlan> {
         let learns = |r: &Race| matches!(r, Race::Pct { steps: 0, depth, .. } if *depth > 1);

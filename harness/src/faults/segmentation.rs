@@ -1,7 +1,7 @@
 //! `segmentation`: byte streams delivered in segments of seeded sizes, so
 //! that a reader sees a message in pieces (`[[segmentation]]` in a plan,
 //! `[faults.segmentation]` in a scenario). The simulated TCP in
-//! [`crate::net`] applies it.
+//! `net` applies it.
 //!
 //! Everything about the kind is here (plan entry, space, checks, how a seed
 //! draws it, how it is summarised); [`super::KINDS`] says when it is drawn.

@@ -1,6 +1,6 @@
 //! `send_buffer`: tiny socket send buffers, so that writes become short,
 //! then block (`[[send_buffer]]` in a plan, `[faults.send_buffer]` in a
-//! scenario). The simulated TCP in [`crate::net`] applies it.
+//! scenario). The simulated TCP in `net` applies it.
 //!
 //! Everything about the kind is here (plan entry, space, checks, how a seed
 //! draws it, how it is summarised); [`super::KINDS`] says when it is drawn.

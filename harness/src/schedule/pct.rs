@@ -16,7 +16,7 @@
 //! that ends leaves the priority list. The paper's `k` is the number of
 //! steps of the run: the runner learns it from a first run of the same
 //! seed without change points (same priorities), then draws the change
-//! points in `1..=k` (`steps` in the plan; see [`crate::runner::run`]).
+//! points in `1..=k` (`steps` in the plan; see [`crate::run`]).
 //! A thread at a point that finds a ready thread of its host with a higher
 //! priority waits there (it yields until none is ready); a cooperative
 //! runtime cannot take the CPU from a thread between two points, so a

@@ -3,7 +3,7 @@
 //!
 //! Real threads interleave anywhere; the tasks of a simulated host
 //! interleave only where they await. These primitives put an await, a
-//! [preemption point](crate::schedule), before each of their operations, so
+//! preemption point (`schedule`), before each of their operations, so
 //! that the run's plan (the `race` fault) can switch tasks exactly where
 //! real code synchronizes: taking a lock, an atomic read-modify-write, a
 //! wait, a wake-up. The code under test says only which primitive it uses;

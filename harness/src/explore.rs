@@ -21,9 +21,9 @@
 //! next. Code between two points is one step; memory is sequentially
 //! consistent.
 
-use crate::Scenario;
 use crate::faults::{FaultPlan, Race};
 use crate::runner::{self, Faults, Outcome, RunOptions};
+use crate::scenario::Scenario;
 
 /// How an exploration ended.
 pub enum Explored {

@@ -20,7 +20,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::Variant;
 use crate::ctx::{self, RunCtx};
 use crate::faults::{CrashMode, FaultPlan, PartitionMode, glob_match};
 use crate::net::NetState;
@@ -28,6 +27,7 @@ use crate::oracle::{Failure, LatencySummary, OracleState};
 use crate::scenario::{RunSpec, Scenario, SimSetup};
 use crate::schedule::Scheduler;
 use crate::trace::{HarnessLayer, TraceMode, TraceRecord, TraceSink};
+use crate::variant::Variant;
 
 /// Where a run's faults come from.
 #[derive(Clone, Debug, PartialEq)]

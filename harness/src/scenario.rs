@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Framer;
-use crate::Variant;
+use crate::ctx::Framer;
 use crate::diag::{
     first_key, line_col, locate, locate_in, locate_value, params_range, toml_error_named,
 };
 use crate::faults::FaultSpace;
 use crate::oracle::OracleConfig;
+use crate::variant::Variant;
 
 /// Simulation settings of a scenario (`[sim]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -421,7 +421,7 @@ impl SimSetup<'_> {
 
     /// The framer frame faults use for this run.
     pub fn set_framer(&mut self, framer: Rc<dyn Framer>) {
-        crate::set_framer(framer);
+        crate::ctx::set_framer(framer);
     }
 
     /// turmoil's simulation, for what this type does not wrap.

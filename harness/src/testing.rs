@@ -34,9 +34,9 @@
 
 use std::ops::Range;
 
-use crate::Scenario;
-use crate::Variant;
 use crate::runner::{self, Faults, Replay, RunOptions, SweepOptions, Verdict};
+use crate::scenario::Scenario;
+use crate::variant::Variant;
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{App, Result};
-use crate::RunOptions;
-use crate::Variant;
 use crate::explore::{self, Explored, format_schedule, parse_schedule};
+use crate::runner::RunOptions;
+use crate::variant::Variant;
 
 /// `explore SCENARIO --seed N --preemptions C`: bounded exhaustive
 /// exploration of the threads' interleavings (the seed fixes every other

@@ -44,12 +44,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::TraceMode;
-use crate::Variant;
 use crate::faults::FaultPlan;
 use crate::runner::{Faults, Replay, RunOptions};
 use crate::scenario::{Registry, Scenario};
 use crate::seed::SeedRange;
+use crate::trace::TraceMode;
+use crate::variant::Variant;
 pub use progress::Bar;
 
 pub use explore::ExploreArgs;
@@ -238,7 +238,7 @@ impl App {
 
     /// Runs one generic command.
     pub fn run(&self, scenarios: Option<&Path>, command: Command) -> Result<ExitCode> {
-        crate::require_tokio_unstable().map_err(Error::Usage)?;
+        crate::runner::require_tokio_unstable().map_err(Error::Usage)?;
         match command {
             Command::List => self.list(scenarios),
             Command::Run(args) => run::run(self, scenarios, args, false),

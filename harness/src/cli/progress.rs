@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use crate::Progress;
+use crate::runner::Progress;
 
 /// A progress bar per sweep, `name [=====>   ] 120/500 seeds 40/s eta 9s`.
 #[derive(Default)]

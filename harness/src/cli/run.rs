@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{App, Result, VariantArgs};
+use crate::runner::Verdict;
 use crate::runner::{self, Outcome};
-use crate::{TraceMode, Verdict};
+use crate::trace::TraceMode;
 
 /// `run` and `replay`: one seed of one scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -122,7 +123,7 @@ fn write_diagram(path: &Path, outcome: &Outcome) -> Result<()> {
         "{} seed {} ({})",
         outcome.scenario, outcome.seed, outcome.variant
     );
-    let text = crate::mermaid(lines, &title, DIAGRAM_STEPS);
+    let text = crate::report::mermaid(lines, &title, DIAGRAM_STEPS);
     write_file(path, &text)
 }
 

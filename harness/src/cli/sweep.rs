@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use super::{App, Result, VariantArgs, parse_seeds};
-use crate::FailureRate;
-use crate::Variant;
 use crate::runner::{self, Faults, RunOptions, SweepOptions};
 use crate::seed::SeedRange;
+use crate::stats::FailureRate;
+use crate::variant::Variant;
 
 /// `sweep`: a range of seeds.
 #[derive(Debug, Clone, clap::Args)]
@@ -195,9 +195,9 @@ pub(super) fn sweep(app: &App, dir: Option<&Path>, args: SweepArgs) -> Result<Ex
                 seed: o.seed,
                 oracle: o.verdict.oracle().unwrap_or_default().to_string(),
                 message: match &o.verdict {
-                    crate::Verdict::Fail { message, .. } => message.clone(),
-                    crate::Verdict::Setup(error) => error.message.clone(),
-                    crate::Verdict::Pass => String::new(),
+                    crate::runner::Verdict::Fail { message, .. } => message.clone(),
+                    crate::runner::Verdict::Setup(error) => error.message.clone(),
+                    crate::runner::Verdict::Pass => String::new(),
                 },
                 replay: o.replay_command(),
             }),

@@ -69,6 +69,10 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         response_buffer_bytes: ProxyConfig::default().response_buffer_bytes,
         check: CheckConfig {
             enabled: !args.no_checks,
+            // The real-socket proxy checks once a second, as it did before
+            // the settings were defined once; the simulated default (500
+            // ms) is the `proxy` workload's.
+            interval_ms: 1000,
             ..CheckConfig::default()
         },
         ..ProxyConfig::default()

@@ -18,11 +18,11 @@ use faultline_harness::sys::Syscalls;
 use faultline_harness::{sys::Errno, sys::Events};
 use tokio::time::Instant;
 
-use super::Proxy;
 use super::buffer::Buffer;
 use super::config::CheckKind;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_L4_CONN, ConnId, Connection};
 use super::conn::{check_connect, polling, set_polling};
+use super::process::Proxy;
 use super::raw_sock::{rcv_buf, snd_buf};
 use super::role::{CheckSide, Conn, Role};
 use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};

@@ -13,10 +13,10 @@ use std::ops::ControlFlow;
 use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
-use super::Proxy;
 use super::config::ms;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, ConnId, polling, set_polling};
 use super::connect::attach;
+use super::process::Proxy;
 use super::raw_sock::{rcv_buf, snd_buf, snd_pipe};
 use super::role::{client_inbuf, whole_role};
 use super::route::{Seen, accept_request};

@@ -9,10 +9,10 @@
 use faultline_harness::{sys::Errno, sys::Syscalls};
 use tokio::time::Instant;
 
-use super::Proxy;
 use super::config::ms;
 use super::conn::{CO_FL_WAIT_L4_CONN, ConnId, Connection};
 use super::idle;
+use super::process::Proxy;
 use super::role::{Conn, Role, ServerSide, ServerState};
 use super::state::State;
 use crate::protocol::{Packet, Status};

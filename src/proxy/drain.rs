@@ -9,8 +9,9 @@ use tokio::time::Instant;
 
 use super::config::ms;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, ConnId, polling, set_polling};
+use super::idle;
+use super::process::Proxy;
 use super::role::{SENTINEL_OPAQUE, ServerState};
-use super::{Proxy, idle};
 use crate::protocol::Opcode;
 
 /// Backend connection `sid` is done with a response: behind a quiet

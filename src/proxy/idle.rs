@@ -12,10 +12,10 @@
 use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
-use super::Proxy;
 use super::config::ms;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_SOCK_WR_SH, ConnId, polling, set_polling};
 use super::fd::Owner;
+use super::process::Proxy;
 use super::role::{IdleConn, ServerState};
 
 /// An idle backend connection for `server`, for thread `tid`: one this

@@ -7,9 +7,9 @@ use std::time::Duration;
 use faultline_harness::{sys::Errno, sys::Fd, sys::Syscalls};
 use tokio::time::Instant;
 
-use super::Proxy;
 use super::conn::Connection;
 use super::fd::{Owner, ThreadMask, bit};
+use super::process::Proxy;
 use super::role::{ClientSide, Conn, Role};
 
 fn all_threads(threads: usize) -> ThreadMask {

@@ -14,10 +14,12 @@ use faultline_harness::sys::Syscalls;
 use faultline_harness::{sys::Events, sys::Fd};
 use tokio::time::Instant;
 
+use super::config::ProxyConfig;
 use super::conn::ConnId;
 use super::fd::{self, Owner, Report, bit};
+use super::process::Proxy;
 use super::role::{Kind, Role};
-use super::{Proxy, ProxyConfig, check, client, idle, listener, server, timeout};
+use super::{check, client, idle, listener, server, timeout};
 
 /// Most events one `epoll_wait` returns.
 pub const MAX_EVENTS: usize = 64;

@@ -115,7 +115,7 @@ impl Role {
 }
 
 // The parts of a connection's role a transport function is lent (see
-// `super::Lent`): plain functions, as the lend stores a `fn`.
+// `super::process::Lent`): plain functions, as the lend stores a `fn`.
 
 /// A client connection's input buffer.
 pub fn client_inbuf(role: &mut Role) -> &mut Buffer {

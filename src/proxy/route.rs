@@ -5,8 +5,8 @@
 
 use faultline_harness::sys::Syscalls;
 
-use super::Proxy;
 use super::conn::ConnId;
+use super::process::Proxy;
 use super::role::{Kind, Request, SENTINEL_OPAQUE};
 use super::state::State;
 use crate::protocol::{Header, Opcode, Packet, Status, vbucket_of};

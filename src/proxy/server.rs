@@ -20,11 +20,12 @@ use super::conn::{
 };
 use super::connect::{attach, backend_failed};
 use super::drain::{drain_sentinel, response_done};
+use super::idle;
+use super::process::Proxy;
 use super::raw_sock::{rcv_buf, snd_buf};
 use super::role::{Request, Role, SENTINEL_OPAQUE, ServerState, server_inbuf, whole_role};
 use super::splice::{finish_stream, forward_body, start_stream, stream_broken};
 use super::state::State;
-use super::{Proxy, idle};
 use crate::protocol::{Opcode, Packet, Status};
 
 /// The backend connection's handler. Answers whether it made progress.

@@ -7,10 +7,10 @@
 
 use faultline_harness::sys::Syscalls;
 
-use super::Proxy;
 use super::conn::{CO_FL_ERROR, CO_FL_SOCK_RD_SH, CO_FL_WAIT_ROOM, ConnId};
 use super::drain::response_done;
 use super::pipe::Pipe;
+use super::process::Proxy;
 use super::raw_sock::{rcv_buf, rcv_pipe};
 use super::role::{Role, server_inbuf, whole_role};
 use super::state::State;

@@ -1,6 +1,6 @@
 //! One proxy thread's own state: its connections, timers, tasklets and
 //! closes. Only that thread's task touches it (the proxy lends it, see
-//! `super::Proxy::state`), so its methods are plain, with no await: what
+//! `super::process::Proxy::state`), so its methods are plain, with no await: what
 //! threads share goes through `sync` primitives elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};

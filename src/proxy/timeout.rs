@@ -7,9 +7,9 @@
 use faultline_harness::sys::Syscalls;
 use tokio::time::Instant;
 
-use super::Proxy;
 use super::conn::{CO_FL_WAIT_L4_CONN, ConnId};
 use super::connect::backend_failed;
+use super::process::Proxy;
 use super::role::{Kind, ServerState};
 use super::splice::stream_broken;
 use super::state::State;

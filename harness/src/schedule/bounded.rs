@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Action, Hit, Strategy};
+use super::strategy::{Action, Hit, Strategy};
 
 /// The `schedule` strategy (see the module docs).
 pub struct Bounded {

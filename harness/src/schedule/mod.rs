@@ -40,23 +40,25 @@
 //! priority cut short (`race-starved:NAME`), and per rule its steps
 //! (`race-steps:GLOB`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
 use crate::ctx;
-use crate::faults::{FaultPlan, Race, glob_match};
-use crate::seed::SimRng;
 
 pub mod bounded;
 pub mod pct;
 pub mod random;
+mod ready;
+mod scheduler;
+mod strategy;
 pub mod targeted;
 mod thread;
 
-use thread::ThreadWaker;
+use scheduler::Decision;
+pub(crate) use scheduler::Scheduler;
+use strategy::Action;
+pub(crate) use strategy::TaskKey;
 pub use thread::spawn;
 
 /// Yields after a pause, so that a task waking from it goes behind the
@@ -81,431 +83,6 @@ pub const MAX_QUIET_ROUNDS: u32 = 64;
 /// The grain of tokio's timer: a pause shorter than this does not let
 /// simulated time pass (it would last to the next tick).
 pub const TIMER_GRAIN: Duration = Duration::from_millis(1);
-
-/// What a task does at one hit of a preemption point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Go on at once.
-    Continue,
-    /// Yield `yields` times (every other ready task runs first), then let
-    /// `pause` of simulated time pass (then yield a few times more).
-    Give {
-        /// Yields first.
-        yields: u32,
-        /// Then this much simulated time (zero: none; under
-        /// [`TIMER_GRAIN`]: until the host is quiet).
-        pause: Duration,
-    },
-    /// Wait until no thread of the host with a higher priority is ready
-    /// (PCT).
-    Priority,
-}
-
-/// A task as the scheduler knows it: its host and the order in which the
-/// run first saw it (tokio's task ids differ between runs; this does not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TaskKey {
-    /// The host, by the order the run first saw it.
-    pub host: usize,
-    /// The task, by the order the run first saw it (0: outside a task).
-    pub index: u64,
-}
-
-/// One hit of a preemption point, as a strategy sees it.
-pub struct Hit<'a> {
-    /// `primitive.operation`.
-    pub point: &'a str,
-    /// How many times the point was hit in this run, this hit included.
-    pub point_hits: u64,
-    /// When another thread of the host could run now (a *step*, as PCT
-    /// and bounded exploration count them): how many steps of points this
-    /// rule acts on, this one included. `None`: the task is alone.
-    pub step: Option<u64>,
-    /// The task that hit it.
-    pub task: TaskKey,
-    /// The other threads of its host that are ready to run.
-    pub ready: &'a [TaskKey],
-    /// The point's own random stream.
-    pub rng: &'a mut SimRng,
-}
-
-/// A strategy: decides, hit by hit, where tasks give way.
-pub trait Strategy {
-    /// What the task does at this hit.
-    fn decide(&mut self, hit: Hit<'_>) -> Action;
-
-    /// For [`Action::Priority`]: whether `task` may go on now that `ready`
-    /// are the other threads of its host ready to run.
-    fn may_continue(&mut self, _task: TaskKey, _ready: &[TaskKey]) -> bool {
-        true
-    }
-
-    /// Which of `waiters` (in the order they came) a released lock wakes
-    /// to take it.
-    fn choose(&mut self, _waiters: &[TaskKey], _rng: &mut SimRng) -> usize {
-        0
-    }
-
-    /// `task` ended: it leaves whatever the strategy keeps of it.
-    fn ended(&mut self, _task: TaskKey) {}
-}
-
-/// What the run knows of one point.
-struct PointState {
-    name: String,
-    /// The rules whose glob matches the point, in plan order.
-    rules: Vec<usize>,
-    hits: u64,
-    yields: u64,
-    starved: u64,
-    rng: SimRng,
-}
-
-/// A decision taken at a point: the rule that took it, for whom, what.
-struct Decision {
-    rule: usize,
-    /// The point, by its index in [`Scheduler::points`].
-    point: usize,
-    task: TaskKey,
-    action: Action,
-}
-
-/// Where a point's name is in memory: a call site's two strings.
-type NameAt = (usize, usize, usize, usize);
-
-/// The scheduler of one run: the plan's rules, the points seen, the tasks.
-pub(crate) struct Scheduler {
-    seed: u64,
-    rules: Vec<Race>,
-    strategies: Vec<Box<dyn Strategy>>,
-    rule_hits: Vec<u64>,
-    rule_steps: Vec<u64>,
-    points: Vec<PointState>,
-    /// Points by the addresses of their name's parts: the hot path
-    /// compares no strings.
-    point_at: BTreeMap<NameAt, usize>,
-    /// Points by name (call sites that spell one name share its point).
-    point_named: BTreeMap<String, usize>,
-    hosts: Vec<Arc<str>>,
-    tasks: BTreeMap<(usize, tokio::task::Id), u64>,
-    next_task: u64,
-    /// Tasks in a spin-wait: the re-check after a spin is not activity.
-    spinning: BTreeSet<TaskKey>,
-    /// Tasks in `yield_now`, until their next point: they step aside, so
-    /// they do not count as ready for another thread's priority (as CHESS
-    /// and PCT treat a yield: a busy thread that yields lets the threads
-    /// it waits for run).
-    yielding: BTreeSet<TaskKey>,
-    /// Per spinning task: the simulated instant and its spins there.
-    spins: BTreeMap<TaskKey, (Duration, u64)>,
-    /// Bumped by every preemption point and syscall: a round of yields in
-    /// which it did not move had no other task doing anything.
-    activity: u64,
-    /// The hosts' threads (tasks spawned with [`spawn`]) and whether each
-    /// is ready to run.
-    threads: BTreeMap<TaskKey, Arc<ThreadWaker>>,
-    /// A switch decided where the task could not await (a lock's release,
-    /// in a destructor): taken at the task's next point.
-    deferred: BTreeMap<TaskKey, Decision>,
-    /// Reused by [`Scheduler::others_ready`].
-    ready_buf: Vec<TaskKey>,
-}
-
-impl Scheduler {
-    pub(crate) fn new(seed: u64, plan: &FaultPlan) -> Scheduler {
-        let strategies = plan
-            .race
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| -> Box<dyn Strategy> {
-                match rule {
-                    Race::Random {
-                        probability,
-                        max_yields,
-                        max_sleep_us,
-                        ..
-                    } => Box::new(random::Random::new(
-                        *probability,
-                        *max_yields,
-                        *max_sleep_us,
-                    )),
-                    Race::Pct { depth, steps, .. } => Box::new(pct::Pct::new(
-                        crate::seed::stream(seed, &format!("race/pct/{index}")),
-                        crate::seed::stream(seed, &format!("race/pct/{index}/changes")),
-                        *depth,
-                        *steps,
-                    )),
-                    Race::Targeted {
-                        nth,
-                        yields,
-                        sleep_us,
-                        ..
-                    } => Box::new(targeted::Targeted::new(*nth, *yields, *sleep_us)),
-                    Race::Schedule { steps, .. } => Box::new(bounded::Bounded::new(steps)),
-                }
-            })
-            .collect();
-        Scheduler {
-            seed,
-            rule_hits: vec![0; plan.race.len()],
-            rule_steps: vec![0; plan.race.len()],
-            rules: plan.race.clone(),
-            strategies,
-            points: Vec::new(),
-            point_at: BTreeMap::new(),
-            point_named: BTreeMap::new(),
-            hosts: Vec::new(),
-            tasks: BTreeMap::new(),
-            next_task: 0,
-            spinning: BTreeSet::new(),
-            yielding: BTreeSet::new(),
-            spins: BTreeMap::new(),
-            activity: 0,
-            threads: BTreeMap::new(),
-            deferred: BTreeMap::new(),
-            ready_buf: Vec::new(),
-        }
-    }
-
-    pub(crate) fn note_activity(&mut self) {
-        self.activity += 1;
-    }
-
-    /// A spin of the current task at simulated time `now`: answers its
-    /// spins at that instant so far.
-    pub(crate) fn spin(&mut self, host: Option<Arc<str>>, now: Duration) -> u64 {
-        let task = self.task_key(host);
-        self.spinning.insert(task);
-        let count = self.spins.entry(task).or_insert((now, 0));
-        if count.0 != now {
-            *count = (now, 0);
-        }
-        count.1 += 1;
-        count.1
-    }
-
-    fn host_index(&mut self, host: Option<Arc<str>>) -> usize {
-        match host {
-            None => usize::MAX,
-            Some(name) => match self
-                .hosts
-                .iter()
-                .position(|h| Arc::ptr_eq(h, &name))
-                .or_else(|| self.hosts.iter().position(|h| *h == name))
-            {
-                Some(i) => i,
-                None => {
-                    self.hosts.push(name);
-                    self.hosts.len() - 1
-                }
-            },
-        }
-    }
-
-    fn key_of(&mut self, host: usize, id: tokio::task::Id) -> TaskKey {
-        let next = &mut self.next_task;
-        let index = *self.tasks.entry((host, id)).or_insert_with(|| {
-            *next += 1;
-            *next
-        });
-        TaskKey { host, index }
-    }
-
-    fn task_key(&mut self, host: Option<Arc<str>>) -> TaskKey {
-        let host = self.host_index(host);
-        match tokio::task::try_id() {
-            Some(id) => self.key_of(host, id),
-            None => TaskKey { host, index: 0 },
-        }
-    }
-
-    /// The task `id`, just spawned on `host`, is a thread woken through
-    /// `waker`.
-    fn thread_spawned(
-        &mut self,
-        host: Option<Arc<str>>,
-        id: tokio::task::Id,
-        waker: Arc<ThreadWaker>,
-    ) -> TaskKey {
-        let host = self.host_index(host);
-        let task = self.key_of(host, id);
-        self.threads.insert(task, waker);
-        task
-    }
-
-    /// A thread ended (or was dropped with its host).
-    fn thread_ended(&mut self, task: TaskKey) {
-        self.threads.remove(&task);
-        self.spinning.remove(&task);
-        self.yielding.remove(&task);
-        self.spins.remove(&task);
-        self.deferred.remove(&task);
-        for strategy in &mut self.strategies {
-            strategy.ended(task);
-        }
-    }
-
-    /// The other threads of `task`'s host that are ready to run now (a
-    /// thread in a spin-wait or a yield is not: it waits for one of them).
-    /// (Written into the scheduler's buffer, taken out: no allocation per
-    /// hit.)
-    fn others_ready(&mut self, task: TaskKey) -> Vec<TaskKey> {
-        let mut ready = std::mem::take(&mut self.ready_buf);
-        ready.clear();
-        let first = TaskKey {
-            host: task.host,
-            index: 0,
-        };
-        ready.extend(
-            self.threads
-                .range(first..)
-                .take_while(|(t, _)| t.host == task.host)
-                .filter(|(t, w)| {
-                    **t != task
-                        && w.is_ready()
-                        && !self.spinning.contains(t)
-                        && !self.yielding.contains(t)
-                })
-                .map(|(t, _)| *t),
-        );
-        ready
-    }
-
-    /// A hit of `primitive.op` by the current task: counts it and decides.
-    fn hit(
-        &mut self,
-        primitive: &'static str,
-        op: &'static str,
-        host: Option<Arc<str>>,
-    ) -> Option<Decision> {
-        if self.rules.is_empty() {
-            // No rule can act: only the activity counts.
-            self.activity += 1;
-            return None;
-        }
-        let task = self.task_key(host);
-        self.yielding.remove(&task);
-        if !self.spinning.remove(&task) {
-            // (A spin-wait's re-check is the same wait going on.)
-            self.activity += 1;
-        }
-        let index = self.point_index(primitive, op);
-        let point = &mut self.points[index];
-        point.hits += 1;
-        if point.rules.is_empty() {
-            return None;
-        }
-        let ready = self.others_ready(task);
-        let point = &mut self.points[index];
-        let rule = point.rules[0];
-        for &r in &point.rules {
-            // Every matching rule counts the hit and the step; the first
-            // one decides.
-            self.rule_hits[r] += 1;
-            if !ready.is_empty() {
-                self.rule_steps[r] += 1;
-            }
-        }
-        let action = self.strategies[rule].decide(Hit {
-            point: &point.name,
-            point_hits: point.hits,
-            step: (!ready.is_empty()).then_some(self.rule_steps[rule]),
-            task,
-            ready: &ready,
-            rng: &mut point.rng,
-        });
-        self.ready_buf = ready;
-        if action == Action::Continue {
-            return None;
-        }
-        if action != Action::Priority {
-            point.yields += 1;
-            tracing::debug!(target: "faultline::fault", point = point.name.as_str(), action = ?action, "preempted");
-        }
-        Some(Decision {
-            rule,
-            point: index,
-            task,
-            action,
-        })
-    }
-
-    /// The index of point `primitive.op`, made at its first hit.
-    fn point_index(&mut self, primitive: &'static str, op: &'static str) -> usize {
-        let at = (
-            primitive.as_ptr() as usize,
-            primitive.len(),
-            op.as_ptr() as usize,
-            op.len(),
-        );
-        if let Some(&index) = self.point_at.get(&at) {
-            return index;
-        }
-        let name = format!("{primitive}.{op}");
-        let index = match self.point_named.get(&name) {
-            Some(&index) => index,
-            None => {
-                let rules = (0..self.rules.len())
-                    .filter(|&r| glob_match(self.rules[r].point(), &name))
-                    .collect();
-                self.points.push(PointState {
-                    rules,
-                    rng: crate::seed::stream(self.seed, &format!("race/{name}")),
-                    name: name.clone(),
-                    hits: 0,
-                    yields: 0,
-                    starved: 0,
-                });
-                self.point_named.insert(name, self.points.len() - 1);
-                self.points.len() - 1
-            }
-        };
-        self.point_at.insert(at, index);
-        index
-    }
-
-    fn may_continue(&mut self, rule: usize, task: TaskKey) -> bool {
-        let ready = self.others_ready(task);
-        let go = self.strategies[rule].may_continue(task, &ready);
-        self.ready_buf = ready;
-        go
-    }
-
-    fn gave_way(&mut self, point: usize, starved: bool) {
-        if let Some(state) = self.points.get_mut(point) {
-            if starved {
-                state.starved += 1;
-            } else {
-                state.yields += 1;
-                tracing::debug!(target: "faultline::fault", point = state.name.as_str(), "waited for priority");
-            }
-        }
-    }
-
-    /// Per point: `race:NAME` hits, `race-yield:NAME` times a task gave
-    /// way there, `race-starved:NAME` waits for priority cut short; per
-    /// rule that matched a point, `applied:race:GLOB` hits and
-    /// `race-steps:GLOB` steps.
-    pub(crate) fn coverage(&self) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        for ((rule, hits), steps) in self.rules.iter().zip(&self.rule_hits).zip(&self.rule_steps) {
-            if *hits > 0 {
-                out.push((format!("applied:race:{}", rule.point()), *hits));
-                out.push((format!("race-steps:{}", rule.point()), *steps));
-            }
-        }
-        for point in &self.points {
-            out.push((format!("race:{}", point.name), point.hits));
-            if point.yields > 0 {
-                out.push((format!("race-yield:{}", point.name), point.yields));
-            }
-            if point.starved > 0 {
-                out.push((format!("race-starved:{}", point.name), point.starved));
-            }
-        }
-        out
-    }
-}
 
 /// A preemption point: the current task may give way here, as the run's
 /// plan decides (see the module docs). The primitives of [`crate::sync`]
@@ -547,10 +124,6 @@ pub(crate) async fn preempt(primitive: &'static str, op: &'static str) {
     }
 }
 
-/// A preemption point where the task cannot await (a destructor: a lock's
-/// release): the hit is counted and decided now, and a switch it decides
-/// is taken at the task's next point. The code in between runs in one
-/// step with the release.
 /// A spin of the running task (a `spin_loop` hint): its spins at this
 /// simulated instant so far; `None` outside a simulation.
 pub(crate) fn spin() -> Option<u64> {
@@ -567,6 +140,10 @@ pub(crate) fn note_activity() {
     ctx::with(|ctx| ctx.part::<Scheduler>().borrow_mut().note_activity());
 }
 
+/// A preemption point where the task cannot await (a destructor: a lock's
+/// release): the hit is counted and decided now, and a switch it decides
+/// is taken at the task's next point. The code in between runs in one
+/// step with the release.
 pub(crate) fn preempt_later(primitive: &'static str, op: &'static str) {
     ctx::with(|ctx| {
         let host = ctx.host();
@@ -735,9 +312,4 @@ pub async fn yield_now() {
         }
     });
     yield_once().await;
-}
-
-/// Draws a value in `1..=max` (at least 1).
-pub(crate) fn draw_count(rng: &mut SimRng, max: u32) -> u32 {
-    rng.random_range(1..=max.max(1))
 }

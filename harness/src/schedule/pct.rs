@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
-use super::{Action, Hit, Strategy, TaskKey};
+use super::strategy::{Action, Hit, Strategy, TaskKey};
 use crate::seed::SimRng;
 
 /// The PCT strategy's state (see the module docs).

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{Action, Hit, Strategy, TaskKey, draw_count};
+use super::strategy::draw_count;
+use super::strategy::{Action, Hit, Strategy, TaskKey};
 use crate::seed::SimRng;
 
 /// The `random` strategy (see the module docs).

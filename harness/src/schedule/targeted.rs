@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Action, Hit, Strategy};
+use super::strategy::{Action, Hit, Strategy};
 
 /// The `targeted` strategy (see the module docs).
 pub struct Targeted {

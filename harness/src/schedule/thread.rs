@@ -17,41 +17,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
+use super::ready::ThreadWaker;
+use super::scheduler::Scheduler;
 use crate::ctx;
-use crate::schedule::Scheduler;
-
-use super::TaskKey;
-
-/// Whether a thread is ready to run, and the waker that says so.
-pub(crate) struct ThreadWaker {
-    ready: AtomicBool,
-    /// The waker tokio gave the last poll.
-    inner: Mutex<Option<Waker>>,
-    /// The thread, once the scheduler knows it (inside a simulation).
-    key: OnceLock<TaskKey>,
-}
-
-impl ThreadWaker {
-    pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Relaxed);
-        let inner = self.inner.lock().expect("never poisoned: no panics inside");
-        if let Some(waker) = inner.as_ref() {
-            waker.wake_by_ref();
-        }
-    }
-}
 
 /// Spawns `future` as a thread of the current host: a task of its
 /// runtime (`spawn_local`) that the scheduler follows (see the module

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::MutexGuard;
+use super::mutex::MutexGuard;
 use super::waitlist::WaitList;
 use crate::schedule::{preempt, spurious_wakeup, yield_once};
 

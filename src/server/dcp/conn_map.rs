@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 
 use faultline_harness::sync::Mutex;
 
-use super::durability::DurabilityMonitor;
+use super::durability_monitor::DurabilityMonitor;
 use super::producer::Producer;
 
 /// A node's DCP state: its producers (to wake them when a vbucket changes)

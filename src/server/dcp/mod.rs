@@ -19,7 +19,8 @@
 //!   applied to the replica vbucket; prepares are acknowledged with
 //!   `DCP_SEQNO_ACKNOWLEDGED`.
 //! * [`durability`]: synchronous writes wait for the replica's
-//!   acknowledgement, then commit.
+//!   acknowledgement, then commit; what is in flight is kept by the
+//!   [`durability_monitor`], which knows no node (the store consults it).
 //! * [`conn_map`]: the node's producers and durability monitor, under
 //!   their locks.
 //!
@@ -51,6 +52,7 @@ use crate::protocol::Packet;
 pub mod conn_map;
 pub mod consumer;
 pub mod durability;
+pub mod durability_monitor;
 pub mod producer;
 mod reply;
 

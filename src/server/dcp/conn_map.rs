@@ -1,6 +1,6 @@
 //! The node's DCP connection map (kv_engine's `DcpConnMap`). It is part of
 //! the node (`Node::dcp`), so it takes no node: what needs one
-//! (`notify_vbucket`, `DcpConn`) is in `mod.rs`, above it.
+//! (`notify_vbucket` in `notify.rs`, `DcpConn` in `mod.rs`) is above it.
 
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};

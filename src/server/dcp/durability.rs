@@ -18,7 +18,7 @@
 
 use std::rc::Rc;
 
-use super::notify_vbucket;
+use super::notify::notify_vbucket;
 use crate::protocol::Status;
 use crate::server::node::Node;
 

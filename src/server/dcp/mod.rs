@@ -45,7 +45,7 @@
 //! packets), other nodes (only its peer connection), or which bug a run
 //! exposes.
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use tokio::sync::Notify;
 
@@ -60,6 +60,7 @@ mod notify;
 pub mod producer;
 mod reply;
 
+use conn_map::ProducerConn;
 use consumer::Consumer;
 pub use notify::notify_vbucket;
 use producer::Producer;
@@ -88,7 +89,7 @@ impl DcpConn {
                 .producers
                 .lock()
                 .await
-                .insert(conn, Rc::downgrade(&p));
+                .insert(conn, Rc::downgrade(&p) as Weak<dyn ProducerConn>);
             DcpConn::Producer(p)
         } else {
             DcpConn::Consumer(Consumer::new(name))

@@ -19,6 +19,6 @@ pub async fn notify_vbucket(node: &Node, vb: u16) {
         None => return,
     };
     for producer in node.dcp.producers().await {
-        producer.notify(node, vb, high_seqno).await;
+        producer.notify(&node.executor, vb, high_seqno).await;
     }
 }

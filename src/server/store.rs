@@ -31,7 +31,7 @@ use bytes::Bytes;
 use faultline_harness::sync::{Atomic, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use tokio::sync::oneshot;
 
-use crate::server::dcp::durability::{DurabilityMonitor, Outcome};
+use crate::server::dcp::durability_monitor::{DurabilityMonitor, Outcome};
 
 /// Expiry values up to this many seconds are relative to now; larger ones
 /// are absolute Unix times (memcached's rule).

@@ -19,12 +19,16 @@
 //!   applied to the replica vbucket; prepares are acknowledged with
 //!   `DCP_SEQNO_ACKNOWLEDGED`.
 //! * [`durability`]: synchronous writes wait for the replica's
-//!   acknowledgement, then commit.
+//!   acknowledgement, then commit; what is in flight is kept by the
+//!   [`durability_monitor`], which knows no node (the store consults it).
 //! * [`conn_map`]: the node's producers and durability monitor, under
 //!   their locks.
 //!
+//! * `notify.rs`: [`notify_vbucket`], waking a vbucket's streams when its
+//!   log grows (re-exported here for the commands).
+//!
 //! This file is the layer above them that connections and commands use:
-//! [`DcpConn`] and [`notify_vbucket`].
+//! [`DcpConn`]. Its children import nothing from it.
 //!
 //! Two kv misbehaviours can be switched on by a fault plan (they are the
 //! error path the MB-53445 report's author put into the engine to trigger
@@ -41,7 +45,7 @@
 //! packets), other nodes (only its peer connection), or which bug a run
 //! exposes.
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use tokio::sync::Notify;
 
@@ -51,10 +55,14 @@ use crate::protocol::Packet;
 pub mod conn_map;
 pub mod consumer;
 pub mod durability;
+pub mod durability_monitor;
+mod notify;
 pub mod producer;
 mod reply;
 
+use conn_map::ProducerConn;
 use consumer::Consumer;
+pub use notify::notify_vbucket;
 use producer::Producer;
 
 /// Most messages one step hands to the connection before it reads again.
@@ -64,21 +72,6 @@ pub const MAX_MESSAGES_PER_STEP: usize = 256;
 /// the executor, whose task limit must never be reached from the network.
 pub const MAX_PRODUCERS: usize = 256;
 const _: () = assert!(MAX_PRODUCERS < crate::server::executor::MAX_TASKS / 2);
-
-/// A vbucket's log grew: every stream on it has something to send.
-///
-/// A function of the node rather than a method of the conn map
-/// ([`conn_map::Dcp`]): the conn map is part of the node, and does not
-/// reach back into it.
-pub async fn notify_vbucket(node: &Node, vb: u16) {
-    let high_seqno = match node.store.vbucket(vb) {
-        Some(v) => v.high_seqno().await,
-        None => return,
-    };
-    for producer in node.dcp.producers().await {
-        producer.notify(node, vb, high_seqno).await;
-    }
-}
 
 /// The DCP side of one connection.
 #[derive(Clone)]
@@ -96,7 +89,7 @@ impl DcpConn {
                 .producers
                 .lock()
                 .await
-                .insert(conn, Rc::downgrade(&p));
+                .insert(conn, Rc::downgrade(&p) as Weak<dyn ProducerConn>);
             DcpConn::Producer(p)
         } else {
             DcpConn::Consumer(Consumer::new(name))

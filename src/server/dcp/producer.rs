@@ -23,11 +23,12 @@ use std::rc::{Rc, Weak};
 use faultline_harness::sync::{Atomic, Mutex};
 use tokio::sync::Notify;
 
+use super::conn_map::{Pending, ProducerConn};
 use super::durability;
 use super::reply::refuse;
 use crate::protocol::dcp::{self, end_status};
 use crate::protocol::{Opcode, Packet, Status};
-use crate::server::executor::{FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};
+use crate::server::executor::{Executor, FOREVER, GlobalTask, Task, TaskFuture, TaskId, TaskType};
 use crate::server::node::Node;
 use crate::server::store::{Mutation, VbState};
 
@@ -232,7 +233,7 @@ impl Producer {
         drop(state);
         // The backfill (or, for a takeover with nothing to send, the hand
         // over) starts on the checkpoint processor.
-        self.queue(node, vb).await;
+        self.queue(&node.executor, vb).await;
     }
 
     async fn close_stream(&self, packet: &Packet) {
@@ -272,11 +273,11 @@ impl Producer {
 
     /// Puts a stream on the work queue (once) and wakes the processor,
     /// unless it was notified already (the engine's `schedule`).
-    async fn queue(&self, node: &Node, vb: u16) {
+    async fn queue(&self, executor: &Executor, vb: u16) {
         self.push_unique(vb).await;
         if self.notified.compare_exchange(false, true).await.is_ok() {
             if let Some(task) = self.task.get() {
-                node.executor.wake(task).await;
+                executor.wake(task).await;
             }
         }
     }
@@ -286,43 +287,6 @@ impl Producer {
         let mut work = self.work.lock().await;
         if work.queued.insert(vb) {
             work.order.push_back(vb);
-        }
-    }
-
-    /// The vbucket's log reached `high_seqno`.
-    pub(crate) async fn notify(&self, node: &Node, vb: u16, high_seqno: u64) {
-        let behind = self
-            .streams
-            .lock()
-            .await
-            .get(&vb)
-            .is_some_and(|s| s.phase == Phase::InMemory && s.cursor < high_seqno);
-        if behind {
-            self.queue(node, vb).await;
-        }
-    }
-
-    pub(crate) async fn has_replica_stream(&self, vb: u16) -> bool {
-        self.streams
-            .lock()
-            .await
-            .get(&vb)
-            .is_some_and(|s| !s.takeover)
-    }
-
-    /// The vbucket left the active state: its streams end, except a
-    /// takeover that is handing it over.
-    pub(crate) async fn vbucket_left_active(&self, vb: u16) {
-        let ended = {
-            let mut streams = self.streams.lock().await;
-            match streams.get(&vb) {
-                Some(s) if s.phase == Phase::InMemory => streams.remove(&vb),
-                _ => None,
-            }
-        };
-        if let Some(stream) = ended {
-            tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, "stream ends: the vbucket is no longer active");
-            self.send(dcp::stream_end(vb, end_status::STATE_CHANGED).opaque(stream.opaque));
         }
     }
 
@@ -474,6 +438,49 @@ impl Producer {
         }
         let streams = std::mem::take(&mut *self.streams.lock().await);
         tracing::debug!(target: "faultline::dcp", conn = self.conn, streams = streams.len(), "producer closed");
+    }
+}
+
+/// What the node's conn map asks of a producer (see `conn_map.rs`).
+impl ProducerConn for Producer {
+    fn notify<'a>(&'a self, executor: &'a Executor, vb: u16, high_seqno: u64) -> Pending<'a, ()> {
+        Box::pin(async move {
+            let behind = self
+                .streams
+                .lock()
+                .await
+                .get(&vb)
+                .is_some_and(|s| s.phase == Phase::InMemory && s.cursor < high_seqno);
+            if behind {
+                self.queue(executor, vb).await;
+            }
+        })
+    }
+
+    fn has_replica_stream(&self, vb: u16) -> Pending<'_, bool> {
+        Box::pin(async move {
+            self.streams
+                .lock()
+                .await
+                .get(&vb)
+                .is_some_and(|s| !s.takeover)
+        })
+    }
+
+    fn vbucket_left_active(&self, vb: u16) -> Pending<'_, ()> {
+        Box::pin(async move {
+            let ended = {
+                let mut streams = self.streams.lock().await;
+                match streams.get(&vb) {
+                    Some(s) if s.phase == Phase::InMemory => streams.remove(&vb),
+                    _ => None,
+                }
+            };
+            if let Some(stream) = ended {
+                tracing::debug!(target: "faultline::dcp", conn = self.conn, vb, "stream ends: the vbucket is no longer active");
+                self.send(dcp::stream_end(vb, end_status::STATE_CHANGED).opaque(stream.opaque));
+            }
+        })
     }
 }
 

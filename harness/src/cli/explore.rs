@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{App, Result};
+use super::app::App;
+use super::args::Result;
 use crate::explore::{self, Explored, format_schedule, parse_schedule};
 use crate::runner::RunOptions;
 use crate::variant::Variant;
@@ -29,7 +30,7 @@ pub struct ExploreArgs {
     #[arg(long, value_name = "STEPS", value_parser = parse_schedule)]
     schedule: Option<Vec<u64>>,
     /// Which lines of the bug's fix run.
-    #[arg(long, default_value = "fixed", value_parser = super::parse_variant)]
+    #[arg(long, default_value = "fixed", value_parser = super::args::parse_variant)]
     variant: Variant,
     /// Run this bug's old lines instead of the scenario's own bug's.
     #[arg(long, value_name = "ID")]
@@ -63,7 +64,7 @@ pub(super) fn explore(app: &App, dir: Option<&Path>, args: ExploreArgs) -> Resul
     if let Some(schedule) = &args.schedule {
         let outcome = explore::run_schedule(&scenario, args.seed, schedule, &options);
         if let Some(message) = outcome.setup_error() {
-            return Err(super::Error::Usage(message.to_string()));
+            return Err(super::args::Error::Usage(message.to_string()));
         }
         if !outcome.verdict.is_pass() {
             print!("{}", outcome.report());
@@ -89,7 +90,7 @@ pub(super) fn explore(app: &App, dir: Option<&Path>, args: ExploreArgs) -> Resul
     } = &explored
     {
         if let Some(message) = outcome.setup_error() {
-            return Err(super::Error::Usage(message.to_string()));
+            return Err(super::args::Error::Usage(message.to_string()));
         }
         print!("{}", outcome.report());
         println!("replay: {}", replay(schedule));

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::args::{Error, Result};
 use super::sweep::{SweepSummary, print_coverage};
-use super::{Error, Result};
 
 /// `merge`: shards' results.
 #[derive(Debug, Clone, clap::Args)]

@@ -33,6 +33,8 @@
 //! flattens [`Command`] into its own `clap` enum and hands the generic ones
 //! to [`App::run`] (faultline's binary does).
 
+mod app;
+mod args;
 mod explore;
 mod merge;
 mod progress;
@@ -44,12 +46,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::faults::FaultPlan;
-use crate::runner::{Faults, Replay, RunOptions};
-use crate::scenario::{Registry, Scenario};
-use crate::seed::SeedRange;
-use crate::trace::TraceMode;
-use crate::variant::Variant;
+use crate::scenario::Registry;
+pub use app::App;
+pub use args::{Error, Result, VariantArgs, parse_seeds, parse_variant};
 pub use progress::Bar;
 
 pub use explore::ExploreArgs;
@@ -98,137 +97,7 @@ pub enum Command {
     Merge(MergeArgs),
 }
 
-/// What ends a command with exit code 2.
-#[derive(Debug)]
-pub enum Error {
-    /// Bad usage, or a bad scenario or plan file: the message says which.
-    Usage(String),
-}
-
-impl From<String> for Error {
-    fn from(message: String) -> Self {
-        Error::Usage(message)
-    }
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Usage(message) => f.write_str(message),
-        }
-    }
-}
-
-/// A command's result: an exit code, or a usage error (exit 2).
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// Options shared by the commands that run simulations.
-#[derive(Debug, Clone, clap::Args)]
-pub struct VariantArgs {
-    /// Which lines of the bug's fix run.
-    #[arg(long, default_value = "fixed", value_parser = parse_variant)]
-    pub variant: Variant,
-    /// `off` runs with no injected faults (the bug stays latent); `swarm`
-    /// draws from a random subset of the scenario's fault kinds; `random`,
-    /// `pct` or `targeted` draw as `on` with every race rule restricted to
-    /// that strategy.
-    #[arg(long, default_value = "on", value_parser = ["on", "off", "swarm", "random", "pct", "targeted"])]
-    pub faults: String,
-    /// Run this bug's old lines instead of the scenario's own bug's (with
-    /// `--variant buggy`), e.g. to replay a `hunt` finding.
-    #[arg(long, value_name = "ID")]
-    pub bug: Option<String>,
-    /// Run with this fault plan (TOML or JSON) instead of the one drawn from the seed.
-    #[arg(long, value_name = "FILE", conflicts_with = "faults")]
-    pub plan: Option<PathBuf>,
-}
-
-impl VariantArgs {
-    /// How the faults were chosen, for summaries: `on`, `off` or the plan file.
-    pub fn faults_label(&self) -> String {
-        match &self.plan {
-            Some(path) => format!("plan {}", path.display()),
-            None => self.faults.clone(),
-        }
-    }
-}
-
-/// Parses `fixed` or `buggy`.
-pub fn parse_variant(text: &str) -> std::result::Result<Variant, String> {
-    text.parse()
-}
-
-/// Parses a half-open seed range `A..B`.
-pub fn parse_seeds(text: &str) -> std::result::Result<SeedRange, String> {
-    text.parse()
-}
-
-/// A crate's command line: its registry, where its scenario files are,
-/// its bug ids, and how its replay commands start.
-pub struct App {
-    registry: Registry,
-    scenarios: PathBuf,
-    bugs: Vec<String>,
-    replay_prefix: String,
-    list_footer: Option<String>,
-}
-
 impl App {
-    /// An app over `registry`. Scenario files are in `$FAULTLINE_SCENARIOS`
-    /// or `./scenarios`; replay commands start with the path this binary
-    /// was run as (so they work where the failure was seen).
-    pub fn new(registry: Registry) -> App {
-        let scenarios = std::env::var_os("FAULTLINE_SCENARIOS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("scenarios"));
-        let replay_prefix = std::env::args()
-            .next()
-            .unwrap_or_else(|| "faultline".to_string());
-        App {
-            registry,
-            scenarios,
-            bugs: Vec::new(),
-            replay_prefix,
-            list_footer: None,
-        }
-    }
-
-    /// Where scenario files are when `--scenarios` is not given.
-    pub fn scenarios_dir(mut self, dir: PathBuf) -> App {
-        self.scenarios = dir;
-        self
-    }
-
-    /// The bug ids `--bug` accepts (any id when none are given).
-    pub fn bugs(mut self, ids: &[&str]) -> App {
-        self.bugs = ids.iter().map(|s| s.to_string()).collect();
-        self
-    }
-
-    /// How replay commands start, e.g. `cargo run --release --`.
-    pub fn replay_prefix(mut self, prefix: &str) -> App {
-        self.replay_prefix = prefix.to_string();
-        self
-    }
-
-    /// A line `list` prints after the scenarios.
-    pub fn list_footer(mut self, line: &str) -> App {
-        self.list_footer = Some(line.to_string());
-        self
-    }
-
-    /// The registry of workloads.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// How replay commands start.
-    pub fn replay(&self) -> Replay {
-        Replay::Cli {
-            prefix: self.replay_prefix.clone(),
-        }
-    }
-
     /// Parses the process's arguments as [`Cli`], runs the command, and
     /// turns a usage error into its message and exit code 2.
     pub fn main(self) -> ExitCode {
@@ -250,116 +119,6 @@ impl App {
             Command::Merge(args) => merge::merge(args),
         }
     }
-
-    fn dir(&self, scenarios: Option<&Path>) -> PathBuf {
-        scenarios
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.scenarios.clone())
-    }
-
-    /// Loads every scenario of the directory; a bad file is an error.
-    pub fn load_all(&self, scenarios: Option<&Path>) -> Result<Vec<Scenario>> {
-        let (loaded, errors) = self.registry.load_dir(&self.dir(scenarios));
-        if !errors.is_empty() {
-            return Err(Error::Usage(errors.join("\n")));
-        }
-        Ok(loaded)
-    }
-
-    /// Loads the named scenario: a name from the directory, or a path.
-    pub fn load_one(&self, scenarios: Option<&Path>, name: &str) -> Result<Scenario> {
-        if name.ends_with(".toml") {
-            return Ok(self.registry.load_file(Path::new(name))?);
-        }
-        let dir = self.dir(scenarios);
-        let path = dir.join(format!("{name}.toml"));
-        if !path.exists() {
-            let (loaded, _) = self.registry.load_dir(&dir);
-            let known: Vec<&str> = loaded.iter().map(|s| s.name.as_str()).collect();
-            return Err(Error::Usage(format!(
-                "unknown scenario `{name}` in {} (known: {})",
-                dir.display(),
-                known.join(", ")
-            )));
-        }
-        Ok(self.registry.load_file(&path)?)
-    }
-
-    /// A bug id as `--bug` names it, in its canonical spelling.
-    pub fn bug(&self, text: &str) -> Result<String> {
-        if self.bugs.is_empty() {
-            return Ok(text.to_string());
-        }
-        self.bugs
-            .iter()
-            .find(|id| id.eq_ignore_ascii_case(text))
-            .cloned()
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "unknown bug `{text}` (known: {})",
-                    self.bugs.join(", ")
-                ))
-            })
-    }
-
-    /// The run options the flags ask for.
-    pub fn options(&self, args: &VariantArgs) -> Result<RunOptions> {
-        let faults = match (&args.plan, args.faults.as_str()) {
-            (Some(path), _) => {
-                let plan = FaultPlan::load(path)?;
-                plan.validate()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Faults::Plan {
-                    plan: Box::new(plan),
-                    source: Some(path.clone()),
-                }
-            }
-            (None, "off") => Faults::Off,
-            (None, "swarm") => Faults::Swarm,
-            (None, strategy @ ("random" | "pct" | "targeted")) => {
-                Faults::RaceStrategy(strategy.to_string())
-            }
-            (None, _) => Faults::Drawn,
-        };
-        let bug = args.bug.as_deref().map(|b| self.bug(b)).transpose()?;
-        Ok(RunOptions {
-            variant: args.variant,
-            faults,
-            trace: TraceMode::Tails,
-            echo: echo_filter()?,
-            bug,
-            replay: self.replay(),
-        })
-    }
-
-    fn list(&self, scenarios: Option<&Path>) -> Result<ExitCode> {
-        let (loaded, errors) = self.registry.load_dir(&self.dir(scenarios));
-        let width = loaded.iter().map(|s| s.name.len()).max().unwrap_or(0);
-        let bug_width = loaded
-            .iter()
-            .map(|s| s.bug().unwrap_or("-").len())
-            .max()
-            .unwrap_or(1);
-        for s in &loaded {
-            println!(
-                "{:width$}  {:bug_width$}  {}",
-                s.name,
-                s.bug().unwrap_or("-"),
-                s.spec.summary
-            );
-        }
-        if let Some(footer) = &self.list_footer {
-            println!("{footer}");
-        }
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
-        Ok(if errors.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(2)
-        })
-    }
 }
 
 /// A binary with the generic commands over `registry` (see the module docs).
@@ -376,20 +135,4 @@ pub fn exit(result: Result<ExitCode>) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The terminal echo filter from `RUST_LOG` (read here, outside simulations).
-fn echo_filter() -> Result<Option<tracing_subscriber::filter::Targets>> {
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => Ok(Some(parse_echo_filter(&spec)?)),
-        _ => Ok(None),
-    }
-}
-
-/// Parses a `RUST_LOG`-style filter for the terminal echo.
-fn parse_echo_filter(
-    spec: &str,
-) -> std::result::Result<tracing_subscriber::filter::Targets, String> {
-    spec.parse::<tracing_subscriber::filter::Targets>()
-        .map_err(|e| format!("bad log filter `{spec}`: {e}"))
 }

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{App, Result, VariantArgs};
+use super::app::App;
+use super::args::{Result, VariantArgs};
 use crate::runner::Verdict;
 use crate::runner::{self, Outcome};
 use crate::trace::TraceMode;
@@ -47,7 +48,7 @@ pub(super) fn run(
     }
     let outcome = runner::run(&scenario, args.seed, &options);
     if let Some(message) = outcome.setup_error() {
-        return Err(super::Error::Usage(message.to_string()));
+        return Err(super::args::Error::Usage(message.to_string()));
     }
     if let Some(path) = &args.trace {
         write_trace(path, &outcome)?;

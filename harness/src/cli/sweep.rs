@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
-use super::{App, Result, VariantArgs, parse_seeds};
+use super::app::App;
+use super::args::{Result, VariantArgs, parse_seeds};
 use crate::runner::{self, Faults, RunOptions, SweepOptions};
 use crate::seed::SeedRange;
 use crate::stats::FailureRate;
@@ -124,10 +125,10 @@ pub(super) fn sweep(app: &App, dir: Option<&Path>, args: SweepArgs) -> Result<Ex
     let mut options = SweepOptions::new(run_options);
     options.jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
     options.keep_going = args.keep_going;
-    options.progress = Some(std::sync::Arc::new(super::Bar::default()));
+    options.progress = Some(std::sync::Arc::new(super::progress::Bar::default()));
     let report = runner::sweep(&scenario, &seeds, &options);
     if let Some(message) = report.failures.iter().find_map(|o| o.setup_error()) {
-        return Err(super::Error::Usage(message.to_string()));
+        return Err(super::args::Error::Usage(message.to_string()));
     }
     // With --json the human report goes to stderr, the JSON line to stdout.
     let mut human: Box<dyn Write> = if args.json {
@@ -286,14 +287,14 @@ pub(super) fn check_determinism(
     let jobs = args.jobs.unwrap_or_else(runner::default_jobs).max(1);
     let first = runner::run(&scenario, seeds.first().copied().unwrap_or(0), &options);
     if let Some(message) = first.setup_error() {
-        return Err(super::Error::Usage(message.to_string()));
+        return Err(super::args::Error::Usage(message.to_string()));
     }
     let report = runner::check_determinism(
         &scenario,
         &seeds,
         &options,
         jobs,
-        Some(&super::Bar::default()),
+        Some(&super::progress::Bar::default()),
     );
     for m in &report.mismatches {
         println!("seed {}: trace {} vs {}", m.seed, m.hashes.0, m.hashes.1);
@@ -317,7 +318,7 @@ pub struct ShrinkArgs {
     scenario: String,
     #[arg(long)]
     seed: u64,
-    #[arg(long, default_value = "buggy", value_parser = super::parse_variant)]
+    #[arg(long, default_value = "buggy", value_parser = super::args::parse_variant)]
     variant: Variant,
     /// Write the minimal plan here (TOML).
     #[arg(long, value_name = "FILE")]
@@ -343,7 +344,7 @@ pub(super) fn shrink(app: &App, dir: Option<&Path>, args: ShrinkArgs) -> Result<
         options.faults = Faults::Swarm;
     }
     match runner::shrink(&scenario, args.seed, &options, args.max_runs) {
-        Err(outcome) if outcome.setup_error().is_some() => Err(super::Error::Usage(
+        Err(outcome) if outcome.setup_error().is_some() => Err(super::args::Error::Usage(
             outcome.setup_error().unwrap_or_default().to_string(),
         )),
         Err(outcome) => {

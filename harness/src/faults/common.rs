@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use proptest::strategy::BoxedStrategy;
 
-use super::{FaultPlan, Keep};
+use super::kind::Keep;
 
 /// An inclusive range written `[min, max]` in scenario files.
 pub type Range2 = [u64; 2];
@@ -124,22 +124,6 @@ fn optional<T: std::fmt::Debug + Clone + 'static>(
             .prop_map(|o| o.into_iter().collect())
             .boxed()
     }
-}
-
-/// The plan `before` draws, then this kind's `entries`, put into the plan
-/// by `put`: how each kind's strategy follows the kinds drawn before it.
-/// (A pair of strategies draws, and shrinks, its first part first.)
-pub(super) fn then<T: std::fmt::Debug + Clone + 'static>(
-    before: BoxedStrategy<FaultPlan>,
-    entries: BoxedStrategy<Vec<T>>,
-    put: fn(&mut FaultPlan, Vec<T>),
-) -> BoxedStrategy<FaultPlan> {
-    (before, entries)
-        .prop_map(move |(mut plan, entries)| {
-            put(&mut plan, entries);
-            plan
-        })
-        .boxed()
 }
 
 /// A swarm's choice for a kind that has one table: it stays (with a new

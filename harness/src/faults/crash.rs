@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_hosts, check_probability, check_range, default_probability, has_probability,
-    maybe, swarm_one, then,
+    maybe, swarm_one,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// A crash of the hosts matching `host` (`[[crash]]` in a plan): turmoil stops
 /// the host's software; a restart builds it again from its factory.
@@ -74,17 +74,16 @@ pub struct CrashSpace {
 
 has_probability!(CrashSpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Crash, Option<CrashSpace>> = Kind {
     name: "crash",
-    count: |plan| plan.crash.len(),
     check: |_| Ok(()),
-    host_globs: |plan, out| {
-        for f in &plan.crash {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("crash", f.host.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.crash {
+    summary: |entries, out| {
+        for f in entries {
             let what = match f.mode {
                 CrashMode::Machine => "",
                 CrashMode::Process => " (process)",
@@ -92,9 +91,9 @@ pub(super) const KIND: Kind = Kind {
             out.push(format!("crash {}@{}ms{what}", f.host, f.at_ms));
         }
     },
-    allowed: |space| space.crash.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.crash {
+        if let Some(s) = space {
             check_hosts("faults.crash.hosts", &s.hosts)?;
             check_range("faults.crash.at_ms", &s.at_ms)?;
             if let Some(d) = &s.down_ms {
@@ -105,16 +104,16 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.crash {
+        if let Some(s) = space {
             out.extend(s.hosts.iter().map(|h| ("crash", 0, "hosts", h.as_str())));
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.crash, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.crash.as_ref(), |s| {
+fn draw(space: &Option<CrashSpace>) -> BoxedStrategy<Vec<Crash>> {
+    maybe(space.as_ref(), |s| {
         let mode = s.mode;
         let down: BoxedStrategy<Option<u64>> = match s.down_ms {
             Some([lo, hi]) => (lo..=hi).prop_map(Some).boxed(),
@@ -132,6 +131,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 mode,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.crash = entries)
+    })
 }

@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    check_hosts, check_probability, default_probability, has_probability, maybe, swarm_one, then,
+    check_hosts, check_probability, default_probability, has_probability, maybe, swarm_one,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// Which platform's answers a host's syscall view gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,23 +79,22 @@ pub struct ErrnoSpace {
 
 has_probability!(ErrnoSpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Errno, Option<ErrnoSpace>> = Kind {
     name: "errno",
-    count: |plan| plan.errno.len(),
     check: |_| Ok(()),
-    host_globs: |plan, out| {
-        for f in &plan.errno {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("errno", f.host.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.errno {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!("errno {}={}", f.host, f.personality.name()));
         }
     },
-    allowed: |space| space.errno.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.errno {
+        if let Some(s) = space {
             check_hosts("faults.errno.hosts", &s.hosts)?;
             if s.personalities.is_empty() {
                 return Err("faults.errno.personalities is empty".into());
@@ -105,22 +104,21 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.errno {
+        if let Some(s) = space {
             out.extend(s.hosts.iter().map(|h| ("errno", 0, "hosts", h.as_str())));
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.errno, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.errno.as_ref(), |s| {
+fn draw(space: &Option<ErrnoSpace>) -> BoxedStrategy<Vec<Errno>> {
+    maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.hosts.clone()),
             prop::sample::select(s.personalities.clone()),
         )
             .prop_map(|(host, personality)| Errno { host, personality })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.errno = entries)
+    })
 }

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_probability, check_range, default_probability, each, has_probability, nth_in,
-    swarm_each, then,
+    swarm_each,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// Delays a frame on its way to the reader, or holds it until an event
 /// (`[[frame_delay]]`): a rule with `hold_until` holds, one without delays by
@@ -93,10 +93,10 @@ pub(crate) fn applied_frame_delay(rule: &FrameDelay) -> String {
 }
 
 /// The coverage keys of the space's rules, for
-/// [`FaultSpace::applied_keys`]: a frame label is checked only by the
+/// [`super::FaultSpace::applied_keys`]: a frame label is checked only by the
 /// frames that pass.
-pub(super) fn applied_keys(space: &FaultSpace, out: &mut Vec<(String, String)>) {
-    for s in &space.frame_delay {
+pub(super) fn applied_keys(rules: &[FrameDelaySpace], out: &mut Vec<(String, String)>) {
+    for s in rules {
         let rule = FrameDelay {
             from: s.from.clone(),
             to: s.to.clone(),
@@ -116,25 +116,24 @@ pub(super) fn applied_keys(space: &FaultSpace, out: &mut Vec<(String, String)>) 
     }
 }
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<FrameDelay, Vec<FrameDelaySpace>> = Kind {
     name: "frame_delay",
-    count: |plan| plan.frame_delay.len(),
-    check: |plan| {
-        for f in &plan.frame_delay {
+    check: |entries| {
+        for f in entries {
             if f.nth == Some(0) {
                 return Err("frame_delay.nth is 1-based".into());
             }
         }
         Ok(())
     },
-    host_globs: |plan, out| {
-        for f in &plan.frame_delay {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("frame_delay", f.from.as_str()));
             out.push(("frame_delay", f.to.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.frame_delay {
+    summary: |entries, out| {
+        for f in entries {
             match &f.hold_until {
                 Some(event) => out.push(format!(
                     "hold {} {}->{} until {}",
@@ -147,9 +146,9 @@ pub(super) const KIND: Kind = Kind {
             }
         }
     },
-    allowed: |space| !space.frame_delay.is_empty(),
+    allowed: |space| !space.is_empty(),
     check_space: |space| {
-        for s in &space.frame_delay {
+        for s in space {
             check_range("faults.frame_delay.delay_ms", &s.delay_ms)?;
             if let Some(nth) = &s.nth {
                 check_range("faults.frame_delay.nth", nth)?;
@@ -162,17 +161,21 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        for (i, s) in space.frame_delay.iter().enumerate() {
+        for (i, s) in space.iter().enumerate() {
             out.push(("frame_delay", i, "from", s.from.as_str()));
             out.push(("frame_delay", i, "to", s.to.as_str()));
         }
     },
     draw,
-    swarm: |space, keep| swarm_each(&mut space.frame_delay, keep),
+    swarm: |space, keep| swarm_each(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = each(&space.frame_delay, |s| {
+#[allow(
+    clippy::ptr_arg,
+    reason = "the type of `Kind::draw` for every kind of several rules: its part of a space is a `Vec`"
+)]
+fn draw(space: &Vec<FrameDelaySpace>) -> BoxedStrategy<Vec<FrameDelay>> {
+    each(space, |s| {
         let template = s.clone();
         (nth_in(s.nth), s.delay_ms[0]..=s.delay_ms[1])
             .prop_map(move |(nth, delay_ms)| FrameDelay {
@@ -185,6 +188,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 max_hold_ms: template.max_hold_ms,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.frame_delay = entries)
+    })
 }

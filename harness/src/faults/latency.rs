@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_probability, check_range, default_probability, has_probability, maybe, swarm_one,
-    then,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// A new maximum message latency on the links between every host matching `a`
 /// and every host matching `b`, from `at_ms` on (`[[latency]]` in a plan).
@@ -50,27 +49,26 @@ pub struct LatencySpace {
 
 has_probability!(LatencySpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Latency, Option<LatencySpace>> = Kind {
     name: "latency",
-    count: |plan| plan.latency.len(),
     check: |_| Ok(()),
-    host_globs: |plan, out| {
-        for f in &plan.latency {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("latency", f.a.as_str()));
             out.push(("latency", f.b.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.latency {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!(
                 "latency {}-{}<={}ms@{}ms",
                 f.a, f.b, f.max_ms, f.at_ms
             ));
         }
     },
-    allowed: |space| space.latency.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.latency {
+        if let Some(s) = space {
             if s.pairs.is_empty() {
                 return Err("faults.latency.pairs is empty".into());
             }
@@ -81,7 +79,7 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.latency {
+        if let Some(s) = space {
             for [a, b] in &s.pairs {
                 out.push(("latency", 0, "pairs", a.as_str()));
                 out.push(("latency", 0, "pairs", b.as_str()));
@@ -89,11 +87,11 @@ pub(super) const KIND: Kind = Kind {
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.latency, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.latency.as_ref(), |s| {
+fn draw(space: &Option<LatencySpace>) -> BoxedStrategy<Vec<Latency>> {
+    maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.pairs.clone()),
             s.at_ms[0]..=s.at_ms[1],
@@ -106,6 +104,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 max_ms,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.latency = entries)
+    })
 }

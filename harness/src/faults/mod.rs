@@ -17,8 +17,11 @@
 //! its space (`[faults.KIND]` or `[[faults.KIND]]` in a scenario), their
 //! checks, the part of the strategy that draws it from a seed, its part of
 //! a plan's one-line summary and host globs, and what a swarm does with it.
-//! The file ends in a `Kind` that hands those to this module, and
-//! `KINDS` lists them in the order a plan draws them. This module keeps
+//! The file ends in a `Kind` (`kind.rs`) that hands those to this module
+//! as functions over the kind's own entries and its own part of a space: a
+//! kind's file knows nothing of [`FaultPlan`] or [`FaultSpace`], and none
+//! imports this module. `KINDS` lists the kinds in the order a plan draws
+//! them, each put to work on its fields by `listed!`. This module keeps
 //! what all kinds make together: [`FaultPlan`], [`FaultSpace`], the
 //! strategy, swarms and shrinking ([`PlanTree`]); `common.rs` the helpers
 //! the kinds share.
@@ -26,13 +29,13 @@
 //! # Adding a kind
 //!
 //! 1. A new file `faults/KIND.rs` with the plan entry, the space and a
-//!    `pub(super) const KIND: Kind` (copy the closest kind: `pipe.rs` has
-//!    one table, `switch.rs` one rule per table).
-//! 2. Its module and re-export below, and its field in [`FaultPlan`] and in
-//!    [`FaultSpace`] (where it stands there is where TOML, summaries and
-//!    checks show it).
-//! 3. One line appended, LAST, to `KINDS`, with its `shown` rank (its
-//!    field's place) and the next `swarmed` rank.
+//!    `pub(super) const KIND: Kind<Entry, Space>` (copy the closest kind:
+//!    `pipe.rs` has one table, `switch.rs` one rule per table).
+//! 2. Its module and re-export below, and its field, named as its module,
+//!    in [`FaultPlan`] and in [`FaultSpace`] (where it stands there is
+//!    where TOML, summaries and checks show it).
+//! 3. One line appended, LAST, to `KINDS`: `listed!(KIND, shown: …,
+//!    swarmed: …)` with its field's place and the next `swarmed` rank.
 //!
 //! The order of `KINDS` is part of every recorded seed: a strategy draws
 //! its parts one after the other from one random stream, so a kind put
@@ -47,6 +50,8 @@
 //! label, a name) also adds its coverage keys to
 //! [`FaultSpace::applied_keys`].
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRunner};
@@ -58,6 +63,7 @@ mod common;
 mod crash;
 mod errno;
 mod frame_delay;
+mod kind;
 mod latency;
 mod partition;
 mod pipe;
@@ -72,6 +78,7 @@ pub use crash::{Crash, CrashMode, CrashSpace};
 pub use errno::{Errno, ErrnoSpace, Personality};
 pub(crate) use frame_delay::applied_frame_delay;
 pub use frame_delay::{FrameDelay, FrameDelaySpace};
+use kind::{Keep, SpaceHostGlob};
 pub use latency::{Latency, LatencySpace};
 pub use partition::{PairSpace, Partition, PartitionMode};
 pub use pipe::{
@@ -156,50 +163,53 @@ pub struct FaultSpace {
     pub switch: Vec<SwitchSpace>,
 }
 
-/// What a fault kind's file hands to this module: one function per thing
-/// that plans and spaces do kind by kind. See the module's doc.
-pub(crate) struct Kind {
-    /// The kind's name in plans and spaces (`[[NAME]]`, `[faults.NAME]`).
+/// A kind of [`KINDS`] at work on its fields of [`FaultPlan`] and
+/// [`FaultSpace`] (see `listed!`), with its places in the other orders.
+pub(crate) struct Listed {
+    /// The kind's name in plans and spaces.
     pub name: &'static str,
     /// How many entries of the kind a plan holds.
-    pub count: fn(&FaultPlan) -> usize,
-    /// Checks the kind's entries of a plan (what serde's types cannot).
-    pub check: fn(&FaultPlan) -> Result<(), String>,
-    /// Adds the host globs of the kind's entries: (kind, glob).
-    pub host_globs: for<'a> fn(&'a FaultPlan, &mut Vec<(&'static str, &'a str)>),
-    /// Adds one part per entry to a plan's one-line summary.
-    pub summary: fn(&FaultPlan, &mut Vec<String>),
-    /// Whether a space allows the kind.
-    pub allowed: fn(&FaultSpace) -> bool,
-    /// Checks the kind's part of a space; the message names the key.
-    pub check_space: fn(&FaultSpace) -> Result<(), String>,
-    /// Adds the host globs of the kind's part of a space: (table, index of
-    /// the table among its kind's, key, glob).
-    pub space_host_globs: for<'a> fn(&'a FaultSpace, &mut Vec<SpaceHostGlob<'a>>),
+    count: fn(&FaultPlan) -> usize,
+    check: fn(&FaultPlan) -> Result<(), String>,
+    host_globs: for<'a> fn(&'a FaultPlan, &mut Vec<(&'static str, &'a str)>),
+    summary: fn(&FaultPlan, &mut Vec<String>),
+    allowed: fn(&FaultSpace) -> bool,
+    check_space: fn(&FaultSpace) -> Result<(), String>,
+    space_host_globs: for<'a> fn(&'a FaultSpace, &mut Vec<SpaceHostGlob<'a>>),
     /// The strategy that draws what `before` draws, then the kind's entries.
-    pub draw: fn(BoxedStrategy<FaultPlan>, &FaultSpace) -> BoxedStrategy<FaultPlan>,
-    /// A swarm's choice: `keep` says, for the kind (or each of its rules),
-    /// whether it stays, and gives it a new probability.
-    pub swarm: fn(&mut FaultSpace, &mut Keep<'_>),
-}
-
-/// A host glob of a space, as [`FaultSpace::host_globs`] gives it.
-pub(crate) type SpaceHostGlob<'a> = (&'static str, usize, &'static str, &'a str);
-
-/// A swarm's choice for one kind or rule: whether it stays; it sets the
-/// probability of one that stays.
-pub(crate) type Keep<'a> = dyn FnMut(&mut f64) -> bool + 'a;
-
-/// A kind in [`KINDS`], with its places in the other orders.
-pub(crate) struct Listed {
-    /// The kind.
-    pub kind: &'static Kind,
+    draw: fn(BoxedStrategy<FaultPlan>, &FaultSpace) -> BoxedStrategy<FaultPlan>,
+    swarm: fn(&mut FaultSpace, &mut Keep<'_>),
     /// Its place among the fields of [`FaultPlan`] and [`FaultSpace`]: the
     /// order of TOML, summaries, host globs, kind lists and checks.
-    pub shown: usize,
+    shown: usize,
     /// Its place in a swarm's draw ([`FaultSpace::swarm`]), which gives
     /// each kind its random numbers in this order.
-    pub swarmed: usize,
+    swarmed: usize,
+}
+
+/// The kind of the module `$kind` (whose fields of [`FaultPlan`] and
+/// [`FaultSpace`] bear its name) as a [`Listed`].
+macro_rules! listed {
+    ($kind:ident, shown: $shown:expr, swarmed: $swarmed:expr) => {
+        Listed {
+            name: $kind::KIND.name,
+            count: |plan| plan.$kind.len(),
+            check: |plan| ($kind::KIND.check)(&plan.$kind),
+            host_globs: |plan, out| ($kind::KIND.host_globs)(&plan.$kind, out),
+            summary: |plan, out| ($kind::KIND.summary)(&plan.$kind, out),
+            allowed: |space| ($kind::KIND.allowed)(&space.$kind),
+            check_space: |space| ($kind::KIND.check_space)(&space.$kind),
+            space_host_globs: |space, out| ($kind::KIND.space_host_globs)(&space.$kind, out),
+            draw: |before, space| {
+                then(before, ($kind::KIND.draw)(&space.$kind), |plan, entries| {
+                    plan.$kind = entries
+                })
+            },
+            swarm: |space, keep| ($kind::KIND.swarm)(&mut space.$kind, keep),
+            shown: $shown,
+            swarmed: $swarmed,
+        }
+    };
 }
 
 /// Every fault kind, in the order a plan draws them from a seed.
@@ -211,28 +221,28 @@ pub(crate) struct Listed {
 /// the kinds of several rules.)
 #[rustfmt::skip]
 pub(crate) const KINDS: [Listed; 10] = [
-    Listed { kind: &send_buffer::KIND,  shown: 0, swarmed: 0 },
-    Listed { kind: &segmentation::KIND, shown: 1, swarmed: 1 },
-    Listed { kind: &frame_delay::KIND,  shown: 2, swarmed: 6 },
-    Listed { kind: &errno::KIND,        shown: 3, swarmed: 2 },
-    Listed { kind: &race::KIND,         shown: 5, swarmed: 7 },
-    Listed { kind: &partition::KIND,    shown: 6, swarmed: 3 },
-    Listed { kind: &latency::KIND,      shown: 7, swarmed: 4 },
-    Listed { kind: &crash::KIND,        shown: 8, swarmed: 5 },
-    Listed { kind: &switch::KIND,       shown: 9, swarmed: 8 },
-    Listed { kind: &pipe::KIND,         shown: 4, swarmed: 9 },
+    listed!(send_buffer,  shown: 0, swarmed: 0),
+    listed!(segmentation, shown: 1, swarmed: 1),
+    listed!(frame_delay,  shown: 2, swarmed: 6),
+    listed!(errno,        shown: 3, swarmed: 2),
+    listed!(race,         shown: 5, swarmed: 7),
+    listed!(partition,    shown: 6, swarmed: 3),
+    listed!(latency,      shown: 7, swarmed: 4),
+    listed!(crash,        shown: 8, swarmed: 5),
+    listed!(switch,       shown: 9, swarmed: 8),
+    listed!(pipe,         shown: 4, swarmed: 9),
 ];
 
 /// The kinds in the order of their fields (TOML, summaries, checks).
-const SHOWN: [&Kind; KINDS.len()] = ordered(true);
+const SHOWN: [&Listed; KINDS.len()] = ordered(true);
 
 /// The kinds in the order a swarm draws them.
-const SWARMED: [&Kind; KINDS.len()] = ordered(false);
+const SWARMED: [&Listed; KINDS.len()] = ordered(false);
 
 /// [`KINDS`] ordered by `shown` or by `swarmed`; a rank missing or given
 /// twice does not compile.
-const fn ordered(shown: bool) -> [&'static Kind; KINDS.len()] {
-    let mut out = [KINDS[0].kind; KINDS.len()];
+const fn ordered(shown: bool) -> [&'static Listed; KINDS.len()] {
+    let mut out = [&KINDS[0]; KINDS.len()];
     let mut taken = [false; KINDS.len()];
     let mut i = 0;
     while i < KINDS.len() {
@@ -243,7 +253,7 @@ const fn ordered(shown: bool) -> [&'static Kind; KINDS.len()] {
         };
         assert!(!taken[rank], "two fault kinds share a rank");
         taken[rank] = true;
-        out[rank] = KINDS[i].kind;
+        out[rank] = &KINDS[i];
         i += 1;
     }
     out
@@ -301,6 +311,25 @@ impl FaultPlan {
     pub fn validate(&self) -> Result<(), String> {
         SHOWN.iter().try_for_each(|k| (k.check)(self))
     }
+
+    /// The plan of the first of a `pct` plan's two runs (see
+    /// [`crate::run`]): every `pct` rule that does not say its
+    /// steps, without change points. `None` when there is none.
+    pub fn pct_probe(&self) -> Option<FaultPlan> {
+        let race = race::pct_probe(&self.race)?;
+        Some(FaultPlan {
+            race,
+            ..self.clone()
+        })
+    }
+
+    /// This plan with every `pct` rule that does not say its steps given
+    /// the steps the first run counted (`race-steps:GLOB` in `coverage`).
+    pub fn with_pct_steps(&self, coverage: &BTreeMap<String, u64>) -> FaultPlan {
+        let mut plan = self.clone();
+        race::set_pct_steps(&mut plan.race, coverage);
+        plan
+    }
 }
 
 impl FaultSpace {
@@ -323,15 +352,24 @@ impl FaultSpace {
         SHOWN.iter().try_for_each(|k| (k.check_space)(self))
     }
 
+    /// This space with every race rule drawing only `strategy` (`random`,
+    /// `pct` or `targeted`), its other ranges unchanged: how `reproduce`
+    /// measures each strategy's rate over the same race space.
+    pub fn with_race_strategy(&self, strategy: &str) -> Result<FaultSpace, String> {
+        let mut space = self.clone();
+        race::restrict_strategy(&mut space.race, strategy)?;
+        Ok(space)
+    }
+
     /// The faults of the space whose application shows only at run time
     /// (a preemption point glob, a frame label, a switch name), each with
     /// the coverage key a run leaves when it applies: (what, key). A sweep
     /// lists those no run applied.
     pub fn applied_keys(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        race::applied_keys(self, &mut out);
-        frame_delay::applied_keys(self, &mut out);
-        switch::applied_keys(self, &mut out);
+        race::applied_keys(&self.race, &mut out);
+        frame_delay::applied_keys(&self.frame_delay, &mut out);
+        switch::applied_keys(&self.switch, &mut out);
         out
     }
 
@@ -351,7 +389,7 @@ impl FaultSpace {
         KINDS
             .iter()
             .fold(Just(FaultPlan::default()).boxed(), |before, k| {
-                (k.kind.draw)(before, self)
+                (k.draw)(before, self)
             })
     }
 
@@ -384,6 +422,22 @@ impl FaultSpace {
             .expect("fault strategies never reject");
         PlanTree { tree }
     }
+}
+
+/// The plan `before` draws, then this kind's `entries`, put into the plan
+/// by `put`: how each kind's strategy follows the kinds drawn before it.
+/// (A pair of strategies draws, and shrinks, its first part first.)
+fn then<T: std::fmt::Debug + Clone + 'static>(
+    before: BoxedStrategy<FaultPlan>,
+    entries: BoxedStrategy<Vec<T>>,
+    put: fn(&mut FaultPlan, Vec<T>),
+) -> BoxedStrategy<FaultPlan> {
+    (before, entries)
+        .prop_map(move |(mut plan, entries)| {
+            put(&mut plan, entries);
+            plan
+        })
+        .boxed()
 }
 
 /// A drawn plan that proptest can simplify.
@@ -517,7 +571,7 @@ mod tests {
         let json = serde_json::to_string(value).unwrap();
         let mut at: Vec<(usize, &'static str)> = KINDS
             .iter()
-            .filter_map(|k| Some((json.find(&format!("\"{}\":", k.kind.name))?, k.kind.name)))
+            .filter_map(|k| Some((json.find(&format!("\"{}\":", k.name))?, k.name)))
             .collect();
         at.sort();
         at.into_iter().map(|(_, name)| name).collect()
@@ -537,7 +591,7 @@ mod tests {
     fn each_kind_fills_its_own_field() {
         let (space, plan) = every_kind();
         for listed in &KINDS {
-            let kind = listed.kind;
+            let kind = listed;
             assert_eq!((kind.count)(&plan), 1, "{}", kind.name);
             assert!((kind.allowed)(&space), "{}", kind.name);
             let alone = (kind.draw)(Just(FaultPlan::default()).boxed(), &space);

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_probability, check_range, default_probability, has_probability, maybe, swarm_one,
-    then,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// A network partition between every host matching `a` and every host matching
 /// `b` (`[[partition]]` in a plan), from `at_ms` until `heal_ms`.
@@ -78,24 +77,23 @@ pub struct PairSpace {
 
 has_probability!(PairSpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Partition, Option<PairSpace>> = Kind {
     name: "partition",
-    count: |plan| plan.partition.len(),
     check: |_| Ok(()),
-    host_globs: |plan, out| {
-        for f in &plan.partition {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("partition", f.a.as_str()));
             out.push(("partition", f.b.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.partition {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!("partition {}|{}@{}ms", f.a, f.b, f.at_ms));
         }
     },
-    allowed: |space| space.partition.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.partition {
+        if let Some(s) = space {
             if s.pairs.is_empty() {
                 return Err("faults.partition.pairs is empty".into());
             }
@@ -106,7 +104,7 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.partition {
+        if let Some(s) = space {
             for [a, b] in &s.pairs {
                 out.push(("partition", 0, "pairs", a.as_str()));
                 out.push(("partition", 0, "pairs", b.as_str()));
@@ -114,11 +112,11 @@ pub(super) const KIND: Kind = Kind {
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.partition, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.partition.as_ref(), |s| {
+fn draw(space: &Option<PairSpace>) -> BoxedStrategy<Vec<Partition>> {
+    maybe(space.as_ref(), |s| {
         let mode = s.mode;
         (
             prop::sample::select(s.pairs.clone()),
@@ -133,6 +131,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 mode,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.partition = entries)
+    })
 }

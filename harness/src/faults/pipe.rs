@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_hosts, check_probability, check_range, default_probability, has_probability,
-    maybe, swarm_one, then,
+    maybe, swarm_one,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// Linux's pipe capacity: 16 buffers of a 4 KiB page (`PIPE_DEF_BUFFERS`,
 /// `include/linux/pipe_fs_i.h`). A host no `[[pipe]]` entry matches gets
@@ -81,28 +81,27 @@ pub struct PipeSpace {
 
 has_probability!(PipeSpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Pipe, Option<PipeSpace>> = Kind {
     name: "pipe",
-    count: |plan| plan.pipe.len(),
-    check: |plan| {
-        for f in &plan.pipe {
+    check: |entries| {
+        for f in entries {
             check_pipe_capacity("pipe.capacity_bytes", u64::from(f.capacity_bytes))?;
         }
         Ok(())
     },
-    host_globs: |plan, out| {
-        for f in &plan.pipe {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("pipe", f.host.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.pipe {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!("pipe {}={}B", f.host, f.capacity_bytes));
         }
     },
-    allowed: |space| space.pipe.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.pipe {
+        if let Some(s) = space {
             check_hosts("faults.pipe.hosts", &s.hosts)?;
             check_range("faults.pipe.capacity_bytes", &s.capacity_bytes)?;
             check_pipe_capacity("faults.pipe.capacity_bytes", s.capacity_bytes[0])?;
@@ -112,16 +111,16 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.pipe {
+        if let Some(s) = space {
             out.extend(s.hosts.iter().map(|h| ("pipe", 0, "hosts", h.as_str())));
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.pipe, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.pipe.as_ref(), |s| {
+fn draw(space: &Option<PipeSpace>) -> BoxedStrategy<Vec<Pipe>> {
+    maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.hosts.clone()),
             s.capacity_bytes[0]..=s.capacity_bytes[1],
@@ -131,6 +130,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 capacity_bytes: capacity as u32,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.pipe = entries)
+    })
 }

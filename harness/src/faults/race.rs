@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use super::common::{
     Range2, check_probability, check_range, default_probability, each, has_probability,
-    probability_in, swarm_each, then,
+    probability_in, swarm_each,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// A schedule for the preemption points whose name matches `point` (a
 /// glob over `primitive.operation`; `*` is every point): where tasks give
@@ -126,43 +126,39 @@ impl Race {
     }
 }
 
-impl FaultPlan {
-    /// The plan of the first of a `pct` plan's two runs (see
-    /// [`crate::run`]): every `pct` rule that does not say its
-    /// steps, without change points. `None` when there is none.
-    pub fn pct_probe(&self) -> Option<FaultPlan> {
-        let learns = |r: &Race| matches!(r, Race::Pct { steps: 0, depth, .. } if *depth > 1);
-        if !self.race.iter().any(learns) {
-            return None;
-        }
-        let mut probe = self.clone();
-        for rule in &mut probe.race {
-            if let Race::Pct {
-                depth, steps: 0, ..
-            } = rule
-            {
-                *depth = 1;
-            }
-        }
-        Some(probe)
+/// The race rules of the first of a `pct` plan's two runs (see
+/// [`crate::run`]): every `pct` rule that does not say its steps, without
+/// change points. `None` when there is none.
+pub(super) fn pct_probe(rules: &[Race]) -> Option<Vec<Race>> {
+    let learns = |r: &Race| matches!(r, Race::Pct { steps: 0, depth, .. } if *depth > 1);
+    if !rules.iter().any(learns) {
+        return None;
     }
+    let mut probe = rules.to_vec();
+    for rule in &mut probe {
+        if let Race::Pct {
+            depth, steps: 0, ..
+        } = rule
+        {
+            *depth = 1;
+        }
+    }
+    Some(probe)
+}
 
-    /// This plan with every `pct` rule that does not say its steps given
-    /// the steps the first run counted (`race-steps:GLOB` in `coverage`).
-    pub fn with_pct_steps(&self, coverage: &BTreeMap<String, u64>) -> FaultPlan {
-        let mut plan = self.clone();
-        for rule in &mut plan.race {
-            if let Race::Pct { point, steps, .. } = rule {
-                if *steps == 0 {
-                    *steps = coverage
-                        .get(&format!("race-steps:{point}"))
-                        .copied()
-                        .unwrap_or(0)
-                        .max(1);
-                }
+/// Gives every `pct` rule that does not say its steps the steps the first
+/// run counted (`race-steps:GLOB` in `coverage`).
+pub(super) fn set_pct_steps(rules: &mut [Race], coverage: &BTreeMap<String, u64>) {
+    for rule in rules {
+        if let Race::Pct { point, steps, .. } = rule {
+            if *steps == 0 {
+                *steps = coverage
+                    .get(&format!("race-steps:{point}"))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(1);
             }
         }
-        plan
     }
 }
 
@@ -238,33 +234,29 @@ fn default_spurious_wakeup() -> [f64; 2] {
 
 has_probability!(RaceSpace);
 
-impl FaultSpace {
-    /// This space with every race rule drawing only `strategy` (`random`,
-    /// `pct` or `targeted`), its other ranges unchanged: how `reproduce`
-    /// measures each strategy's rate over the same race space.
-    pub fn with_race_strategy(&self, strategy: &str) -> Result<FaultSpace, String> {
-        if !RACE_STRATEGIES.contains(&strategy) {
-            return Err(format!(
-                "unknown race strategy `{strategy}` ({})",
-                RACE_STRATEGIES.join(", ")
-            ));
-        }
-        if self.race.is_empty() {
-            return Err("the scenario has no [[faults.race]] rule".into());
-        }
-        let mut space = self.clone();
-        for race in &mut space.race {
-            race.strategies = vec![strategy.to_string()];
-        }
-        Ok(space)
+/// Makes every rule draw only `strategy` (`random`, `pct` or `targeted`),
+/// its other ranges unchanged.
+pub(super) fn restrict_strategy(rules: &mut [RaceSpace], strategy: &str) -> Result<(), String> {
+    if !RACE_STRATEGIES.contains(&strategy) {
+        return Err(format!(
+            "unknown race strategy `{strategy}` ({})",
+            RACE_STRATEGIES.join(", ")
+        ));
     }
+    if rules.is_empty() {
+        return Err("the scenario has no [[faults.race]] rule".into());
+    }
+    for race in rules {
+        race.strategies = vec![strategy.to_string()];
+    }
+    Ok(())
 }
 
 /// The coverage keys of the space's rules, for
-/// [`FaultSpace::applied_keys`]: a point glob is checked only by the points
+/// [`super::FaultSpace::applied_keys`]: a point glob is checked only by the points
 /// a run passes.
-pub(super) fn applied_keys(space: &FaultSpace, out: &mut Vec<(String, String)>) {
-    for s in &space.race {
+pub(super) fn applied_keys(rules: &[RaceSpace], out: &mut Vec<(String, String)>) {
+    for s in rules {
         for point in &s.points {
             out.push((
                 format!("[[faults.race]] points `{point}`: no preemption point matched"),
@@ -274,11 +266,10 @@ pub(super) fn applied_keys(space: &FaultSpace, out: &mut Vec<(String, String)>) 
     }
 }
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Race, Vec<RaceSpace>> = Kind {
     name: "race",
-    count: |plan| plan.race.len(),
-    check: |plan| {
-        for f in &plan.race {
+    check: |entries| {
+        for f in entries {
             if let Race::Random { probability, .. } = f {
                 if !(0.0..=1.0).contains(probability) {
                     return Err("race.probability must be within 0..=1".into());
@@ -300,14 +291,14 @@ pub(super) const KIND: Kind = Kind {
     },
     // A point glob names no host.
     host_globs: |_, _| {},
-    summary: |plan, out| {
-        for f in &plan.race {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!("race {}", f.point()));
         }
     },
-    allowed: |space| !space.race.is_empty(),
+    allowed: |space| !space.is_empty(),
     check_space: |space| {
-        for s in &space.race {
+        for s in space {
             if s.points.is_empty() {
                 return Err("faults.race.points is empty".into());
             }
@@ -343,12 +334,15 @@ pub(super) const KIND: Kind = Kind {
     // A point glob names no host.
     space_host_globs: |_, _| {},
     draw,
-    swarm: |space, keep| swarm_each(&mut space.race, keep),
+    swarm: |space, keep| swarm_each(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = each(&space.race, race_strategy);
-    then(before, entries, |plan, entries| plan.race = entries)
+#[allow(
+    clippy::ptr_arg,
+    reason = "the type of `Kind::draw` for every kind of several rules: its part of a space is a `Vec`"
+)]
+fn draw(space: &Vec<RaceSpace>) -> BoxedStrategy<Vec<Race>> {
+    each(space, race_strategy)
 }
 
 fn race_strategy(s: &RaceSpace) -> BoxedStrategy<Race> {

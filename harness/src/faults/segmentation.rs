@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_hosts, check_probability, check_range, default_probability, has_probability,
-    maybe, swarm_one, then,
+    maybe, swarm_one,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// Splits what writers on some hosts send to readers on others into segments of
 /// seeded sizes (`[[segmentation]]`); the reader receives whatever has arrived,
@@ -48,34 +48,33 @@ pub struct SegmentationSpace {
 
 has_probability!(SegmentationSpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Segmentation, Option<SegmentationSpace>> = Kind {
     name: "segmentation",
-    count: |plan| plan.segmentation.len(),
-    check: |plan| {
-        for f in &plan.segmentation {
+    check: |entries| {
+        for f in entries {
             if f.max_segment_bytes == 0 {
                 return Err("segmentation.max_segment_bytes must be at least 1".into());
             }
         }
         Ok(())
     },
-    host_globs: |plan, out| {
-        for f in &plan.segmentation {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("segmentation", f.from.as_str()));
             out.push(("segmentation", f.to.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.segmentation {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!(
                 "segmentation {}->{}<={}B",
                 f.from, f.to, f.max_segment_bytes
             ));
         }
     },
-    allowed: |space| space.segmentation.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.segmentation {
+        if let Some(s) = space {
             check_hosts("faults.segmentation.from", &s.from)?;
             check_hosts("faults.segmentation.to", &s.to)?;
             check_range(
@@ -90,7 +89,7 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.segmentation {
+        if let Some(s) = space {
             out.extend(
                 s.from
                     .iter()
@@ -100,11 +99,11 @@ pub(super) const KIND: Kind = Kind {
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.segmentation, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.segmentation.as_ref(), |s| {
+fn draw(space: &Option<SegmentationSpace>) -> BoxedStrategy<Vec<Segmentation>> {
+    maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.from.clone()),
             prop::sample::select(s.to.clone()),
@@ -116,6 +115,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 max_segment_bytes: max as u32,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.segmentation = entries)
+    })
 }

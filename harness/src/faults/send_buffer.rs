@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, check_hosts, check_probability, check_range, default_probability, has_probability,
-    maybe, swarm_one, then,
+    maybe, swarm_one,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// A small send buffer on some hosts' sockets (`[[send_buffer]]` in a plan): a
 /// write accepts at most the free space, then waits until the peer's
@@ -46,33 +46,32 @@ pub struct SendBufferSpace {
 
 has_probability!(SendBufferSpace);
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<SendBuffer, Option<SendBufferSpace>> = Kind {
     name: "send_buffer",
-    count: |plan| plan.send_buffer.len(),
-    check: |plan| {
-        for f in &plan.send_buffer {
+    check: |entries| {
+        for f in entries {
             if f.bytes == 0 {
                 return Err("send_buffer.bytes must be at least 1".into());
             }
         }
         Ok(())
     },
-    host_globs: |plan, out| {
-        for f in &plan.send_buffer {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("send_buffer", f.host.as_str()));
             if let Some(peer) = &f.peer {
                 out.push(("send_buffer", peer.as_str()));
             }
         }
     },
-    summary: |plan, out| {
-        for f in &plan.send_buffer {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!("send_buffer {}={}B", f.host, f.bytes));
         }
     },
-    allowed: |space| space.send_buffer.is_some(),
+    allowed: |space| space.is_some(),
     check_space: |space| {
-        if let Some(s) = &space.send_buffer {
+        if let Some(s) = space {
             check_hosts("faults.send_buffer.hosts", &s.hosts)?;
             check_range("faults.send_buffer.bytes", &s.bytes)?;
             if s.bytes[0] == 0 {
@@ -83,7 +82,7 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        if let Some(s) = &space.send_buffer {
+        if let Some(s) = space {
             out.extend(
                 s.hosts
                     .iter()
@@ -92,11 +91,11 @@ pub(super) const KIND: Kind = Kind {
         }
     },
     draw,
-    swarm: |space, keep| swarm_one(&mut space.send_buffer, keep),
+    swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = maybe(space.send_buffer.as_ref(), |s| {
+fn draw(space: &Option<SendBufferSpace>) -> BoxedStrategy<Vec<SendBuffer>> {
+    maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.hosts.clone()),
             s.bytes[0]..=s.bytes[1],
@@ -107,6 +106,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 bytes: bytes as u32,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.send_buffer = entries)
+    })
 }

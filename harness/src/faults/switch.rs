@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Range2, any_host, check_probability, check_range, default_probability, each, has_probability,
-    nth_in, probability_in, swarm_each, then,
+    nth_in, probability_in, swarm_each,
 };
-use super::{FaultPlan, FaultSpace, Kind};
+use super::kind::Kind;
 
 /// A named misbehaviour of the system under test switched on (`[[switch]]` in a
 /// plan): [`crate::switch`] answers `true` when asked for `name` on a matching
@@ -68,10 +68,10 @@ fn unit_rate() -> [f64; 2] {
 has_probability!(SwitchSpace);
 
 /// The coverage keys of the space's switches, for
-/// [`FaultSpace::applied_keys`]: a name is checked only by the code under
+/// [`super::FaultSpace::applied_keys`]: a name is checked only by the code under
 /// test asking for it.
-pub(super) fn applied_keys(space: &FaultSpace, out: &mut Vec<(String, String)>) {
-    for s in &space.switch {
+pub(super) fn applied_keys(rules: &[SwitchSpace], out: &mut Vec<(String, String)>) {
+    for s in rules {
         out.push((
             format!(
                 "[[faults.switch]] `{}`: the code under test never asked for it",
@@ -82,30 +82,29 @@ pub(super) fn applied_keys(space: &FaultSpace, out: &mut Vec<(String, String)>) 
     }
 }
 
-pub(super) const KIND: Kind = Kind {
+pub(super) const KIND: Kind<Switch, Vec<SwitchSpace>> = Kind {
     name: "switch",
-    count: |plan| plan.switch.len(),
-    check: |plan| {
-        for f in &plan.switch {
+    check: |entries| {
+        for f in entries {
             if !(0.0..=1.0).contains(&f.rate) {
                 return Err("switch.rate must be within 0..=1".into());
             }
         }
         Ok(())
     },
-    host_globs: |plan, out| {
-        for f in &plan.switch {
+    host_globs: |entries, out| {
+        for f in entries {
             out.push(("switch", f.host.as_str()));
         }
     },
-    summary: |plan, out| {
-        for f in &plan.switch {
+    summary: |entries, out| {
+        for f in entries {
             out.push(format!("switch {}@{}", f.name, f.host));
         }
     },
-    allowed: |space| !space.switch.is_empty(),
+    allowed: |space| !space.is_empty(),
     check_space: |space| {
-        for s in &space.switch {
+        for s in space {
             let [lo, hi] = s.rate;
             if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
                 return Err(format!(
@@ -121,16 +120,20 @@ pub(super) const KIND: Kind = Kind {
         Ok(())
     },
     space_host_globs: |space, out| {
-        for (i, s) in space.switch.iter().enumerate() {
+        for (i, s) in space.iter().enumerate() {
             out.push(("switch", i, "host", s.host.as_str()));
         }
     },
     draw,
-    swarm: |space, keep| swarm_each(&mut space.switch, keep),
+    swarm: |space, keep| swarm_each(space, keep),
 };
 
-fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<FaultPlan> {
-    let entries = each(&space.switch, |s| {
+#[allow(
+    clippy::ptr_arg,
+    reason = "the type of `Kind::draw` for every kind of several rules: its part of a space is a `Vec`"
+)]
+fn draw(space: &Vec<SwitchSpace>) -> BoxedStrategy<Vec<Switch>> {
+    each(space, |s| {
         let template = s.clone();
         (probability_in(s.rate), nth_in(s.nth))
             .prop_map(move |(rate, nth)| Switch {
@@ -140,6 +143,5 @@ fn draw(before: BoxedStrategy<FaultPlan>, space: &FaultSpace) -> BoxedStrategy<F
                 nth,
             })
             .boxed()
-    });
-    then(before, entries, |plan, entries| plan.switch = entries)
+    })
 }

@@ -7,6 +7,8 @@
 //! `layers.rs` (the check of the crate's module layers) is still a binary
 //! of its own.
 
+mod common;
+
 mod fault_draws;
 mod faults;
 mod linearizability;

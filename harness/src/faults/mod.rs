@@ -43,7 +43,7 @@
 //! another plan (and another swarm, for the `swarmed` rank), and every
 //! seed in a README, a bug report or an `[expect]` table would stop
 //! reproducing. Appended last, it draws nothing in spaces without it, and
-//! the others draw what they always drew. `tests/fault_draws.rs` checks
+//! the others draw what they always drew. `tests/harness/fault_draws.rs` checks
 //! that seeds 0..50 still draw the same plans.
 //!
 //! A kind whose application shows only at run time (a point, a frame

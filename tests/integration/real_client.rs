@@ -1,13 +1,11 @@
 //! `faultline serve` on loopback, used by a real memcached binary-protocol
-//! client: python-binary-memcached (see `common/mod.rs` for how it is
+//! client: python-binary-memcached (see `common.rs` for how it is
 //! installed).
-
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{client_python, client_python_in, client_script, start_kv_node};
+use crate::common::{client_python, client_python_in, client_script, start_kv_node};
 
 /// The set-up itself: eight threads ask for the client at once in an empty
 /// directory that holds only what an interrupted install left (a staging

@@ -14,7 +14,7 @@
 //! the space, not by the file, so the harness names nothing of them, and a
 //! scenario whose space changed (or is new) is only reported as unchecked.
 //!
-//! `FAULT_DRAWS_BLESS=1 cargo test -p faultline-harness --test fault_draws`
+//! `FAULT_DRAWS_BLESS=1 cargo test -p faultline-harness --test harness fault_draws::`
 //! rewrites the golden file: only when a change of the draws is meant (it
 //! changes what every recorded seed means).
 
@@ -296,7 +296,7 @@ fn catalog_spaces() -> Vec<(PathBuf, FaultSpace)> {
 }
 
 fn golden_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault_draws.golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness/fault_draws.golden")
 }
 
 #[test]
@@ -342,7 +342,7 @@ fn seeds_draw_the_plans_they_always_drew() {
         std::fs::write(&path, text).unwrap();
         return;
     }
-    let text = std::fs::read_to_string(&path).expect("tests/fault_draws.golden");
+    let text = std::fs::read_to_string(&path).expect("tests/harness/fault_draws.golden");
     let mut golden: BTreeMap<(String, u64), String> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let mut words = line.split_whitespace();

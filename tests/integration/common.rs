@@ -2,10 +2,8 @@
 //! processes, and a real memcached client (python-binary-memcached),
 //! installed into a virtualenv under cargo's test scratch directory on
 //! first use (PyPI must be reachable then). Tests of several threads and
-//! several test binaries ask for it at once: one of them makes it, the
+//! several processes ask for it at once: one of them makes it, the
 //! others wait for it (see [`client_python_in`]).
-
-#![allow(dead_code)] // Each test binary uses its own part.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};

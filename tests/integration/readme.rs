@@ -6,7 +6,7 @@ use faultline_harness::Variant;
 
 #[test]
 fn the_readme_quotes_the_worked_examples_real_verdict_line() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let quoted = readme
         .lines()
         .find(|l| l.starts_with("verdict: fail seed=0 variant=buggy trace="))

@@ -1,7 +1,7 @@
 //! insta snapshots of each bug's failing run (`snapshots/`): the verdict,
 //! the fault plan and the trace lines leading to the failure. A change in
 //! how a bug fails shows up in review as a snapshot diff
-//! (`cargo insta review`, or `INSTA_UPDATE=always cargo test --test snapshots`).
+//! (`cargo insta review`, or `INSTA_UPDATE=always cargo test --test integration snapshots::`).
 
 use faultline_harness::RunOptions;
 use faultline_harness::failure_summary;
@@ -26,7 +26,7 @@ fn each_bug_fails_its_recorded_seed_the_same_way() {
                 outcome.report()
             );
             insta::with_settings!({
-                snapshot_path => "../snapshots",
+                snapshot_path => "../../snapshots",
                 prepend_module_to_snapshot => false,
                 omit_expression => true,
             }, {

@@ -180,7 +180,7 @@ fn the_trace_hash_is_the_same_in_two_processes() {
         let output = Command::new(&exe)
             .args([
                 "--exact",
-                "child_prints_trace_hashes",
+                "runner::child_prints_trace_hashes",
                 "--nocapture",
                 "--test-threads",
                 "1",

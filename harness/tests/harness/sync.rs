@@ -14,16 +14,9 @@ use std::time::Duration;
 use faultline_harness::explore::{self, Explored};
 use faultline_harness::sync::{Atomic, Condvar, Mutex, Notify, RwLock};
 use faultline_harness::{Faults, RunOptions, SweepOptions};
-use faultline_harness::{
-    Scenario, Variant, faults::FaultPlan, oracle, probe, scenario_from_fn, spawn,
-};
+use faultline_harness::{Scenario, Variant, oracle, probe, scenario_from_fn, spawn};
 
-fn plan(text: &str) -> Faults {
-    Faults::Plan {
-        plan: Box::new(toml::from_str::<FaultPlan>(text).expect("a valid plan")),
-        source: None,
-    }
-}
+use crate::common::plan;
 
 /// Seeds of `0..seeds` that fail, with the oracle every failure must name.
 fn failing(

@@ -6,17 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_harness::{Faults, RunOptions};
-use faultline_harness::{
-    SimListener, SimStream, Variant, Verdict, faults::FaultPlan, scenario_from_fn,
-};
+use faultline_harness::{SimListener, SimStream, Variant, Verdict, scenario_from_fn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn plan(text: &str) -> Faults {
-    Faults::Plan {
-        plan: Box::new(toml::from_str::<FaultPlan>(text).expect("a valid plan")),
-        source: None,
-    }
-}
+use crate::common::plan;
 
 fn expect_pass(outcome: &faultline_harness::Outcome) {
     assert_eq!(outcome.verdict, Verdict::Pass, "{}", outcome.report());

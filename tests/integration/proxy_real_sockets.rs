@@ -1,15 +1,13 @@
 //! `faultline proxy` on real loopback sockets, in front of `faultline
 //! serve`: the same proxy code as in simulations, over the real kernel.
 //! Used by this crate's binary-protocol client and by a real memcached
-//! client (python-binary-memcached, as `tests/real_client.rs` installs it).
-
-mod common;
+//! client (python-binary-memcached, as `real_client.rs` installs it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Running, client_python, client_script, start, start_kv_node};
+use crate::common::{Running, client_python, client_script, start, start_kv_node};
 
 use faultline::protocol::client::{Client, ClientError, Store};
 use faultline::protocol::{Limits, Opcode, Packet, Status, vbucket_of};

@@ -39,8 +39,9 @@
 //!
 //! # Layers
 //!
-//! Inside, each module imports only from the layers before it (a test,
-//! `tests/layers.rs`, keeps it so): data (seeds, variants, fault plans and
+//! Inside, each module imports only from the layers before it, and no
+//! file imports a file that imports it (the workspace's
+//! `tests/integration/architecture.rs` keeps it so): data (seeds, variants, fault plans and
 //! spaces, TOML diagnostics, statistics, histories) -> the world (the run
 //! context) -> what code under test calls (trace, oracles, the schedule,
 //! `sync`, the network, `sys`) -> what drives runs (scenarios, the runner,

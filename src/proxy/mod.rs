@@ -34,7 +34,7 @@
 //!   run handlers.
 //!
 //! A file uses only files listed before it: no file imports, through any
-//! path, a file that imports it (`tests/architecture.rs` checks), and the
+//! path, a file that imports it (`tests/integration/architecture.rs` checks), and the
 //! lower layers know nothing of the handlers. This file only declares the
 //! modules and re-exports, for the crate's callers, the settings,
 //! [`Proxy`] and [`run_proxy`].

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod architecture;
 mod catalog;
 mod cli;
 mod dcp_kv;

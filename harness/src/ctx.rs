@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::coverage;
 use crate::faults::{FaultPlan, glob_match};
 use crate::seed::{self, SimRng};
 
@@ -309,13 +310,13 @@ pub fn with_rng<R>(name: &str, f: impl FnOnce(&mut SimRng) -> R) -> R {
 /// many runs reached each probe, so a scenario that never reaches its
 /// trigger is visible.
 pub fn probe(name: &str) {
-    with(|ctx| ctx.cover(&format!("probe:{name}")));
+    with(|ctx| ctx.cover(&coverage::probe(name)));
 }
 
 /// Marks a named event (frame holds can wait for it).
 pub fn event(name: &str) {
     with(|ctx| {
-        ctx.cover(&format!("event:{name}"));
+        ctx.cover(&coverage::event(name));
         ctx.events().mark(name)
     });
 }
@@ -332,7 +333,7 @@ pub fn switch(name: &str) -> bool {
             if s.name != name {
                 continue;
             }
-            ctx.cover(&format!("applied:switch:{name}"));
+            ctx.cover(&coverage::switch_applied(name));
             if !glob_match(&s.host, host) {
                 continue;
             }
@@ -354,7 +355,7 @@ pub fn switch(name: &str) -> bool {
             }
         }
         if on {
-            ctx.cover(&format!("switch:{name}"));
+            ctx.cover(&coverage::switch_asked(name));
             tracing::debug!(target: "faultline::fault", switch = name, host, "switch on");
         }
         on

@@ -21,6 +21,7 @@
 //! next. Code between two points is one step; memory is sequentially
 //! consistent.
 
+use crate::coverage;
 use crate::faults::{FaultPlan, Race};
 use crate::runner::{self, Faults, Outcome, RunOptions};
 use crate::scenario::Scenario;
@@ -137,7 +138,11 @@ pub fn run_schedule(
 
 /// The steps a run took (`race-steps:*` of the schedule rule).
 fn steps_of(outcome: &Outcome) -> u64 {
-    outcome.coverage.get("race-steps:*").copied().unwrap_or(0)
+    outcome
+        .coverage
+        .get(&coverage::race_steps("*"))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Every schedule of `seed` with at most `preemptions` steps, depth first

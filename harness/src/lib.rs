@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 // Data.
+mod coverage;
 mod diag;
 pub mod faults;
 pub mod linearizability;

@@ -39,6 +39,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::coverage;
 use crate::ctx::{self, FrameInfo, Framer, RunCtx};
 use crate::faults::{FrameDelay, glob_match};
 
@@ -445,11 +446,11 @@ impl SimSocket {
                     let free = cap.saturating_sub(pipe.unread_bytes);
                     if free == 0 {
                         pipe.writer_waker = Some(cx.waker().clone());
-                        cover("send_buffer:full");
+                        cover(coverage::SEND_BUFFER_FULL);
                         return Poll::Pending;
                     }
                     if free < total {
-                        cover("send_buffer:short_write");
+                        cover(coverage::SEND_BUFFER_SHORT_WRITE);
                     }
                     free.min(total)
                 }
@@ -482,7 +483,7 @@ impl SimSocket {
                 }
             };
             if segment < left {
-                cover("segmentation:split");
+                cover(coverage::SEGMENTATION_SPLIT);
             }
             match Pin::new(&mut self.inner).poll_write(cx, &data[sent..sent + segment]) {
                 Poll::Ready(Ok(n)) => {
@@ -779,7 +780,7 @@ impl Drop for SimSocket {
         // FIN, so the peer's end of stream is marked as a reset instead.
         if !self.rx.buf.is_empty() {
             self.send_pipe().borrow_mut().reset_at_end = true;
-            cover("net:closed-with-unread-bytes");
+            cover(coverage::NET_CLOSED_WITH_UNREAD);
             tracing::debug!(target: "faultline::net", conn = self.shared.id, unread = self.rx.buf.len(), "closed with unread bytes: reset");
         }
         let mut pipe = self.recv_pipe().borrow_mut();
@@ -824,7 +825,11 @@ fn decide(
             if !glob_match(&rule.frame, &frame.info.label) {
                 continue;
             }
-            ctx.cover(&crate::faults::applied_frame_delay(rule));
+            ctx.cover(&coverage::frame_delay_applied(
+                &rule.from,
+                &rule.to,
+                &rule.frame,
+            ));
             let hits = net.rule_hits.entry(*index).or_insert(0);
             *hits += 1;
             if rule.nth.is_some_and(|nth| nth != *hits) {
@@ -833,7 +838,7 @@ fn decide(
             let pipe = shared.pipes[side.recv_pipe()].borrow();
             match &rule.hold_until {
                 Some(event) => {
-                    ctx.cover("frame_delay:held");
+                    ctx.cover(coverage::FRAME_DELAY_HELD);
                     frame.hold_until = Some(event.clone());
                     frame.release_at = frame
                         .release_at
@@ -849,7 +854,7 @@ fn decide(
                     );
                 }
                 None => {
-                    ctx.cover("frame_delay:delayed");
+                    ctx.cover(coverage::FRAME_DELAY_DELAYED);
                     frame.release_at = frame
                         .release_at
                         .max(now + Duration::from_millis(rule.delay_ms));

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use crate::coverage;
 use crate::ctx;
 use crate::faults::{DEFAULT_PIPE_CAPACITY_BYTES, Personality, glob_match};
 use crate::net::{SimListener, SimSocket, connect_socket};
@@ -788,9 +789,9 @@ impl Sys {
         match &mut sock.state {
             SockState::Fresh | SockState::Failed => Err(Errno::ENOTCONN),
             SockState::Connecting { .. } => {
-                cover("sys:recv-during-connect");
+                cover(coverage::SYS_RECV_DURING_CONNECT);
                 if personality == Personality::Illumos {
-                    cover("errno:ENOTCONN:recv");
+                    cover(coverage::ERRNO_ENOTCONN_RECV);
                     tracing::debug!(target: "faultline::sys", fd, "recv during connect: ENOTCONN");
                     Err(Errno::ENOTCONN)
                 } else {
@@ -857,9 +858,9 @@ impl Sys {
         match &mut sock.state {
             SockState::Fresh | SockState::Failed => Err(Errno::ENOTCONN),
             SockState::Connecting { .. } => {
-                cover("sys:send-during-connect");
+                cover(coverage::SYS_SEND_DURING_CONNECT);
                 if personality == Personality::Openbsd {
-                    cover("errno:ENOTCONN:send");
+                    cover(coverage::ERRNO_ENOTCONN_SEND);
                     tracing::debug!(target: "faultline::sys", fd, "send during connect: ENOTCONN");
                     Err(Errno::ENOTCONN)
                 } else {
@@ -965,7 +966,7 @@ impl Sys {
             return Err(Errno::EINVAL);
         };
         if personality == Personality::Linux2635 {
-            cover("errno:EBADF:splice");
+            cover(coverage::ERRNO_EBADF_SPLICE);
             tracing::debug!(target: "faultline::sys", from, to, "splice: EBADF");
             return Err(Errno::EBADF);
         }
@@ -976,7 +977,7 @@ impl Sys {
                     return Err(Errno::EPIPE);
                 }
                 if p.free_buffers() == 0 {
-                    cover("pipe:full");
+                    cover(coverage::PIPE_FULL);
                     return Err(Errno::EAGAIN);
                 }
             }
@@ -1315,7 +1316,7 @@ impl Sys {
                             // before it maybe still unread, as on Linux.
                             if socket.fin_received() {
                                 if !socket.at_eof() {
-                                    cover("sys:rdhup-behind-data");
+                                    cover(coverage::SYS_RDHUP_BEHIND_DATA);
                                 }
                                 ready |= Events::IN | Events::RDHUP;
                             }

@@ -38,7 +38,7 @@ pub struct Thread {
     /// The task that runs the thread, set when it starts: the state is
     /// lent to that task only.
     pub(super) task: OnceCell<tokio::task::Id>,
-    pub(super) state: RefCell<State>,
+    state: RefCell<State>,
     /// Connections accepted for this thread (HAProxy's per-thread accept
     /// ring, `accept_queue_push_mp` / `accept_queue_pop_sc`; a lock here,
     /// each push and pop one step as on the ring).

@@ -567,10 +567,10 @@ fn proxy_threads_share_only_sync_primitives() {
     let allowed: &[(&str, &str, &str)] = &[
         // A thread's own state, lent by `Proxy::state` to that thread's
         // task only (asserted there).
-        ("mod.rs", "state: RefCell<State>,", "one thread's"),
-        ("mod.rs", "pub state: &'a RefCell<State>,", "a lend of it"),
+        ("process.rs", "state: RefCell<State>,", "one thread's"),
+        ("process.rs", "pub state: &'a RefCell<State>,", "a lend of it"),
         (
-            "mod.rs",
+            "process.rs",
             "pub fn state_cell(&self) -> &RefCell<State> {",
             "its accessor",
         ),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::App;
 use super::args::{Result, VariantArgs, parse_seeds};
+use crate::coverage;
 use crate::runner::{self, Faults, RunOptions, SweepOptions};
 use crate::seed::SeedRange;
 use crate::stats::FailureRate;
@@ -240,13 +241,13 @@ pub fn print_coverage(
     writeln!(out, "coverage (runs that reached each point, of {runs}):")?;
     let mut points = 0;
     for (point, count) in coverage {
-        if point.starts_with("race-yield:") {
+        if point.starts_with(coverage::RACE_YIELDS) {
             continue; // On its point's line.
         }
-        match point.strip_prefix("race:") {
+        match point.strip_prefix(coverage::RACE_HITS) {
             Some(name) => {
                 points += 1;
-                let yield_key = format!("race-yield:{name}");
+                let yield_key = coverage::race_yields(name);
                 writeln!(
                     out,
                     "    {count:>7}  {point}  ({} hits; gave way {} times, in {} runs)",

@@ -14,6 +14,7 @@ use super::common::{
     swarm_each,
 };
 use super::kind::Kind;
+use crate::coverage;
 
 /// Delays a frame on its way to the reader, or holds it until an event
 /// (`[[frame_delay]]`): a rule with `hold_until` holds, one without delays by
@@ -84,34 +85,17 @@ fn zero_range() -> Range2 {
 
 has_probability!(FrameDelaySpace);
 
-/// The coverage key a frame-delay rule leaves when a frame matches it.
-pub(crate) fn applied_frame_delay(rule: &FrameDelay) -> String {
-    format!(
-        "applied:frame_delay:{}->{}:{}",
-        rule.from, rule.to, rule.frame
-    )
-}
-
 /// The coverage keys of the space's rules, for
 /// [`super::FaultSpace::applied_keys`]: a frame label is checked only by the
 /// frames that pass.
 pub(super) fn applied_keys(rules: &[FrameDelaySpace], out: &mut Vec<(String, String)>) {
     for s in rules {
-        let rule = FrameDelay {
-            from: s.from.clone(),
-            to: s.to.clone(),
-            frame: s.frame.clone(),
-            nth: None,
-            delay_ms: 0,
-            hold_until: None,
-            max_hold_ms: 0,
-        };
         out.push((
             format!(
                 "[[faults.frame_delay]] `{}` {} -> {}: no such frame passed",
                 s.frame, s.from, s.to
             ),
-            applied_frame_delay(&rule),
+            coverage::frame_delay_applied(&s.from, &s.to, &s.frame),
         ));
     }
 }

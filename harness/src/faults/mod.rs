@@ -76,7 +76,6 @@ use common::quantize;
 pub use common::{Range2, glob_match};
 pub use crash::{Crash, CrashMode, CrashSpace};
 pub use errno::{Errno, ErrnoSpace, Personality};
-pub(crate) use frame_delay::applied_frame_delay;
 pub use frame_delay::{FrameDelay, FrameDelaySpace};
 use kind::{Keep, SpaceHostGlob};
 pub use latency::{Latency, LatencySpace};

@@ -16,6 +16,7 @@ use super::common::{
     probability_in, swarm_each,
 };
 use super::kind::Kind;
+use crate::coverage;
 
 /// A schedule for the preemption points whose name matches `point` (a
 /// glob over `primitive.operation`; `*` is every point): where tasks give
@@ -153,7 +154,7 @@ pub(super) fn set_pct_steps(rules: &mut [Race], coverage: &BTreeMap<String, u64>
         if let Race::Pct { point, steps, .. } = rule {
             if *steps == 0 {
                 *steps = coverage
-                    .get(&format!("race-steps:{point}"))
+                    .get(&coverage::race_steps(point))
                     .copied()
                     .unwrap_or(0)
                     .max(1);
@@ -260,7 +261,7 @@ pub(super) fn applied_keys(rules: &[RaceSpace], out: &mut Vec<(String, String)>)
         for point in &s.points {
             out.push((
                 format!("[[faults.race]] points `{point}`: no preemption point matched"),
-                format!("applied:race:{point}"),
+                coverage::race_applied(point),
             ));
         }
     }

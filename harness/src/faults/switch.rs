@@ -14,6 +14,7 @@ use super::common::{
     nth_in, probability_in, swarm_each,
 };
 use super::kind::Kind;
+use crate::coverage;
 
 /// A named misbehaviour of the system under test switched on (`[[switch]]` in a
 /// plan): [`crate::switch`] answers `true` when asked for `name` on a matching
@@ -77,7 +78,7 @@ pub(super) fn applied_keys(rules: &[SwitchSpace], out: &mut Vec<(String, String)
                 "[[faults.switch]] `{}`: the code under test never asked for it",
                 s.name
             ),
-            format!("applied:switch:{}", s.name),
+            coverage::switch_applied(&s.name),
         ));
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::coverage;
 use crate::faults::{FaultPlan, Race, glob_match};
 use crate::seed::SimRng;
 
@@ -16,12 +17,12 @@ use super::{bounded, pct, random, targeted};
 
 /// What the run knows of one point.
 pub(super) struct PointState {
-    pub(super) name: String,
+    name: String,
     /// The rules whose glob matches the point, in plan order.
     pub(super) rules: Vec<usize>,
-    pub(super) hits: u64,
-    pub(super) yields: u64,
-    pub(super) starved: u64,
+    hits: u64,
+    yields: u64,
+    starved: u64,
     pub(super) rng: SimRng,
 }
 
@@ -39,40 +40,40 @@ type NameAt = (usize, usize, usize, usize);
 
 /// The scheduler of one run: the plan's rules, the points seen, the tasks.
 pub(crate) struct Scheduler {
-    pub(super) seed: u64,
+    seed: u64,
     pub(super) rules: Vec<Race>,
     pub(super) strategies: Vec<Box<dyn Strategy>>,
-    pub(super) rule_hits: Vec<u64>,
-    pub(super) rule_steps: Vec<u64>,
+    rule_hits: Vec<u64>,
+    rule_steps: Vec<u64>,
     pub(super) points: Vec<PointState>,
     /// Points by the addresses of their name's parts: the hot path
     /// compares no strings.
-    pub(super) point_at: BTreeMap<NameAt, usize>,
+    point_at: BTreeMap<NameAt, usize>,
     /// Points by name (call sites that spell one name share its point).
-    pub(super) point_named: BTreeMap<String, usize>,
-    pub(super) hosts: Vec<Arc<str>>,
-    pub(super) tasks: BTreeMap<(usize, tokio::task::Id), u64>,
-    pub(super) next_task: u64,
+    point_named: BTreeMap<String, usize>,
+    hosts: Vec<Arc<str>>,
+    tasks: BTreeMap<(usize, tokio::task::Id), u64>,
+    next_task: u64,
     /// Tasks in a spin-wait: the re-check after a spin is not activity.
-    pub(super) spinning: BTreeSet<TaskKey>,
+    spinning: BTreeSet<TaskKey>,
     /// Tasks in `yield_now`, until their next point: they step aside, so
     /// they do not count as ready for another thread's priority (as CHESS
     /// and PCT treat a yield: a busy thread that yields lets the threads
     /// it waits for run).
     pub(super) yielding: BTreeSet<TaskKey>,
     /// Per spinning task: the simulated instant and its spins there.
-    pub(super) spins: BTreeMap<TaskKey, (Duration, u64)>,
+    spins: BTreeMap<TaskKey, (Duration, u64)>,
     /// Bumped by every preemption point and syscall: a round of yields in
     /// which it did not move had no other task doing anything.
     pub(super) activity: u64,
     /// The hosts' threads (tasks spawned with [`spawn`]) and whether each
     /// is ready to run.
-    pub(super) threads: BTreeMap<TaskKey, Arc<ThreadWaker>>,
+    threads: BTreeMap<TaskKey, Arc<ThreadWaker>>,
     /// A switch decided where the task could not await (a lock's release,
     /// in a destructor): taken at the task's next point.
     pub(super) deferred: BTreeMap<TaskKey, Decision>,
     /// Reused by [`Scheduler::others_ready`].
-    pub(super) ready_buf: Vec<TaskKey>,
+    ready_buf: Vec<TaskKey>,
 }
 
 impl Scheduler {
@@ -148,7 +149,7 @@ impl Scheduler {
         count.1
     }
 
-    pub(super) fn host_index(&mut self, host: Option<Arc<str>>) -> usize {
+    fn host_index(&mut self, host: Option<Arc<str>>) -> usize {
         match host {
             None => usize::MAX,
             Some(name) => match self
@@ -166,7 +167,7 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn key_of(&mut self, host: usize, id: tokio::task::Id) -> TaskKey {
+    fn key_of(&mut self, host: usize, id: tokio::task::Id) -> TaskKey {
         let next = &mut self.next_task;
         let index = *self.tasks.entry((host, id)).or_insert_with(|| {
             *next += 1;
@@ -213,7 +214,7 @@ impl Scheduler {
     /// thread in a spin-wait or a yield is not: it waits for one of them).
     /// (Written into the scheduler's buffer, taken out: no allocation per
     /// hit.)
-    pub(super) fn others_ready(&mut self, task: TaskKey) -> Vec<TaskKey> {
+    fn others_ready(&mut self, task: TaskKey) -> Vec<TaskKey> {
         let mut ready = std::mem::take(&mut self.ready_buf);
         ready.clear();
         let first = TaskKey {
@@ -354,17 +355,17 @@ impl Scheduler {
         let mut out = Vec::new();
         for ((rule, hits), steps) in self.rules.iter().zip(&self.rule_hits).zip(&self.rule_steps) {
             if *hits > 0 {
-                out.push((format!("applied:race:{}", rule.point()), *hits));
-                out.push((format!("race-steps:{}", rule.point()), *steps));
+                out.push((coverage::race_applied(rule.point()), *hits));
+                out.push((coverage::race_steps(rule.point()), *steps));
             }
         }
         for point in &self.points {
-            out.push((format!("race:{}", point.name), point.hits));
+            out.push((coverage::race_hits(&point.name), point.hits));
             if point.yields > 0 {
-                out.push((format!("race-yield:{}", point.name), point.yields));
+                out.push((coverage::race_yields(&point.name), point.yields));
             }
             if point.starved > 0 {
-                out.push((format!("race-starved:{}", point.name), point.starved));
+                out.push((coverage::race_starved(&point.name), point.starved));
             }
         }
         out

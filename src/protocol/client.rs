@@ -417,8 +417,8 @@ pub fn validate(request: &Packet, response: &Packet) -> Result<(), ClientError> 
             Opcode::GETK | Opcode::GETKQ if response.key != request.key => {
                 return Err(ClientError::Invalid(format!(
                     "GETK for {} answered for key {}",
-                    faultline_harness::oracle::show(&request.key),
-                    faultline_harness::oracle::show(&response.key)
+                    super::show(&request.key),
+                    super::show(&response.key)
                 )));
             }
             Opcode::GET | Opcode::GETQ | Opcode::GETK | Opcode::GETKQ

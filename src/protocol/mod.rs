@@ -30,6 +30,22 @@ pub use opcode::Opcode;
 pub use packet::{Header, Packet, ProtocolError, ReadError, read_packet};
 pub use status::Status;
 
+/// Shows bytes as text when printable, as hex otherwise (at most 48 bytes).
+pub fn show(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(48)];
+    let more = if bytes.len() > 48 {
+        format!("…(+{} bytes)", bytes.len() - 48)
+    } else {
+        String::new()
+    };
+    if shown.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("\"{}\"{more}", String::from_utf8_lossy(shown))
+    } else {
+        let hex: Vec<String> = shown.iter().map(|b| format!("{b:02x}")).collect();
+        format!("0x{}{more}", hex.join(""))
+    }
+}
+
 /// Length of a packet header, in bytes.
 pub const HEADER_LEN: usize = 24;
 

@@ -31,7 +31,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_harness::oracle::{self, KvModel};
+use faultline_harness::oracle;
+
+use super::store_model::KvModel;
+use crate::protocol::show;
 use faultline_harness::{
     ParamError, RunSpec, SimSetup, SimStream, Workload, parse_params, with_rng,
 };
@@ -355,7 +358,7 @@ impl Writer {
         }
         let _deadline = self.write_deadline.filter(|_| durable).map(|within| {
             oracle::pending_within(
-                format!("client-{} durable SET {}", self.index, oracle::show(key)),
+                format!("client-{} durable SET {}", self.index, show(key)),
                 within,
             )
         });

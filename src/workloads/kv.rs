@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use faultline_harness::oracle::KvModel;
+use super::store_model::KvModel;
 use faultline_harness::{ParamError, RunSpec, SimSetup, Workload, parse_params};
 use serde::Deserialize;
 

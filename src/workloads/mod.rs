@@ -11,6 +11,7 @@ pub mod health;
 pub mod kv;
 pub mod proxy;
 pub mod rebalance;
+pub mod store_model;
 pub mod traffic;
 pub mod whole;
 

@@ -27,7 +27,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_harness::oracle::{self, KvModel};
+use faultline_harness::oracle;
+
+use super::store_model::KvModel;
 use faultline_harness::{
     ParamError, RunSpec, SimSetup, SimStream, Workload, parse_params, probe, switch, sys::Sys,
     with_rng,

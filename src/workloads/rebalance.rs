@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_harness::oracle::{self, KvModel};
+use faultline_harness::oracle;
+
+use super::store_model::KvModel;
 use faultline_harness::{
     ParamError, RunSpec, SimListener, SimSetup, SimStream, Workload, parse_params, with_rng,
 };

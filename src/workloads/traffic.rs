@@ -17,7 +17,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_harness::oracle::{self, KvModel};
+use faultline_harness::oracle;
+
+use super::store_model::KvModel;
+use crate::protocol::show;
 use faultline_harness::{ParamError, SimStream, with_rng};
 use rand::Rng;
 use serde::Deserialize;
@@ -340,7 +343,7 @@ async fn read(
         if item.flags != flags_of(&item.value) {
             return Err(Failure::Model(format!(
                 "read of {} returned flags {:#010x}, stored {:#010x}",
-                oracle::show(key),
+                show(key),
                 item.flags,
                 flags_of(&item.value)
             )));

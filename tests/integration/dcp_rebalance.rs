@@ -17,7 +17,7 @@ use faultline::protocol::client::Client;
 use faultline::protocol::vbucket_of;
 use faultline::server::store::VbState;
 use faultline::server::{KV_PORT, KvConfig, Node, VbRange, serve};
-use faultline_harness::oracle::KvModel;
+use faultline::workloads::store_model::KvModel;
 use faultline_harness::testing::Check;
 use faultline_harness::{Faults, RunOptions};
 use faultline_harness::{SimListener, SimStream, Variant, faults::FaultPlan, scenario_from_fn};

@@ -568,7 +568,11 @@ fn proxy_threads_share_only_sync_primitives() {
         // A thread's own state, lent by `Proxy::state` to that thread's
         // task only (asserted there).
         ("process.rs", "state: RefCell<State>,", "one thread's"),
-        ("process.rs", "pub state: &'a RefCell<State>,", "a lend of it"),
+        (
+            "process.rs",
+            "pub state: &'a RefCell<State>,",
+            "a lend of it",
+        ),
         (
             "process.rs",
             "pub fn state_cell(&self) -> &RefCell<State> {",

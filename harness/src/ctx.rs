@@ -44,12 +44,12 @@ pub struct FrameInfo {
 
 /// Named events that frame holds wait for.
 #[derive(Default)]
-pub(crate) struct Events {
+pub(crate) struct EventMarks {
     happened: BTreeMap<String, u64>,
     waiters: Vec<std::task::Waker>,
 }
 
-impl Events {
+impl EventMarks {
     pub(crate) fn mark(&mut self, name: &str) {
         *self.happened.entry(name.to_string()).or_insert(0) += 1;
         for waker in self.waiters.drain(..) {
@@ -84,7 +84,7 @@ pub(crate) struct RunCtx {
     plan: FaultPlan,
     streams: RefCell<BTreeMap<String, SimRng>>,
     coverage: RefCell<BTreeMap<String, u64>>,
-    events: RefCell<Events>,
+    events: RefCell<EventMarks>,
     framer: RefCell<Option<Rc<dyn Framer>>>,
     switches: RefCell<Switches>,
     /// Hosts whose software a process crash holds down.
@@ -112,7 +112,7 @@ impl RunCtx {
             plan,
             streams: RefCell::new(BTreeMap::new()),
             coverage: RefCell::new(BTreeMap::new()),
-            events: RefCell::new(Events::default()),
+            events: RefCell::new(EventMarks::default()),
             framer: RefCell::new(None),
             switches: RefCell::new(Switches::default()),
             processes_down: RefCell::new(BTreeSet::new()),
@@ -175,7 +175,7 @@ impl RunCtx {
     }
 
     /// The named events that have happened, and tasks waiting for one.
-    pub(crate) fn events(&self) -> std::cell::RefMut<'_, Events> {
+    pub(crate) fn events(&self) -> std::cell::RefMut<'_, EventMarks> {
         self.events.borrow_mut()
     }
 

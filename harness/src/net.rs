@@ -58,7 +58,7 @@ pub(crate) struct NetState {
 
 /// One direction of a connection: what the writer has sent that the
 /// reader's application has not read yet.
-struct Pipe {
+struct Flow {
     writer_host: Rc<str>,
     reader_host: Rc<str>,
     /// The writer's send buffer in bytes; unlimited when `None`.
@@ -74,8 +74,8 @@ struct Pipe {
     reset_at_end: bool,
 }
 
-impl Pipe {
-    fn new(ctx: &RunCtx, writer: &Rc<str>, reader: &Rc<str>) -> Pipe {
+impl Flow {
+    fn new(ctx: &RunCtx, writer: &Rc<str>, reader: &Rc<str>) -> Flow {
         let plan = ctx.plan();
         let capacity_bytes = plan
             .send_buffer
@@ -94,7 +94,7 @@ impl Pipe {
         if let Some(cap) = capacity_bytes {
             assert!(cap > 0, "a send buffer holds at least one byte");
         }
-        Pipe {
+        Flow {
             writer_host: writer.clone(),
             reader_host: reader.clone(),
             capacity_bytes,
@@ -106,8 +106,8 @@ impl Pipe {
         }
     }
 
-    fn unlimited(writer: &Rc<str>, reader: &Rc<str>) -> Pipe {
-        Pipe {
+    fn unlimited(writer: &Rc<str>, reader: &Rc<str>) -> Flow {
+        Flow {
             writer_host: writer.clone(),
             reader_host: reader.clone(),
             capacity_bytes: None,
@@ -137,8 +137,8 @@ impl Pipe {
 /// State both ends of one connection share.
 struct ConnShared {
     id: u64,
-    /// `pipes[0]`: acceptor to connector; `pipes[1]`: connector to acceptor.
-    pipes: [RefCell<Pipe>; 2],
+    /// `flows[0]`: acceptor to connector; `flows[1]`: connector to acceptor.
+    flows: [RefCell<Flow>; 2],
 }
 
 /// Which end of a connection a socket is.
@@ -149,10 +149,10 @@ enum Side {
 }
 
 impl Side {
-    fn send_pipe(self) -> usize {
+    fn send_flow(self) -> usize {
         self as usize
     }
-    fn recv_pipe(self) -> usize {
+    fn recv_flow(self) -> usize {
         1 - self as usize
     }
 }
@@ -256,19 +256,19 @@ pub(crate) fn consume_front(lengths: &mut VecDeque<usize>, n: usize) {
 
 /// Traces a frame's delivery and marks it as an event (`frame:FROM->TO:LABEL`).
 fn delivered(shared: &ConnShared, side: Side, info: &FrameInfo) {
-    let pipe = shared.pipes[side.recv_pipe()].borrow();
+    let flow = shared.flows[side.recv_flow()].borrow();
     tracing::debug!(
         target: "faultline::net",
         conn = shared.id,
-        from = &*pipe.writer_host,
-        to = &*pipe.reader_host,
+        from = &*flow.writer_host,
+        to = &*flow.reader_host,
         label = info.label.as_str(),
         len = info.total_len,
         "frame"
     );
     ctx::event(&format!(
         "frame:{}->{}:{}",
-        pipe.writer_host, pipe.reader_host, info.label
+        flow.writer_host, flow.reader_host, info.label
     ));
 }
 
@@ -330,15 +330,15 @@ impl SimSocket {
             match framer {
                 None => Framing::Off,
                 Some(framer) => {
-                    let pipe = shared.pipes[side.recv_pipe()].borrow();
+                    let flow = shared.flows[side.recv_flow()].borrow();
                     let rules: Vec<(usize, FrameDelay)> = ctx
                         .plan()
                         .frame_delay
                         .iter()
                         .enumerate()
                         .filter(|(_, r)| {
-                            glob_match(&r.from, &pipe.writer_host)
-                                && glob_match(&r.to, &pipe.reader_host)
+                            glob_match(&r.from, &flow.writer_host)
+                                && glob_match(&r.to, &flow.reader_host)
                         })
                         .map(|(i, r)| (i, r.clone()))
                         .collect();
@@ -394,19 +394,19 @@ impl SimSocket {
         self.peer
     }
 
-    fn send_pipe(&self) -> &RefCell<Pipe> {
-        &self.shared.pipes[self.side.send_pipe()]
+    fn send_flow(&self) -> &RefCell<Flow> {
+        &self.shared.flows[self.side.send_flow()]
     }
 
-    fn recv_pipe(&self) -> &RefCell<Pipe> {
-        &self.shared.pipes[self.side.recv_pipe()]
+    fn recv_flow(&self) -> &RefCell<Flow> {
+        &self.shared.flows[self.side.recv_flow()]
     }
 
     /// Free space in the send buffer, in bytes (`usize::MAX` when unlimited).
     pub fn send_space(&self) -> usize {
-        let pipe = self.send_pipe().borrow();
-        match pipe.capacity_bytes {
-            Some(cap) if !pipe.reader_closed => cap.saturating_sub(pipe.unread_bytes),
+        let flow = self.send_flow().borrow();
+        match flow.capacity_bytes {
+            Some(cap) if !flow.reader_closed => cap.saturating_sub(flow.unread_bytes),
             _ => usize::MAX,
         }
     }
@@ -416,10 +416,10 @@ impl SimSocket {
         if self.write_closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let mut pipe = self.send_pipe().borrow_mut();
-        match pipe.capacity_bytes {
-            Some(cap) if !pipe.reader_closed && pipe.unread_bytes >= cap => {
-                pipe.writer_waker = Some(cx.waker().clone());
+        let mut flow = self.send_flow().borrow_mut();
+        match flow.capacity_bytes {
+            Some(cap) if !flow.reader_closed && flow.unread_bytes >= cap => {
+                flow.writer_waker = Some(cx.waker().clone());
                 Poll::Pending
             }
             _ => Poll::Ready(Ok(())),
@@ -440,12 +440,12 @@ impl SimSocket {
             return Poll::Ready(Ok(0));
         }
         let (allowed, max_segment) = {
-            let mut pipe = self.send_pipe().borrow_mut();
-            let allowed = match pipe.capacity_bytes {
-                Some(cap) if !pipe.reader_closed => {
-                    let free = cap.saturating_sub(pipe.unread_bytes);
+            let mut flow = self.send_flow().borrow_mut();
+            let allowed = match flow.capacity_bytes {
+                Some(cap) if !flow.reader_closed => {
+                    let free = cap.saturating_sub(flow.unread_bytes);
                     if free == 0 {
-                        pipe.writer_waker = Some(cx.waker().clone());
+                        flow.writer_waker = Some(cx.waker().clone());
                         cover(coverage::SEND_BUFFER_FULL);
                         return Poll::Pending;
                     }
@@ -456,7 +456,7 @@ impl SimSocket {
                 }
                 _ => total,
             };
-            (allowed, pipe.max_segment_bytes)
+            (allowed, flow.max_segment_bytes)
         };
         // One buffer goes to turmoil as it is (turmoil copies it); several
         // are gathered first.
@@ -496,7 +496,7 @@ impl SimSocket {
             }
         }
         assert!(sent > 0 && sent <= allowed);
-        self.send_pipe().borrow_mut().unread_bytes += sent;
+        self.send_flow().borrow_mut().unread_bytes += sent;
         if sent < total {
             tracing::debug!(target: "faultline::net", conn = self.shared.id, wanted = total, sent, "short write");
         }
@@ -520,7 +520,7 @@ impl SimSocket {
         if self.rx.eof || self.rx.error.is_some() {
             return false;
         }
-        let coalesce = self.recv_pipe().borrow().max_segment_bytes.is_some();
+        let coalesce = self.recv_flow().borrow().max_segment_bytes.is_some();
         let mut got = false;
         loop {
             // Read straight into the receive buffer's spare room (zeroing a
@@ -535,7 +535,7 @@ impl SimSocket {
                         self.rx.segments.push_back(n);
                     }
                     if n == 0 {
-                        if self.recv_pipe().borrow().reset_at_end {
+                        if self.recv_flow().borrow().reset_at_end {
                             self.rx.error = Some(io::ErrorKind::ConnectionReset);
                         } else {
                             self.rx.eof = true;
@@ -586,7 +586,7 @@ impl SimSocket {
             if head.is_none() {
                 let header_len = framer.header_len();
                 if unreleased < header_len {
-                    credit_incomplete_header(&mut self.rx, &shared.pipes[side.recv_pipe()]);
+                    credit_incomplete_header(&mut self.rx, &shared.flows[side.recv_flow()]);
                     return;
                 }
                 let start = self.rx.released;
@@ -684,7 +684,7 @@ impl SimSocket {
             && matches!(self.rx.framing, Framing::Off)
             && !self.rx.eof
             && self.rx.error.is_none()
-            && self.recv_pipe().borrow().max_segment_bytes.is_none()
+            && self.recv_flow().borrow().max_segment_bytes.is_none()
         {
             return self.poll_recv_direct(cx, out);
         }
@@ -708,7 +708,7 @@ impl SimSocket {
             );
             let fresh = n.saturating_sub(self.rx.credited);
             self.rx.credited = self.rx.credited.saturating_sub(n);
-            self.recv_pipe().borrow_mut().consumed(fresh);
+            self.recv_flow().borrow_mut().consumed(fresh);
             return Poll::Ready(Ok(n));
         }
         match self.rx.error {
@@ -730,10 +730,10 @@ impl SimSocket {
             Ok(()) => {
                 let n = read_buf.filled().len();
                 if n > 0 {
-                    self.recv_pipe().borrow_mut().consumed(n);
+                    self.recv_flow().borrow_mut().consumed(n);
                     return Poll::Ready(Ok(n));
                 }
-                if self.recv_pipe().borrow().reset_at_end {
+                if self.recv_flow().borrow().reset_at_end {
                     self.rx.error = Some(io::ErrorKind::ConnectionReset);
                     return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
                 }
@@ -779,13 +779,13 @@ impl Drop for SimSocket {
         // bytes this socket already pulled from turmoil would leave with a
         // FIN, so the peer's end of stream is marked as a reset instead.
         if !self.rx.buf.is_empty() {
-            self.send_pipe().borrow_mut().reset_at_end = true;
+            self.send_flow().borrow_mut().reset_at_end = true;
             cover(coverage::NET_CLOSED_WITH_UNREAD);
             tracing::debug!(target: "faultline::net", conn = self.shared.id, unread = self.rx.buf.len(), "closed with unread bytes: reset");
         }
-        let mut pipe = self.recv_pipe().borrow_mut();
-        pipe.reader_closed = true;
-        if let Some(waker) = pipe.writer_waker.take() {
+        let mut flow = self.recv_flow().borrow_mut();
+        flow.reader_closed = true;
+        if let Some(waker) = flow.writer_waker.take() {
             waker.wake();
         }
     }
@@ -796,9 +796,9 @@ impl Drop for SimSocket {
 /// bytes count until read). So while a header is incomplete, everything
 /// received counts as read for the writer's buffer, as a receiving kernel
 /// acknowledges what it holds.
-fn credit_incomplete_header(rx: &mut Rx, pipe: &RefCell<Pipe>) {
+fn credit_incomplete_header(rx: &mut Rx, flow: &RefCell<Flow>) {
     if rx.buf.len() > rx.credited {
-        pipe.borrow_mut().consumed(rx.buf.len() - rx.credited);
+        flow.borrow_mut().consumed(rx.buf.len() - rx.credited);
         rx.credited = rx.buf.len();
     }
 }
@@ -835,7 +835,7 @@ fn decide(
             if rule.nth.is_some_and(|nth| nth != *hits) {
                 continue;
             }
-            let pipe = shared.pipes[side.recv_pipe()].borrow();
+            let flow = shared.flows[side.recv_flow()].borrow();
             match &rule.hold_until {
                 Some(event) => {
                     ctx.cover(coverage::FRAME_DELAY_HELD);
@@ -846,8 +846,8 @@ fn decide(
                     tracing::debug!(
                         target: "faultline::fault",
                         conn = shared.id,
-                        from = &*pipe.writer_host,
-                        to = &*pipe.reader_host,
+                        from = &*flow.writer_host,
+                        to = &*flow.reader_host,
                         label = frame.info.label.as_str(),
                         until = event.as_str(),
                         "frame held"
@@ -861,8 +861,8 @@ fn decide(
                     tracing::debug!(
                         target: "faultline::fault",
                         conn = shared.id,
-                        from = &*pipe.writer_host,
-                        to = &*pipe.reader_host,
+                        from = &*flow.writer_host,
+                        to = &*flow.reader_host,
                         label = frame.info.label.as_str(),
                         delay_ms = rule.delay_ms,
                         "frame delayed"
@@ -899,18 +899,18 @@ fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
     let shared = ctx::with(|ctx| {
         Rc::new(ConnShared {
             id: ctx.next_id(),
-            pipes: [
-                RefCell::new(Pipe::new(ctx, &me, &them)),
-                RefCell::new(Pipe::new(ctx, &them, &me)),
+            flows: [
+                RefCell::new(Flow::new(ctx, &me, &them)),
+                RefCell::new(Flow::new(ctx, &them, &me)),
             ],
         })
     })
     .unwrap_or_else(|| {
         Rc::new(ConnShared {
             id: 0,
-            pipes: [
-                RefCell::new(Pipe::unlimited(&me, &them)),
-                RefCell::new(Pipe::unlimited(&them, &me)),
+            flows: [
+                RefCell::new(Flow::unlimited(&me, &them)),
+                RefCell::new(Flow::unlimited(&them, &me)),
             ],
         })
     });
@@ -919,13 +919,13 @@ fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
             .borrow_mut()
             .handoff
             .insert((local, peer), shared.clone());
-        let pipe = shared.pipes[0].borrow();
+        let flow = shared.flows[0].borrow();
         tracing::debug!(
             target: "faultline::net",
             conn = shared.id,
             from = &*them,
             to = &*me,
-            send_buffer = pipe.capacity_bytes.unwrap_or(0),
+            send_buffer = flow.capacity_bytes.unwrap_or(0),
             "accept"
         );
     });
@@ -951,9 +951,9 @@ fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
             let them = host_of(peer);
             Rc::new(ConnShared {
                 id: ctx::with(|ctx| ctx.next_id()).unwrap_or(0),
-                pipes: [
-                    RefCell::new(Pipe::unlimited(&them, &me)),
-                    RefCell::new(Pipe::unlimited(&me, &them)),
+                flows: [
+                    RefCell::new(Flow::unlimited(&them, &me)),
+                    RefCell::new(Flow::unlimited(&me, &them)),
                 ],
             })
         }

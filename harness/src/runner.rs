@@ -268,7 +268,7 @@ fn install_panic_hook() {
 // ---------------------------------------------------------------------------
 
 /// A fault applied at a simulated time.
-enum Action {
+enum TimedFault {
     Partition {
         a: String,
         b: String,
@@ -297,7 +297,7 @@ fn scheduled_actions(
     plan: &FaultPlan,
     hosts: &[String],
     everyone: &[String],
-) -> Vec<(Duration, Action)> {
+) -> Vec<(Duration, TimedFault)> {
     let expand = |pattern: &str, names: &[String]| -> Vec<String> {
         names
             .iter()
@@ -321,7 +321,7 @@ fn scheduled_actions(
         for (a, b) in pairs(&p.a, &p.b) {
             actions.push((
                 Duration::from_millis(p.at_ms),
-                Action::Partition {
+                TimedFault::Partition {
                     a: a.clone(),
                     b: b.clone(),
                     mode: p.mode,
@@ -330,7 +330,7 @@ fn scheduled_actions(
             if let Some(heal) = p.heal_ms {
                 actions.push((
                     Duration::from_millis(heal),
-                    Action::Repair { a, b, mode: p.mode },
+                    TimedFault::Repair { a, b, mode: p.mode },
                 ));
             }
         }
@@ -339,7 +339,7 @@ fn scheduled_actions(
         for (a, b) in pairs(&l.a, &l.b) {
             actions.push((
                 Duration::from_millis(l.at_ms),
-                Action::MaxLatency {
+                TimedFault::MaxLatency {
                     a,
                     b,
                     max: Duration::from_millis(l.max_ms),
@@ -351,7 +351,7 @@ fn scheduled_actions(
         for host in expand(&c.host, hosts) {
             actions.push((
                 Duration::from_millis(c.at_ms),
-                Action::Crash {
+                TimedFault::Crash {
                     host: host.clone(),
                     mode: c.mode,
                 },
@@ -359,7 +359,7 @@ fn scheduled_actions(
             if let Some(restart) = c.restart_ms {
                 actions.push((
                     Duration::from_millis(restart.max(c.at_ms)),
-                    Action::Restart { host },
+                    TimedFault::Restart { host },
                 ));
             }
         }
@@ -369,9 +369,9 @@ fn scheduled_actions(
     actions
 }
 
-fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
+fn apply(sim: &mut turmoil::Sim<'static>, action: &TimedFault, ctx: &RunCtx) {
     let note = match action {
-        Action::Partition {
+        TimedFault::Partition {
             a,
             b,
             mode: PartitionMode::Drop,
@@ -379,7 +379,7 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             sim.partition(a.as_str(), b.as_str());
             format!("partition {a} {b}")
         }
-        Action::Partition {
+        TimedFault::Partition {
             a,
             b,
             mode: PartitionMode::Hold,
@@ -387,7 +387,7 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             sim.hold(a.as_str(), b.as_str());
             format!("partition {a} {b} (held)")
         }
-        Action::Repair {
+        TimedFault::Repair {
             a,
             b,
             mode: PartitionMode::Drop,
@@ -395,7 +395,7 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             sim.repair(a.as_str(), b.as_str());
             format!("repair {a} {b}")
         }
-        Action::Repair {
+        TimedFault::Repair {
             a,
             b,
             mode: PartitionMode::Hold,
@@ -403,18 +403,18 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             sim.release(a.as_str(), b.as_str());
             format!("repair {a} {b} (held messages delivered)")
         }
-        Action::MaxLatency { a, b, max } => {
+        TimedFault::MaxLatency { a, b, max } => {
             sim.set_link_max_message_latency(a.as_str(), b.as_str(), *max);
             format!("latency {a} {b} max_ms={}", max.as_millis())
         }
-        Action::Crash {
+        TimedFault::Crash {
             host,
             mode: CrashMode::Machine,
         } => {
             sim.crash(host.as_str());
             format!("crash {host}")
         }
-        Action::Crash {
+        TimedFault::Crash {
             host,
             mode: CrashMode::Process,
         } => {
@@ -425,7 +425,7 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, ctx: &RunCtx) {
             sim.bounce(host.as_str());
             format!("crash {host} (process: connects refused)")
         }
-        Action::Restart { host } => {
+        TimedFault::Restart { host } => {
             ctx.set_process_down(host, false);
             sim.bounce(host.as_str());
             format!("restart {host}")

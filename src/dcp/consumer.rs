@@ -108,7 +108,7 @@ impl std::fmt::Display for Fatal {
 
 /// What the proxy does with a packet after the state machine saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Disposition {
     /// Relay it to the other node.
     Proxy,
     /// Keep it (the cluster manager consumed it).
@@ -344,10 +344,10 @@ impl ConsumerConn {
     // --- packets from the consumer node ---
 
     /// A packet from the consumer node, on its way to the producer node.
-    pub fn consumer_packet(&mut self, packet: &Packet) -> Result<Action, Fatal> {
+    pub fn consumer_packet(&mut self, packet: &Packet) -> Result<Disposition, Fatal> {
         let h = &packet.header;
         if matches!(self.state, State::Shut) {
-            return Ok(Action::Block);
+            return Ok(Disposition::Block);
         }
         match (h.is_request(), h.opcode) {
             (false, Opcode::DCP_ADD_STREAM) => self.add_stream_response(packet),
@@ -358,7 +358,7 @@ impl ConsumerConn {
                         t.opaque = h.opaque;
                     }
                 }
-                Ok(Action::Proxy)
+                Ok(Disposition::Proxy)
             }
             (false, Opcode::DCP_CLOSE_STREAM) => match &mut self.state {
                 State::Streams(s) => {
@@ -376,9 +376,9 @@ impl ConsumerConn {
                         s.errors.push((status, vb));
                     }
                     self.maybe_reply_streams();
-                    Ok(Action::Block)
+                    Ok(Disposition::Block)
                 }
-                _ => Ok(Action::Block),
+                _ => Ok(Disposition::Block),
             },
             (false, Opcode::DCP_SET_VBUCKET_STATE) => {
                 if let State::Takeover(t) = &mut self.state {
@@ -394,13 +394,13 @@ impl ConsumerConn {
                         }
                     }
                 }
-                Ok(Action::Proxy)
+                Ok(Disposition::Proxy)
             }
-            _ => Ok(Action::Proxy),
+            _ => Ok(Disposition::Proxy),
         }
     }
 
-    fn add_stream_response(&mut self, packet: &Packet) -> Result<Action, Fatal> {
+    fn add_stream_response(&mut self, packet: &Packet) -> Result<Disposition, Fatal> {
         let h = &packet.header;
         let unrecognized = Fatal::UnrecognizedOpaque {
             opcode: h.opcode,
@@ -422,7 +422,7 @@ impl ConsumerConn {
                     s.errors.push((status, vb));
                 }
                 self.maybe_reply_streams();
-                Ok(Action::Block)
+                Ok(Disposition::Block)
             }
             State::Takeover(t) if !t.open_ack => {
                 if h.opaque != u32::from(t.vb) {
@@ -439,12 +439,12 @@ impl ConsumerConn {
                     }
                     self.state = State::Idle;
                 }
-                Ok(Action::Block)
+                Ok(Disposition::Block)
             }
             // Nobody waits for it: ignored.
             _ => {
                 tracing::debug!(target: "faultline::ns", conn = self.name.as_str(), opaque = h.opaque, "add-stream response nobody waits for");
-                Ok(Action::Block)
+                Ok(Disposition::Block)
             }
         }
     }
@@ -592,7 +592,7 @@ mod tests {
         assert_eq!(sends.to_consumer[0].header.opcode, Opcode::DCP_ADD_STREAM);
         assert_eq!(
             c.consumer_packet(&add_response(1, Status::SUCCESS)),
-            Ok(Action::Block)
+            Ok(Disposition::Block)
         );
         assert!(rx.try_recv().is_err(), "vb 2 still waits");
         c.consumer_packet(&add_response(2, Status::NOT_MY_VBUCKET))
@@ -696,7 +696,7 @@ mod tests {
         }
         .packet(4)
         .opaque(0x10000);
-        assert_eq!(c.consumer_packet(&req), Ok(Action::Proxy));
+        assert_eq!(c.consumer_packet(&req), Ok(Disposition::Proxy));
         c.consumer_packet(&add_response(4, Status::SUCCESS))
             .unwrap();
         let svs = dcp::set_vbucket_state(4, dcp::vbucket_state::ACTIVE).opaque(0x10000);

@@ -25,7 +25,7 @@ use faultline_harness::SimStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::consumer::{Action, CallResult, ConsumerConn, Fatal, Owner, Sends, SetupError};
+use super::consumer::{CallResult, ConsumerConn, Disposition, Fatal, Owner, Sends, SetupError};
 use super::producer::producer_packet;
 use super::watch::Watch;
 use crate::bugs::Bugs;
@@ -237,13 +237,13 @@ impl Proxy {
         let mut to_consumer = Vec::new();
         for packet in take_packets(from_consumer)? {
             self.watch.borrow_mut().from_consumer(&packet);
-            if self.conn.consumer_packet(&packet)? == Action::Proxy {
+            if self.conn.consumer_packet(&packet)? == Disposition::Proxy {
                 packet.encode_into(&mut to_producer);
             }
         }
         for packet in take_packets(from_producer)? {
             self.watch.borrow_mut().from_producer(&packet);
-            if producer_packet(&mut self.conn, &packet)? == Action::Proxy {
+            if producer_packet(&mut self.conn, &packet)? == Disposition::Proxy {
                 packet.encode_into(&mut to_consumer);
             }
         }

@@ -29,7 +29,7 @@ use crate::protocol::{HEADER_LEN, Header, MAGIC_RESPONSE, Opcode, Packet};
 
 /// What the bytes read so far say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum CheckResult {
     /// Not enough bytes yet.
     Incomplete,
     Pass,
@@ -39,17 +39,17 @@ pub enum Verdict {
 /// Judges a check buffer: the first packet must be a successful STAT
 /// response; the answer is complete at the empty packet that ends it, or
 /// when the buffer is full.
-pub fn judge(buf: &[u8], full: bool) -> Verdict {
+pub fn judge(buf: &[u8], full: bool) -> CheckResult {
     let mut offset = 0;
     let mut first = true;
     while let Some(head) = buf.get(offset..offset + HEADER_LEN) {
         let Ok(h) = Header::parse(head.try_into().expect("a header's length")) else {
-            return Verdict::Fail;
+            return CheckResult::Fail;
         };
         if first
             && (h.magic != MAGIC_RESPONSE || h.opcode != Opcode::STAT || !h.status().is_success())
         {
-            return Verdict::Fail;
+            return CheckResult::Fail;
         }
         first = false;
         let end = offset + HEADER_LEN + h.body_len as usize;
@@ -57,14 +57,14 @@ pub fn judge(buf: &[u8], full: bool) -> Verdict {
             break;
         }
         if h.key_len == 0 {
-            return Verdict::Pass;
+            return CheckResult::Pass;
         }
         offset = end;
     }
     if full && !first {
-        return Verdict::Pass;
+        return CheckResult::Pass;
     }
-    Verdict::Incomplete
+    CheckResult::Incomplete
 }
 
 /// Starts the checks that are due (thread 0).
@@ -197,28 +197,28 @@ pub async fn process_check<S: Syscalls + 'static>(
         }
         progress |= c.flags != flags_before;
         let mut verdict = match px.config.check.kind {
-            CheckKind::Connect if c.has(CO_FL_ERROR) => Verdict::Fail,
-            CheckKind::Connect if !c.has(CO_FL_WAIT_L4_CONN) => Verdict::Pass,
-            CheckKind::Connect => Verdict::Incomplete,
+            CheckKind::Connect if c.has(CO_FL_ERROR) => CheckResult::Fail,
+            CheckKind::Connect if !c.has(CO_FL_WAIT_L4_CONN) => CheckResult::Pass,
+            CheckKind::Connect => CheckResult::Incomplete,
             CheckKind::Stat => judge(check.buf.data(), check.buf.is_full()),
         };
-        if verdict == Verdict::Pass && check.buf.is_full() {
+        if verdict == CheckResult::Pass && check.buf.is_full() {
             faultline_harness::probe("proxy:check-judged-on-full-buffer");
         }
-        if verdict == Verdict::Incomplete && c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH) {
-            verdict = Verdict::Fail;
+        if verdict == CheckResult::Incomplete && c.any(CO_FL_ERROR | CO_FL_SOCK_RD_SH) {
+            verdict = CheckResult::Fail;
         }
-        let wanted = (verdict == Verdict::Incomplete)
+        let wanted = (verdict == CheckResult::Incomplete)
             .then(|| polling(c, true, check.sent < check.request.len()));
         (check.server, verdict, progress, wanted.flatten())
     };
     set_polling(&px.fdtab, wanted).await;
-    if verdict != Verdict::Incomplete {
-        if verdict == Verdict::Fail {
+    if verdict != CheckResult::Incomplete {
+        if verdict == CheckResult::Fail {
             let errno = px.state().conns.get(&id).and_then(|c| c.c.errno);
             tracing::debug!(target: "faultline::proxy", conn = id, server, errno = ?errno, "check failed");
         }
-        record(px, server, verdict == Verdict::Pass).await;
+        record(px, server, verdict == CheckResult::Pass).await;
         px.state().close(id);
         return true;
     }
@@ -253,10 +253,10 @@ mod tests {
     fn a_whole_stat_answer_passes_and_a_partial_one_waits() {
         let mut answer = stat("version", "1.6");
         answer.extend(stat("uptime", "3"));
-        assert_eq!(judge(&answer, false), Verdict::Incomplete);
+        assert_eq!(judge(&answer, false), CheckResult::Incomplete);
         answer.extend(stat("", ""));
-        assert_eq!(judge(&answer, false), Verdict::Pass);
-        assert_eq!(judge(&answer[..30], false), Verdict::Incomplete);
+        assert_eq!(judge(&answer, false), CheckResult::Pass);
+        assert_eq!(judge(&answer[..30], false), CheckResult::Incomplete);
     }
 
     #[test]
@@ -264,15 +264,15 @@ mod tests {
         let mut answer = stat("version", "1.6");
         answer.extend(stat("uptime", "3"));
         // The first packet and part of the second fit: enough.
-        assert_eq!(judge(&answer[..40], true), Verdict::Pass);
-        assert_eq!(judge(&answer[..10], true), Verdict::Incomplete);
+        assert_eq!(judge(&answer[..40], true), CheckResult::Pass);
+        assert_eq!(judge(&answer[..10], true), CheckResult::Incomplete);
     }
 
     #[test]
     fn an_error_status_or_garbage_fails() {
         let request = Packet::request(Opcode::STAT).opaque(1);
         let refused = Packet::response(&request.header, Status::EINTERNAL).encode();
-        assert_eq!(judge(&refused, false), Verdict::Fail);
-        assert_eq!(judge(&[0x42; 24], false), Verdict::Fail);
+        assert_eq!(judge(&refused, false), CheckResult::Fail);
+        assert_eq!(judge(&[0x42; 24], false), CheckResult::Fail);
     }
 }

@@ -55,7 +55,7 @@ impl Personality {
 /// whose glob matches a host wins; a host no entry matches answers as `linux`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Errno {
+pub struct ErrnoPersonality {
     /// Hosts whose syscall view ([`crate::sys::Sys`]) takes the personality
     /// (glob).
     pub host: String,
@@ -79,7 +79,7 @@ pub struct ErrnoSpace {
 
 has_probability!(ErrnoSpace);
 
-pub(super) const KIND: Kind<Errno, Option<ErrnoSpace>> = Kind {
+pub(super) const KIND: Kind<ErrnoPersonality, Option<ErrnoSpace>> = Kind {
     name: "errno",
     check: |_| Ok(()),
     host_globs: |entries, out| {
@@ -112,13 +112,13 @@ pub(super) const KIND: Kind<Errno, Option<ErrnoSpace>> = Kind {
     swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(space: &Option<ErrnoSpace>) -> BoxedStrategy<Vec<Errno>> {
+fn draw(space: &Option<ErrnoSpace>) -> BoxedStrategy<Vec<ErrnoPersonality>> {
     maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.hosts.clone()),
             prop::sample::select(s.personalities.clone()),
         )
-            .prop_map(|(host, personality)| Errno { host, personality })
+            .prop_map(|(host, personality)| ErrnoPersonality { host, personality })
             .boxed()
     })
 }

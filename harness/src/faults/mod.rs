@@ -75,13 +75,14 @@ mod switch;
 use common::quantize;
 pub use common::{Range2, glob_match};
 pub use crash::{Crash, CrashMode, CrashSpace};
-pub use errno::{Errno, ErrnoSpace, Personality};
+pub use errno::{ErrnoPersonality, ErrnoSpace, Personality};
 pub use frame_delay::{FrameDelay, FrameDelaySpace};
 use kind::{Keep, SpaceHostGlob};
 pub use latency::{Latency, LatencySpace};
 pub use partition::{PairSpace, Partition, PartitionMode};
 pub use pipe::{
-    DEFAULT_PIPE_CAPACITY_BYTES, MAX_PIPE_CAPACITY_BYTES, MIN_PIPE_CAPACITY_BYTES, Pipe, PipeSpace,
+    DEFAULT_PIPE_CAPACITY_BYTES, MAX_PIPE_CAPACITY_BYTES, MIN_PIPE_CAPACITY_BYTES, PipeCapacity,
+    PipeSpace,
 };
 pub use race::{RACE_STRATEGIES, Race, RaceSpace};
 pub use segmentation::{Segmentation, SegmentationSpace};
@@ -103,10 +104,10 @@ pub struct FaultPlan {
     pub frame_delay: Vec<FrameDelay>,
     /// Which platform's errno a host's syscall view answers with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errno: Vec<Errno>,
+    pub errno: Vec<ErrnoPersonality>,
     /// How many bytes the pipes a host's syscall view creates hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pipe: Vec<Pipe>,
+    pub pipe: Vec<PipeCapacity>,
     /// Where tasks give way at preemption points (see `schedule`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub race: Vec<Race>,

@@ -38,7 +38,7 @@ pub const MAX_PIPE_CAPACITY_BYTES: u32 = 1_048_576;
 /// entry matches gets [`DEFAULT_PIPE_CAPACITY_BYTES`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Pipe {
+pub struct PipeCapacity {
     /// Hosts whose syscall view ([`crate::sys::Sys`]) creates such pipes
     /// (glob).
     pub host: String,
@@ -81,7 +81,7 @@ pub struct PipeSpace {
 
 has_probability!(PipeSpace);
 
-pub(super) const KIND: Kind<Pipe, Option<PipeSpace>> = Kind {
+pub(super) const KIND: Kind<PipeCapacity, Option<PipeSpace>> = Kind {
     name: "pipe",
     check: |entries| {
         for f in entries {
@@ -119,13 +119,13 @@ pub(super) const KIND: Kind<Pipe, Option<PipeSpace>> = Kind {
     swarm: |space, keep| swarm_one(space, keep),
 };
 
-fn draw(space: &Option<PipeSpace>) -> BoxedStrategy<Vec<Pipe>> {
+fn draw(space: &Option<PipeSpace>) -> BoxedStrategy<Vec<PipeCapacity>> {
     maybe(space.as_ref(), |s| {
         (
             prop::sample::select(s.hosts.clone()),
             s.capacity_bytes[0]..=s.capacity_bytes[1],
         )
-            .prop_map(|(host, capacity)| Pipe {
+            .prop_map(|(host, capacity)| PipeCapacity {
                 host,
                 capacity_bytes: capacity as u32,
             })

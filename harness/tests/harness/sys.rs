@@ -1105,7 +1105,7 @@ fn bad_pipe_faults_name_the_file_line_and_field() {
     std::fs::remove_dir_all(&dir).unwrap();
     // A plan built in code is checked by `validate`.
     let plan = FaultPlan {
-        pipe: vec![faultline_harness::faults::Pipe {
+        pipe: vec![faultline_harness::faults::PipeCapacity {
             host: "proxy".into(),
             capacity_bytes: 0,
         }],

@@ -186,6 +186,10 @@ pub struct Outcome {
     pub sim_time: Duration,
     /// The real time the run took.
     pub wall_time: Duration,
+    /// Host-ticks the run stepped: per simulation step, its hosts and
+    /// clients (a client that finished early still counts). Wall time per
+    /// host-tick is what a simulated millisecond costs per host.
+    pub host_ticks: u64,
     /// The faults that were active.
     pub plan: FaultPlan,
     /// Fault points, preemption points (`race:NAME`, and `race-yield:NAME`
@@ -502,8 +506,9 @@ fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPla
     let dispatch = tracing::subscriber::set_default(subscriber);
     PANIC.with(|p| *p.borrow_mut() = Some(None));
 
+    let host_ticks = std::cell::Cell::new(0);
     let result = catch_unwind(AssertUnwindSafe(|| {
-        simulate(scenario, seed, options, &plan, &run_ctx)
+        simulate(scenario, seed, options, &plan, &run_ctx, &host_ticks)
     }));
     let panic_text = PANIC.with(|p| p.borrow_mut().take()).flatten();
     let (sim_time, setup_error) = match result {
@@ -563,6 +568,7 @@ fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPla
         trace,
         sim_time,
         wall_time: wall_start.elapsed(),
+        host_ticks: host_ticks.get(),
         plan,
         coverage,
         latencies,
@@ -571,13 +577,15 @@ fn run_plan(scenario: &Scenario, seed: u64, options: &RunOptions, plan: FaultPla
 }
 
 /// Builds and steps the simulation. Returns the simulated time reached and
-/// a set-up error, if the workload could not build.
+/// a set-up error, if the workload could not build; counts each step's
+/// hosts and clients in `host_ticks`.
 fn simulate(
     scenario: &Scenario,
     seed: u64,
     options: &RunOptions,
     plan: &FaultPlan,
     run_ctx: &RunCtx,
+    host_ticks: &std::cell::Cell<u64>,
 ) -> (Duration, Option<String>) {
     if let Err(message) = require_tokio_unstable() {
         return (Duration::ZERO, Some(message));
@@ -653,6 +661,7 @@ fn simulate(
             apply(&mut sim, &action, run_ctx);
         }
         let step = catch_unwind(AssertUnwindSafe(|| sim.step()));
+        host_ticks.set(host_ticks.get() + everyone.len() as u64);
         now = sim.elapsed();
         run_ctx.set_step_elapsed(now);
         let finished = match step {

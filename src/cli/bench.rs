@@ -6,7 +6,9 @@
 //! * jobs speed-up: seeds per second of a sweep with 2 jobs over 1 job;
 //! * simulation speed: simulated seconds per wall second of each scenario
 //!   (the headline figure is `whole-system`'s, or the slowest scenario's
-//!   when there is none);
+//!   when there is none), and the wall time per host-tick (the steps of
+//!   its runs times their hosts and clients: what a host costs per
+//!   simulated tick);
 //! * memory: peak resident memory of one simulation and of a sweep, in
 //!   child processes of this binary.
 //!
@@ -193,24 +195,27 @@ fn measure_speed(scenarios: &[Scenario], seeds: u64) -> f64 {
         .unwrap_or(0)
         .max("scenario".len());
     println!(
-        "    {:<width$} {:>10} {:>10} {:>10}",
-        "scenario", "sim s", "wall s", "sim/wall"
+        "    {:<width$} {:>10} {:>10} {:>10} {:>14}",
+        "scenario", "sim s", "wall s", "sim/wall", "µs/host-tick"
     );
     let mut headline: Option<(bool, f64)> = None;
     for scenario in scenarios {
-        let (mut sim, mut wall) = (Duration::ZERO, Duration::ZERO);
+        let (mut sim, mut wall, mut host_ticks) = (Duration::ZERO, Duration::ZERO, 0);
         for seed in 0..seeds {
             let outcome = faultline_harness::run(scenario, seed, &RunOptions::new(Variant::Fixed));
             sim += outcome.sim_time;
             wall += outcome.wall_time;
+            host_ticks += outcome.host_ticks;
         }
         let speed = sim.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+        let us_per_host_tick = wall.as_secs_f64() * 1e6 / (host_ticks.max(1) as f64);
         println!(
-            "    {:<width$} {:>10.2} {:>10.3} {:>9.1}x",
+            "    {:<width$} {:>10.2} {:>10.3} {:>9.1}x {:>14.2}",
             scenario.name,
             sim.as_secs_f64(),
             wall.as_secs_f64(),
-            speed
+            speed,
+            us_per_host_tick
         );
         let whole = scenario.name == "whole-system";
         headline = match headline {

@@ -221,18 +221,21 @@ impl Scheduler {
             host: task.host,
             index: 0,
         };
-        ready.extend(
-            self.threads
-                .range(first..)
-                .take_while(|(t, _)| t.host == task.host)
-                .filter(|(t, w)| {
-                    **t != task
-                        && w.is_ready()
-                        && !self.spinning.contains(t)
-                        && !self.yielding.contains(t)
-                })
-                .map(|(t, _)| *t),
-        );
+        let threads = self
+            .threads
+            .range(first..)
+            .take_while(|(t, _)| t.host == task.host)
+            .filter(|(t, w)| **t != task && w.is_ready());
+        if self.spinning.is_empty() && self.yielding.is_empty() {
+            // The common case: no lookups per thread.
+            ready.extend(threads.map(|(t, _)| *t));
+        } else {
+            ready.extend(
+                threads
+                    .filter(|(t, _)| !self.spinning.contains(t) && !self.yielding.contains(t))
+                    .map(|(t, _)| *t),
+            );
+        }
         ready
     }
 

@@ -118,30 +118,7 @@ pub(crate) fn locate_in(text: &str, key: &str, range: std::ops::Range<usize>) ->
 /// Byte range of a table (`[name]` or `[[name]]`, first occurrence) up to
 /// the next table header.
 pub(crate) fn table_range(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
-    let mut offset = 0;
-    let mut start = None;
-    for line in text.split_inclusive('\n') {
-        let here = offset;
-        offset += line.len();
-        let trimmed = line.trim();
-        if !trimmed.starts_with('[') {
-            continue;
-        }
-        if start.is_some() {
-            return start.map(|s| s..here);
-        }
-        let header = trimmed
-            .split('#')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(|c| c == '[' || c == ']')
-            .trim();
-        if header == name {
-            start = Some(here);
-        }
-    }
-    start.map(|s| s..text.len())
+    nth_table_range(text, name, 0)
 }
 
 /// Byte range of the `[params]` block: from the first `[params` header to

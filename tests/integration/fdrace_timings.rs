@@ -43,32 +43,70 @@ fn the_buggy_variant_fails_for_every_idle_timeout_and_thread_count() {
     );
     let registry = faultline::registry();
     let seeds: Vec<u64> = (0..SEEDS).collect();
-    let mut found = Vec::new();
-    for idle_ms in 3..=8 {
-        for threads in [3, 4] {
-            let changed = variant(&text, idle_ms, threads);
-            assert!(
-                changed.contains(&format!("\nkv_idle_timeout_ms = {idle_ms}\n"))
-                    && changed.contains(&format!("\nthreads = {threads}\n")),
-                "the parameters were replaced"
-            );
-            let scenario = registry
-                .load_str(SCENARIO, None, &changed)
-                .expect("a valid variation");
-            let mut options = SweepOptions::new(RunOptions::new(Variant::Buggy));
-            options.jobs = faultline_harness::default_jobs();
-            let report = faultline_harness::sweep(&scenario, &seeds, &options);
-            let first = report.failures.first().unwrap_or_else(|| {
-                panic!("idle {idle_ms} ms, {threads} threads: no failure in {SEEDS} seeds")
+    let configurations: Vec<(u64, usize)> = (3..=8)
+        .flat_map(|idle_ms| [(idle_ms, 3), (idle_ms, 4)])
+        .collect();
+    // One configuration per worker, each swept one seed at a time up to its
+    // first failure: a sweep of several jobs would finish the passing seeds
+    // already started beside a failure, a whole run each.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..faultline_harness::default_jobs() {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(idle_ms, threads)) = configurations.get(index) else {
+                        break;
+                    };
+                    let result = first_failure(&registry, &text, idle_ms, threads, &seeds);
+                    results.lock().unwrap().push((index, result));
+                }
             });
-            let oracle = first.verdict.oracle().unwrap_or_default();
-            assert!(
-                ["throughput", "liveness"].contains(&oracle),
-                "idle {idle_ms} ms, {threads} threads: {}",
-                first.report()
-            );
-            found.push(format!("{idle_ms}ms/{threads}t: seed {}", first.seed));
         }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(index, _)| *index);
+    assert_eq!(results.len(), configurations.len());
+    let mut found = Vec::new();
+    for (_, result) in results {
+        found.push(result.unwrap_or_else(|problem| panic!("{problem}")));
     }
     println!("first failing seeds: {}", found.join(", "));
+}
+
+/// The first failing seed of the buggy variant with these parameters, as
+/// `IDLEms/THREADSt: seed N`, or what went wrong.
+fn first_failure(
+    registry: &faultline_harness::Registry,
+    text: &str,
+    idle_ms: u64,
+    threads: usize,
+    seeds: &[u64],
+) -> Result<String, String> {
+    let changed = variant(text, idle_ms, threads);
+    assert!(
+        changed.contains(&format!("\nkv_idle_timeout_ms = {idle_ms}\n"))
+            && changed.contains(&format!("\nthreads = {threads}\n")),
+        "the parameters were replaced"
+    );
+    let scenario = registry
+        .load_str(SCENARIO, None, &changed)
+        .expect("a valid variation");
+    let mut options = SweepOptions::new(RunOptions::new(Variant::Buggy));
+    options.jobs = 1;
+    let report = faultline_harness::sweep(&scenario, seeds, &options);
+    let Some(first) = report.failures.first() else {
+        return Err(format!(
+            "idle {idle_ms} ms, {threads} threads: no failure in {SEEDS} seeds"
+        ));
+    };
+    let oracle = first.verdict.oracle().unwrap_or_default();
+    if !["throughput", "liveness"].contains(&oracle) {
+        return Err(format!(
+            "idle {idle_ms} ms, {threads} threads: {}",
+            first.report()
+        ));
+    }
+    Ok(format!("{idle_ms}ms/{threads}t: seed {}", first.seed))
 }

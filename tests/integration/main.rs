@@ -24,3 +24,4 @@ mod readme;
 mod real_client;
 mod scenario_files;
 mod snapshots;
+mod tokio_unstable;

@@ -1,6 +1,12 @@
 //! A build without `--cfg tokio_unstable` would silently stop replaying
-//! (turmoil seeds tokio's `select!` order only with it). Built that way,
-//! this crate's binary refuses its first run and says what to add.
+//! (turmoil seeds tokio's `select!` order only with it). Built that way, a
+//! user's crate (the framed-echo example) refuses its first run and says
+//! what to add.
+//!
+//! (Here rather than in the example's own tests: `cargo test` runs its test
+//! binaries one after another, and this one is mostly a cargo build that
+//! keeps both cores busy for half a minute; in this binary it runs beside
+//! the other integration tests instead of after them.)
 
 use std::process::Command;
 

@@ -60,6 +60,7 @@ pub(crate) use scheduler::Scheduler;
 use strategy::Action;
 pub(crate) use strategy::TaskKey;
 pub use thread::spawn;
+pub(crate) use thread::spawn_send;
 
 /// Yields after a pause, so that a task waking from it goes behind the
 /// work that became ready in the same tick (a real thread paused this long
@@ -196,6 +197,24 @@ pub(crate) fn spurious_wakeup(primitive: &'static str) -> bool {
     })
     .flatten()
     .is_some()
+}
+
+/// Whether a switch decided at a release (a lock's, in a destructor) waits
+/// for the current task's next point: what the task does before that
+/// point happens, on a real thread, after the switch.
+pub(crate) fn switch_pending() -> bool {
+    ctx::with(|ctx| {
+        let host = ctx.host();
+        let Ok(mut schedule) = ctx.part::<Scheduler>().try_borrow_mut() else {
+            return false;
+        };
+        if schedule.deferred.is_empty() {
+            return false;
+        }
+        let task = schedule.task_key(host);
+        schedule.deferred.contains_key(&task)
+    })
+    .unwrap_or(false)
 }
 
 /// The current task as the scheduler knows it (`None` outside a

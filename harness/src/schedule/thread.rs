@@ -33,25 +33,39 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let waker = Arc::new(ThreadWaker {
-        // Spawned: ready to run.
-        ready: AtomicBool::new(true),
-        inner: Mutex::new(None),
-        key: OnceLock::new(),
-    });
-    let handle = tokio::task::spawn_local(Thread {
-        future: Box::pin(future),
-        waker: waker.clone(),
-    });
+    let (thread, waker) = Thread::new(future);
+    let handle = tokio::task::spawn_local(thread);
+    follow(handle.id(), waker);
+    handle
+}
+
+/// [`spawn`] for a `Send` future, with `tokio::spawn` (the tokio-compatible
+/// primitives' `spawn`); outside a simulation, `tokio::spawn` itself.
+pub(crate) fn spawn_send<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if !ctx::in_sim() {
+        return tokio::spawn(future);
+    }
+    let (thread, waker) = Thread::new(future);
+    let handle = tokio::spawn(thread);
+    follow(handle.id(), waker);
+    handle
+}
+
+/// The scheduler follows the task `id`, woken through `waker`, as a thread
+/// of the current host.
+fn follow(id: tokio::task::Id, waker: Arc<ThreadWaker>) {
     ctx::with(|ctx| {
         let host = ctx.host();
-        let key =
-            ctx.part::<Scheduler>()
-                .borrow_mut()
-                .thread_spawned(host, handle.id(), waker.clone());
+        let key = ctx
+            .part::<Scheduler>()
+            .borrow_mut()
+            .thread_spawned(host, id, waker.clone());
         waker.key.set(key).expect("a thread is spawned once");
     });
-    handle
 }
 
 /// A thread's future (boxed: the wrapper stays `Unpin`).
@@ -61,6 +75,20 @@ struct Thread<F> {
 }
 
 impl<F> Thread<F> {
+    fn new(future: F) -> (Thread<F>, Arc<ThreadWaker>) {
+        let waker = Arc::new(ThreadWaker {
+            // Spawned: ready to run.
+            ready: AtomicBool::new(true),
+            inner: Mutex::new(None),
+            key: OnceLock::new(),
+        });
+        let thread = Thread {
+            future: Box::pin(future),
+            waker: waker.clone(),
+        };
+        (thread, waker)
+    }
+
     fn ended(&self) {
         if let Some(&key) = self.waker.key.get() {
             ctx::with(|ctx| {

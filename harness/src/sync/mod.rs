@@ -42,6 +42,9 @@
 //! Outside a simulation the points cost a thread-local read and never
 //! yield. The primitives are for the tasks of one thread (`!Send`), which
 //! is what a simulated host is.
+//!
+//! For code written against `tokio::sync` (`Send + Sync` types, tokio's
+//! API), [`tokio`] has the same points around tokio's own primitives.
 
 mod atomic;
 mod condvar;
@@ -49,6 +52,8 @@ mod mutex;
 mod notify;
 mod rwlock;
 mod waitlist;
+
+pub mod tokio;
 
 pub use atomic::Atomic;
 pub use condvar::{Condvar, WaitTimeoutResult};
@@ -71,7 +76,7 @@ pub async fn spin_loop() {
     let spins = crate::schedule::spin();
     match spins {
         None => crate::schedule::yield_once().await,
-        Some(spins) if spins > SPINS_PER_INSTANT => tokio::time::sleep(SPIN_CPU_TIME).await,
+        Some(spins) if spins > SPINS_PER_INSTANT => ::tokio::time::sleep(SPIN_CPU_TIME).await,
         Some(_) => crate::schedule::yield_once().await,
     }
 }

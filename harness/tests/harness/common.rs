@@ -10,3 +10,9 @@ pub fn plan(text: &str) -> Faults {
         source: None,
     }
 }
+
+/// `random` at every point: a yield at 30% of the hits, up to 2 yields and
+/// a pause of up to 3 ms.
+pub const RANDOM: &str = "[[race]]\nstrategy = \"random\"\npoint = \"*\"\nprobability = 0.3\nmax_yields = 2\nmax_sleep_us = 3000\n";
+/// PCT aiming at depth 2, its steps learned from a first run of each seed.
+pub const PCT: &str = "[[race]]\nstrategy = \"pct\"\npoint = \"*\"\ndepth = 2\n";

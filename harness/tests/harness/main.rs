@@ -17,3 +17,4 @@ mod oracles;
 mod runner;
 mod sync;
 mod sys;
+mod tokio_sync;

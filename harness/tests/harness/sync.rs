@@ -16,7 +16,7 @@ use faultline_harness::sync::{Atomic, Condvar, Mutex, Notify, RwLock};
 use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{Scenario, Variant, oracle, probe, scenario_from_fn, spawn};
 
-use crate::common::plan;
+use crate::common::{PCT, RANDOM, plan};
 
 /// Seeds of `0..seeds` that fail, with the oracle every failure must name.
 fn failing(
@@ -189,10 +189,6 @@ fn depth_two() -> Scenario {
         Ok(())
     })
 }
-
-const RANDOM: &str = "[[race]]\nstrategy = \"random\"\npoint = \"*\"\nprobability = 0.3\nmax_yields = 2\nmax_sleep_us = 3000\n";
-/// PCT aiming at depth 2, its steps learned from a first run of each seed.
-const PCT: &str = "[[race]]\nstrategy = \"pct\"\npoint = \"*\"\ndepth = 2\n";
 
 #[test]
 fn a_lost_wake_up_is_found_by_random_and_by_pct_priorities_alone_and_never_in_the_fix() {

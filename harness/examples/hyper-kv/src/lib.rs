@@ -1,16 +1,19 @@
-//! Gallery: hyper's HTTP/1.1 client and server connections, under
-//! faultline.
+//! Gallery: hyper's HTTP/1.1 and HTTP/2 client and server connections
+//! (HTTP/2 is the `h2` crate under hyper), under faultline.
 //!
-//! A versioned key-value service over HTTP/1.1: `PUT /k/<key>` with a body
+//! A versioned key-value service over HTTP/1.1 or HTTP/2 (`http2` in the
+//! scenario's parameters): `PUT /k/<key>` with a body
 //! `<version> <value>` keeps the value of the highest version it was sent
 //! (a late, retried PUT never undoes a newer one); `GET /k/<key>` answers
 //! `<version> <value>`, or 404. The store is in memory: a restarted server
 //! has forgotten everything.
 //!
-//! How it plugs in: the server is `hyper::server::conn::http1` serving
-//! each accepted `SimStream` (wrapped in `hyper_util::rt::TokioIo`, as a
-//! `TcpStream` is), the clients `hyper::client::conn::http1::handshake`
-//! over `SimStream::connect`; the store is behind
+//! How it plugs in: the server is `hyper::server::conn::http1` (or
+//! `http2`) serving each accepted `SimStream` (wrapped in
+//! `hyper_util::rt::TokioIo`, as a `TcpStream` is), the clients
+//! `hyper::client::conn::http1::handshake` (or `http2`) over
+//! `SimStream::connect`; HTTP/2's streams run on [`LocalExec`], an
+//! executor that spawns on the host's runtime; the store is behind
 //! `faultline_harness::sync::tokio::RwLock`. The connection tasks are
 //! spawned with `faultline_harness::spawn` (a `SimStream` is not `Send`).
 //!
@@ -44,17 +47,36 @@ pub const MAX_BODY_BYTES: usize = 4096;
 /// Versions and values by key.
 type Store = Arc<RwLock<BTreeMap<String, (u64, Bytes)>>>;
 
-/// Serves HTTP/1.1 connections until the listener fails.
-pub async fn serve(listener: SimListener) -> std::io::Result<()> {
+/// hyper's executor for HTTP/2's per-stream tasks: tasks of the current
+/// host (a `SimStream` is not `Send`, so neither are they).
+#[derive(Clone, Copy, Debug)]
+pub struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// Serves HTTP/1.1 (or, with `http2`, HTTP/2) connections until the
+/// listener fails.
+pub async fn serve(listener: SimListener, http2: bool) -> std::io::Result<()> {
     let store: Store = Arc::new(RwLock::named("kv.store", BTreeMap::new()));
     loop {
         let (stream, _) = listener.accept().await?;
         let store = store.clone();
         faultline_harness::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(store.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = TokioIo::new(stream);
+            let _ = if http2 {
+                hyper::server::conn::http2::Builder::new(LocalExec)
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+            };
         });
     }
 }
@@ -123,6 +145,9 @@ pub struct Params {
     pub max_value_bytes: usize,
     /// A client gives up on an answer after this long and reconnects.
     pub answer_timeout_ms: u64,
+    /// HTTP/2 instead of HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// The workload: host `server`, clients `client-0`, `client-1`, …
@@ -155,9 +180,10 @@ impl Workload for HyperKv {
 
     fn build(&self, setup: &mut SimSetup<'_>, run: &RunSpec<'_>) -> Result<(), String> {
         let p: Params = parse_params(run.params).map_err(|e| e.message)?;
-        setup.host("server", || async {
+        let http2 = p.http2;
+        setup.host("server", move || async move {
             let listener = SimListener::bind(("0.0.0.0", PORT)).await?;
-            Ok(serve(listener).await?)
+            Ok(serve(listener, http2).await?)
         });
         for id in 0..p.clients {
             let p = p.clone();
@@ -170,24 +196,43 @@ impl Workload for HyperKv {
     }
 }
 
-/// One HTTP/1.1 connection of a client.
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// One connection of a client.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
 
-async fn connect() -> Option<Sender> {
-    let stream = SimStream::connect(("server", PORT)).await.ok()?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::task::spawn_local(async move {
-        let _ = connection.await;
-    });
-    Some(sender)
+async fn connect(http2: bool) -> Option<Sender> {
+    let io = TokioIo::new(SimStream::connect(("server", PORT)).await.ok()?);
+    if http2 {
+        let (sender, connection) = hyper::client::conn::http2::handshake(LocalExec, io)
+            .await
+            .ok()?;
+        tokio::task::spawn_local(async move {
+            let _ = connection.await;
+        });
+        Some(Sender::Http2(sender))
+    } else {
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::task::spawn_local(async move {
+            let _ = connection.await;
+        });
+        Some(Sender::Http1(sender))
+    }
 }
 
 /// One request and its whole answer: status and body.
 async fn call(sender: &mut Sender, request: Request<Full<Bytes>>) -> Option<(StatusCode, Bytes)> {
-    sender.ready().await.ok()?;
-    let response = sender.send_request(request).await.ok()?;
+    let response = match sender {
+        Sender::Http1(s) => {
+            s.ready().await.ok()?;
+            s.send_request(request).await.ok()?
+        }
+        Sender::Http2(s) => {
+            s.ready().await.ok()?;
+            s.send_request(request).await.ok()?
+        }
+    };
     let status = response.status();
     let body = response.into_body().collect().await.ok()?.to_bytes();
     Some((status, body))
@@ -222,7 +267,7 @@ async fn client(id: u32, p: Params) {
                 .header("host", "server")
                 .body(Full::new(Bytes::from(body.clone())))
                 .expect("a valid request");
-            match exchange(&mut sender, request, timeout).await {
+            match exchange(&mut sender, request, timeout, p.http2).await {
                 Some((StatusCode::NO_CONTENT, _)) => break,
                 Some((code, _)) => {
                     return oracle::fail(
@@ -242,7 +287,7 @@ async fn client(id: u32, p: Params) {
                 .header("host", "server")
                 .body(Full::new(Bytes::new()))
                 .expect("a valid request");
-            if let Some(answer) = exchange(&mut sender, request, timeout).await {
+            if let Some(answer) = exchange(&mut sender, request, timeout, p.http2).await {
                 break answer;
             }
         };
@@ -284,10 +329,11 @@ async fn exchange(
     sender: &mut Option<Sender>,
     request: Request<Full<Bytes>>,
     timeout: Duration,
+    http2: bool,
 ) -> Option<(StatusCode, Bytes)> {
     let mut current = match sender.take() {
         Some(s) => s,
-        None => match tokio::time::timeout(timeout, connect()).await {
+        None => match tokio::time::timeout(timeout, connect(http2)).await {
             Ok(Some(s)) => s,
             _ => {
                 tokio::time::sleep(timeout).await;

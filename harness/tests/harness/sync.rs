@@ -16,26 +16,7 @@ use faultline_harness::sync::{Atomic, Condvar, Mutex, Notify, RwLock};
 use faultline_harness::{Faults, RunOptions, SweepOptions};
 use faultline_harness::{Scenario, Variant, oracle, probe, scenario_from_fn, spawn};
 
-use crate::common::{PCT, RANDOM, plan};
-
-/// Seeds of `0..seeds` that fail, with the oracle every failure must name.
-fn failing(
-    scenario: &Scenario,
-    variant: Variant,
-    faults: &Faults,
-    seeds: u64,
-    oracle: &str,
-) -> Vec<u64> {
-    let mut options = SweepOptions::new(RunOptions::new(variant).faults(faults.clone()));
-    options.keep_going = true;
-    options.jobs = 2;
-    let seeds: Vec<u64> = (0..seeds).collect();
-    let report = faultline_harness::sweep(scenario, &seeds, &options);
-    for f in &report.failures {
-        assert_eq!(f.verdict.oracle(), Some(oracle), "{}", f.report());
-    }
-    report.failures.iter().map(|o| o.seed).collect()
-}
+use crate::common::{PCT, RANDOM, failing, plan};
 
 /// A lost wake-up: a worker that looks for work and, finding none, lets go
 /// of the lock before it waits (buggy) instead of waiting in the section

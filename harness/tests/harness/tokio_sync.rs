@@ -12,10 +12,10 @@ use std::time::Duration;
 use faultline_harness::sync::tokio::{
     Mutex, Notify, RwLock, Semaphore, mpsc, oneshot, spawn, watch,
 };
-use faultline_harness::{Faults, RunOptions, SweepOptions};
+use faultline_harness::Faults;
 use faultline_harness::{Scenario, Variant, oracle, scenario_from_fn};
 
-use crate::common::{PCT, RANDOM, plan};
+use crate::common::{PCT, RANDOM, failing, plan};
 
 fn send_sync<T: Send + Sync>() {}
 fn send<T: Send>(_: &T) {}
@@ -286,25 +286,6 @@ fn check_then_act() -> Scenario {
         });
         Ok(())
     })
-}
-
-/// Seeds of `0..seeds` that fail; every failure names `oracle`.
-fn failing(
-    scenario: &Scenario,
-    variant: Variant,
-    faults: &Faults,
-    seeds: u64,
-    oracle: &str,
-) -> Vec<u64> {
-    let mut options = SweepOptions::new(RunOptions::new(variant).faults(faults.clone()));
-    options.keep_going = true;
-    options.jobs = 2;
-    let seeds: Vec<u64> = (0..seeds).collect();
-    let report = faultline_harness::sweep(scenario, &seeds, &options);
-    for f in &report.failures {
-        assert_eq!(f.verdict.oracle(), Some(oracle), "{}", f.report());
-    }
-    report.failures.iter().map(|o| o.seed).collect()
 }
 
 /// Seeds of the fixed variants, per strategy.

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use faultline_harness::Faults;
 use faultline_harness::sync::tokio::{
     Mutex, Notify, RwLock, Semaphore, mpsc, oneshot, spawn, watch,
 };
-use faultline_harness::Faults;
 use faultline_harness::{Scenario, Variant, oracle, scenario_from_fn};
 
 use crate::common::{PCT, RANDOM, failing, plan};

@@ -25,13 +25,12 @@
 //! syscall view ([`crate::sys`]) uses the same core for its file
 //! descriptors.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ const PULL_CHUNK_BYTES: usize = 16 * 1024;
 pub(crate) struct NetState {
     /// Connection state made by an acceptor, waiting for its connector:
     /// keyed by (acceptor address, connector address).
-    handoff: BTreeMap<(SocketAddr, SocketAddr), Rc<ConnShared>>,
+    handoff: BTreeMap<(SocketAddr, SocketAddr), Arc<ConnShared>>,
     /// How many frames each frame-delay rule has matched so far.
     rule_hits: BTreeMap<usize, u32>,
 }
@@ -59,8 +58,8 @@ pub(crate) struct NetState {
 /// One direction of a connection: what the writer has sent that the
 /// reader's application has not read yet.
 struct Flow {
-    writer_host: Rc<str>,
-    reader_host: Rc<str>,
+    writer_host: Arc<str>,
+    reader_host: Arc<str>,
     /// The writer's send buffer in bytes; unlimited when `None`.
     capacity_bytes: Option<usize>,
     unread_bytes: usize,
@@ -75,7 +74,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(ctx: &RunCtx, writer: &Rc<str>, reader: &Rc<str>) -> Flow {
+    fn new(ctx: &RunCtx, writer: &Arc<str>, reader: &Arc<str>) -> Flow {
         let plan = ctx.plan();
         let capacity_bytes = plan
             .send_buffer
@@ -106,7 +105,7 @@ impl Flow {
         }
     }
 
-    fn unlimited(writer: &Rc<str>, reader: &Rc<str>) -> Flow {
+    fn unlimited(writer: &Arc<str>, reader: &Arc<str>) -> Flow {
         Flow {
             writer_host: writer.clone(),
             reader_host: reader.clone(),
@@ -134,11 +133,20 @@ impl Flow {
     }
 }
 
+/// A flow, locked. (A simulation runs on one thread: the lock is never
+/// contended. It makes the sockets `Send`, so that code under test may
+/// move them into `tokio::spawn`ed tasks as it does a `TcpStream`. A flow
+/// is never locked twice by one call chain; a second lock would block.)
+fn lock(flow: &Mutex<Flow>) -> MutexGuard<'_, Flow> {
+    flow.lock()
+        .expect("a flow's lock is never poisoned: a panic ends the run")
+}
+
 /// State both ends of one connection share.
 struct ConnShared {
     id: u64,
     /// `flows[0]`: acceptor to connector; `flows[1]`: connector to acceptor.
-    flows: [RefCell<Flow>; 2],
+    flows: [Mutex<Flow>; 2],
 }
 
 /// Which end of a connection a socket is.
@@ -174,15 +182,11 @@ enum Framing {
     /// they arrive, and frames are only traced, as the application reads
     /// them. (Holding a partial header back would deadlock a send buffer
     /// smaller than a header: its bytes count until they are read.)
-    Watch {
-        framer: Rc<dyn Framer>,
-        tracker: FrameTracker,
-    },
+    Watch { tracker: FrameTracker },
     /// Rules may delay frames: each frame's header is parsed before any of
     /// its bytes are released (meanwhile the received bytes count as read
     /// for the writer's send buffer, see `credit_incomplete_header`).
     Control {
-        framer: Rc<dyn Framer>,
         /// Rules that may delay frames on this direction: (index, rule).
         rules: Vec<(usize, FrameDelay)>,
         /// Bytes of the frame being delivered that are still to be released.
@@ -256,7 +260,7 @@ pub(crate) fn consume_front(lengths: &mut VecDeque<usize>, n: usize) {
 
 /// Traces a frame's delivery and marks it as an event (`frame:FROM->TO:LABEL`).
 fn delivered(shared: &ConnShared, side: Side, info: &FrameInfo) {
-    let flow = shared.flows[side.recv_flow()].borrow();
+    let flow = lock(&shared.flows[side.recv_flow()]);
     tracing::debug!(
         target: "faultline::net",
         conn = shared.id,
@@ -293,7 +297,7 @@ struct Rx {
 /// One end of a simulated TCP connection (see the module docs).
 pub struct SimSocket {
     inner: turmoil::net::TcpStream,
-    shared: Rc<ConnShared>,
+    shared: Arc<ConnShared>,
     side: Side,
     local: SocketAddr,
     peer: SocketAddr,
@@ -311,16 +315,16 @@ impl std::fmt::Debug for SimSocket {
     }
 }
 
-fn host_of(addr: SocketAddr) -> Rc<str> {
+fn host_of(addr: SocketAddr) -> Arc<str> {
     turmoil::reverse_lookup(addr.ip())
-        .map(Rc::from)
-        .unwrap_or_else(|| Rc::from(addr.ip().to_string()))
+        .map(Arc::from)
+        .unwrap_or_else(|| Arc::from(addr.ip().to_string()))
 }
 
 impl SimSocket {
     fn new(
         inner: turmoil::net::TcpStream,
-        shared: Rc<ConnShared>,
+        shared: Arc<ConnShared>,
         side: Side,
     ) -> io::Result<SimSocket> {
         let local = inner.local_addr()?;
@@ -329,8 +333,8 @@ impl SimSocket {
             let framer = ctx.framer();
             match framer {
                 None => Framing::Off,
-                Some(framer) => {
-                    let flow = shared.flows[side.recv_flow()].borrow();
+                Some(_) => {
+                    let flow = lock(&shared.flows[side.recv_flow()]);
                     let rules: Vec<(usize, FrameDelay)> = ctx
                         .plan()
                         .frame_delay
@@ -344,12 +348,10 @@ impl SimSocket {
                         .collect();
                     if rules.is_empty() {
                         Framing::Watch {
-                            framer,
                             tracker: FrameTracker::default(),
                         }
                     } else {
                         Framing::Control {
-                            framer,
                             rules,
                             remaining_in_frame: 0,
                             head: None,
@@ -394,17 +396,17 @@ impl SimSocket {
         self.peer
     }
 
-    fn send_flow(&self) -> &RefCell<Flow> {
-        &self.shared.flows[self.side.send_flow()]
+    fn send_flow(&self) -> MutexGuard<'_, Flow> {
+        lock(&self.shared.flows[self.side.send_flow()])
     }
 
-    fn recv_flow(&self) -> &RefCell<Flow> {
-        &self.shared.flows[self.side.recv_flow()]
+    fn recv_flow(&self) -> MutexGuard<'_, Flow> {
+        lock(&self.shared.flows[self.side.recv_flow()])
     }
 
     /// Free space in the send buffer, in bytes (`usize::MAX` when unlimited).
     pub fn send_space(&self) -> usize {
-        let flow = self.send_flow().borrow();
+        let flow = self.send_flow();
         match flow.capacity_bytes {
             Some(cap) if !flow.reader_closed => cap.saturating_sub(flow.unread_bytes),
             _ => usize::MAX,
@@ -416,7 +418,7 @@ impl SimSocket {
         if self.write_closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let mut flow = self.send_flow().borrow_mut();
+        let mut flow = self.send_flow();
         match flow.capacity_bytes {
             Some(cap) if !flow.reader_closed && flow.unread_bytes >= cap => {
                 flow.writer_waker = Some(cx.waker().clone());
@@ -440,7 +442,7 @@ impl SimSocket {
             return Poll::Ready(Ok(0));
         }
         let (allowed, max_segment) = {
-            let mut flow = self.send_flow().borrow_mut();
+            let mut flow = self.send_flow();
             let allowed = match flow.capacity_bytes {
                 Some(cap) if !flow.reader_closed => {
                     let free = cap.saturating_sub(flow.unread_bytes);
@@ -496,7 +498,7 @@ impl SimSocket {
             }
         }
         assert!(sent > 0 && sent <= allowed);
-        self.send_flow().borrow_mut().unread_bytes += sent;
+        self.send_flow().unread_bytes += sent;
         if sent < total {
             tracing::debug!(target: "faultline::net", conn = self.shared.id, wanted = total, sent, "short write");
         }
@@ -520,7 +522,7 @@ impl SimSocket {
         if self.rx.eof || self.rx.error.is_some() {
             return false;
         }
-        let coalesce = self.recv_flow().borrow().max_segment_bytes.is_some();
+        let coalesce = self.recv_flow().max_segment_bytes.is_some();
         let mut got = false;
         loop {
             // Read straight into the receive buffer's spare room (zeroing a
@@ -535,7 +537,7 @@ impl SimSocket {
                         self.rx.segments.push_back(n);
                     }
                     if n == 0 {
-                        if self.recv_flow().borrow().reset_at_end {
+                        if self.recv_flow().reset_at_end {
                             self.rx.error = Some(io::ErrorKind::ConnectionReset);
                         } else {
                             self.rx.eof = true;
@@ -563,7 +565,6 @@ impl SimSocket {
         let shared = &self.shared;
         let side = self.side;
         let Framing::Control {
-            framer,
             rules,
             remaining_in_frame,
             head,
@@ -572,6 +573,10 @@ impl SimSocket {
             self.rx.released = self.rx.buf.len();
             return;
         };
+        // (The run's framer: framing is on only inside a run that has one.)
+        let framer = ctx::with(|ctx| ctx.framer())
+            .flatten()
+            .expect("a framed stream's run has a framer");
         loop {
             let unreleased = self.rx.buf.len() - self.rx.released;
             if *remaining_in_frame > 0 {
@@ -684,7 +689,7 @@ impl SimSocket {
             && matches!(self.rx.framing, Framing::Off)
             && !self.rx.eof
             && self.rx.error.is_none()
-            && self.recv_flow().borrow().max_segment_bytes.is_none()
+            && self.recv_flow().max_segment_bytes.is_none()
         {
             return self.poll_recv_direct(cx, out);
         }
@@ -695,8 +700,10 @@ impl SimSocket {
                 n = n.min(*self.rx.segments.front().expect("bytes are in segments"));
             }
             out[..n].copy_from_slice(&self.rx.buf[..n]);
-            if let Framing::Watch { framer, tracker } = &mut self.rx.framing {
-                tracker.observe(&**framer, &out[..n], &self.shared, self.side);
+            if let Framing::Watch { tracker } = &mut self.rx.framing
+                && let Some(framer) = ctx::with(|ctx| ctx.framer()).flatten()
+            {
+                tracker.observe(&*framer, &out[..n], &self.shared, self.side);
             }
             self.rx.buf.advance(n);
             self.rx.released -= n;
@@ -708,7 +715,7 @@ impl SimSocket {
             );
             let fresh = n.saturating_sub(self.rx.credited);
             self.rx.credited = self.rx.credited.saturating_sub(n);
-            self.recv_flow().borrow_mut().consumed(fresh);
+            self.recv_flow().consumed(fresh);
             return Poll::Ready(Ok(n));
         }
         match self.rx.error {
@@ -730,10 +737,10 @@ impl SimSocket {
             Ok(()) => {
                 let n = read_buf.filled().len();
                 if n > 0 {
-                    self.recv_flow().borrow_mut().consumed(n);
+                    self.recv_flow().consumed(n);
                     return Poll::Ready(Ok(n));
                 }
-                if self.recv_flow().borrow().reset_at_end {
+                if self.recv_flow().reset_at_end {
                     self.rx.error = Some(io::ErrorKind::ConnectionReset);
                     return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
                 }
@@ -779,11 +786,11 @@ impl Drop for SimSocket {
         // bytes this socket already pulled from turmoil would leave with a
         // FIN, so the peer's end of stream is marked as a reset instead.
         if !self.rx.buf.is_empty() {
-            self.send_flow().borrow_mut().reset_at_end = true;
+            self.send_flow().reset_at_end = true;
             cover(coverage::NET_CLOSED_WITH_UNREAD);
             tracing::debug!(target: "faultline::net", conn = self.shared.id, unread = self.rx.buf.len(), "closed with unread bytes: reset");
         }
-        let mut flow = self.recv_flow().borrow_mut();
+        let mut flow = self.recv_flow();
         flow.reader_closed = true;
         if let Some(waker) = flow.writer_waker.take() {
             waker.wake();
@@ -796,9 +803,9 @@ impl Drop for SimSocket {
 /// bytes count until read). So while a header is incomplete, everything
 /// received counts as read for the writer's buffer, as a receiving kernel
 /// acknowledges what it holds.
-fn credit_incomplete_header(rx: &mut Rx, flow: &RefCell<Flow>) {
+fn credit_incomplete_header(rx: &mut Rx, flow: &Mutex<Flow>) {
     if rx.buf.len() > rx.credited {
-        flow.borrow_mut().consumed(rx.buf.len() - rx.credited);
+        lock(flow).consumed(rx.buf.len() - rx.credited);
         rx.credited = rx.buf.len();
     }
 }
@@ -835,7 +842,7 @@ fn decide(
             if rule.nth.is_some_and(|nth| nth != *hits) {
                 continue;
             }
-            let flow = shared.flows[side.recv_flow()].borrow();
+            let flow = lock(&shared.flows[side.recv_flow()]);
             match &rule.hold_until {
                 Some(event) => {
                     ctx.cover(coverage::FRAME_DELAY_HELD);
@@ -891,26 +898,26 @@ fn cover(point: &str) {
 }
 
 /// Builds the shared state of a connection for the acceptor's end.
-fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
+fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Arc<ConnShared> {
     let me = ctx::current_host()
-        .map(Rc::from)
+        .map(Arc::from)
         .unwrap_or_else(|| host_of(local));
     let them = host_of(peer);
     let shared = ctx::with(|ctx| {
-        Rc::new(ConnShared {
+        Arc::new(ConnShared {
             id: ctx.next_id(),
             flows: [
-                RefCell::new(Flow::new(ctx, &me, &them)),
-                RefCell::new(Flow::new(ctx, &them, &me)),
+                Mutex::new(Flow::new(ctx, &me, &them)),
+                Mutex::new(Flow::new(ctx, &them, &me)),
             ],
         })
     })
     .unwrap_or_else(|| {
-        Rc::new(ConnShared {
+        Arc::new(ConnShared {
             id: 0,
             flows: [
-                RefCell::new(Flow::unlimited(&me, &them)),
-                RefCell::new(Flow::unlimited(&them, &me)),
+                Mutex::new(Flow::unlimited(&me, &them)),
+                Mutex::new(Flow::unlimited(&them, &me)),
             ],
         })
     });
@@ -919,7 +926,7 @@ fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
             .borrow_mut()
             .handoff
             .insert((local, peer), shared.clone());
-        let flow = shared.flows[0].borrow();
+        let flow = lock(&shared.flows[0]);
         tracing::debug!(
             target: "faultline::net",
             conn = shared.id,
@@ -933,7 +940,7 @@ fn accepted_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
 }
 
 /// Finds the state the acceptor made for this connection.
-fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
+fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Arc<ConnShared> {
     let found = ctx::with(|ctx| {
         ctx.part::<NetState>()
             .borrow_mut()
@@ -946,14 +953,14 @@ fn connected_conn(local: SocketAddr, peer: SocketAddr) -> Rc<ConnShared> {
         None => {
             // The acceptor is not a harness socket: no faults on this one.
             let me = ctx::current_host()
-                .map(Rc::from)
+                .map(Arc::from)
                 .unwrap_or_else(|| host_of(local));
             let them = host_of(peer);
-            Rc::new(ConnShared {
+            Arc::new(ConnShared {
                 id: ctx::with(|ctx| ctx.next_id()).unwrap_or(0),
                 flows: [
-                    RefCell::new(Flow::unlimited(&them, &me)),
-                    RefCell::new(Flow::unlimited(&me, &them)),
+                    Mutex::new(Flow::unlimited(&them, &me)),
+                    Mutex::new(Flow::unlimited(&me, &them)),
                 ],
             })
         }

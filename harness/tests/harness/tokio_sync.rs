@@ -316,3 +316,9 @@ fn a_check_then_act_with_rwlock_is_found_by_random_and_pct_and_the_fix_passes_50
     }
     assert!(failing(&scenario, Variant::Buggy, &Faults::Off, 20, "loads").is_empty());
 }
+
+#[test]
+fn simulated_sockets_are_send_like_tokios_so_tokio_spawn_takes_them() {
+    send_sync::<faultline_harness::SimStream>();
+    send_sync::<faultline_harness::SimListener>();
+}

@@ -12,10 +12,12 @@
 //! `http2`) serving each accepted `SimStream` (wrapped in
 //! `hyper_util::rt::TokioIo`, as a `TcpStream` is), the clients
 //! `hyper::client::conn::http1::handshake` (or `http2`) over
-//! `SimStream::connect`; HTTP/2's streams run on [`LocalExec`], an
-//! executor that spawns on the host's runtime; the store is behind
+//! `SimStream::connect`; HTTP/2's streams run on hyper-util's own
+//! `TokioExecutor` (`tokio::spawn`), and the clients' connection futures
+//! are `tokio::spawn`ed, as with a `TcpStream`; the store is behind
 //! `faultline_harness::sync::tokio::RwLock`. The connection tasks are
-//! spawned with `faultline_harness::spawn` (a `SimStream` is not `Send`).
+//! spawned with `faultline_harness::sync::tokio::spawn` (tokio's `spawn`,
+//! followed by the scheduler as a thread).
 //!
 //! Oracle `read-your-writes`: each client writes its own keys with rising
 //! versions and reads each back; the answer must carry the version last
@@ -35,7 +37,7 @@ use faultline_harness::{
 };
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 
 /// The port the server listens on.
@@ -47,17 +49,6 @@ pub const MAX_BODY_BYTES: usize = 4096;
 /// Versions and values by key.
 type Store = Arc<RwLock<BTreeMap<String, (u64, Bytes)>>>;
 
-/// hyper's executor for HTTP/2's per-stream tasks: tasks of the current
-/// host (a `SimStream` is not `Send`, so neither are they).
-#[derive(Clone, Copy, Debug)]
-pub struct LocalExec;
-
-impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
-    fn execute(&self, future: F) {
-        tokio::task::spawn_local(future);
-    }
-}
-
 /// Serves HTTP/1.1 (or, with `http2`, HTTP/2) connections until the
 /// listener fails.
 pub async fn serve(listener: SimListener, http2: bool) -> std::io::Result<()> {
@@ -65,11 +56,11 @@ pub async fn serve(listener: SimListener, http2: bool) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let store = store.clone();
-        faultline_harness::spawn(async move {
+        faultline_harness::sync::tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(store.clone(), req));
             let io = TokioIo::new(stream);
             let _ = if http2 {
-                hyper::server::conn::http2::Builder::new(LocalExec)
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(io, service)
                     .await
             } else {
@@ -205,16 +196,16 @@ enum Sender {
 async fn connect(http2: bool) -> Option<Sender> {
     let io = TokioIo::new(SimStream::connect(("server", PORT)).await.ok()?);
     if http2 {
-        let (sender, connection) = hyper::client::conn::http2::handshake(LocalExec, io)
+        let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .ok()?;
-        tokio::task::spawn_local(async move {
+        tokio::spawn(async move {
             let _ = connection.await;
         });
         Some(Sender::Http2(sender))
     } else {
         let (sender, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
-        tokio::task::spawn_local(async move {
+        tokio::spawn(async move {
             let _ = connection.await;
         });
         Some(Sender::Http1(sender))

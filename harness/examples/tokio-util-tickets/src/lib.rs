@@ -12,9 +12,10 @@
 //! `SimStream` (tokio `AsyncRead + AsyncWrite`, so `Framed` takes them as
 //! it takes a `TcpStream`), and its shared state uses
 //! `faultline_harness::sync::tokio::RwLock` in place of tokio's (one
-//! import). The connection tasks are spawned with
-//! `faultline_harness::spawn` (a `SimStream` is not `Send`), so PCT and
-//! `explore` see them as threads. The faults (tiny send buffers,
+//! import), and its connection tasks are spawned with
+//! `faultline_harness::sync::tokio::spawn` where the service had
+//! `tokio::spawn` (the same call; it lets PCT and `explore` see them as
+//! threads). The faults (tiny send buffers,
 //! segmentation, latency, a partition, a process crash) come from the
 //! scenario file; the race from the default race space (`points = ["*"]`).
 //!
@@ -65,7 +66,7 @@ pub async fn serve(listener: SimListener, lost_update: bool) -> std::io::Result<
     loop {
         let (stream, _) = listener.accept().await?;
         let next = next.clone();
-        faultline_harness::spawn(async move {
+        faultline_harness::sync::tokio::spawn(async move {
             let mut frames = Framed::new(stream, codec());
             while let Some(Ok(request)) = frames.next().await {
                 if request.as_ref() != TAKE {

@@ -329,33 +329,30 @@ impl SimSocket {
     ) -> io::Result<SimSocket> {
         let local = inner.local_addr()?;
         let peer = inner.peer_addr()?;
-        let framing = ctx::with(|ctx| {
-            let framer = ctx.framer();
-            match framer {
-                None => Framing::Off,
-                Some(_) => {
-                    let flow = lock(&shared.flows[side.recv_flow()]);
-                    let rules: Vec<(usize, FrameDelay)> = ctx
-                        .plan()
-                        .frame_delay
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| {
-                            glob_match(&r.from, &flow.writer_host)
-                                && glob_match(&r.to, &flow.reader_host)
-                        })
-                        .map(|(i, r)| (i, r.clone()))
-                        .collect();
-                    if rules.is_empty() {
-                        Framing::Watch {
-                            tracker: FrameTracker::default(),
-                        }
-                    } else {
-                        Framing::Control {
-                            rules,
-                            remaining_in_frame: 0,
-                            head: None,
-                        }
+        let framing = ctx::with(|ctx| match ctx.framer() {
+            None => Framing::Off,
+            Some(_) => {
+                let flow = lock(&shared.flows[side.recv_flow()]);
+                let rules: Vec<(usize, FrameDelay)> = ctx
+                    .plan()
+                    .frame_delay
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| {
+                        glob_match(&r.from, &flow.writer_host)
+                            && glob_match(&r.to, &flow.reader_host)
+                    })
+                    .map(|(i, r)| (i, r.clone()))
+                    .collect();
+                if rules.is_empty() {
+                    Framing::Watch {
+                        tracker: FrameTracker::default(),
+                    }
+                } else {
+                    Framing::Control {
+                        rules,
+                        remaining_in_frame: 0,
+                        head: None,
                     }
                 }
             }
@@ -700,7 +697,9 @@ impl SimSocket {
                 n = n.min(*self.rx.segments.front().expect("bytes are in segments"));
             }
             out[..n].copy_from_slice(&self.rx.buf[..n]);
+            // (The framer is looked up only while the stream may be framed.)
             if let Framing::Watch { tracker } = &mut self.rx.framing
+                && !tracker.off
                 && let Some(framer) = ctx::with(|ctx| ctx.framer()).flatten()
             {
                 tracker.observe(&*framer, &out[..n], &self.shared, self.side);

@@ -291,30 +291,28 @@ fn check_then_act() -> Scenario {
 /// Seeds of the fixed variants, per strategy.
 const FIXED_SEEDS: u64 = 500;
 
-#[test]
-fn a_lost_wake_up_with_notify_is_found_by_random_and_pct_and_the_fix_passes_500_seeds() {
-    let scenario = lost_wakeup();
+/// The buggy variant of `scenario` fails `oracle` on some of 40 seeds under
+/// `random` and under `pct`, never with faults off; the fixed one passes
+/// [`FIXED_SEEDS`] seeds of each strategy.
+fn found_by_random_and_pct_and_the_fix_passes(scenario: &Scenario, oracle: &str) {
     for faults in [plan(RANDOM), plan(PCT)] {
-        let found = failing(&scenario, Variant::Buggy, &faults, 40, "stuck");
-        assert!(!found.is_empty(), "no seed lost a wake-up: {faults:?}");
-        println!("lost wake-up, buggy: {} of 40 seeds fail", found.len());
-        let fixed = failing(&scenario, Variant::Fixed, &faults, FIXED_SEEDS, "stuck");
+        let found = failing(scenario, Variant::Buggy, &faults, 40, oracle);
+        assert!(!found.is_empty(), "no seed failed `{oracle}`: {faults:?}");
+        println!("{}, buggy: {} of 40 seeds fail", scenario.name, found.len());
+        let fixed = failing(scenario, Variant::Fixed, &faults, FIXED_SEEDS, oracle);
         assert!(fixed.is_empty(), "the fix failed on seeds {fixed:?}");
     }
-    assert!(failing(&scenario, Variant::Buggy, &Faults::Off, 20, "stuck").is_empty());
+    assert!(failing(scenario, Variant::Buggy, &Faults::Off, 20, oracle).is_empty());
+}
+
+#[test]
+fn a_lost_wake_up_with_notify_is_found_by_random_and_pct_and_the_fix_passes_500_seeds() {
+    found_by_random_and_pct_and_the_fix_passes(&lost_wakeup(), "stuck");
 }
 
 #[test]
 fn a_check_then_act_with_rwlock_is_found_by_random_and_pct_and_the_fix_passes_500_seeds() {
-    let scenario = check_then_act();
-    for faults in [plan(RANDOM), plan(PCT)] {
-        let found = failing(&scenario, Variant::Buggy, &faults, 40, "loads");
-        assert!(!found.is_empty(), "no seed loaded a key twice: {faults:?}");
-        println!("check-then-act, buggy: {} of 40 seeds fail", found.len());
-        let fixed = failing(&scenario, Variant::Fixed, &faults, FIXED_SEEDS, "loads");
-        assert!(fixed.is_empty(), "the fix failed on seeds {fixed:?}");
-    }
-    assert!(failing(&scenario, Variant::Buggy, &Faults::Off, 20, "loads").is_empty());
+    found_by_random_and_pct_and_the_fix_passes(&check_then_act(), "loads");
 }
 
 #[test]

@@ -116,34 +116,42 @@ impl<T> Clone for Sender<T> {
     }
 }
 
-impl<T> Receiver<T> {
-    /// A point (`NAME.recv`), then tokio's `recv`.
-    pub async fn recv(&mut self) -> Option<T> {
-        self.name.point("recv").await;
-        self.inner.recv().await
-    }
+/// The methods both receivers have, the same over tokio's two types.
+macro_rules! receiver_methods {
+    ($receiver:ident) => {
+        impl<T> $receiver<T> {
+            /// A point (`NAME.recv`), then tokio's `recv`.
+            pub async fn recv(&mut self) -> Option<T> {
+                self.name.point("recv").await;
+                self.inner.recv().await
+            }
 
-    /// tokio's `try_recv` (a `recv` point).
-    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        self.name.release("recv");
-        self.inner.try_recv()
-    }
+            /// tokio's `try_recv` (a `recv` point).
+            pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+                self.name.release("recv");
+                self.inner.try_recv()
+            }
 
-    /// tokio's `close`.
-    pub fn close(&mut self) {
-        self.inner.close();
-    }
+            /// tokio's `close`.
+            pub fn close(&mut self) {
+                self.inner.close();
+            }
 
-    /// tokio's `len`.
-    pub fn len(&self) -> usize {
-        self.inner.len()
-    }
+            /// tokio's `len`.
+            pub fn len(&self) -> usize {
+                self.inner.len()
+            }
 
-    /// tokio's `is_empty`.
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
+            /// tokio's `is_empty`.
+            pub fn is_empty(&self) -> bool {
+                self.inner.is_empty()
+            }
+        }
+    };
 }
+
+receiver_methods!(Receiver);
+receiver_methods!(UnboundedReceiver);
 
 impl<T> UnboundedSender<T> {
     /// tokio's `send` (a `send` point).
@@ -169,34 +177,5 @@ impl<T> Clone for UnboundedSender<T> {
             name: self.name,
             inner: self.inner.clone(),
         }
-    }
-}
-
-impl<T> UnboundedReceiver<T> {
-    /// A point (`NAME.recv`), then tokio's `recv`.
-    pub async fn recv(&mut self) -> Option<T> {
-        self.name.point("recv").await;
-        self.inner.recv().await
-    }
-
-    /// tokio's `try_recv` (a `recv` point).
-    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        self.name.release("recv");
-        self.inner.try_recv()
-    }
-
-    /// tokio's `close`.
-    pub fn close(&mut self) {
-        self.inner.close();
-    }
-
-    /// tokio's `len`.
-    pub fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    /// tokio's `is_empty`.
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
     }
 }

@@ -949,7 +949,9 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
     }
     report.failures.sort_by_key(|o| o.seed);
     report.wall_time = wall_start.elapsed();
-    let faults_on = !matches!(options.run.faults, Faults::Off);
+    // `expect.reaches` names places the scenario's fault space must get to;
+    // a plan given by hand (`--plan`) or no faults at all is not that space.
+    let space_drawn = !matches!(options.run.faults, Faults::Off | Faults::Plan { .. });
     // A sweep that stopped early judged fewer runs; a setup error reached
     // nothing at all.
     let complete = report.seeds_run == seeds.len() as u64;
@@ -972,7 +974,7 @@ pub fn sweep(scenario: &Scenario, seeds: &[u64], options: &SweepOptions) -> Swee
         .filter(|o| o.setup_error().is_none() && !o.reached_mechanism(scenario))
         .map(|o| o.seed)
         .collect();
-    if faults_on && complete && !setup {
+    if space_drawn && complete && !setup {
         report.unreached = scenario
             .spec
             .expect

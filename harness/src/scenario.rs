@@ -128,8 +128,10 @@ pub struct Expect {
     pub test_seeds: u64,
     /// Coverage points (globs: `probe:proxy:late-report`,
     /// `race-yield:executor.*`) that some run of every sweep with faults
-    /// must reach, as FoundationDB's code probes: a sweep in which none
-    /// did fails, since it never tested the place that matters.
+    /// drawn from the scenario's space must reach, as FoundationDB's code
+    /// probes: a sweep in which none did fails, since it never tested the
+    /// place that matters. (A sweep with `--plan` or `--faults off` runs
+    /// other faults than the space's and is not held to them.)
     #[serde(default)]
     pub reaches: Vec<String>,
     /// The coverage points (globs, e.g. `probe:proxy:fd-closed-while-running`)

@@ -351,5 +351,26 @@ fn a_sweep_that_never_reaches_a_required_point_fails_with_a_clear_line() {
         &["sweep", "unreachable", "--seeds", "0..3", "--faults", "off"],
     );
     assert_eq!(off.status.code(), Some(0));
+    // Nor with a plan given by hand: it is not the scenario's fault space.
+    // (It is a plan `shrink` could leave: the send buffer fault alone.)
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, "[[send_buffer]]\nhost = \"server\"\nbytes = 1\n").unwrap();
+    let planned = faultline(
+        &dir,
+        &[
+            "sweep",
+            "unreachable",
+            "--seeds",
+            "0..3",
+            "--plan",
+            plan.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8(planned.stdout).unwrap();
+    assert_eq!(planned.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("send_buffer:short_write"),
+        "the plan ran: {text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -53,6 +53,22 @@ pub enum Faults {
     },
 }
 
+impl Faults {
+    /// The plan in `path` (TOML, or JSON by its extension), validated, and
+    /// named in replay commands as `--plan PATH`: what `--plan` runs, for
+    /// a test that keeps a plan `shrink` left as a regression.
+    pub fn plan_file(path: impl Into<PathBuf>) -> Result<Faults, String> {
+        let path = path.into();
+        let plan = FaultPlan::load(&path)?;
+        plan.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Faults::Plan {
+            plan: Box::new(plan),
+            source: Some(path),
+        })
+    }
+}
+
 /// How a failure's replay command reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Replay {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::args::{Error, Result, VariantArgs, echo_filter};
-use crate::faults::FaultPlan;
 use crate::runner::{Faults, Replay, RunOptions};
 use crate::scenario::{Registry, Scenario};
 use crate::trace::TraceMode;
@@ -131,15 +130,7 @@ impl App {
     /// The run options the flags ask for.
     pub fn options(&self, args: &VariantArgs) -> Result<RunOptions> {
         let faults = match (&args.plan, args.faults.as_str()) {
-            (Some(path), _) => {
-                let plan = FaultPlan::load(path)?;
-                plan.validate()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Faults::Plan {
-                    plan: Box::new(plan),
-                    source: Some(path.clone()),
-                }
-            }
+            (Some(path), _) => Faults::plan_file(path)?,
             (None, "off") => Faults::Off,
             (None, "swarm") => Faults::Swarm,
             (None, strategy @ ("random" | "pct" | "targeted")) => {

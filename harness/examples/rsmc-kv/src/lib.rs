@@ -293,3 +293,8 @@ pub fn registry() -> Registry {
 pub fn scenarios_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }
+
+/// Where this crate's fault plans are (`shrink`'s smallest plans, kept).
+pub fn plans_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans")
+}

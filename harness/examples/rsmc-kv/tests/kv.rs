@@ -3,7 +3,6 @@
 //! (the recorded seed, and every seed of the smallest plan `shrink` found);
 //! filling each buffer survives every drawn fault and race schedule.
 
-use faultline_harness::faults::FaultPlan;
 use faultline_harness::testing::Check;
 use faultline_harness::{Faults, RunOptions, Scenario, SweepOptions, Variant, Verdict};
 
@@ -16,11 +15,7 @@ fn scenario() -> Scenario {
 /// The plan `shrink` left of the recorded failure: the kv node's responses
 /// split into segments of at most 6 bytes, and nothing else.
 fn split_responses() -> Faults {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/split-responses.toml");
-    Faults::Plan {
-        plan: Box::new(FaultPlan::load(&path).expect("the plan loads")),
-        source: Some(path),
-    }
+    Faults::plan_file(rsmc_kv::plans_dir().join("split-responses.toml")).expect("the plan loads")
 }
 
 #[test]

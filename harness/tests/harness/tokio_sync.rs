@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use faultline_harness::Faults;
+use faultline_harness::explore::{self, Explored};
 use faultline_harness::sync::tokio::{
     Mutex, Notify, RwLock, Semaphore, mpsc, oneshot, spawn, watch,
 };
-use faultline_harness::{Scenario, Variant, oracle, scenario_from_fn};
+use faultline_harness::{RunOptions, Scenario, Variant, oracle, scenario_from_fn};
 
 use crate::common::{PCT, RANDOM, failing, plan};
 
@@ -313,6 +314,44 @@ fn a_lost_wake_up_with_notify_is_found_by_random_and_pct_and_the_fix_passes_500_
 #[test]
 fn a_check_then_act_with_rwlock_is_found_by_random_and_pct_and_the_fix_passes_500_seeds() {
     found_by_random_and_pct_and_the_fix_passes(&check_then_act(), "loads");
+}
+
+/// Bounded exhaustive exploration over the same primitives: one
+/// preemption finds each bug; every schedule with at most two preemptions
+/// of the fixed versions passes.
+#[test]
+fn bounded_exploration_finds_both_with_one_preemption_and_the_fixes_pass_every_schedule_with_two() {
+    for (scenario, oracle) in [(lost_wakeup(), "stuck"), (check_then_act(), "loads")] {
+        let buggy = RunOptions::new(Variant::Buggy);
+        let found = explore::explore(&scenario, 0, 1, None, &buggy, |_| {});
+        let Explored::Failing {
+            schedule, outcome, ..
+        } = found
+        else {
+            panic!("{}: {}", scenario.name, found.summary_line());
+        };
+        assert_eq!(outcome.verdict.oracle(), Some(oracle));
+        assert_eq!(schedule.len(), 1, "{}: one preemption", scenario.name);
+        let replayed = explore::run_schedule(&scenario, 0, &schedule, &buggy);
+        assert_eq!(replayed.trace.hash, outcome.trace.hash);
+        let fixed = explore::explore(
+            &scenario,
+            0,
+            2,
+            None,
+            &RunOptions::new(Variant::Fixed),
+            |_| {},
+        );
+        let Explored::Exhausted { schedules } = fixed else {
+            panic!("{} fixed: {}", scenario.name, fixed.summary_line());
+        };
+        println!("{}: fixed, {schedules} schedules", scenario.name);
+        assert!(
+            schedules > ROUNDS as u64,
+            "{}: {schedules} schedules",
+            scenario.name
+        );
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! edge-triggered on request. A refused connect or a peer's reset closes
 //! the socket both ways, as Linux's `tcp_done`: the poll reports
 //! `IN|OUT|ERR|HUP|RDHUP` (`ERR` until the error is read; recv returns
-//! bytes that arrived before a reset first, then the error). The poller
+//! bytes that arrived before a reset first, then the error, then the end
+//! of the stream; send answers `EPIPE` once the error is read). The poller
 //! filters `IN`, `OUT` and `RDHUP` by the interest set and reports `ERR`
 //! and `HUP` whatever it is, as epoll does.
 //!
@@ -787,7 +788,12 @@ impl Sys {
         }
         let fanout = sock.fanout.clone();
         match &mut sock.state {
-            SockState::Fresh | SockState::Failed => Err(Errno::ENOTCONN),
+            // Linux's tcp_recvmsg: a socket that never connected is
+            // TCP_CLOSE without shutdown bits (ENOTCONN); a refused one went
+            // through tcp_done, whose SHUTDOWN_MASK is checked first: end of
+            // stream, as its poll (IN|RDHUP) says.
+            SockState::Fresh => Err(Errno::ENOTCONN),
+            SockState::Failed => Ok(0),
             SockState::Connecting { .. } => {
                 cover(coverage::SYS_RECV_DURING_CONNECT);
                 if personality == Personality::Illumos {
@@ -856,7 +862,10 @@ impl Sys {
         }
         let fanout = sock.fanout.clone();
         match &mut sock.state {
-            SockState::Fresh | SockState::Failed => Err(Errno::ENOTCONN),
+            // Linux's tcp_sendmsg waits for the connection in
+            // sk_stream_wait_connect, which answers EPIPE for any state but
+            // SYN_SENT and SYN_RECV once the socket's error has been read.
+            SockState::Fresh | SockState::Failed => Err(Errno::EPIPE),
             SockState::Connecting { .. } => {
                 cover(coverage::SYS_SEND_DURING_CONNECT);
                 if personality == Personality::Openbsd {

@@ -163,7 +163,10 @@ fn a_refused_connect_reports_what_linux_reports_filtered_by_the_interest() {
     // Linux closes a refused socket both ways (tcp_done): tcp_poll reports
     // IN|OUT|ERR|HUP|RDHUP; epoll keeps the directions asked for, and ERR
     // and HUP always. Polled for OUT only (HAProxy while connecting), it is
-    // OUT|ERR|HUP.
+    // OUT|ERR|HUP. Once the error is read, recv meets the shutdown first
+    // (end of stream: tcp_recvmsg) and send a closed socket (EPIPE:
+    // sk_stream_wait_connect); a socket that never connected answers
+    // ENOTCONN to recv and EPIPE to send.
     let log: Log = Arc::default();
     let out = log.clone();
     let scenario = scenario_from_fn("refused", "summary = \"t\"\n", move |sim, _| {
@@ -198,7 +201,18 @@ fn a_refused_connect_reports_what_linux_reports_filtered_by_the_interest() {
                 note(&log, format!("after: {:?}", after[0].events));
                 let mut buf = [0u8; 4];
                 note(&log, format!("recv {:?}", sys.recv(fd, &mut buf)));
+                note(&log, format!("send {:?}", sys.send(fd, b"x")));
             }
+            let fresh = sys.socket().unwrap();
+            let mut buf = [0u8; 4];
+            note(
+                &log,
+                format!(
+                    "never connected: recv {:?} send {:?}",
+                    sys.recv(fresh, &mut buf),
+                    sys.send(fresh, b"x")
+                ),
+            );
             Ok(())
         });
         Ok(())
@@ -209,10 +223,13 @@ fn a_refused_connect_reports_what_linux_reports_filtered_by_the_interest() {
         vec![
             "OUT: OUT|ERR|HUP Ok(Some(ECONNREFUSED)) Ok(None)",
             "after: OUT|HUP",
-            "recv Err(ENOTCONN)",
+            "recv Ok(0)",
+            "send Err(EPIPE)",
             "IN|OUT|RDHUP: IN|OUT|ERR|HUP|RDHUP Ok(Some(ECONNREFUSED)) Ok(None)",
             "after: IN|OUT|HUP|RDHUP",
-            "recv Err(ENOTCONN)",
+            "recv Ok(0)",
+            "send Err(EPIPE)",
+            "never connected: recv Err(ENOTCONN) send Err(EPIPE)",
         ]
     );
 }

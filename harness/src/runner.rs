@@ -832,7 +832,8 @@ pub struct SweepReport {
     /// Wall time of the whole sweep.
     pub wall_time: Duration,
     /// The scenario's `expect.reaches` points no run reached (judged only
-    /// when faults were on).
+    /// when the faults were drawn from the scenario's space: not with
+    /// `Faults::Off` or a plan).
     pub unreached: Vec<String>,
     /// The faults of the scenario's space that no run applied (a point
     /// glob, a frame label or a switch name nothing matched), described.

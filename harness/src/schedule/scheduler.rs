@@ -38,6 +38,10 @@ pub(super) struct Decision {
 /// Where a point's name is in memory: a call site's two strings.
 type NameAt = (usize, usize, usize, usize);
 
+/// Slots of [`Scheduler::point_cache`].
+const POINT_CACHE_SLOTS: usize = 256;
+const _: () = assert!(POINT_CACHE_SLOTS.is_power_of_two());
+
 /// The scheduler of one run: the plan's rules, the points seen, the tasks.
 pub(crate) struct Scheduler {
     seed: u64,
@@ -49,10 +53,17 @@ pub(crate) struct Scheduler {
     /// Points by the addresses of their name's parts: the hot path
     /// compares no strings.
     point_at: BTreeMap<NameAt, usize>,
+    /// A direct-mapped cache in front of `point_at`, by address: most hits
+    /// are of a few call sites. (It only ever answers what `point_at`
+    /// would, so addresses, which differ between processes, never decide
+    /// anything.)
+    point_cache: [Option<(NameAt, usize)>; POINT_CACHE_SLOTS],
     /// Points by name (call sites that spell one name share its point).
     point_named: BTreeMap<String, usize>,
     hosts: Vec<Arc<str>>,
     tasks: BTreeMap<(usize, tokio::task::Id), u64>,
+    /// The last task looked up in `tasks`: a task hits its points in runs.
+    last_task: Option<((usize, tokio::task::Id), u64)>,
     next_task: u64,
     /// Tasks in a spin-wait: the re-check after a spin is not activity.
     spinning: BTreeSet<TaskKey>,
@@ -118,9 +129,11 @@ impl Scheduler {
             strategies,
             points: Vec::new(),
             point_at: BTreeMap::new(),
+            point_cache: [None; POINT_CACHE_SLOTS],
             point_named: BTreeMap::new(),
             hosts: Vec::new(),
             tasks: BTreeMap::new(),
+            last_task: None,
             next_task: 0,
             spinning: BTreeSet::new(),
             yielding: BTreeSet::new(),
@@ -168,11 +181,17 @@ impl Scheduler {
     }
 
     fn key_of(&mut self, host: usize, id: tokio::task::Id) -> TaskKey {
+        if let Some((at, index)) = self.last_task
+            && at == (host, id)
+        {
+            return TaskKey { host, index };
+        }
         let next = &mut self.next_task;
         let index = *self.tasks.entry((host, id)).or_insert_with(|| {
             *next += 1;
             *next
         });
+        self.last_task = Some(((host, id), index));
         TaskKey { host, index }
     }
 
@@ -306,7 +325,17 @@ impl Scheduler {
             op.as_ptr() as usize,
             op.len(),
         );
+        // (Fibonacci hashing of both addresses: strings lie close together.)
+        let mixed = (at.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (at.2 as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        let slot = (mixed >> (64 - POINT_CACHE_SLOTS.trailing_zeros())) as usize;
+        if let Some((cached, index)) = self.point_cache[slot]
+            && cached == at
+        {
+            return index;
+        }
         if let Some(&index) = self.point_at.get(&at) {
+            self.point_cache[slot] = Some((at, index));
             return index;
         }
         let name = format!("{primitive}.{op}");
@@ -329,6 +358,7 @@ impl Scheduler {
             }
         };
         self.point_at.insert(at, index);
+        self.point_cache[slot] = Some((at, index));
         index
     }
 

@@ -83,8 +83,8 @@ pub use report::{REPLAY_PREFIX, failure_summary, mermaid};
 pub use runner::{
     DeterminismReport, Faults, Mismatch, Outcome, Progress, Replay, RunOptions, SetupError,
     ShrinkReport, SweepOptions, SweepReport, TOKIO_UNSTABLE, TOKIO_UNSTABLE_MISSING, Verdict,
-    WORKER_STACK_BYTES, check_determinism, default_jobs, require_tokio_unstable, run, shrink,
-    sweep,
+    WORKER_STACK_BYTES, check_determinism, default_jobs, parallel, require_tokio_unstable, run,
+    shrink, sweep,
 };
 pub use scenario::{
     Expect, FnWorkload, ParamError, RecordedFailure, Registry, RunSpec, Scenario, ScenarioSpec,

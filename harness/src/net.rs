@@ -136,10 +136,19 @@ impl Flow {
 /// A flow, locked. (A simulation runs on one thread: the lock is never
 /// contended. It makes the sockets `Send`, so that code under test may
 /// move them into `tokio::spawn`ed tasks as it does a `TcpStream`. A flow
-/// is never locked twice by one call chain; a second lock would block.)
+/// held already can only be this call chain's own guard: that is a bug
+/// here, and it panics, as the `RefCell` this lock replaced did, instead
+/// of blocking the run's one thread for good.)
 fn lock(flow: &Mutex<Flow>) -> MutexGuard<'_, Flow> {
-    flow.lock()
-        .expect("a flow's lock is never poisoned: a panic ends the run")
+    match flow.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::WouldBlock) => {
+            panic!("a flow locked twice by one call chain")
+        }
+        Err(std::sync::TryLockError::Poisoned(_)) => {
+            panic!("a flow's lock is never poisoned: a panic ends the run")
+        }
+    }
 }
 
 /// State both ends of one connection share.

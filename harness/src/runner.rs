@@ -883,9 +883,12 @@ impl SweepReport {
 /// Bytes of stack for a worker thread: simulated hosts nest deep futures.
 pub const WORKER_STACK_BYTES: usize = 32 * 1024 * 1024;
 
-/// Runs `work` over `items` on `jobs` worker threads, in item order per
-/// worker, until `stop` is set.
-fn parallel<T: Sync, R: Send>(
+/// Runs `work` over `items` on `jobs` worker threads (of
+/// [`WORKER_STACK_BYTES`]), each taking the next item, until `stop` is set;
+/// `done` sees each result as it comes. Returns the results in item order
+/// (fewer when stopped). [`sweep`] runs its seeds with it; a test that
+/// sweeps several scenarios can run them side by side the same way.
+pub fn parallel<T: Sync, R: Send>(
     items: &[T],
     jobs: usize,
     stop: &AtomicBool,

@@ -49,29 +49,18 @@ fn the_buggy_variant_fails_for_every_idle_timeout_and_thread_count() {
     // One configuration per worker, each swept one seed at a time up to its
     // first failure: a sweep of several jobs would finish the passing seeds
     // already started beside a failure, a whole run each.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..faultline_harness::default_jobs() {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&(idle_ms, threads)) = configurations.get(index) else {
-                        break;
-                    };
-                    let result = first_failure(&registry, &text, idle_ms, threads, &seeds);
-                    results.lock().unwrap().push((index, result));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(index, _)| *index);
+    let results = faultline_harness::parallel(
+        &configurations,
+        faultline_harness::default_jobs(),
+        &std::sync::atomic::AtomicBool::new(false),
+        |&(idle_ms, threads)| first_failure(&registry, &text, idle_ms, threads, &seeds),
+        |_| {},
+    );
     assert_eq!(results.len(), configurations.len());
-    let mut found = Vec::new();
-    for (_, result) in results {
-        found.push(result.unwrap_or_else(|problem| panic!("{problem}")));
-    }
+    let found: Vec<String> = results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|problem| panic!("{problem}")))
+        .collect();
     println!("first failing seeds: {}", found.join(", "));
 }
 

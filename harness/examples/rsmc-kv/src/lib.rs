@@ -280,7 +280,6 @@ async fn client<C: Connection>(id: u32, p: Params) {
                 break found;
             }
         };
-        let entry = &written[&key];
         let last = entry.acked.as_deref().unwrap_or_default();
         match found {
             // A restarted kv node forgot it; its clients reconnect.

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::point::{BoxedPoint, PointName, poll_point};
+use super::point::{FirstPoll, PointName};
 
 /// tokio's `Notify` (see the module docs). Points: `NAME.notified` (when
 /// the `Notified` future is first polled, before it starts waiting),
@@ -24,8 +24,7 @@ pin_project_lite::pin_project! {
     pub struct Notified<'a> {
         notify: &'a ::tokio::sync::Notify,
         name: PointName,
-        point: Option<BoxedPoint>,
-        started: bool,
+        point: FirstPoll,
         #[pin]
         inner: Option<::tokio::sync::futures::Notified<'a>>,
     }
@@ -61,8 +60,7 @@ impl Notify {
         Notified {
             notify: &self.inner,
             name: self.name,
-            point: None,
-            started: false,
+            point: FirstPoll::NotYet,
             inner: (!after_switch).then(|| self.inner.notified()),
         }
     }
@@ -100,7 +98,7 @@ impl Notified<'_> {
     /// on reaches it), with no point before it.
     pub fn enable(self: Pin<&mut Self>) -> bool {
         let mut this = self.project();
-        *this.started = true;
+        this.point.skip();
         if this.inner.is_none() {
             this.inner.set(Some(this.notify.notified()));
         }
@@ -113,11 +111,7 @@ impl Future for Notified<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        if !*this.started {
-            *this.started = true;
-            *this.point = this.name.boxed_point("notified");
-        }
-        if poll_point(this.point, cx).is_pending() {
+        if this.point.poll(*this.name, "notified", cx).is_pending() {
             return Poll::Pending;
         }
         if this.inner.is_none() {

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::point::{BoxedPoint, PointName, poll_point};
+use super::point::{FirstPoll, PointName};
 use error::{RecvError, TryRecvError};
 
 /// tokio's oneshot `Sender`.
@@ -23,8 +23,7 @@ pub struct Sender<T> {
 /// tokio's oneshot `Receiver`: a future of the value.
 pub struct Receiver<T> {
     name: PointName,
-    point: Option<BoxedPoint>,
-    started: bool,
+    point: FirstPoll,
     inner: ::tokio::sync::oneshot::Receiver<T>,
 }
 
@@ -45,8 +44,7 @@ fn make<T>(name: PointName) -> (Sender<T>, Receiver<T>) {
         Sender { name, inner: tx },
         Receiver {
             name,
-            point: None,
-            started: false,
+            point: FirstPoll::NotYet,
             inner: rx,
         },
     )
@@ -89,11 +87,7 @@ impl<T> Future for Receiver<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin`.
         let this = self.get_mut();
-        if !this.started {
-            this.started = true;
-            this.point = this.name.boxed_point("recv");
-        }
-        if poll_point(&mut this.point, cx).is_pending() {
+        if this.point.poll(this.name, "recv", cx).is_pending() {
             return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll(cx)

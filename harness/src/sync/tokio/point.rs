@@ -63,25 +63,45 @@ impl PointName {
             preempt_later(name, op);
         }
     }
-
-    /// The point before `op` as a value, for futures that poll it by hand
-    /// (`None` outside a simulation).
-    pub(crate) fn boxed_point(self, op: &'static str) -> Option<BoxedPoint> {
-        self.in_sim()
-            .map(|name| -> BoxedPoint { Box::pin(preempt(name, op)) })
-    }
 }
 
-/// A preemption point to poll by hand.
-pub(crate) type BoxedPoint = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+/// The point a hand-polled future passes at its first poll, before it
+/// starts waiting.
+pub(crate) enum FirstPoll {
+    NotYet,
+    Passing(Pin<Box<dyn Future<Output = ()> + Send + Sync>>),
+    Passed,
+}
 
-/// Polls `point` (if any) to its end; `Ready` once it is passed.
-pub(crate) fn poll_point(point: &mut Option<BoxedPoint>, cx: &mut Context<'_>) -> Poll<()> {
-    if let Some(p) = point {
-        if p.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+impl FirstPoll {
+    /// Passes `name.op` (nothing outside a simulation); `Ready` once it is
+    /// passed, and from then on.
+    pub(crate) fn poll(
+        &mut self,
+        name: PointName,
+        op: &'static str,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if let FirstPoll::NotYet = self {
+            *self = match name.in_sim() {
+                Some(name) => FirstPoll::Passing(Box::pin(preempt(name, op))),
+                None => FirstPoll::Passed,
+            };
         }
-        *point = None;
+        if let FirstPoll::Passing(point) = self {
+            if point.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *self = FirstPoll::Passed;
+        }
+        Poll::Ready(())
     }
-    Poll::Ready(())
+
+    /// The wait started without the point (`Notified::enable`); a point
+    /// already being passed is passed to its end.
+    pub(crate) fn skip(&mut self) {
+        if let FirstPoll::NotYet = self {
+            *self = FirstPoll::Passed;
+        }
+    }
 }
